@@ -1,0 +1,33 @@
+//! The bottom crate of the fleet preprocessor: the types every stage speaks.
+//!
+//! Stages depend on this crate and never on each other. It holds
+//! - the wire format of raw vehicle events and its decoder ([`event`]),
+//! - what flows between stages: enriched events, watermarks, window aggregates
+//!   and the offset checkpoints that travel with them ([`pipeline`], [`window`]),
+//! - the per-partition watermark tracker with idleness ([`watermark`]),
+//! - layered configuration loading ([`config`]) and telemetry ([`telemetry`]).
+//!
+//! Everything here is synchronous and free of I/O except [`telemetry`]'s HTTP
+//! endpoint, so the rules that make results exact are testable with `#[test]`.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod event;
+pub mod pipeline;
+pub mod telemetry;
+pub mod watermark;
+pub mod window;
+
+pub use event::{decode_event, DecodeError, DecodeErrorKind, EventType, RawEvent};
+pub use pipeline::{
+    Checkpoint, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, Msg, SourceBatch, SourceEvent,
+    VehicleKey,
+};
+pub use watermark::{Watermark, WatermarkRules, WatermarkTracker};
+pub use window::{WindowAggregate, WindowBatch, WindowSpec};
+
+/// Event time and window bounds: milliseconds since the Unix epoch.
+pub type TimestampMs = i64;
+
+/// The Kafka partition an event came from (`0` for sources with one stream).
+pub type PartitionId = i32;

@@ -1,0 +1,99 @@
+//! What flows between the stages.
+//!
+//! Channels carry batches, never single events. Watermarks travel in-band
+//! ([`Msg::Watermark`]) so they are ordered with the data they follow: a
+//! watermark always comes after every event it covers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::{EventType, PartitionId, RawEvent, TimestampMs, Watermark};
+
+/// A message on a stage channel: a batch of data, or a watermark.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Msg<T> {
+    /// A batch of records.
+    Data(T),
+    /// Event time has advanced to here for every record that follows.
+    Watermark(Watermark),
+}
+
+/// A decoded event and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceEvent {
+    /// The Kafka partition (`0` for a file or the in-process generator).
+    pub partition: PartitionId,
+    /// The Kafka offset, or the line/sequence number for other sources.
+    pub offset: i64,
+    /// The event itself.
+    pub event: RawEvent,
+}
+
+/// What the source sends to the enricher.
+pub type SourceBatch = Vec<SourceEvent>;
+
+/// A dense per-process number for a vehicle id, assigned by the enricher the
+/// first time it sees the VIN. Distinct-vehicle counts use it instead of the string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VehicleKey(pub u32);
+
+/// A dense number for a [`GroupKey`]; see [`EnrichedBatch::new_groups`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId(pub u32);
+
+/// The labels an aggregate is grouped by: one output series per metric and group.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    /// The vehicle model from the reference data, or `unknown`.
+    pub model: Arc<str>,
+    /// The region the event reported.
+    pub region: Arc<str>,
+}
+
+/// An event after the VIN → model join, reduced to what the windows need.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnrichedEvent {
+    /// Source partition, for watermarks and offset bookkeeping.
+    pub partition: PartitionId,
+    /// Source offset, for offset bookkeeping.
+    pub offset: i64,
+    /// The vehicle, for distinct counts.
+    pub vehicle: VehicleKey,
+    /// The (model, region) group.
+    pub group: GroupId,
+    /// What was measured.
+    pub event_type: EventType,
+    /// Event time, epoch ms.
+    pub timestamp: TimestampMs,
+    /// The measured value.
+    pub measurement: i64,
+}
+
+/// What the enricher sends to the aggregator.
+///
+/// Group ids are dense and assigned in order: the `i`-th group ever announced
+/// has id `i`. A batch announces, before its events, every group those events
+/// use for the first time, so the receiver can keep a plain `Vec<GroupKey>`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EnrichedBatch {
+    /// Groups first used in this batch, in id order.
+    pub new_groups: Vec<GroupKey>,
+    /// The events.
+    pub events: Vec<EnrichedEvent>,
+    /// Events of this batch that were consumed but produce no output (for
+    /// example dropped unknown vehicles), so offset bookkeeping still sees them:
+    /// `(partition, offset)`.
+    pub consumed_without_output: Vec<(PartitionId, i64)>,
+}
+
+/// How far the input may be acknowledged once the windows emitted with (and
+/// before) this checkpoint have been accepted by the sink.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Per partition, the offset a restart must replay from: no event before it
+    /// is still in an open window. This is the offset to commit to Kafka.
+    pub resume_offsets: BTreeMap<PartitionId, i64>,
+    /// End of the newest window closed so far: once accepted, every window
+    /// ending at or before it has been written and must not be written again.
+    pub closed_through: Option<TimestampMs>,
+}

@@ -1,0 +1,289 @@
+//! Event-time progress: per-partition watermarks with idleness.
+//!
+//! The rules are the design's (and Flink's bounded out-of-orderness with
+//! idleness): a partition's watermark is `max event time seen −
+//! out_of_orderness − 1 ms`; the pipeline watermark is the minimum over
+//! partitions that are not idle; a partition is idle after receiving nothing
+//! for `idle_timeout` of processing time and rejoins when data arrives.
+//! The emitted watermark never goes backwards (Flink's multiplexer only emits
+//! advances), so a partition that rejoins late cannot reopen closed windows.
+//!
+//! When every partition is idle, the wall clock stands in: windows close once
+//! it passes `end + all_idle_close_after`, so the last windows of a quiet fleet
+//! are written instead of waiting for the next event.
+//!
+//! A paused partition is not idle: the source calls [`WatermarkTracker::hold_active`]
+//! while it is backpressured, otherwise a slow sink would close windows early.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::{PartitionId, TimestampMs};
+
+/// A point in event time: every event at or before it has been seen, except
+/// late ones. A window `[start, end)` closes once the watermark reaches `end − 1`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Watermark(pub TimestampMs);
+
+impl Watermark {
+    /// The watermark of a bounded input that has ended: closes every window.
+    pub const END_OF_INPUT: Watermark = Watermark(TimestampMs::MAX);
+
+    /// Whether a window ending (exclusively) at `window_end` is closed by this watermark.
+    pub fn closes(self, window_end: TimestampMs) -> bool {
+        self.0 >= window_end.saturating_sub(1)
+    }
+}
+
+/// The parameters of the watermark rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatermarkRules {
+    /// How far behind the newest event an event may arrive and still count.
+    pub out_of_orderness_ms: i64,
+    /// Processing time without data after which a partition is idle.
+    pub idle_timeout: Duration,
+    /// With every partition idle, close windows once the wall clock passes
+    /// `end + this`; `None` keeps them open until data arrives (Flink's behaviour).
+    pub all_idle_close_after: Option<Duration>,
+}
+
+impl WatermarkRules {
+    /// The design's defaults: 2 s out-of-orderness, 5 s idleness, all-idle close after 7 s.
+    pub fn defaults() -> Self {
+        WatermarkRules {
+            out_of_orderness_ms: 2000,
+            idle_timeout: Duration::from_secs(5),
+            all_idle_close_after: Some(Duration::from_secs(7)),
+        }
+    }
+
+    /// The watermark a partition holds after seeing `max_ts`.
+    pub fn partition_watermark(&self, max_ts: TimestampMs) -> Watermark {
+        Watermark(max_ts.saturating_sub(self.out_of_orderness_ms).saturating_sub(1))
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct PartitionClock {
+    max_ts: Option<TimestampMs>,
+    last_active: Instant,
+}
+
+/// Tracks every assigned partition's event-time progress and merges them.
+#[derive(Debug)]
+pub struct WatermarkTracker {
+    rules: WatermarkRules,
+    partitions: BTreeMap<PartitionId, PartitionClock>,
+    emitted: Option<Watermark>,
+}
+
+impl WatermarkTracker {
+    /// A tracker with no partitions.
+    pub fn new(rules: WatermarkRules) -> Self {
+        WatermarkTracker {
+            rules,
+            partitions: BTreeMap::new(),
+            emitted: None,
+        }
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &WatermarkRules {
+        &self.rules
+    }
+
+    /// A partition joins. Until it sends data or turns idle it holds the
+    /// pipeline watermark back, as Flink's does.
+    pub fn assign(&mut self, partition: PartitionId, now: Instant) {
+        self.partitions.entry(partition).or_insert(PartitionClock {
+            max_ts: None,
+            last_active: now,
+        });
+    }
+
+    /// A partition leaves and stops holding the watermark back.
+    pub fn revoke(&mut self, partition: PartitionId) {
+        self.partitions.remove(&partition);
+    }
+
+    /// The partitions currently tracked.
+    pub fn partitions(&self) -> impl Iterator<Item = PartitionId> + '_ {
+        self.partitions.keys().copied()
+    }
+
+    /// An event with event time `ts` arrived on `partition` (assigning it if new).
+    pub fn observe(&mut self, partition: PartitionId, ts: TimestampMs, now: Instant) {
+        let clock = self.partitions.entry(partition).or_insert(PartitionClock {
+            max_ts: None,
+            last_active: now,
+        });
+        clock.max_ts = Some(clock.max_ts.map_or(ts, |m| m.max(ts)));
+        clock.last_active = now;
+    }
+
+    /// The pipeline was backpressured until `now`: no partition may count the
+    /// time it spent paused as idleness.
+    pub fn hold_active(&mut self, now: Instant) {
+        for clock in self.partitions.values_mut() {
+            clock.last_active = now;
+        }
+    }
+
+    /// Whether `partition` is idle at `now`.
+    pub fn is_idle(&self, partition: PartitionId, now: Instant) -> bool {
+        self.partitions
+            .get(&partition)
+            .is_some_and(|c| self.clock_is_idle(c, now))
+    }
+
+    fn clock_is_idle(&self, clock: &PartitionClock, now: Instant) -> bool {
+        now.saturating_duration_since(clock.last_active) >= self.rules.idle_timeout
+    }
+
+    /// The watermark a partition holds, `None` before its first event.
+    pub fn partition_watermark(&self, partition: PartitionId) -> Option<Watermark> {
+        self.partitions
+            .get(&partition)
+            .and_then(|c| c.max_ts)
+            .map(|m| self.rules.partition_watermark(m))
+    }
+
+    /// The last watermark returned by [`advance`](Self::advance).
+    pub fn current(&self) -> Option<Watermark> {
+        self.emitted
+    }
+
+    /// Recomputes the pipeline watermark at processing time `now` and wall
+    /// clock `wall_ms`; returns it when it moved forward.
+    pub fn advance(&mut self, now: Instant, wall_ms: TimestampMs) -> Option<Watermark> {
+        let candidate = self.candidate(now, wall_ms)?;
+        if self.emitted.is_some_and(|e| e >= candidate) {
+            return None;
+        }
+        self.emitted = Some(candidate);
+        Some(candidate)
+    }
+
+    fn candidate(&self, now: Instant, wall_ms: TimestampMs) -> Option<Watermark> {
+        if self.partitions.is_empty() {
+            return None;
+        }
+        let mut min: Option<Watermark> = None;
+        let mut any_active = false;
+        for clock in self.partitions.values() {
+            if self.clock_is_idle(clock, now) {
+                continue;
+            }
+            any_active = true;
+            // An active partition without data holds everything back.
+            let wm = self.rules.partition_watermark(clock.max_ts?);
+            min = Some(min.map_or(wm, |m| m.min(wm)));
+        }
+        if any_active {
+            return min;
+        }
+        let after = self.rules.all_idle_close_after?;
+        let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        Some(Watermark(wall_ms.saturating_sub(after_ms).saturating_sub(1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> WatermarkRules {
+        WatermarkRules {
+            out_of_orderness_ms: 2000,
+            idle_timeout: Duration::from_secs(5),
+            all_idle_close_after: Some(Duration::from_secs(7)),
+        }
+    }
+
+    #[test]
+    fn minimum_over_active_partitions() {
+        let t0 = Instant::now();
+        let mut t = WatermarkTracker::new(rules());
+        t.assign(0, t0);
+        t.assign(1, t0);
+        t.observe(0, 10_000, t0);
+        assert_eq!(t.advance(t0, 0), None, "partition 1 has no data yet");
+        t.observe(1, 8_000, t0);
+        assert_eq!(t.advance(t0, 0), Some(Watermark(5_999)));
+        t.observe(1, 20_000, t0);
+        assert_eq!(t.advance(t0, 0), Some(Watermark(7_999)));
+        assert_eq!(t.advance(t0, 0), None, "no advance, nothing emitted");
+    }
+
+    #[test]
+    fn idle_partition_stops_holding_back_and_rejoins() {
+        let t0 = Instant::now();
+        let mut t = WatermarkTracker::new(rules());
+        t.observe(0, 10_000, t0);
+        t.observe(1, 3_000, t0);
+        assert_eq!(t.advance(t0, 0), Some(Watermark(999)));
+        let later = t0 + Duration::from_secs(4);
+        t.observe(0, 12_000, later);
+        assert_eq!(t.advance(later, 0), None, "partition 1 is not idle yet");
+        let idle = t0 + Duration::from_secs(5);
+        assert!(t.is_idle(1, idle));
+        assert_eq!(t.advance(idle, 0), Some(Watermark(9_999)));
+        // Partition 1 rejoins behind: the emitted watermark does not go back.
+        t.observe(1, 4_000, idle);
+        assert_eq!(t.advance(idle, 0), None);
+        assert_eq!(t.current(), Some(Watermark(9_999)));
+    }
+
+    #[test]
+    fn backpressure_is_not_idleness() {
+        let t0 = Instant::now();
+        let mut t = WatermarkTracker::new(rules());
+        t.observe(0, 10_000, t0);
+        t.observe(1, 10_000, t0);
+        t.advance(t0, 0);
+        let paused_until = t0 + Duration::from_secs(30);
+        t.hold_active(paused_until);
+        t.observe(0, 50_000, paused_until);
+        assert!(!t.is_idle(1, paused_until));
+        assert_eq!(t.advance(paused_until, 0), None);
+    }
+
+    #[test]
+    fn all_idle_closes_by_wall_clock() {
+        let t0 = Instant::now();
+        let mut t = WatermarkTracker::new(rules());
+        t.observe(0, 10_000, t0);
+        assert_eq!(t.advance(t0, 0), Some(Watermark(7_999)));
+        let idle = t0 + Duration::from_secs(6);
+        // Window [10000, 15000) closes once the wall clock reaches 15000 + 7000.
+        assert_eq!(t.advance(idle, 21_999), Some(Watermark(14_998)));
+        assert!(!Watermark(14_998).closes(15_000));
+        assert_eq!(t.advance(idle, 22_000), Some(Watermark(14_999)));
+        assert!(Watermark(14_999).closes(15_000));
+    }
+
+    #[test]
+    fn all_idle_close_can_be_disabled() {
+        let t0 = Instant::now();
+        let mut t = WatermarkTracker::new(WatermarkRules {
+            all_idle_close_after: None,
+            ..rules()
+        });
+        t.observe(0, 10_000, t0);
+        t.advance(t0, 0);
+        assert_eq!(t.advance(t0 + Duration::from_secs(60), i64::MAX / 2), None);
+    }
+
+    #[test]
+    fn revoked_partition_stops_holding_back() {
+        let t0 = Instant::now();
+        let mut t = WatermarkTracker::new(rules());
+        t.observe(0, 10_000, t0);
+        t.assign(1, t0);
+        assert_eq!(t.advance(t0, 0), None);
+        t.revoke(1);
+        assert_eq!(t.advance(t0, 0), Some(Watermark(7_999)));
+    }
+}

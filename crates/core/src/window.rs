@@ -1,0 +1,161 @@
+//! Window geometry and the aggregate one window produces per group.
+
+use serde::Serialize;
+
+use crate::{Checkpoint, GroupKey, TimestampMs};
+
+/// Tumbling windows of a fixed length, aligned to the Unix epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowSpec {
+    length_ms: i64,
+}
+
+impl WindowSpec {
+    /// A window length in ms; `None` unless it is positive.
+    pub fn new(length_ms: i64) -> Option<Self> {
+        (length_ms > 0).then_some(WindowSpec { length_ms })
+    }
+
+    /// The window length in ms.
+    pub fn length_ms(self) -> i64 {
+        self.length_ms
+    }
+
+    /// Start of the window holding `ts` (floor, also for negative times).
+    pub fn start_of(self, ts: TimestampMs) -> TimestampMs {
+        ts - ts.rem_euclid(self.length_ms)
+    }
+
+    /// End (exclusive) of the window holding `ts`.
+    pub fn end_of(self, ts: TimestampMs) -> TimestampMs {
+        self.start_of(ts).saturating_add(self.length_ms)
+    }
+}
+
+/// The result of one window `[window_start, window_end)` for one group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowAggregate {
+    /// Inclusive start, epoch ms.
+    pub window_start: TimestampMs,
+    /// Exclusive end, epoch ms; the timestamp of every sample written for it.
+    pub window_end: TimestampMs,
+    /// The (model, region) group.
+    pub group: GroupKey,
+    /// Distinct vehicles with a non-zero RPM event.
+    pub vehicles_in_motion: u64,
+    /// Sum over vehicles of their latest warnings count in the window.
+    pub warnings: i64,
+    /// Distinct vehicles with any event.
+    pub vehicles_reporting: u64,
+    /// Sum of `IC_RPM` measurements.
+    pub ic_rpm_sum: i64,
+    /// Number of `IC_RPM` events.
+    pub ic_rpm_count: u64,
+    /// Sum of `ELECTRIC_RPM` measurements.
+    pub electric_rpm_sum: i64,
+    /// Number of `ELECTRIC_RPM` events.
+    pub electric_rpm_count: u64,
+    /// Events of every type.
+    pub events: u64,
+}
+
+impl WindowAggregate {
+    /// Mean engine RPM, `None` without `IC_RPM` events.
+    pub fn ic_rpm_avg(&self) -> Option<f64> {
+        mean(self.ic_rpm_sum, self.ic_rpm_count)
+    }
+
+    /// Mean motor RPM, `None` without `ELECTRIC_RPM` events.
+    pub fn electric_rpm_avg(&self) -> Option<f64> {
+        mean(self.electric_rpm_sum, self.electric_rpm_count)
+    }
+
+    /// The JSON-lines record of the design (replay output, console sink).
+    pub fn to_json_line(&self) -> String {
+        #[derive(Serialize)]
+        struct Line<'a> {
+            window_start: i64,
+            window_end: i64,
+            model: &'a str,
+            region: &'a str,
+            vehicles_in_motion: u64,
+            warnings: i64,
+            vehicles_reporting: u64,
+            ic_engine_rpm_avg: Option<f64>,
+            electric_motor_rpm_avg: Option<f64>,
+            events: u64,
+        }
+        let line = Line {
+            window_start: self.window_start,
+            window_end: self.window_end,
+            model: &self.group.model,
+            region: &self.group.region,
+            vehicles_in_motion: self.vehicles_in_motion,
+            warnings: self.warnings,
+            vehicles_reporting: self.vehicles_reporting,
+            ic_engine_rpm_avg: self.ic_rpm_avg(),
+            electric_motor_rpm_avg: self.electric_rpm_avg(),
+            events: self.events,
+        };
+        serde_json::to_string(&line).unwrap_or_default()
+    }
+
+    /// The order of the design's JSON-lines output: window end, model, region.
+    pub fn output_order(&self) -> (TimestampMs, &str, &str) {
+        (self.window_end, &self.group.model, &self.group.region)
+    }
+}
+
+fn mean(sum: i64, count: u64) -> Option<f64> {
+    (count > 0).then(|| sum as f64 / count as f64)
+}
+
+/// What the aggregator sends to the sink: windows that just closed, in
+/// `(window_end, model, region)` order, and the checkpoint that becomes safe
+/// to commit once they (and every earlier batch) are accepted.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct WindowBatch {
+    /// Closed windows.
+    pub aggregates: Vec<WindowAggregate>,
+    /// Offsets and window boundary to acknowledge after acceptance.
+    pub checkpoint: Checkpoint,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_epoch_aligned_and_half_open() {
+        let w = WindowSpec::new(5000).unwrap();
+        assert_eq!(w.start_of(1_764_000_000_123), 1_764_000_000_000);
+        assert_eq!(w.end_of(1_764_000_004_999), 1_764_000_005_000);
+        assert_eq!(w.start_of(1_764_000_005_000), 1_764_000_005_000);
+        assert_eq!(w.start_of(-1), -5000);
+        assert!(WindowSpec::new(0).is_none());
+    }
+
+    #[test]
+    fn json_line_has_null_means_without_input() {
+        let a = WindowAggregate {
+            window_start: 0,
+            window_end: 5000,
+            group: GroupKey {
+                model: "Nebulara".into(),
+                region: "UK".into(),
+            },
+            vehicles_in_motion: 1,
+            warnings: 3,
+            vehicles_reporting: 2,
+            ic_rpm_sum: 3000,
+            ic_rpm_count: 2,
+            electric_rpm_sum: 0,
+            electric_rpm_count: 0,
+            events: 4,
+        };
+        assert_eq!(
+            a.to_json_line(),
+            r#"{"window_start":0,"window_end":5000,"model":"Nebulara","region":"UK","vehicles_in_motion":1,"warnings":3,"vehicles_reporting":2,"ic_engine_rpm_avg":1500.0,"electric_motor_rpm_avg":null,"events":4}"#
+        );
+    }
+}
