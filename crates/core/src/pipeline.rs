@@ -16,6 +16,9 @@ pub enum Msg<T> {
     Data(T),
     /// Event time has advanced to here for every record that follows.
     Watermark(Watermark),
+    /// The input resumes after a restart: windows ending at or before this
+    /// time were written before and must be neither rebuilt nor written again.
+    Resume(TimestampMs),
 }
 
 /// A decoded event and where it came from.

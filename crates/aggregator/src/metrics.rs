@@ -1,0 +1,112 @@
+//! The aggregator's self-metrics; each method logs and counts one observable thing.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::windows::BatchOutcome;
+use fleet_core::{TimestampMs, Watermark};
+
+/// Counters and gauges of the aggregator (`fleet_aggregator_*`).
+#[derive(Clone, Debug)]
+pub struct AggregatorMetrics {
+    events: Counter,
+    late_events: Counter,
+    late_lag: Histogram,
+    already_written: Counter,
+    windows_emitted: Counter,
+    open_windows: Gauge,
+    watermark: Gauge,
+}
+
+impl AggregatorMetrics {
+    /// Registers the metrics in `registry` (normally the `aggregator` sub-registry).
+    pub fn register(registry: &mut Registry) -> Self {
+        // How late late events are: from 100 ms to ~14 min.
+        let buckets = [0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0];
+        let m = AggregatorMetrics {
+            events: Counter::default(),
+            late_events: Counter::default(),
+            late_lag: Histogram::new(buckets),
+            already_written: Counter::default(),
+            windows_emitted: Counter::default(),
+            open_windows: Gauge::default(),
+            watermark: Gauge::default(),
+        };
+        registry.register("events", "Events added to a window", m.events.clone());
+        registry.register(
+            "late_events",
+            "Events dropped because their window had already been emitted",
+            m.late_events.clone(),
+        );
+        registry.register_with_unit(
+            "late_event_lag",
+            "How far the watermark was past a late event's time",
+            Unit::Seconds,
+            m.late_lag.clone(),
+        );
+        registry.register(
+            "already_written_events",
+            "Replayed events skipped because their window was written before a restart",
+            m.already_written.clone(),
+        );
+        registry.register(
+            "windows_emitted",
+            "Window aggregates emitted, one per window and group",
+            m.windows_emitted.clone(),
+        );
+        registry.register("open_windows", "Windows currently open", m.open_windows.clone());
+        registry.register(
+            "watermark_milliseconds",
+            "The pipeline watermark, epoch milliseconds",
+            m.watermark.clone(),
+        );
+        m
+    }
+
+    /// A batch was recorded.
+    pub fn recorded(&self, outcome: &BatchOutcome, watermark: Option<Watermark>) {
+        self.events.inc_by(outcome.counted);
+        if !outcome.late_lags_ms.is_empty() {
+            let n = outcome.late_lags_ms.len() as u64;
+            self.late_events.inc_by(n);
+            let mut max_lag = 0;
+            for lag in &outcome.late_lags_ms {
+                self.late_lag.observe(*lag as f64 / 1000.0);
+                max_lag = max_lag.max(*lag);
+            }
+            tracing::debug!(
+                late_events = n,
+                max_lag_ms = max_lag,
+                watermark = watermark.map(|w| w.0),
+                "Late events dropped."
+            );
+        }
+        if outcome.already_written > 0 {
+            self.already_written.inc_by(outcome.already_written);
+        }
+    }
+
+    /// The watermark moved and closed `emitted` window aggregates.
+    pub fn advanced(&self, watermark: Watermark, emitted: usize, open: usize) {
+        self.windows_emitted.inc_by(emitted as u64);
+        self.open_windows.set(i64::try_from(open).unwrap_or(i64::MAX));
+        if watermark != Watermark::END_OF_INPUT {
+            self.watermark.set(watermark.0);
+        }
+    }
+
+    /// The input resumed after a restart.
+    pub fn resumed(&self, through: TimestampMs) {
+        tracing::info!(
+            written_through = through,
+            "Resuming after a restart; windows up to here are not written again."
+        );
+    }
+
+    /// The input closed; open windows are abandoned to be rebuilt after a restart.
+    pub fn input_closed(&self, open: usize) {
+        tracing::debug!(open_windows = open, "Aggregator input closed.");
+    }
+}

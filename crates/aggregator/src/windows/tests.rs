@@ -1,0 +1,143 @@
+use super::*;
+
+fn spec() -> WindowSpec {
+    WindowSpec::new(5000).unwrap()
+}
+
+fn group(model: &str, region: &str) -> GroupKey {
+    GroupKey {
+        model: model.into(),
+        region: region.into(),
+    }
+}
+
+fn ev(offset: i64, vehicle: u32, group: u32, t: EventType, ts: i64, m: i64) -> EnrichedEvent {
+    EnrichedEvent {
+        partition: 0,
+        offset,
+        vehicle: VehicleKey(vehicle),
+        group: GroupId(group),
+        event_type: t,
+        timestamp: ts,
+        measurement: m,
+    }
+}
+
+fn windows_with_groups() -> TumblingWindows {
+    let mut w = TumblingWindows::new(spec());
+    w.record_batch(EnrichedBatch {
+        new_groups: vec![group("Nebulara", "UK"), group("Aurex", "UK")],
+        ..Default::default()
+    });
+    w
+}
+
+#[test]
+fn aggregates_one_window_per_group() {
+    use EventType::*;
+    let mut w = windows_with_groups();
+    let events = [
+        ev(0, 1, 0, IcRpm, 1000, 2000),
+        ev(1, 1, 0, ElectricRpm, 1100, -300),
+        ev(2, 2, 0, IcRpm, 1200, 0),
+        ev(3, 2, 0, Warnings, 1300, 2),
+        ev(4, 2, 0, Warnings, 1250, 5), // older: ignored
+        ev(5, 3, 0, Warnings, 1400, 1),
+        ev(6, 3, 0, Warnings, 1400, 3), // tie: larger wins
+        ev(7, 4, 1, ElectricRpm, 4999, 10),
+    ];
+    for e in &events {
+        assert_eq!(w.record(e), Admit::Counted);
+    }
+    assert!(w.advance(Watermark(4998)).is_empty());
+    let out = w.advance(Watermark(4999));
+    assert_eq!(out.len(), 2);
+    // Ordered by model: Aurex before Nebulara.
+    assert_eq!(&*out[0].group.model, "Aurex");
+    assert_eq!(out[0].vehicles_in_motion, 1);
+    let n = &out[1];
+    assert_eq!((n.window_start, n.window_end), (0, 5000));
+    assert_eq!(n.vehicles_reporting, 3);
+    assert_eq!(n.vehicles_in_motion, 1);
+    assert_eq!(n.warnings, 2 + 3);
+    assert_eq!((n.ic_rpm_sum, n.ic_rpm_count), (2000, 2));
+    assert_eq!((n.electric_rpm_sum, n.electric_rpm_count), (-300, 1));
+    assert_eq!(n.events, 7);
+}
+
+#[test]
+fn late_events_are_refused_once_their_window_closed() {
+    let mut w = windows_with_groups();
+    w.record(&ev(0, 1, 0, EventType::IcRpm, 7000, 1));
+    w.advance(Watermark(4999));
+    assert_eq!(
+        w.record(&ev(1, 1, 0, EventType::IcRpm, 4000, 1)),
+        Admit::Late { lag_ms: 999 }
+    );
+    assert_eq!(w.record(&ev(2, 1, 0, EventType::IcRpm, 5000, 1)), Admit::Counted);
+    let out = w.advance(Watermark::END_OF_INPUT);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].events, 2);
+}
+
+#[test]
+fn windows_are_emitted_in_time_order_and_once() {
+    let mut w = windows_with_groups();
+    for (i, ts) in [12_000, 3_000, 7_000, 1_000].into_iter().enumerate() {
+        w.record(&ev(i as i64, 1, 0, EventType::IcRpm, ts, 5));
+    }
+    let out = w.advance(Watermark(9_999));
+    let ends: Vec<_> = out.iter().map(|a| a.window_end).collect();
+    assert_eq!(ends, vec![5000, 10_000]);
+    assert!(w.advance(Watermark(9_999)).is_empty());
+    assert!(w.advance(Watermark(5_000)).is_empty(), "watermarks never go back");
+    assert_eq!(w.advance(Watermark::END_OF_INPUT).len(), 1);
+}
+
+#[test]
+fn checkpoint_holds_back_offsets_of_open_windows() {
+    let mut w = windows_with_groups();
+    let mut e = |p: i32, offset: i64, ts: i64| {
+        let mut x = ev(offset, 1, 0, EventType::IcRpm, ts, 5);
+        x.partition = p;
+        w.record(&x);
+    };
+    e(0, 10, 1_000);
+    e(0, 11, 6_000);
+    e(1, 50, 6_500);
+    e(0, 12, 2_000);
+    e(1, 51, 11_000);
+    let cp = w.checkpoint();
+    assert_eq!(cp.resume_offsets, BTreeMap::from([(0, 10), (1, 50)]));
+    assert_eq!(cp.closed_through, None);
+    w.advance(Watermark(4_999));
+    let cp = w.checkpoint();
+    assert_eq!(cp.resume_offsets, BTreeMap::from([(0, 11), (1, 50)]));
+    assert_eq!(cp.closed_through, Some(5_000));
+    w.advance(Watermark(9_999));
+    let cp = w.checkpoint();
+    assert_eq!(cp.resume_offsets, BTreeMap::from([(0, 13), (1, 51)]));
+    assert_eq!(cp.closed_through, Some(10_000));
+}
+
+#[test]
+fn resume_skips_windows_written_before_a_restart() {
+    let mut w = windows_with_groups();
+    w.resume(10_000);
+    assert_eq!(w.record(&ev(0, 1, 0, EventType::IcRpm, 9_999, 5)), Admit::AlreadyWritten);
+    assert_eq!(w.record(&ev(1, 1, 0, EventType::IcRpm, 10_000, 5)), Admit::Counted);
+    let out = w.advance(Watermark::END_OF_INPUT);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].window_start, 10_000);
+    assert_eq!(w.checkpoint().closed_through.map(|c| c >= 10_000), Some(true));
+}
+
+#[test]
+fn dropped_unknown_vehicles_still_advance_offsets() {
+    let mut w = windows_with_groups();
+    w.record_batch(EnrichedBatch {
+        consumed_without_output: vec![(3, 99)],
+        ..Default::default()
+    });
+    assert_eq!(w.checkpoint().resume_offsets, BTreeMap::from([(3, 100)]));
+}

@@ -1,0 +1,72 @@
+//! The enricher's self-metrics; each method logs and counts one observable thing.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::Enrichment;
+
+/// Counters and gauges of the enricher (`fleet_enricher_*`).
+#[derive(Clone, Debug, Default)]
+pub struct EnricherMetrics {
+    events: Counter,
+    unknown_vehicle_events: Counter,
+    dropped_unknown: Counter,
+    distinct_unknown: Gauge,
+    reference_vehicles: Gauge,
+}
+
+impl EnricherMetrics {
+    /// Registers the metrics in `registry` (normally the `enricher` sub-registry).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register("events", "Events joined (known and unknown vehicles)", m.events.clone());
+        registry.register(
+            "unknown_vehicle_events",
+            "Events of vehicles missing from the reference data",
+            m.unknown_vehicle_events.clone(),
+        );
+        registry.register(
+            "unknown_vehicle_dropped_events",
+            "Events of unknown vehicles dropped by policy",
+            m.dropped_unknown.clone(),
+        );
+        registry.register(
+            "unknown_vehicles",
+            "Distinct vehicles seen that are missing from the reference data",
+            m.distinct_unknown.clone(),
+        );
+        registry.register(
+            "reference_vehicles",
+            "Vehicles in the reference data in force",
+            m.reference_vehicles.clone(),
+        );
+        m
+    }
+
+    /// Reference data was loaded.
+    pub fn reference_loaded(&self, vehicles: usize) {
+        tracing::info!(vehicles, "Reference data loaded.");
+        self.reference_vehicles
+            .set(i64::try_from(vehicles).unwrap_or(i64::MAX));
+    }
+
+    /// A batch was enriched.
+    pub fn enriched(&self, stats: &Enrichment, distinct_unknown: u64) {
+        self.events.inc_by(stats.known + stats.unknown);
+        if stats.unknown > 0 {
+            self.unknown_vehicle_events.inc_by(stats.unknown);
+            self.dropped_unknown.inc_by(stats.dropped);
+            let before = self.distinct_unknown.get();
+            let now = i64::try_from(distinct_unknown).unwrap_or(i64::MAX);
+            if now > before {
+                tracing::debug!(
+                    new_unknown_vehicles = now - before,
+                    distinct_unknown_vehicles = now,
+                    "Vehicles missing from the reference data."
+                );
+            }
+            self.distinct_unknown.set(now);
+        }
+    }
+}
