@@ -11,6 +11,7 @@
 //! endpoint, so the rules that make results exact are testable with `#[test]`.
 #![deny(missing_docs)]
 
+pub mod batcher;
 pub mod config;
 pub mod event;
 pub mod pipeline;
@@ -18,6 +19,7 @@ pub mod telemetry;
 pub mod watermark;
 pub mod window;
 
+pub use batcher::SourceBatcher;
 pub use event::{decode_event, DecodeError, DecodeErrorKind, EventType, RawEvent};
 pub use pipeline::{
     Checkpoint, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, Msg, SourceBatch, SourceEvent,

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::{PartitionId, TimestampMs};
+use crate::{PartitionId, TimestampMs, WindowSpec};
 
 /// A point in event time: every event at or before it has been seen, except
 /// late ones. A window `[start, end)` closes once the watermark reaches `end − 1`.
@@ -75,15 +75,17 @@ struct PartitionClock {
 #[derive(Debug)]
 pub struct WatermarkTracker {
     rules: WatermarkRules,
+    window: WindowSpec,
     partitions: BTreeMap<PartitionId, PartitionClock>,
     emitted: Option<Watermark>,
 }
 
 impl WatermarkTracker {
-    /// A tracker with no partitions.
-    pub fn new(rules: WatermarkRules) -> Self {
+    /// A tracker with no partitions, for windows of `window`.
+    pub fn new(rules: WatermarkRules, window: WindowSpec) -> Self {
         WatermarkTracker {
             rules,
+            window,
             partitions: BTreeMap::new(),
             emitted: None,
         }
@@ -113,14 +115,28 @@ impl WatermarkTracker {
         self.partitions.keys().copied()
     }
 
-    /// An event with event time `ts` arrived on `partition` (assigning it if new).
-    pub fn observe(&mut self, partition: PartitionId, ts: TimestampMs, now: Instant) {
+    /// An event with event time `ts` arrived on `partition` (assigning it if
+    /// new). Returns whether the partition's watermark just reached a window
+    /// end it had not reached before: only then can the pipeline watermark
+    /// close a window, so only then must [`advance`](Self::advance) run before
+    /// the next event is judged late or not.
+    pub fn observe(&mut self, partition: PartitionId, ts: TimestampMs, now: Instant) -> bool {
         let clock = self.partitions.entry(partition).or_insert(PartitionClock {
             max_ts: None,
             last_active: now,
         });
-        clock.max_ts = Some(clock.max_ts.map_or(ts, |m| m.max(ts)));
         clock.last_active = now;
+        let before = clock.max_ts;
+        if before.is_some_and(|m| m >= ts) {
+            return false;
+        }
+        clock.max_ts = Some(ts);
+        // The watermark w closes windows ending at or before w + 1.
+        let closed_through = |max_ts| {
+            let w = self.rules.partition_watermark(max_ts);
+            self.window.start_of(w.0.saturating_add(1))
+        };
+        before.is_none_or(|b| closed_through(ts) > closed_through(b))
     }
 
     /// The pipeline was backpressured until `now`: no partition may count the
@@ -205,7 +221,7 @@ mod tests {
     #[test]
     fn minimum_over_active_partitions() {
         let t0 = Instant::now();
-        let mut t = WatermarkTracker::new(rules());
+        let mut t = WatermarkTracker::new(rules(), WindowSpec::new(5000).unwrap());
         t.assign(0, t0);
         t.assign(1, t0);
         t.observe(0, 10_000, t0);
@@ -220,7 +236,7 @@ mod tests {
     #[test]
     fn idle_partition_stops_holding_back_and_rejoins() {
         let t0 = Instant::now();
-        let mut t = WatermarkTracker::new(rules());
+        let mut t = WatermarkTracker::new(rules(), WindowSpec::new(5000).unwrap());
         t.observe(0, 10_000, t0);
         t.observe(1, 3_000, t0);
         assert_eq!(t.advance(t0, 0), Some(Watermark(999)));
@@ -239,7 +255,7 @@ mod tests {
     #[test]
     fn backpressure_is_not_idleness() {
         let t0 = Instant::now();
-        let mut t = WatermarkTracker::new(rules());
+        let mut t = WatermarkTracker::new(rules(), WindowSpec::new(5000).unwrap());
         t.observe(0, 10_000, t0);
         t.observe(1, 10_000, t0);
         t.advance(t0, 0);
@@ -253,7 +269,7 @@ mod tests {
     #[test]
     fn all_idle_closes_by_wall_clock() {
         let t0 = Instant::now();
-        let mut t = WatermarkTracker::new(rules());
+        let mut t = WatermarkTracker::new(rules(), WindowSpec::new(5000).unwrap());
         t.observe(0, 10_000, t0);
         assert_eq!(t.advance(t0, 0), Some(Watermark(7_999)));
         let idle = t0 + Duration::from_secs(6);
@@ -267,19 +283,34 @@ mod tests {
     #[test]
     fn all_idle_close_can_be_disabled() {
         let t0 = Instant::now();
-        let mut t = WatermarkTracker::new(WatermarkRules {
-            all_idle_close_after: None,
-            ..rules()
-        });
+        let mut t = WatermarkTracker::new(
+            WatermarkRules {
+                all_idle_close_after: None,
+                ..rules()
+            },
+            WindowSpec::new(5000).unwrap(),
+        );
         t.observe(0, 10_000, t0);
         t.advance(t0, 0);
         assert_eq!(t.advance(t0 + Duration::from_secs(60), i64::MAX / 2), None);
     }
 
     #[test]
+    fn observe_reports_when_a_window_end_is_reached() {
+        let t0 = Instant::now();
+        let mut t = WatermarkTracker::new(rules(), WindowSpec::new(5000).unwrap());
+        assert!(t.observe(0, 6_000, t0), "first event");
+        assert!(!t.observe(0, 6_999, t0), "watermark 4998 closes nothing new");
+        assert!(t.observe(0, 7_000, t0), "watermark 4999 closes [0, 5000)");
+        assert!(!t.observe(0, 3_000, t0), "older events never advance");
+        assert!(!t.observe(0, 11_999, t0));
+        assert!(t.observe(0, 12_000, t0));
+    }
+
+    #[test]
     fn revoked_partition_stops_holding_back() {
         let t0 = Instant::now();
-        let mut t = WatermarkTracker::new(rules());
+        let mut t = WatermarkTracker::new(rules(), WindowSpec::new(5000).unwrap());
         t.observe(0, 10_000, t0);
         t.assign(1, t0);
         assert_eq!(t.advance(t0, 0), None);

@@ -1,0 +1,194 @@
+//! Kafka client configuration shared by the source and the producer.
+
+use std::collections::BTreeMap;
+
+use fleet_core::config::Problems;
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+/// Where a consumer group without committed offsets starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffsetReset {
+    /// The oldest retained event (default).
+    #[default]
+    Earliest,
+    /// Only events produced from now on.
+    Latest,
+}
+
+/// `[kafka]`: the broker connection and the consumer group.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port]`. Empty (default): Kafka is
+    /// not used and the embedded generator feeds the pipeline.
+    pub brokers: String,
+    /// The topic of raw events. Default `vehicle-events`.
+    pub topic: String,
+    /// The consumer group. Default `fleet-preprocessor`.
+    pub group_id: String,
+    /// Where to start when the group has no committed offset. Default `earliest`.
+    pub auto_offset_reset: OffsetReset,
+    /// How often accepted progress is committed, ms. Default 1000.
+    pub commit_interval_ms: u64,
+    /// Most messages decoded into one batch. Default 2048.
+    pub max_batch_events: usize,
+    /// Group session timeout, ms. Default 10000.
+    pub session_timeout_ms: u64,
+    /// Longest pause between polls before the group evicts this member, ms. Default 300000.
+    pub max_poll_interval_ms: u64,
+    /// On shutdown, how long to wait for the sink to drain before the final commit, ms. Default 10000.
+    pub drain_timeout_ms: u64,
+    /// Extra librdkafka properties (for example `security.protocol`,
+    /// `sasl.mechanism`, `fetch.max.bytes`). Keys this service manages itself
+    /// (offsets and group membership) are refused.
+    pub client: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: String::new(),
+            topic: "vehicle-events".into(),
+            group_id: "fleet-preprocessor".into(),
+            auto_offset_reset: OffsetReset::Earliest,
+            commit_interval_ms: 1000,
+            max_batch_events: 2048,
+            session_timeout_ms: 10_000,
+            max_poll_interval_ms: 300_000,
+            drain_timeout_ms: 10_000,
+            client: BTreeMap::new(),
+        }
+    }
+}
+
+/// librdkafka properties the source sets itself; overriding them would break
+/// the delivery guarantee.
+const MANAGED: [&str; 7] = [
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "session.timeout.ms",
+    "max.poll.interval.ms",
+];
+
+impl KafkaConfig {
+    /// Whether Kafka is configured at all.
+    pub fn enabled(&self) -> bool {
+        !self.brokers.trim().is_empty()
+    }
+
+    /// Checks the section, recording problems under `kafka.*`.
+    pub fn validate(&self, problems: &mut Problems) {
+        if !self.enabled() {
+            return;
+        }
+        for broker in self.brokers.split(',') {
+            let ok = broker
+                .trim()
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            problems.check(
+                ok,
+                "kafka.brokers",
+                format!("{broker:?} is not host:port"),
+            );
+        }
+        problems.check(!self.topic.is_empty(), "kafka.topic", "must not be empty");
+        problems.check(!self.group_id.is_empty(), "kafka.group_id", "must not be empty");
+        problems.check(self.commit_interval_ms > 0, "kafka.commit_interval_ms", "must be positive");
+        problems.check(self.max_batch_events > 0, "kafka.max_batch_events", "must be positive");
+        problems.check(
+            self.session_timeout_ms >= 1000,
+            "kafka.session_timeout_ms",
+            "must be at least 1000",
+        );
+        problems.check(
+            self.max_poll_interval_ms >= self.session_timeout_ms,
+            "kafka.max_poll_interval_ms",
+            "must not be below kafka.session_timeout_ms",
+        );
+        problems.check(
+            self.drain_timeout_ms < self.max_poll_interval_ms,
+            "kafka.drain_timeout_ms",
+            "must be below kafka.max_poll_interval_ms, or the group evicts the member while it drains",
+        );
+        for key in self.client.keys() {
+            problems.check(
+                !MANAGED.contains(&key.as_str()),
+                &format!("kafka.client.{key}"),
+                "is managed by the service; use the matching kafka.* key",
+            );
+        }
+    }
+
+    /// Properties common to every client: brokers and the extra properties.
+    pub fn base_client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.client {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// The consumer's properties: manual offset management, no auto commit.
+    pub fn consumer_config(&self) -> ClientConfig {
+        let mut c = self.base_client_config();
+        c.set("group.id", &self.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set(
+                "auto.offset.reset",
+                match self.auto_offset_reset {
+                    OffsetReset::Earliest => "earliest",
+                    OffsetReset::Latest => "latest",
+                },
+            )
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set("max.poll.interval.ms", self.max_poll_interval_ms.to_string());
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems_of(cfg: &KafkaConfig) -> Vec<String> {
+        let mut p = Problems::default();
+        cfg.validate(&mut p);
+        match p.finish(()) {
+            Ok(()) => vec![],
+            Err(e) => e.problems.iter().map(|p| p.key.clone()).collect(),
+        }
+    }
+
+    #[test]
+    fn disabled_kafka_is_not_validated() {
+        assert!(problems_of(&KafkaConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn names_every_bad_key() {
+        let cfg = KafkaConfig {
+            brokers: "localhost:9092,nope".into(),
+            topic: String::new(),
+            commit_interval_ms: 0,
+            client: BTreeMap::from([("enable.auto.commit".to_string(), "true".to_string())]),
+            ..KafkaConfig::default()
+        };
+        assert_eq!(
+            problems_of(&cfg),
+            vec![
+                "kafka.brokers",
+                "kafka.topic",
+                "kafka.commit_interval_ms",
+                "kafka.client.enable.auto.commit"
+            ]
+        );
+    }
+}

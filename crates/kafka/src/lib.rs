@@ -1,0 +1,38 @@
+//! Everything that talks to Kafka, kept in one crate so that only it links
+//! librdkafka (editing another stage never rebuilds this glue).
+//!
+//! - [`source::run`]: the source stage. A consumer-group member that decodes
+//!   each partition's messages, tracks per-partition watermarks, pauses its
+//!   partitions when the pipeline is backpressured (and keeps polling, so it
+//!   stays in the group), and commits offsets only as far as the sink has
+//!   accepted the windows holding them.
+//! - [`producer::EventPublisher`]: writes raw events keyed by VIN (the generator).
+//! - [`KafkaConfig`]: the shared client configuration.
+#![deny(missing_docs)]
+
+mod commit;
+mod config;
+mod metrics;
+pub mod producer;
+pub mod source;
+
+pub use commit::{CommitLedger, CommitMetadata};
+pub use config::{KafkaConfig, OffsetReset};
+pub use metrics::SourceMetrics;
+
+/// Why a Kafka stage failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaStageError {
+    /// The client could not be created or subscribed (bad configuration).
+    #[error("cannot set up the Kafka client: {0}")]
+    Setup(#[source] rdkafka::error::KafkaError),
+    /// Producing an event failed for good.
+    #[error("cannot produce to topic {topic}: {source}")]
+    Produce {
+        /// The topic.
+        topic: String,
+        /// The cause.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+}

@@ -1,0 +1,214 @@
+//! The source's self-metrics; each method logs and counts one observable thing.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::time::{Duration, Instant};
+
+use fleet_core::{DecodeError, DecodeErrorKind, PartitionId};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum Reason {
+    invalid_json,
+    missing_field,
+    wrong_type,
+    unknown_event_type,
+    invalid_value,
+}
+
+impl From<DecodeErrorKind> for Reason {
+    fn from(k: DecodeErrorKind) -> Self {
+        match k {
+            DecodeErrorKind::InvalidJson => Reason::invalid_json,
+            DecodeErrorKind::MissingField => Reason::missing_field,
+            DecodeErrorKind::WrongType => Reason::wrong_type,
+            DecodeErrorKind::UnknownEventType => Reason::unknown_event_type,
+            DecodeErrorKind::InvalidValue => Reason::invalid_value,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: Reason,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum CommitOutcome {
+    ok,
+    failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommitLabels {
+    outcome: CommitOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    partition: i32,
+}
+
+/// Counters and gauges of the source (`fleet_source_*`).
+#[derive(Clone, Debug)]
+pub struct SourceMetrics {
+    messages: Counter,
+    events: Counter,
+    decode_errors: Family<ReasonLabels, Counter>,
+    duplicates: Counter,
+    assigned: Gauge,
+    paused: Gauge,
+    commits: Family<CommitLabels, Counter>,
+    metadata_unsupported: Gauge,
+    partition_watermark: Family<PartitionLabels, Gauge>,
+    log_limit: std::sync::Arc<std::sync::Mutex<LogLimit>>,
+}
+
+/// Logs at most one line per interval, counting what it suppressed.
+#[derive(Debug)]
+struct LogLimit {
+    next: Option<Instant>,
+    suppressed: u64,
+}
+
+impl SourceMetrics {
+    /// Registers the metrics in `registry` (normally the `source` sub-registry).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = SourceMetrics {
+            messages: Counter::default(),
+            events: Counter::default(),
+            decode_errors: Family::default(),
+            duplicates: Counter::default(),
+            assigned: Gauge::default(),
+            paused: Gauge::default(),
+            commits: Family::default(),
+            metadata_unsupported: Gauge::default(),
+            partition_watermark: Family::default(),
+            log_limit: std::sync::Arc::new(std::sync::Mutex::new(LogLimit {
+                next: None,
+                suppressed: 0,
+            })),
+        };
+        for kind in DecodeErrorKind::ALL {
+            // Export every reason from the start, at zero.
+            let _ = m.decode_errors.get_or_create(&ReasonLabels { reason: kind.into() });
+        }
+        registry.register("messages", "Messages received from Kafka", m.messages.clone());
+        registry.register("events", "Events decoded and passed on", m.events.clone());
+        registry.register(
+            "decode_errors",
+            "Malformed messages skipped, by reason",
+            m.decode_errors.clone(),
+        );
+        registry.register(
+            "duplicate_messages",
+            "Messages received again after a pause and skipped",
+            m.duplicates.clone(),
+        );
+        registry.register("assigned_partitions", "Partitions assigned", m.assigned.clone());
+        registry.register(
+            "paused",
+            "1 while the source pauses its partitions because the pipeline is backpressured",
+            m.paused.clone(),
+        );
+        registry.register("offset_commits", "Offset commits by outcome", m.commits.clone());
+        registry.register(
+            "commit_metadata_unsupported",
+            "1 when the broker does not keep offset-commit metadata (degraded restart mode)",
+            m.metadata_unsupported.clone(),
+        );
+        registry.register(
+            "partition_watermark_milliseconds",
+            "Each partition's watermark, epoch milliseconds",
+            m.partition_watermark.clone(),
+        );
+        m
+    }
+
+    /// Messages arrived: `events` decoded out of `messages`.
+    pub fn received(&self, messages: u64, events: u64) {
+        self.messages.inc_by(messages);
+        self.events.inc_by(events);
+    }
+
+    /// A message could not be decoded; logged at most once a second.
+    pub fn decode_error(&self, partition: PartitionId, offset: i64, error: &DecodeError) {
+        self.decode_errors
+            .get_or_create(&ReasonLabels {
+                reason: error.kind.into(),
+            })
+            .inc();
+        let Ok(mut limit) = self.log_limit.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if limit.next.is_some_and(|n| now < n) {
+            limit.suppressed += 1;
+            return;
+        }
+        tracing::warn!(
+            partition,
+            offset,
+            reason = %error.kind,
+            detail = %error.detail,
+            suppressed_since_last = limit.suppressed,
+            "Malformed message skipped."
+        );
+        limit.suppressed = 0;
+        limit.next = Some(now + Duration::from_secs(1));
+    }
+
+    /// Messages already seen (re-fetched after a pause) were skipped.
+    pub fn duplicates(&self, n: u64) {
+        self.duplicates.inc_by(n);
+    }
+
+    /// The assignment changed.
+    pub fn assigned(&self, partitions: usize) {
+        self.assigned.set(i64::try_from(partitions).unwrap_or(i64::MAX));
+    }
+
+    /// Partitions were paused (`true`) or resumed.
+    pub fn paused(&self, paused: bool) {
+        tracing::debug!(paused, "Backpressure changed.");
+        self.paused.set(i64::from(paused));
+    }
+
+    /// A commit finished.
+    pub fn committed(&self, ok: bool, partitions: usize, error: Option<&str>) {
+        let outcome = if ok { CommitOutcome::ok } else { CommitOutcome::failed };
+        self.commits.get_or_create(&CommitLabels { outcome }).inc();
+        match error {
+            Some(error) => tracing::warn!(partitions, %error, "Offset commit failed; it is retried with the next one."),
+            None => tracing::debug!(partitions, "Offsets committed."),
+        }
+    }
+
+    /// The broker returned no commit metadata for offsets this service committed.
+    pub fn metadata_unsupported(&self) {
+        if self.metadata_unsupported.get() == 0 {
+            tracing::warn!(
+                "The broker does not return offset-commit metadata; after a restart, windows \
+                 partly written before it may be rebuilt and sent again, and the endpoint's \
+                 refusals of them are counted (degraded mode)."
+            );
+        }
+        self.metadata_unsupported.set(1);
+    }
+
+    /// A partition's watermark moved.
+    pub fn partition_watermark(&self, partition: PartitionId, watermark_ms: i64) {
+        self.partition_watermark
+            .get_or_create(&PartitionLabels { partition })
+            .set(watermark_ms);
+    }
+
+    /// A partition was revoked; stop exporting its watermark.
+    pub fn partition_revoked(&self, partition: PartitionId) {
+        self.partition_watermark.remove(&PartitionLabels { partition });
+    }
+}

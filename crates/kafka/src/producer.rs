@@ -1,0 +1,74 @@
+//! Writes raw events to Kafka, keyed by VIN (so each vehicle stays in one partition).
+
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+use fleet_core::RawEvent;
+
+use crate::{KafkaConfig, KafkaStageError};
+
+/// A producer of raw events to one topic.
+pub struct EventPublisher {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl std::fmt::Debug for EventPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventPublisher").field("topic", &self.topic).finish()
+    }
+}
+
+impl EventPublisher {
+    /// A producer for `cfg.topic`, tuned for throughput (batching, lz4).
+    pub fn new(cfg: &KafkaConfig) -> Result<Self, KafkaStageError> {
+        let mut c: ClientConfig = cfg.base_client_config();
+        for (k, v) in [
+            ("linger.ms", "5"),
+            ("batch.num.messages", "10000"),
+            ("queue.buffering.max.messages", "1000000"),
+            ("compression.type", "lz4"),
+            ("acks", "all"),
+        ] {
+            if !cfg.client.contains_key(k) {
+                c.set(k, v);
+            }
+        }
+        let producer = c.create().map_err(KafkaStageError::Setup)?;
+        Ok(EventPublisher {
+            producer,
+            topic: cfg.topic.clone(),
+        })
+    }
+
+    /// Produces one message per event and waits for every delivery.
+    pub async fn publish(&self, events: &[RawEvent]) -> Result<(), KafkaStageError> {
+        let payloads: Vec<String> = events.iter().map(RawEvent::to_json).collect();
+        self.publish_raw(events.iter().zip(&payloads).map(|(e, p)| (e.vehicle_id.as_bytes(), p.as_bytes())))
+            .await
+    }
+
+    /// Produces `(key, value)` messages as they are (tests use it for malformed input).
+    pub async fn publish_raw<'a>(
+        &self,
+        messages: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    ) -> Result<(), KafkaStageError> {
+        let deliveries = messages.into_iter().map(|(key, value)| {
+            let record = FutureRecord::to(&self.topic).key(key).payload(value);
+            self.producer.send(record, Duration::from_secs(30))
+        });
+        for delivery in futures::future::join_all(deliveries).await {
+            delivery.map_err(|(source, _)| self.error(source))?;
+        }
+        Ok(())
+    }
+
+    fn error(&self, source: rdkafka::error::KafkaError) -> KafkaStageError {
+        KafkaStageError::Produce {
+            topic: self.topic.clone(),
+            source,
+        }
+    }
+}

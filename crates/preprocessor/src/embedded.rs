@@ -1,0 +1,61 @@
+//! The embedded source: the in-process generator, paced in real time.
+//!
+//! It stands in for Kafka when none is configured, so that the first command
+//! a newcomer runs shows real aggregates. Its events are one partition (`0`)
+//! with sequence numbers as offsets, and go through the same watermark rules.
+
+use std::future::Future;
+use std::time::Duration;
+
+use fleet_core::telemetry::wall_clock_ms;
+use fleet_core::{Msg, SourceBatch, SourceBatcher, SourceEvent, WatermarkRules, WatermarkTracker, WindowSpec};
+use fleet_generator::EventGenerator;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// How often the generator emits a batch.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Emits `events_per_second` generated events until `shutdown` completes.
+pub async fn run(
+    mut generator: EventGenerator,
+    events_per_second: u64,
+    rules: WatermarkRules,
+    window: WindowSpec,
+    output: mpsc::Sender<Msg<SourceBatch>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut batcher = SourceBatcher::new(WatermarkTracker::new(rules, window), usize::MAX);
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut offset = 0i64;
+    let mut owed = 0.0f64;
+    let per_tick = events_per_second as f64 * TICK.as_secs_f64();
+    tracing::info!(events_per_second, "Embedded generator started.");
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            _ = tick.tick() => {}
+        }
+        owed += per_tick;
+        let n = owed.floor() as usize;
+        owed -= n as f64;
+        let now = Instant::now();
+        let wall = wall_clock_ms();
+        for _ in 0..n {
+            let event = generator.next_event();
+            batcher.push(SourceEvent { partition: 0, offset, event }, now, wall);
+            offset += 1;
+        }
+        batcher.advance(now, wall);
+        while let Some(msg) = batcher.pop() {
+            if output.send(msg).await.is_err() {
+                tracing::info!(events = offset, "Embedded generator stopped: the pipeline closed.");
+                return;
+            }
+        }
+    }
+    tracing::info!(events = offset, "Embedded generator stopped.");
+}

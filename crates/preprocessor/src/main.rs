@@ -1,0 +1,164 @@
+//! `fleet-preprocessor`: the streaming telemetry preprocessor for vehicle fleets.
+//!
+//! Reads raw vehicle events from Kafka, joins each VIN to its model, aggregates
+//! 5-second event-time windows per (model, region) and writes the results to
+//! Prometheus through remote write. With no Kafka and no remote write
+//! configured it runs on an in-process generator and prints the aggregates.
+//!
+//! # Layout
+//!
+//! - `settings`: the configuration (embedded `config/default.toml`, `--config`
+//!   file, `FLEET__*` environment), validated once before anything connects.
+//! - `service`: builds the bounded channels and spawns one task per stage:
+//!   source (`fleet-kafka` or `embedded`), `fleet-enricher`,
+//!   `fleet-aggregator`, sink (`fleet-remote-write` or `console`).
+//! - `replay`: the bounded file source of the `replay` subcommand.
+//! - `embedded`: the in-process generator source.
+//! - `console`: the JSON-lines sink.
+
+mod console;
+mod embedded;
+mod replay;
+mod service;
+mod settings;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use fleet_core::config::{ConfigError, EXIT_CONFIG};
+use fleet_core::Watermark;
+use settings::{Settings, SinkKind, ValidSettings};
+
+#[derive(Parser, Debug)]
+#[command(name = "fleet-preprocessor", version, about)]
+struct Cli {
+    /// A TOML configuration file layered over the embedded defaults.
+    #[arg(long, global = true, env = "FLEET_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the service (the default).
+    Run,
+    /// Run the pipeline over a file of raw events and print the aggregates as JSON lines.
+    Replay {
+        /// Raw events, one JSON object per line.
+        #[arg(long)]
+        input: PathBuf,
+        /// Reference CSV `vehicle_id,model` (default: `reference.csv_path`).
+        #[arg(long)]
+        reference: Option<PathBuf>,
+    },
+    /// Validate the configuration, name every problem, and exit.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match load(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("fleet-preprocessor: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let telemetry = &settings.raw.telemetry;
+    fleet_core::telemetry::init_tracing(telemetry.log_format, &telemetry.log_level);
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => {
+            println!("configuration is valid");
+            Ok(())
+        }
+        Command::Run => runtime().and_then(|rt| rt.block_on(service::run(settings, shutdown_signal()))),
+        Command::Replay { input, reference } => {
+            runtime().and_then(|rt| rt.block_on(replay(settings, input, reference)))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fleet-preprocessor: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(cli: &Cli) -> Result<ValidSettings, ConfigError> {
+    let mut settings = Settings::load(cli.config.as_deref())?;
+    if let Some(Command::Replay { reference: Some(path), .. }) = &cli.command {
+        settings.reference.csv_path = path.display().to_string();
+    }
+    settings.validate()
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(error) => {
+                tracing::warn!(%error, "Cannot listen for SIGTERM; only SIGINT stops the service.");
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("Shutdown requested.");
+}
+
+/// `replay`: file → pipeline → JSON lines on stdout.
+async fn replay(
+    mut settings: ValidSettings,
+    input: PathBuf,
+    _reference: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    // Replay always prints; it never writes to remote write.
+    settings.sink = SinkKind::Console;
+    let telemetry = service::Telemetry::new();
+    let reference = service::load_reference(&settings, || {
+        tracing::warn!("No reference data given (--reference): every vehicle is unknown.");
+        Default::default()
+    })?;
+    let mut tasks = tokio::task::JoinSet::new();
+    let core = service::spawn_core(&settings, &reference, &telemetry, &mut tasks);
+    let (acks, _) = tokio::sync::watch::channel(None);
+    service::spawn_sink(&settings, core.tail, acks, &telemetry, &mut tasks);
+    let stats = replay::run(
+        input,
+        settings.watermarks.out_of_orderness_ms,
+        settings.window,
+        core.head,
+    )
+    .await?;
+    while let Some(joined) = tasks.join_next().await {
+        joined??;
+    }
+    let malformed: u64 = stats.malformed.values().sum();
+    tracing::info!(
+        events = stats.events,
+        malformed,
+        end = ?Watermark::END_OF_INPUT,
+        "Replay finished."
+    );
+    Ok(())
+}

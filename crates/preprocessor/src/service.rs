@@ -1,0 +1,225 @@
+//! Wiring: builds the channels, spawns one task per stage, and waits.
+//!
+//! ```text
+//! source ──Msg<SourceBatch>──▶ enricher ──Msg<EnrichedBatch>──▶ aggregator ──WindowBatch──▶ sink
+//!   ▲                                                                                          │
+//!   └───────────────────────────── accepted Checkpoint (watch) ────────────────────────────────┘
+//! ```
+//!
+//! Every channel is bounded: a slow sink fills them and the source pauses.
+//! Shutdown is closing the head: the source drops its sender, each stage sees
+//! the end of its input and returns, and the sink drains and returns last.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::Context;
+use fleet_aggregator::{AggregatorMetrics, TumblingWindows};
+use fleet_core::telemetry::Readiness;
+use fleet_core::{Checkpoint, Msg, SourceBatch, WindowBatch};
+use fleet_enricher::{EnricherMetrics, ReferenceTable, VehicleCatalog};
+use fleet_kafka::SourceMetrics;
+use fleet_remote_write::RemoteWriteMetrics;
+use prometheus_client::registry::Registry;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::settings::{SinkKind, ValidSettings};
+
+/// The readiness condition of the reference data.
+const READY_REFERENCE: &str = "reference_data";
+
+/// Metrics of every stage, registered under the `fleet` prefix.
+pub struct Telemetry {
+    /// The root registry.
+    pub registry: Registry,
+    source: SourceMetrics,
+    enricher: EnricherMetrics,
+    aggregator: AggregatorMetrics,
+    remote_write: RemoteWriteMetrics,
+    /// What `/readyz` reports.
+    pub readiness: Arc<Readiness>,
+}
+
+impl Telemetry {
+    /// Registers every stage's metrics.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("fleet");
+        let source = SourceMetrics::register(registry.sub_registry_with_prefix("source"));
+        let enricher = EnricherMetrics::register(registry.sub_registry_with_prefix("enricher"));
+        let aggregator =
+            AggregatorMetrics::register(registry.sub_registry_with_prefix("aggregator"));
+        let remote_write =
+            RemoteWriteMetrics::register(registry.sub_registry_with_prefix("remote_write"));
+        let readiness = Arc::new(Readiness::default());
+        readiness.require(READY_REFERENCE, "reference data not loaded yet");
+        Telemetry {
+            registry,
+            source,
+            enricher,
+            aggregator,
+            remote_write,
+            readiness,
+        }
+    }
+}
+
+/// The middle of the pipeline, shared by `run` and `replay`: the channel the
+/// source writes to, and the one the sink reads from.
+pub struct Core {
+    /// Where the source sends.
+    pub head: mpsc::Sender<Msg<SourceBatch>>,
+    /// What the sink receives.
+    pub tail: mpsc::Receiver<WindowBatch>,
+}
+
+/// Loads the reference data named by the settings, or `fallback` when none is.
+pub fn load_reference(
+    settings: &ValidSettings,
+    fallback: impl FnOnce() -> ReferenceTable,
+) -> anyhow::Result<ReferenceTable> {
+    match &settings.reference_csv {
+        Some(path) => ReferenceTable::from_csv_file(path)
+            .with_context(|| format!("reference.csv_path {}", path.display())),
+        None => Ok(fallback()),
+    }
+}
+
+/// Spawns the enricher and the aggregator.
+pub fn spawn_core(
+    settings: &ValidSettings,
+    reference: &ReferenceTable,
+    telemetry: &Telemetry,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> Core {
+    let ch = &settings.raw.channels;
+    let (head, enricher_in) = mpsc::channel(ch.source_to_enricher);
+    let (enricher_out, aggregator_in) = mpsc::channel(ch.enricher_to_aggregator);
+    let (aggregator_out, tail) = mpsc::channel(ch.aggregator_to_sink);
+    let catalog = VehicleCatalog::new(reference, settings.raw.reference.unknown_vehicle);
+    telemetry.readiness.ok(READY_REFERENCE);
+    let metrics = telemetry.enricher.clone();
+    tasks.spawn(async move {
+        fleet_enricher::run(catalog, enricher_in, enricher_out, metrics)
+            .await
+            .context("enricher")
+    });
+    let windows = TumblingWindows::new(settings.window);
+    let metrics = telemetry.aggregator.clone();
+    tasks.spawn(async move {
+        fleet_aggregator::run(windows, aggregator_in, aggregator_out, metrics)
+            .await
+            .context("aggregator")
+    });
+    Core { head, tail }
+}
+
+/// Spawns the configured sink reading `tail`.
+pub fn spawn_sink(
+    settings: &ValidSettings,
+    tail: mpsc::Receiver<WindowBatch>,
+    acks: watch::Sender<Option<Checkpoint>>,
+    telemetry: &Telemetry,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) {
+    match &settings.sink {
+        SinkKind::Console => {
+            tasks.spawn(async move {
+                crate::console::run(tail, acks, std::io::BufWriter::new(std::io::stdout()))
+                    .await
+                    .context("console sink")?;
+                Ok(())
+            });
+        }
+        SinkKind::RemoteWrite(cfg) => {
+            let cfg = cfg.clone();
+            let metrics = telemetry.remote_write.clone();
+            tasks.spawn(async move {
+                fleet_remote_write::run(cfg, tail, acks, metrics)
+                    .await
+                    .context("remote-write emitter")
+            });
+        }
+    }
+}
+
+/// Runs the service until `shutdown` completes and the pipeline has drained.
+pub async fn run(
+    settings: ValidSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let telemetry = Telemetry::new();
+    let mut tasks = JoinSet::new();
+    let generator_fleet = settings
+        .kafka
+        .is_none()
+        .then(|| fleet_generator::Fleet::from_config(&settings.raw.generator));
+    let reference = load_reference(&settings, || match &generator_fleet {
+        Some(fleet) => ReferenceTable::from_pairs(fleet.reference_map()),
+        None => {
+            tracing::warn!("No reference data configured (reference.csv_path): every vehicle is unknown.");
+            ReferenceTable::default()
+        }
+    })?;
+    let core = spawn_core(&settings, &reference, &telemetry, &mut tasks);
+    let (acks_tx, acks_rx) = watch::channel(None);
+    spawn_sink(&settings, core.tail, acks_tx, &telemetry, &mut tasks);
+
+    match (&settings.kafka, generator_fleet) {
+        (Some(kafka), _) => {
+            let (kafka, rules, window) = (kafka.clone(), settings.watermarks, settings.window);
+            let metrics = telemetry.source.clone();
+            let readiness = telemetry.readiness.clone();
+            let head = core.head;
+            tasks.spawn(async move {
+                fleet_kafka::source::run(kafka, rules, window, head, acks_rx, metrics, readiness, shutdown)
+                    .await
+                    .context("Kafka source")
+            });
+        }
+        (None, Some(fleet)) => {
+            let generator = fleet_generator::EventGenerator::new(&fleet, &settings.raw.generator)
+                .context("generator")?;
+            let rate = fleet.len() as u64;
+            let (rules, window, head) = (settings.watermarks, settings.window, core.head);
+            tracing::info!(
+                vehicles = fleet.len(),
+                "No Kafka configured (kafka.brokers): running on the embedded generator."
+            );
+            tasks.spawn(async move {
+                crate::embedded::run(generator, rate, rules, window, head, shutdown).await;
+                Ok(())
+            });
+        }
+        (None, None) => anyhow::bail!("neither Kafka nor the embedded generator is configured"),
+    }
+
+    let server = match settings.listen {
+        Some(addr) => {
+            let listener = fleet_core::telemetry::bind(addr)
+                .await
+                .with_context(|| format!("telemetry.listen {addr}"))?;
+            tracing::info!(address = %listener.local_addr()?, "Serving /metrics, /healthz and /readyz.");
+            let registry = Arc::new(telemetry.registry);
+            let readiness = telemetry.readiness.clone();
+            Some(tokio::spawn(fleet_core::telemetry::serve(listener, registry, readiness)))
+        }
+        None => None,
+    };
+
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.map_err(anyhow::Error::from).and_then(|r| r);
+        if let Err(e) = result {
+            tracing::error!(error = format!("{e:#}"), "A stage failed; the pipeline stops.");
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Some(server) = server {
+        server.abort();
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,239 @@
+//! The service's configuration: one section per stage, layered and validated once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fleet_core::config::{ConfigError, Layers, Problems};
+use fleet_core::telemetry::LogFormat;
+use fleet_core::{WatermarkRules, WindowSpec};
+use fleet_enricher::UnknownVehiclePolicy;
+use fleet_generator::GeneratorConfig;
+use fleet_kafka::KafkaConfig;
+use fleet_remote_write::RemoteWriteConfig;
+use serde::Deserialize;
+
+/// The embedded defaults, so the binary runs with no file at all.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// The whole configuration as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// `[kafka]`
+    pub kafka: KafkaConfig,
+    /// `[reference]`
+    pub reference: ReferenceSettings,
+    /// `[windows]`
+    pub windows: WindowSettings,
+    /// `[remote_write]`
+    pub remote_write: RemoteWriteConfig,
+    /// `[generator]`: the embedded generator.
+    pub generator: GeneratorConfig,
+    /// `[channels]`
+    pub channels: ChannelSettings,
+    /// `[telemetry]`
+    pub telemetry: TelemetrySettings,
+}
+
+/// `[reference]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceSettings {
+    /// CSV `vehicle_id,model`; empty: none.
+    pub csv_path: String,
+    /// What happens to vehicles missing from it.
+    pub unknown_vehicle: UnknownVehiclePolicy,
+}
+
+/// `[windows]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSettings {
+    /// Window length, ms.
+    pub length_ms: i64,
+    /// Bounded out-of-orderness, ms.
+    pub out_of_orderness_ms: i64,
+    /// Idleness timeout, ms.
+    pub idle_timeout_ms: u64,
+    /// All-idle wall-clock close delay, ms; 0 disables it.
+    pub all_idle_close_after_ms: u64,
+}
+
+/// `[channels]`: capacities in batches.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSettings {
+    /// Source → enricher.
+    pub source_to_enricher: usize,
+    /// Enricher → aggregator.
+    pub enricher_to_aggregator: usize,
+    /// Aggregator → sink.
+    pub aggregator_to_sink: usize,
+}
+
+/// `[telemetry]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// `host:port` of the HTTP endpoint; empty: none.
+    pub listen: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Log level or filter.
+    pub log_level: String,
+}
+
+/// Where the aggregates go.
+#[derive(Clone, Debug)]
+pub enum SinkKind {
+    /// JSON lines on stdout.
+    Console,
+    /// Prometheus remote write.
+    RemoteWrite(RemoteWriteConfig),
+}
+
+/// Settings after validation: parsed, cross-checked, in the types the stages take.
+#[derive(Clone, Debug)]
+pub struct ValidSettings {
+    /// The settings as written (for `print-config`).
+    pub raw: Settings,
+    /// Kafka, when configured; otherwise the embedded generator runs.
+    pub kafka: Option<KafkaConfig>,
+    /// The reference CSV, when configured.
+    pub reference_csv: Option<PathBuf>,
+    /// Window geometry.
+    pub window: WindowSpec,
+    /// Watermark rules.
+    pub watermarks: WatermarkRules,
+    /// Output.
+    pub sink: SinkKind,
+    /// Telemetry endpoint address.
+    pub listen: Option<SocketAddr>,
+}
+
+impl Settings {
+    /// Loads the layers: embedded defaults, optional file, `FLEET__*` environment.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Settings, ConfigError> {
+        fleet_core::config::load(Layers {
+            defaults_toml: DEFAULT_TOML,
+            file,
+            env_prefix: Some("FLEET"),
+        })
+    }
+
+    /// Checks everything and reports every problem at once.
+    pub fn validate(self) -> Result<ValidSettings, ConfigError> {
+        let mut p = Problems::default();
+        self.kafka.validate(&mut p);
+        let w = &self.windows;
+        let window = WindowSpec::new(w.length_ms);
+        p.check(window.is_some(), "windows.length_ms", "must be a positive number of milliseconds");
+        p.check(w.out_of_orderness_ms >= 0, "windows.out_of_orderness_ms", "must not be negative");
+        p.check(w.idle_timeout_ms > 0, "windows.idle_timeout_ms", "must be positive");
+        let remote = !self.remote_write.url.trim().is_empty();
+        if remote {
+            self.remote_write.validate(&mut p);
+        }
+        let reference_csv = (!self.reference.csv_path.trim().is_empty())
+            .then(|| PathBuf::from(self.reference.csv_path.trim()));
+        if let Some(path) = &reference_csv {
+            p.check(path.is_file(), "reference.csv_path", format!("{} is not a readable file", path.display()));
+        }
+        if !self.kafka.enabled() {
+            if let Err(e) = self.generator.validate() {
+                for problem in e.problems {
+                    p.add(&format!("generator.{}", problem.key), problem.problem);
+                }
+            }
+        }
+        for (key, cap) in [
+            ("channels.source_to_enricher", self.channels.source_to_enricher),
+            ("channels.enricher_to_aggregator", self.channels.enricher_to_aggregator),
+            ("channels.aggregator_to_sink", self.channels.aggregator_to_sink),
+        ] {
+            p.check(cap > 0, key, "must be at least 1");
+        }
+        let listen = self.telemetry.listen.trim();
+        let listen_addr = if listen.is_empty() {
+            None
+        } else {
+            let parsed = listen.parse::<SocketAddr>();
+            p.check(parsed.is_ok(), "telemetry.listen", format!("{listen:?} is not an ip:port address"));
+            parsed.ok()
+        };
+        let window = match window {
+            Some(w) => w,
+            None => return Err(p.finish(()).err().unwrap_or_else(|| ConfigError::single("windows.length_ms", "invalid"))),
+        };
+        let watermarks = WatermarkRules {
+            out_of_orderness_ms: w.out_of_orderness_ms.max(0),
+            idle_timeout: Duration::from_millis(w.idle_timeout_ms),
+            all_idle_close_after: (w.all_idle_close_after_ms > 0)
+                .then(|| Duration::from_millis(w.all_idle_close_after_ms)),
+        };
+        let sink = if remote {
+            SinkKind::RemoteWrite(self.remote_write.clone())
+        } else {
+            SinkKind::Console
+        };
+        let kafka = self.kafka.enabled().then(|| self.kafka.clone());
+        p.finish(ValidSettings {
+            kafka,
+            reference_csv,
+            window,
+            watermarks,
+            sink,
+            listen: listen_addr,
+            raw: self,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse_and_validate() {
+        let s = Settings::load(None).unwrap().validate().unwrap();
+        assert!(s.kafka.is_none());
+        assert!(matches!(s.sink, SinkKind::Console));
+        assert_eq!(s.window.length_ms(), 5000);
+        assert_eq!(s.watermarks, WatermarkRules::defaults());
+    }
+
+    #[test]
+    fn every_problem_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(
+            &file,
+            "[windows]\nlength_ms = 0\nidle_timeout_ms = 0\n[channels]\nsource_to_enricher = 0\n[telemetry]\nlisten = \"nowhere\"\n",
+        )
+        .unwrap();
+        let err = Settings::load(Some(&file)).unwrap().validate().unwrap_err();
+        let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                "windows.length_ms",
+                "windows.idle_timeout_ms",
+                "channels.source_to_enricher",
+                "telemetry.listen"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "[windows]\nlength_ms = \"five\"\n").unwrap();
+        let err = Settings::load(Some(&file)).unwrap_err();
+        assert_eq!(err.problems[0].key, "windows.length_ms");
+        std::fs::write(&file, "[kafka]\nbrokerz = \"x:1\"\n").unwrap();
+        let err = Settings::load(Some(&file)).unwrap_err();
+        assert!(err.to_string().contains("brokerz"), "{err}");
+    }
+}
