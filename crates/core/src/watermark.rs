@@ -200,6 +200,11 @@ impl WatermarkTracker {
         if any_active {
             return min;
         }
+        // Before any data there is no window to close, and a wall-clock
+        // watermark would turn a backlog that is about to arrive into late data.
+        if self.partitions.values().all(|c| c.max_ts.is_none()) {
+            return None;
+        }
         let after = self.rules.all_idle_close_after?;
         let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
         Some(Watermark(wall_ms.saturating_sub(after_ms).saturating_sub(1)))
@@ -278,6 +283,15 @@ mod tests {
         assert!(!Watermark(14_998).closes(15_000));
         assert_eq!(t.advance(idle, 22_000), Some(Watermark(14_999)));
         assert!(Watermark(14_999).closes(15_000));
+    }
+
+    #[test]
+    fn all_idle_before_any_data_emits_nothing() {
+        let t0 = Instant::now();
+        let mut t = WatermarkTracker::new(rules(), WindowSpec::new(5000).unwrap());
+        t.assign(0, t0);
+        t.assign(1, t0);
+        assert_eq!(t.advance(t0 + Duration::from_secs(60), 1_000_000), None);
     }
 
     #[test]
