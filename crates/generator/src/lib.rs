@@ -1,0 +1,34 @@
+//! A deterministic synthetic fleet of connected hybrid vehicles.
+//!
+//! It produces what the preprocessor consumes: raw events (DESIGN: wire formats)
+//! and the reference data mapping each VIN to its model. Everything is a pure
+//! function of the seed and the event-time origin, so a test, a golden file or
+//! a demo can be reproduced exactly; no I/O happens here except through the
+//! writers a caller passes in. Kafka delivery lives in another crate, which
+//! paces [`EventGenerator`] against the wall clock.
+//!
+//! - [`Fleet`]: N vehicles with valid, distinct VINs ([`vin`]), each with a
+//!   model and a region drawn with uneven weights; writes the reference CSV.
+//! - [`EventGenerator`]: one event per vehicle per simulated second, from a
+//!   small per-vehicle state machine (parked, electric, engine, hybrid); about
+//!   10 % are warning-light counts. A simulated network disorders events within
+//!   `max_disorder_ms`, makes a few late beyond the out-of-orderness, and lets
+//!   vehicles go offline and deliver a burst when they return.
+//! - [`jsonl`]: the events as JSON lines, fast.
+//!
+//! Invariants: the same configuration gives the same events in the same order;
+//! [`EventGenerator::take_exact`] yields exactly the requested number of
+//! events; with late events and outages off, no event arrives more than
+//! `max_disorder_ms` behind the newest one before it.
+#![deny(missing_docs)]
+
+mod config;
+mod fleet;
+mod generator;
+pub mod jsonl;
+mod vehicle;
+pub mod vin;
+
+pub use config::GeneratorConfig;
+pub use fleet::{Fleet, Model, Vehicle, MODELS, REFERENCE_CSV_HEADER, REGIONS};
+pub use generator::{Bounded, EventGenerator};
