@@ -57,10 +57,18 @@ impl CommitLedger {
     }
 
     /// Records an offset found committed at assignment.
-    pub fn restore(&mut self, partition: PartitionId, offset: i64, metadata: Option<CommitMetadata>) {
+    pub fn restore(
+        &mut self,
+        partition: PartitionId,
+        offset: i64,
+        metadata: Option<CommitMetadata>,
+    ) {
         self.committed.insert(partition, offset);
         if let Some(m) = metadata {
-            self.closed_through = Some(self.closed_through.map_or(m.closed_through, |c| c.max(m.closed_through)));
+            self.closed_through = Some(
+                self.closed_through
+                    .map_or(m.closed_through, |c| c.max(m.closed_through)),
+            );
         }
     }
 
@@ -78,7 +86,11 @@ impl CommitLedger {
     /// when nothing would change. Offsets never go backwards; when the window
     /// boundary moved, partitions without a new offset are committed again at
     /// their old offset so that every partition carries the new metadata.
-    pub fn plan(&self, checkpoint: &Checkpoint, owned: &BTreeSet<PartitionId>) -> Option<CommitPlan> {
+    pub fn plan(
+        &self,
+        checkpoint: &Checkpoint,
+        owned: &BTreeSet<PartitionId>,
+    ) -> Option<CommitPlan> {
         let boundary_moved = checkpoint
             .closed_through
             .is_some_and(|c| self.closed_through.is_none_or(|old| c > old));
@@ -127,7 +139,9 @@ mod tests {
 
     #[test]
     fn metadata_round_trips_and_ignores_foreign_values() {
-        let m = CommitMetadata { closed_through: 1_764_000_005_000 };
+        let m = CommitMetadata {
+            closed_through: 1_764_000_005_000,
+        };
         assert_eq!(CommitMetadata::parse(&m.encode()), Some(m));
         assert_eq!(CommitMetadata::parse(""), None);
         assert_eq!(CommitMetadata::parse("something else"), None);
@@ -137,22 +151,50 @@ mod tests {
     fn offsets_only_move_forward_and_only_for_owned_partitions() {
         let owned = BTreeSet::from([0, 1]);
         let mut l = CommitLedger::new();
-        let plan = l.plan(&cp(&[(0, 10), (1, 5), (2, 7)], Some(5000)), &owned).unwrap();
+        let plan = l
+            .plan(&cp(&[(0, 10), (1, 5), (2, 7)], Some(5000)), &owned)
+            .unwrap();
         assert_eq!(plan.offsets, vec![(0, 10), (1, 5)]);
-        assert_eq!(plan.metadata, Some(CommitMetadata { closed_through: 5000 }));
+        assert_eq!(
+            plan.metadata,
+            Some(CommitMetadata {
+                closed_through: 5000
+            })
+        );
         l.committed_plan(&plan);
         assert_eq!(l.plan(&cp(&[(0, 10), (1, 5)], Some(5000)), &owned), None);
-        assert_eq!(l.plan(&cp(&[(0, 8)], Some(5000)), &owned), None, "never backwards");
+        assert_eq!(
+            l.plan(&cp(&[(0, 8)], Some(5000)), &owned),
+            None,
+            "never backwards"
+        );
         let plan = l.plan(&cp(&[(0, 12)], Some(10_000)), &owned).unwrap();
-        assert_eq!(plan.offsets, vec![(0, 12), (1, 5)], "boundary moved: re-commit partition 1");
+        assert_eq!(
+            plan.offsets,
+            vec![(0, 12), (1, 5)],
+            "boundary moved: re-commit partition 1"
+        );
     }
 
     #[test]
     fn restored_boundary_is_kept() {
         let mut l = CommitLedger::new();
-        l.restore(0, 100, Some(CommitMetadata { closed_through: 20_000 }));
-        let plan = l.plan(&cp(&[(0, 120)], Some(15_000)), &BTreeSet::from([0])).unwrap();
-        assert_eq!(plan.metadata, Some(CommitMetadata { closed_through: 20_000 }));
+        l.restore(
+            0,
+            100,
+            Some(CommitMetadata {
+                closed_through: 20_000,
+            }),
+        );
+        let plan = l
+            .plan(&cp(&[(0, 120)], Some(15_000)), &BTreeSet::from([0]))
+            .unwrap();
+        assert_eq!(
+            plan.metadata,
+            Some(CommitMetadata {
+                closed_through: 20_000
+            })
+        );
         l.forget(0);
         assert_eq!(l.committed(0), None);
     }

@@ -91,16 +91,24 @@ impl KafkaConfig {
                 .trim()
                 .rsplit_once(':')
                 .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-            problems.check(
-                ok,
-                "kafka.brokers",
-                format!("{broker:?} is not host:port"),
-            );
+            problems.check(ok, "kafka.brokers", format!("{broker:?} is not host:port"));
         }
         problems.check(!self.topic.is_empty(), "kafka.topic", "must not be empty");
-        problems.check(!self.group_id.is_empty(), "kafka.group_id", "must not be empty");
-        problems.check(self.commit_interval_ms > 0, "kafka.commit_interval_ms", "must be positive");
-        problems.check(self.max_batch_events > 0, "kafka.max_batch_events", "must be positive");
+        problems.check(
+            !self.group_id.is_empty(),
+            "kafka.group_id",
+            "must not be empty",
+        );
+        problems.check(
+            self.commit_interval_ms > 0,
+            "kafka.commit_interval_ms",
+            "must be positive",
+        );
+        problems.check(
+            self.max_batch_events > 0,
+            "kafka.max_batch_events",
+            "must be positive",
+        );
         problems.check(
             self.session_timeout_ms >= 1000,
             "kafka.session_timeout_ms",
@@ -149,7 +157,10 @@ impl KafkaConfig {
                 },
             )
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set("max.poll.interval.ms", self.max_poll_interval_ms.to_string());
+            .set(
+                "max.poll.interval.ms",
+                self.max_poll_interval_ms.to_string(),
+            );
         c
     }
 }

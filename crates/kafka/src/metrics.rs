@@ -60,6 +60,7 @@ pub struct SourceMetrics {
     events: Counter,
     decode_errors: Family<ReasonLabels, Counter>,
     duplicates: Counter,
+    skipped_on_resume: Counter,
     assigned: Gauge,
     paused: Gauge,
     commits: Family<CommitLabels, Counter>,
@@ -83,6 +84,7 @@ impl SourceMetrics {
             events: Counter::default(),
             decode_errors: Family::default(),
             duplicates: Counter::default(),
+            skipped_on_resume: Counter::default(),
             assigned: Gauge::default(),
             paused: Gauge::default(),
             commits: Family::default(),
@@ -95,9 +97,15 @@ impl SourceMetrics {
         };
         for kind in DecodeErrorKind::ALL {
             // Export every reason from the start, at zero.
-            let _ = m.decode_errors.get_or_create(&ReasonLabels { reason: kind.into() });
+            let _ = m.decode_errors.get_or_create(&ReasonLabels {
+                reason: kind.into(),
+            });
         }
-        registry.register("messages", "Messages received from Kafka", m.messages.clone());
+        registry.register(
+            "messages",
+            "Messages received from Kafka",
+            m.messages.clone(),
+        );
         registry.register("events", "Events decoded and passed on", m.events.clone());
         registry.register(
             "decode_errors",
@@ -109,13 +117,26 @@ impl SourceMetrics {
             "Messages received again after a pause and skipped",
             m.duplicates.clone(),
         );
-        registry.register("assigned_partitions", "Partitions assigned", m.assigned.clone());
+        registry.register(
+            "skipped_on_resume_messages",
+            "Messages the broker skipped when fetching resumed after a pause (a broker defect; they are not processed)",
+            m.skipped_on_resume.clone(),
+        );
+        registry.register(
+            "assigned_partitions",
+            "Partitions assigned",
+            m.assigned.clone(),
+        );
         registry.register(
             "paused",
             "1 while the source pauses its partitions because the pipeline is backpressured",
             m.paused.clone(),
         );
-        registry.register("offset_commits", "Offset commits by outcome", m.commits.clone());
+        registry.register(
+            "offset_commits",
+            "Offset commits by outcome",
+            m.commits.clone(),
+        );
         registry.register(
             "commit_metadata_unsupported",
             "1 when the broker does not keep offset-commit metadata (degraded restart mode)",
@@ -167,9 +188,24 @@ impl SourceMetrics {
         self.duplicates.inc_by(n);
     }
 
+    /// After a pause the broker answered from a later offset than asked: the
+    /// messages in between were not delivered.
+    pub fn skipped_on_resume(&self, partition: PartitionId, expected: i64, received: i64) {
+        let skipped = u64::try_from(received - expected).unwrap_or(0);
+        self.skipped_on_resume.inc_by(skipped);
+        tracing::error!(
+            partition,
+            expected,
+            received,
+            skipped,
+            "The broker resumed after a pause from a later offset; messages in between were skipped."
+        );
+    }
+
     /// The assignment changed.
     pub fn assigned(&self, partitions: usize) {
-        self.assigned.set(i64::try_from(partitions).unwrap_or(i64::MAX));
+        self.assigned
+            .set(i64::try_from(partitions).unwrap_or(i64::MAX));
     }
 
     /// Partitions were paused (`true`) or resumed.
@@ -180,10 +216,16 @@ impl SourceMetrics {
 
     /// A commit finished.
     pub fn committed(&self, ok: bool, partitions: usize, error: Option<&str>) {
-        let outcome = if ok { CommitOutcome::ok } else { CommitOutcome::failed };
+        let outcome = if ok {
+            CommitOutcome::ok
+        } else {
+            CommitOutcome::failed
+        };
         self.commits.get_or_create(&CommitLabels { outcome }).inc();
         match error {
-            Some(error) => tracing::warn!(partitions, %error, "Offset commit failed; it is retried with the next one."),
+            Some(error) => {
+                tracing::warn!(partitions, %error, "Offset commit failed; it is retried with the next one.")
+            }
             None => tracing::debug!(partitions, "Offsets committed."),
         }
     }
@@ -209,6 +251,7 @@ impl SourceMetrics {
 
     /// A partition was revoked; stop exporting its watermark.
     pub fn partition_revoked(&self, partition: PartitionId) {
-        self.partition_watermark.remove(&PartitionLabels { partition });
+        self.partition_watermark
+            .remove(&PartitionLabels { partition });
     }
 }

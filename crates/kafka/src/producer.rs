@@ -17,7 +17,9 @@ pub struct EventPublisher {
 
 impl std::fmt::Debug for EventPublisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventPublisher").field("topic", &self.topic).finish()
+        f.debug_struct("EventPublisher")
+            .field("topic", &self.topic)
+            .finish()
     }
 }
 
@@ -46,8 +48,13 @@ impl EventPublisher {
     /// Produces one message per event and waits for every delivery.
     pub async fn publish(&self, events: &[RawEvent]) -> Result<(), KafkaStageError> {
         let payloads: Vec<String> = events.iter().map(RawEvent::to_json).collect();
-        self.publish_raw(events.iter().zip(&payloads).map(|(e, p)| (e.vehicle_id.as_bytes(), p.as_bytes())))
-            .await
+        self.publish_raw(
+            events
+                .iter()
+                .zip(&payloads)
+                .map(|(e, p)| (e.vehicle_id.as_bytes(), p.as_bytes())),
+        )
+        .await
     }
 
     /// Produces `(key, value)` messages as they are (tests use it for malformed input).

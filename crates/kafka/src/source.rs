@@ -42,8 +42,19 @@ use crate::{CommitLedger, CommitMetadata, KafkaConfig, KafkaStageError, SourceMe
 /// The readiness condition this stage maintains.
 pub const READY_PARTITIONS: &str = "kafka_partitions";
 
-/// Batches allowed to wait in the source before it pauses its partitions.
-const OUTBOX_PAUSE_AT: usize = 2;
+/// Messages ready but not yet accepted by the enricher's channel at which the
+/// source counts as backpressured and stops taking messages from the consumer.
+const BACKPRESSURED_AT: usize = 2;
+
+/// How long the source may stay backpressured without polling before it
+/// pauses its partitions and polls again, to stay within `max.poll.interval.ms`.
+///
+/// Short stalls (the normal flow control of a busy pipeline) only stop taking
+/// messages, and librdkafka's bounded prefetch holds what was fetched. Pausing
+/// is kept for long stalls because a resume must re-fetch from inside a
+/// record batch, which some Kafka-compatible brokers (Tansu 0.6) cannot do:
+/// they answer from the next batch, and the source reports the gap.
+const PAUSE_AFTER: Duration = Duration::from_secs(5);
 
 /// How long a rebalance callback may wait for the group coordinator.
 const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(10);
@@ -164,7 +175,8 @@ fn commit<C: ConsumerContext, K: Consumer<C>>(
     let metadata = plan.metadata.map(|m| m.encode()).unwrap_or_default();
     for (p, offset) in &plan.offsets {
         let mut e = tpl.add_partition(topic, *p);
-        e.set_offset(Offset::Offset(*offset)).map_err(|e| e.to_string())?;
+        e.set_offset(Offset::Offset(*offset))
+            .map_err(|e| e.to_string())?;
         e.set_metadata(metadata.clone());
     }
     consumer.commit(&tpl, mode).map_err(|e| e.to_string())
@@ -180,6 +192,11 @@ struct SourceTask {
     /// Per partition, the next offset expected; lower ones are re-deliveries.
     next_offset: HashMap<PartitionId, i64>,
     paused: bool,
+    /// Since when the pipeline has not taken what the source has ready.
+    backpressured_since: Option<Instant>,
+    /// Partitions resumed after a pause whose first message is still awaited,
+    /// to detect brokers that skip messages on resume.
+    resumed_at: HashMap<PartitionId, i64>,
     metadata_verified: bool,
     metrics: SourceMetrics,
     readiness: Arc<Readiness>,
@@ -217,6 +234,8 @@ pub async fn run(
         owned: BTreeSet::new(),
         next_offset: HashMap::new(),
         paused: false,
+        backpressured_since: None,
+        resumed_at: HashMap::new(),
         metadata_verified: false,
         metrics,
         readiness,
@@ -248,8 +267,8 @@ pub async fn run(
                     last_commit = Instant::now();
                 }
             }
-            received = task.consumer.recv() => {
-                let first = received.map(|m| decode(&mut task.next_offset, &task.metrics, &m));
+            received = task.consumer.recv(), if task.paused || task.backpressured_since.is_none() => {
+                let first = received.map(|m| decode(&mut task.next_offset, &mut task.resumed_at, &task.metrics, &m));
                 task.on_received(first);
             }
         }
@@ -281,10 +300,16 @@ pub async fn run(
 /// Decodes one message; `None` when it was skipped (malformed or re-delivered).
 fn decode(
     next_offset: &mut HashMap<PartitionId, i64>,
+    resumed_at: &mut HashMap<PartitionId, i64>,
     metrics: &SourceMetrics,
     m: &BorrowedMessage<'_>,
 ) -> Option<SourceEvent> {
     let (partition, offset) = (m.partition(), m.offset());
+    if let Some(expected) = resumed_at.remove(&partition) {
+        if offset > expected {
+            metrics.skipped_on_resume(partition, expected, offset);
+        }
+    }
     let expected = next_offset.entry(partition).or_insert(offset);
     if offset < *expected {
         metrics.duplicates(1);
@@ -323,11 +348,16 @@ impl SourceTask {
                 Err(error) => tracing::warn!(%error, "Kafka consumer error."),
             }
             if (messages as usize) < self.cfg.max_batch_events {
-                next = self
-                    .consumer
-                    .recv()
-                    .now_or_never()
-                    .map(|r| r.map(|m| decode(&mut self.next_offset, &self.metrics, &m)));
+                next = self.consumer.recv().now_or_never().map(|r| {
+                    r.map(|m| {
+                        decode(
+                            &mut self.next_offset,
+                            &mut self.resumed_at,
+                            &self.metrics,
+                            &m,
+                        )
+                    })
+                });
             }
         }
         self.metrics.received(messages, events);
@@ -355,22 +385,59 @@ impl SourceTask {
     }
 
     fn apply_backpressure(&mut self, now: Instant) {
-        let blocked = self.batcher.ready_len() >= OUTBOX_PAUSE_AT;
+        let blocked = self.batcher.ready_len() >= BACKPRESSURED_AT;
         if blocked {
             // Waiting on the pipeline is not idleness.
             self.batcher.tracker_mut().hold_active(now);
+            let since = *self.backpressured_since.get_or_insert(now);
+            if !self.paused && now.saturating_duration_since(since) >= PAUSE_AFTER {
+                self.pause_all();
+            }
+            return;
         }
-        if blocked && !self.paused {
-            self.pause_all();
-        } else if self.paused && self.batcher.ready_len() == 0 {
+        self.backpressured_since = None;
+        if self.paused && self.batcher.ready_len() == 0 {
             if let Some(tpl) = self.owned_list() {
                 if let Err(error) = self.consumer.resume(&tpl) {
                     tracing::warn!(%error, "Cannot resume partitions.");
                     return;
                 }
+                self.seek_to_next_offsets();
             }
             self.paused = false;
             self.metrics.paused(false);
+        }
+    }
+
+    /// Pausing drops what librdkafka had fetched ahead; without a seek it
+    /// would resume after those messages and they would be lost. Seeking to
+    /// the next offset this task expects makes the pause lossless (anything
+    /// delivered twice is skipped by offset).
+    fn seek_to_next_offsets(&mut self) {
+        let mut tpl = TopicPartitionList::new();
+        for p in &self.owned {
+            if let Some(next) = self.next_offset.get(p) {
+                self.resumed_at.insert(*p, *next);
+                if tpl
+                    .add_partition_offset(&self.cfg.topic, *p, Offset::Offset(*next))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        match self.consumer.seek_partitions(tpl, COORDINATOR_TIMEOUT) {
+            Ok(result) => {
+                for e in result.elements() {
+                    if let Err(error) = e.error() {
+                        tracing::warn!(partition = e.partition(), %error, "Cannot seek after a pause.");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "Cannot seek after a pause."),
         }
     }
 
@@ -484,10 +551,17 @@ impl SourceTask {
         };
         // The first commit is synchronous so its metadata can be read back:
         // that tells whether this broker keeps it.
-        let mode = if self.metadata_verified { mode } else { CommitMode::Sync };
+        let mode = if self.metadata_verified {
+            mode
+        } else {
+            CommitMode::Sync
+        };
         let result = commit(&self.consumer, &self.cfg.topic, &plan, mode);
-        self.metrics
-            .committed(result.is_ok(), plan.offsets.len(), result.as_ref().err().map(String::as_str));
+        self.metrics.committed(
+            result.is_ok(),
+            plan.offsets.len(),
+            result.as_ref().err().map(String::as_str),
+        );
         if result.is_ok() {
             if let Ok(mut shared) = self.consumer.context().shared.lock() {
                 shared.ledger.committed_plan(&plan);

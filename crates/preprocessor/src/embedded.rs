@@ -8,7 +8,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use fleet_core::telemetry::wall_clock_ms;
-use fleet_core::{Msg, SourceBatch, SourceBatcher, SourceEvent, WatermarkRules, WatermarkTracker, WindowSpec};
+use fleet_core::{
+    Msg, SourceBatch, SourceBatcher, SourceEvent, WatermarkRules, WatermarkTracker, WindowSpec,
+};
 use fleet_generator::EventGenerator;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -46,13 +48,24 @@ pub async fn run(
         let wall = wall_clock_ms();
         for _ in 0..n {
             let event = generator.next_event();
-            batcher.push(SourceEvent { partition: 0, offset, event }, now, wall);
+            batcher.push(
+                SourceEvent {
+                    partition: 0,
+                    offset,
+                    event,
+                },
+                now,
+                wall,
+            );
             offset += 1;
         }
         batcher.advance(now, wall);
         while let Some(msg) = batcher.pop() {
             if output.send(msg).await.is_err() {
-                tracing::info!(events = offset, "Embedded generator stopped: the pipeline closed.");
+                tracing::info!(
+                    events = offset,
+                    "Embedded generator stopped: the pipeline closed."
+                );
                 return;
             }
         }

@@ -74,7 +74,9 @@ fn main() -> ExitCode {
             println!("configuration is valid");
             Ok(())
         }
-        Command::Run => runtime().and_then(|rt| rt.block_on(service::run(settings, shutdown_signal()))),
+        Command::Run => {
+            runtime().and_then(|rt| rt.block_on(service::run(settings, shutdown_signal())))
+        }
         Command::Replay { input, reference } => {
             runtime().and_then(|rt| rt.block_on(replay(settings, input, reference)))
         }
@@ -90,7 +92,11 @@ fn main() -> ExitCode {
 
 fn load(cli: &Cli) -> Result<ValidSettings, ConfigError> {
     let mut settings = Settings::load(cli.config.as_deref())?;
-    if let Some(Command::Replay { reference: Some(path), .. }) = &cli.command {
+    if let Some(Command::Replay {
+        reference: Some(path),
+        ..
+    }) = &cli.command
+    {
         settings.reference.csv_path = path.display().to_string();
     }
     settings.validate()
@@ -108,7 +114,9 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
             Ok(s) => s,
             Err(error) => {
                 tracing::warn!(%error, "Cannot listen for SIGTERM; only SIGINT stops the service.");

@@ -71,7 +71,15 @@ fn read_file(
         match decode_event(&line) {
             Ok(event) => {
                 stats.events += 1;
-                batcher.push(SourceEvent { partition: 0, offset, event }, now, 0);
+                batcher.push(
+                    SourceEvent {
+                        partition: 0,
+                        offset,
+                        event,
+                    },
+                    now,
+                    0,
+                );
             }
             Err(e) => {
                 let n = stats.malformed.entry(e.kind).or_default();

@@ -157,7 +157,9 @@ pub async fn run(
     let reference = load_reference(&settings, || match &generator_fleet {
         Some(fleet) => ReferenceTable::from_pairs(fleet.reference_map()),
         None => {
-            tracing::warn!("No reference data configured (reference.csv_path): every vehicle is unknown.");
+            tracing::warn!(
+                "No reference data configured (reference.csv_path): every vehicle is unknown."
+            );
             ReferenceTable::default()
         }
     })?;
@@ -172,9 +174,11 @@ pub async fn run(
             let readiness = telemetry.readiness.clone();
             let head = core.head;
             tasks.spawn(async move {
-                fleet_kafka::source::run(kafka, rules, window, head, acks_rx, metrics, readiness, shutdown)
-                    .await
-                    .context("Kafka source")
+                fleet_kafka::source::run(
+                    kafka, rules, window, head, acks_rx, metrics, readiness, shutdown,
+                )
+                .await
+                .context("Kafka source")
             });
         }
         (None, Some(fleet)) => {
@@ -202,7 +206,9 @@ pub async fn run(
             tracing::info!(address = %listener.local_addr()?, "Serving /metrics, /healthz and /readyz.");
             let registry = Arc::new(telemetry.registry);
             let readiness = telemetry.readiness.clone();
-            Some(tokio::spawn(fleet_core::telemetry::serve(listener, registry, readiness)))
+            Some(tokio::spawn(fleet_core::telemetry::serve(
+                listener, registry, readiness,
+            )))
         }
         None => None,
     };
@@ -211,7 +217,10 @@ pub async fn run(
     while let Some(joined) = tasks.join_next().await {
         let result = joined.map_err(anyhow::Error::from).and_then(|r| r);
         if let Err(e) = result {
-            tracing::error!(error = format!("{e:#}"), "A stage failed; the pipeline stops.");
+            tracing::error!(
+                error = format!("{e:#}"),
+                "A stage failed; the pipeline stops."
+            );
             first_error.get_or_insert(e);
         }
     }

@@ -128,9 +128,21 @@ impl Settings {
         self.kafka.validate(&mut p);
         let w = &self.windows;
         let window = WindowSpec::new(w.length_ms);
-        p.check(window.is_some(), "windows.length_ms", "must be a positive number of milliseconds");
-        p.check(w.out_of_orderness_ms >= 0, "windows.out_of_orderness_ms", "must not be negative");
-        p.check(w.idle_timeout_ms > 0, "windows.idle_timeout_ms", "must be positive");
+        p.check(
+            window.is_some(),
+            "windows.length_ms",
+            "must be a positive number of milliseconds",
+        );
+        p.check(
+            w.out_of_orderness_ms >= 0,
+            "windows.out_of_orderness_ms",
+            "must not be negative",
+        );
+        p.check(
+            w.idle_timeout_ms > 0,
+            "windows.idle_timeout_ms",
+            "must be positive",
+        );
         let remote = !self.remote_write.url.trim().is_empty();
         if remote {
             self.remote_write.validate(&mut p);
@@ -138,7 +150,11 @@ impl Settings {
         let reference_csv = (!self.reference.csv_path.trim().is_empty())
             .then(|| PathBuf::from(self.reference.csv_path.trim()));
         if let Some(path) = &reference_csv {
-            p.check(path.is_file(), "reference.csv_path", format!("{} is not a readable file", path.display()));
+            p.check(
+                path.is_file(),
+                "reference.csv_path",
+                format!("{} is not a readable file", path.display()),
+            );
         }
         if !self.kafka.enabled() {
             if let Err(e) = self.generator.validate() {
@@ -148,9 +164,18 @@ impl Settings {
             }
         }
         for (key, cap) in [
-            ("channels.source_to_enricher", self.channels.source_to_enricher),
-            ("channels.enricher_to_aggregator", self.channels.enricher_to_aggregator),
-            ("channels.aggregator_to_sink", self.channels.aggregator_to_sink),
+            (
+                "channels.source_to_enricher",
+                self.channels.source_to_enricher,
+            ),
+            (
+                "channels.enricher_to_aggregator",
+                self.channels.enricher_to_aggregator,
+            ),
+            (
+                "channels.aggregator_to_sink",
+                self.channels.aggregator_to_sink,
+            ),
         ] {
             p.check(cap > 0, key, "must be at least 1");
         }
@@ -159,12 +184,21 @@ impl Settings {
             None
         } else {
             let parsed = listen.parse::<SocketAddr>();
-            p.check(parsed.is_ok(), "telemetry.listen", format!("{listen:?} is not an ip:port address"));
+            p.check(
+                parsed.is_ok(),
+                "telemetry.listen",
+                format!("{listen:?} is not an ip:port address"),
+            );
             parsed.ok()
         };
         let window = match window {
             Some(w) => w,
-            None => return Err(p.finish(()).err().unwrap_or_else(|| ConfigError::single("windows.length_ms", "invalid"))),
+            None => {
+                return Err(p
+                    .finish(())
+                    .err()
+                    .unwrap_or_else(|| ConfigError::single("windows.length_ms", "invalid")))
+            }
         };
         let watermarks = WatermarkRules {
             out_of_orderness_ms: w.out_of_orderness_ms.max(0),

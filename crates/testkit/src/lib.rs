@@ -35,6 +35,48 @@ mod tansu;
 pub use prometheus::{PromSample, PromSeries, Prometheus, PrometheusOptions};
 pub use tansu::{ConsumedRecord, Tansu};
 
+/// A loopback port that was free a moment ago (for a service a test starts itself).
+pub fn free_port() -> Result<u16, TestkitError> {
+    process::free_port()
+}
+
+/// One sample of the Prometheus text exposition format.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExposedSample {
+    /// Metric name as exposed (with `_total`, `_bucket`... suffixes).
+    pub name: String,
+    /// Labels.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Value.
+    pub value: f64,
+}
+
+/// Parses a `/metrics` page (Prometheus text or OpenMetrics).
+pub fn parse_exposition(text: &str) -> Vec<ExposedSample> {
+    text.lines()
+        .filter_map(prometheus::parse_exposition_line)
+        .map(|(name, labels, value)| ExposedSample {
+            name,
+            labels,
+            value,
+        })
+        .collect()
+}
+
+/// Sums the samples named `name` whose labels include every `(label, value)` of `filter`.
+pub fn exposed_value(samples: &[ExposedSample], name: &str, filter: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name)
+        .filter(|s| {
+            filter
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.value)
+        .sum()
+}
+
 /// The script that installs every service binary the tests need.
 pub const INSTALL_SCRIPT: &str = "scripts/install-test-deps.sh";
 

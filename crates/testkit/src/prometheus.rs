@@ -500,7 +500,7 @@ struct MatrixItem {
 
 /// Parses one sample line of the Prometheus text exposition format:
 /// `name{label="value",...} value [timestamp]`. Comments and blank lines give `None`.
-fn parse_exposition_line(line: &str) -> Option<(String, BTreeMap<String, String>, f64)> {
+pub(crate) fn parse_exposition_line(line: &str) -> Option<(String, BTreeMap<String, String>, f64)> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return None;

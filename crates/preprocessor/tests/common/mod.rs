@@ -1,0 +1,301 @@
+//! Shared harness of the end-to-end tests: the preprocessor as a child
+//! process, deterministic generated input, and the comparison of what
+//! Prometheus holds with the batch oracle.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fleet_core::RawEvent;
+use fleet_generator::{EventGenerator, Fleet, GeneratorConfig};
+use fleet_testkit::oracle::{self, Expected, ExpectedKey};
+use fleet_testkit::{ExposedSample, Prometheus};
+
+/// The output metrics of the design.
+pub const METRICS: [&str; 9] = [
+    "vehicles_in_motion",
+    "warnings",
+    "vehicles_reporting",
+    "ic_engine_rpm_avg",
+    "electric_motor_rpm_avg",
+    "ic_engine_rpm_sum",
+    "ic_engine_rpm_count",
+    "electric_motor_rpm_sum",
+    "electric_motor_rpm_count",
+];
+
+pub const WINDOW_MS: i64 = 5000;
+pub const OUT_OF_ORDERNESS_MS: i64 = 2000;
+
+/// Tests in one binary share the machine's two cores: run them one at a time
+/// so processing-time idleness is not disturbed by a neighbour's load.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A generated run: the fleet's reference data and its events in arrival order.
+pub struct Run {
+    pub events: Vec<RawEvent>,
+    pub reference: HashMap<String, String>,
+    pub reference_csv: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+/// `seconds` of fleet time for `vehicles`, starting 20 minutes ago (aligned
+/// to a window) so every window is in the past and inside Prometheus's head.
+pub fn generate(
+    vehicles: usize,
+    seconds: u64,
+    seed: u64,
+    realism: impl FnOnce(GeneratorConfig) -> GeneratorConfig,
+) -> Run {
+    let now = fleet_core::telemetry::wall_clock_ms();
+    let start = now - 20 * 60_000;
+    let start = start - start.rem_euclid(WINDOW_MS);
+    let config = realism(GeneratorConfig {
+        vehicles,
+        seed,
+        start_ms: Some(start),
+        ..GeneratorConfig::DEFAULT
+    });
+    let fleet = Fleet::from_config(&config);
+    let mut generator = EventGenerator::new(&fleet, &config).unwrap();
+    let events: Vec<RawEvent> = generator.take_exact(vehicles as u64 * seconds).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let reference_csv = dir.path().join("vehicles.csv");
+    fleet
+        .write_reference_csv(std::fs::File::create(&reference_csv).unwrap())
+        .unwrap();
+    Run {
+        events,
+        reference: fleet.reference_map(),
+        reference_csv,
+        dir,
+    }
+}
+
+/// Disorder within the bound only: nothing is late.
+pub fn in_bound(c: GeneratorConfig) -> GeneratorConfig {
+    GeneratorConfig {
+        disorder_fraction: 0.1,
+        max_disorder_ms: 1500,
+        late_fraction: 0.0,
+        offline_probability: 0.0,
+        ..c
+    }
+}
+
+/// A running `fleet-preprocessor`.
+pub struct Service {
+    child: Option<Child>,
+    pub metrics_url: String,
+    pub log: PathBuf,
+    config: PathBuf,
+}
+
+/// Writes a configuration for a Kafka + remote-write run and returns its path.
+pub fn service_config(
+    dir: &Path,
+    brokers: &str,
+    topic: &str,
+    remote_write_url: &str,
+    reference_csv: &Path,
+    extra: &str,
+) -> PathBuf {
+    let path = dir.join(format!("fleet-{}.toml", fleet_testkit::unique_name("cfg")));
+    let toml = format!(
+        r#"
+[kafka]
+brokers = "{brokers}"
+topic = "{topic}"
+group_id = "{topic}-group"
+commit_interval_ms = 200
+session_timeout_ms = 6000
+drain_timeout_ms = 5000
+
+[reference]
+csv_path = "{csv}"
+
+[windows]
+idle_timeout_ms = 2000
+all_idle_close_after_ms = 2000
+
+[remote_write]
+url = "{remote_write_url}"
+min_backoff_ms = 50
+max_backoff_ms = 1000
+
+{extra}
+"#,
+        csv = reference_csv.display()
+    );
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+impl Service {
+    /// Starts the binary with `config`; logs go to a file next to it.
+    pub fn start(config: &Path) -> Service {
+        let port = fleet_testkit::free_port().unwrap();
+        let log = config.with_extension(format!("{port}.log"));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_fleet-preprocessor"))
+            .arg("--config")
+            .arg(config)
+            .env("FLEET__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info,fleet_kafka=debug,librdkafka=warn")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        Service {
+            child: Some(child),
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            log,
+            config: config.to_path_buf(),
+        }
+    }
+
+    /// The service's own metrics, empty while it does not answer.
+    pub async fn metrics(&self) -> Vec<ExposedSample> {
+        match reqwest::get(&self.metrics_url).await {
+            Ok(r) => fleet_testkit::parse_exposition(&r.text().await.unwrap_or_default()),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// One metric, summed over series matching `filter`.
+    pub async fn metric(&self, name: &str, filter: &[(&str, &str)]) -> f64 {
+        fleet_testkit::exposed_value(&self.metrics().await, name, filter)
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn terminate(mut self) {
+        let mut child = self.child.take().unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            status.success(),
+            "graceful stop failed: {status}; log: {}",
+            self.log_tail()
+        );
+    }
+
+    /// SIGKILL: no chance to drain or commit.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    pub fn config(&self) -> &Path {
+        &self.config
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Every (window end, model, region) → metric → value that Prometheus holds.
+pub async fn prometheus_samples(
+    prom: &Prometheus,
+    start_ms: i64,
+    end_ms: i64,
+) -> BTreeMap<ExpectedKey, BTreeMap<String, f64>> {
+    let mut got: BTreeMap<ExpectedKey, BTreeMap<String, f64>> = BTreeMap::new();
+    for metric in METRICS {
+        for series in prom.series_samples(metric, start_ms, end_ms).await.unwrap() {
+            let model = series.labels.get("model").cloned().unwrap_or_default();
+            let region = series.labels.get("region").cloned().unwrap_or_default();
+            for (ts, value) in series.samples {
+                got.entry((ts, model.clone(), region.clone()))
+                    .or_default()
+                    .insert(metric.to_string(), value);
+            }
+        }
+    }
+    got
+}
+
+/// Waits until Prometheus holds `expected_keys` window series of
+/// `vehicles_reporting` (or the timeout passes), returning what it holds.
+pub async fn wait_for_windows(
+    prom: &Prometheus,
+    start_ms: i64,
+    end_ms: i64,
+    expected_keys: usize,
+    timeout: Duration,
+) -> usize {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let n: usize = prom
+            .series_samples("vehicles_reporting", start_ms, end_ms)
+            .await
+            .map(|s| s.iter().map(|s| s.samples.len()).sum())
+            .unwrap_or(0);
+        if n >= expected_keys || tokio::time::Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Asserts that Prometheus holds exactly the oracle's samples: every metric of
+/// every window and group, nothing missing, nothing extra.
+pub fn assert_samples_equal(
+    got: &BTreeMap<ExpectedKey, BTreeMap<String, f64>>,
+    expected: &BTreeMap<ExpectedKey, Expected>,
+) {
+    let want = oracle::expected_samples(expected, "");
+    let mut problems = Vec::new();
+    for (key, metrics) in &want {
+        match got.get(key) {
+            None => problems.push(format!("missing window {key:?}")),
+            Some(g) if g != metrics => {
+                problems.push(format!("{key:?}: got {g:?}, want {metrics:?}"))
+            }
+            Some(_) => {}
+        }
+    }
+    for key in got.keys() {
+        if !want.contains_key(key) {
+            problems.push(format!("unexpected window {key:?}: {:?}", got[key]));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} of {} windows differ; first ones:\n{}",
+        problems.len(),
+        want.len(),
+        problems
+            .iter()
+            .take(10)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// The range of window ends in `expected`, for queries.
+pub fn time_range(expected: &BTreeMap<ExpectedKey, Expected>) -> (i64, i64) {
+    let first = expected.keys().next().map(|k| k.0).unwrap_or(0);
+    let last = expected.keys().last().map(|k| k.0).unwrap_or(0);
+    (first - WINDOW_MS, last + WINDOW_MS)
+}

@@ -1,0 +1,261 @@
+//! End to end on real services: generated events → Tansu → fleet-preprocessor
+//! → Prometheus, compared window by window with the batch oracle.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use fleet_core::decode_event;
+use fleet_kafka::producer::EventPublisher;
+use fleet_kafka::KafkaConfig;
+use fleet_testkit::oracle;
+use fleet_testkit::PrometheusOptions;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_events_round_trip_through_kafka_unchanged() {
+    let _serial = SERIAL.lock().await;
+    let Some(kafka) = fleet_testkit::tansu_or_skip().await else {
+        return;
+    };
+    let run = generate(200, 10, 5, |c| c);
+    kafka.create_topic("roundtrip", 4).await.unwrap();
+    let publisher = EventPublisher::new(&KafkaConfig {
+        brokers: kafka.bootstrap_servers(),
+        topic: "roundtrip".into(),
+        ..KafkaConfig::default()
+    })
+    .unwrap();
+    publisher.publish(&run.events).await.unwrap();
+    let records = kafka
+        .consume_all("roundtrip", run.events.len(), Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(records.len(), run.events.len());
+    let mut got: Vec<_> = records
+        .iter()
+        .map(|r| {
+            let e = decode_event(r.value.as_deref().unwrap()).unwrap();
+            assert_eq!(
+                r.key.as_deref(),
+                Some(e.vehicle_id.as_bytes()),
+                "keyed by VIN"
+            );
+            e.to_json()
+        })
+        .collect();
+    let mut want: Vec<_> = run.events.iter().map(|e| e.to_json()).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_to_prometheus_equals_the_batch_computation() {
+    let _serial = SERIAL.lock().await;
+    let Some(kafka) = fleet_testkit::tansu_or_skip().await else {
+        return;
+    };
+    let Some(prom) = fleet_testkit::prometheus_or_skip(PrometheusOptions::default()).await else {
+        return;
+    };
+    let run = generate(300, 60, 7, in_bound);
+    kafka.create_topic("events", 4).await.unwrap();
+    kafka.produce_events("events", &run.events).await.unwrap();
+    let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
+    let config = service_config(
+        run.dir.path(),
+        &kafka.bootstrap_servers(),
+        "events",
+        &prom.remote_write_url(),
+        &run.reference_csv,
+        "",
+    );
+    let service = Service::start(&config);
+    let (start, end) = time_range(&expected);
+    let n = wait_for_windows(&prom, start, end, expected.len(), Duration::from_secs(90)).await;
+    assert_eq!(
+        n,
+        expected.len(),
+        "windows written; log:\n{}",
+        service.log_tail()
+    );
+    let got = prometheus_samples(&prom, start, end).await;
+    assert_samples_equal(&got, &expected);
+    assert_eq!(
+        service.metric("fleet_source_events_total", &[]).await as usize,
+        run.events.len()
+    );
+    assert_eq!(
+        service
+            .metric("fleet_aggregator_late_events_total", &[])
+            .await,
+        0.0
+    );
+    let refused = prom.write_requests_by_code().await.unwrap();
+    assert_eq!(
+        refused.get("400").copied().unwrap_or(0.0),
+        0.0,
+        "no write was refused: {refused:?}"
+    );
+    service.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_events_are_dropped_and_counted_and_the_rest_is_exact() {
+    let _serial = SERIAL.lock().await;
+    let Some(kafka) = fleet_testkit::tansu_or_skip().await else {
+        return;
+    };
+    let Some(prom) = fleet_testkit::prometheus_or_skip(PrometheusOptions::default()).await else {
+        return;
+    };
+    let run = generate(200, 60, 9, |c| fleet_generator::GeneratorConfig {
+        late_fraction: 0.02,
+        offline_probability: 0.0005,
+        ..in_bound(c)
+    });
+    // One partition: arrival order is the file order, so the late rule is exact.
+    kafka.create_topic("late", 1).await.unwrap();
+    kafka.produce_events("late", &run.events).await.unwrap();
+    let expected = oracle::expected_windows(
+        &run.events,
+        &run.reference,
+        WINDOW_MS,
+        Some(OUT_OF_ORDERNESS_MS),
+    );
+    let late = oracle::late_event_count(&run.events, WINDOW_MS, OUT_OF_ORDERNESS_MS);
+    assert!(late > 50, "the run has late events: {late}");
+    let config = service_config(
+        run.dir.path(),
+        &kafka.bootstrap_servers(),
+        "late",
+        &prom.remote_write_url(),
+        &run.reference_csv,
+        "",
+    );
+    let service = Service::start(&config);
+    let (start, end) = time_range(&expected);
+    let n = wait_for_windows(&prom, start, end, expected.len(), Duration::from_secs(90)).await;
+    assert_eq!(n, expected.len(), "log:\n{}", service.log_tail());
+    assert_samples_equal(&prometheus_samples(&prom, start, end).await, &expected);
+    assert_eq!(
+        service
+            .metric("fleet_aggregator_late_events_total", &[])
+            .await as usize,
+        late
+    );
+    service.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_counted_by_reason_and_skipped() {
+    let _serial = SERIAL.lock().await;
+    let Some(kafka) = fleet_testkit::tansu_or_skip().await else {
+        return;
+    };
+    let Some(prom) = fleet_testkit::prometheus_or_skip(PrometheusOptions::default()).await else {
+        return;
+    };
+    let run = generate(100, 30, 13, in_bound);
+    kafka.create_topic("mixed", 3).await.unwrap();
+    let bad: Vec<(&str, &str, usize)> = vec![
+        ("invalid_json", "{not json", 7),
+        (
+            "missing_field",
+            r#"{"eventType":"IC_RPM","vehicleId":"X","region":"UK","measurement":1}"#,
+            5,
+        ),
+        (
+            "wrong_type",
+            r#"{"eventType":"IC_RPM","vehicleId":"X","region":"UK","timestamp":"soon","measurement":1}"#,
+            4,
+        ),
+        (
+            "unknown_event_type",
+            r#"{"eventType":"OIL_PRESSURE","vehicleId":"X","region":"UK","timestamp":1,"measurement":1}"#,
+            3,
+        ),
+    ];
+    let mut messages: Vec<(String, String)> = run
+        .events
+        .iter()
+        .map(|e| (e.vehicle_id.clone(), e.to_json()))
+        .collect();
+    // Interleave the bad messages through the stream.
+    let mut at = 0;
+    for (_, body, count) in &bad {
+        for i in 0..*count {
+            at = (at + 97 + i * 13) % messages.len();
+            messages.insert(at, (format!("BAD{at}"), body.to_string()));
+        }
+    }
+    kafka.produce_json("mixed", messages).await.unwrap();
+    let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
+    let config = service_config(
+        run.dir.path(),
+        &kafka.bootstrap_servers(),
+        "mixed",
+        &prom.remote_write_url(),
+        &run.reference_csv,
+        "",
+    );
+    let service = Service::start(&config);
+    let (start, end) = time_range(&expected);
+    let n = wait_for_windows(&prom, start, end, expected.len(), Duration::from_secs(90)).await;
+    assert_eq!(n, expected.len(), "log:\n{}", service.log_tail());
+    assert_samples_equal(&prometheus_samples(&prom, start, end).await, &expected);
+    for (reason, _, count) in &bad {
+        let got = service
+            .metric("fleet_source_decode_errors_total", &[("reason", reason)])
+            .await;
+        assert_eq!(got as usize, *count, "decode errors with reason {reason}");
+    }
+    assert_eq!(
+        service.metric("fleet_source_events_total", &[]).await as usize,
+        run.events.len()
+    );
+    service.terminate().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_equals_the_batch_computation() {
+    let _serial = SERIAL.lock().await;
+    let run = generate(500, 40, 11, |c| c);
+    let input = run.dir.path().join("events.jsonl");
+    let lines: Vec<String> = run.events.iter().map(|e| e.to_json()).collect();
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleet-preprocessor"))
+        .args(["replay", "--input"])
+        .arg(&input)
+        .arg("--reference")
+        .arg(&run.reference_csv)
+        .env("FLEET__TELEMETRY__LISTEN", "")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let got: Vec<&str> = std::str::from_utf8(&output.stdout)
+        .unwrap()
+        .lines()
+        .collect();
+    let expected = oracle::expected_windows(
+        &run.events,
+        &run.reference,
+        WINDOW_MS,
+        Some(OUT_OF_ORDERNESS_MS),
+    );
+    let want = oracle::expected_json_lines(&expected);
+    assert!(
+        oracle::late_event_count(&run.events, WINDOW_MS, OUT_OF_ORDERNESS_MS) > 0,
+        "default realism has late events"
+    );
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g, w);
+    }
+}
