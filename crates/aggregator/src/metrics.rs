@@ -56,7 +56,11 @@ impl AggregatorMetrics {
             "Window aggregates emitted, one per window and group",
             m.windows_emitted.clone(),
         );
-        registry.register("open_windows", "Windows currently open", m.open_windows.clone());
+        registry.register(
+            "open_windows",
+            "Windows currently open",
+            m.open_windows.clone(),
+        );
         registry.register(
             "watermark_milliseconds",
             "The pipeline watermark, epoch milliseconds",
@@ -91,7 +95,8 @@ impl AggregatorMetrics {
     /// The watermark moved and closed `emitted` window aggregates.
     pub fn advanced(&self, watermark: Watermark, emitted: usize, open: usize) {
         self.windows_emitted.inc_by(emitted as u64);
-        self.open_windows.set(i64::try_from(open).unwrap_or(i64::MAX));
+        self.open_windows
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
         if watermark != Watermark::END_OF_INPUT {
             self.watermark.set(watermark.0);
         }

@@ -158,7 +158,8 @@ impl TumblingWindows {
         if self.watermark.is_none_or(|w| w < closing) {
             self.watermark = Some(closing);
         }
-        self.open.retain(|start, _| start.saturating_add(self.spec.length_ms()) > through);
+        self.open
+            .retain(|start, _| start.saturating_add(self.spec.length_ms()) > through);
     }
 
     /// Adds a batch from the enricher.

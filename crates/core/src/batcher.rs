@@ -61,7 +61,10 @@ impl SourceBatcher {
     /// Ends the current batch (if any) so it can be sent.
     pub fn seal(&mut self) {
         if !self.current.is_empty() {
-            let batch = std::mem::replace(&mut self.current, Vec::with_capacity(self.max_batch.min(4096)));
+            let batch = std::mem::replace(
+                &mut self.current,
+                Vec::with_capacity(self.max_batch.min(4096)),
+            );
             self.ready.push_back(Msg::Data(batch));
         }
     }
@@ -129,22 +132,39 @@ mod tests {
 
     #[test]
     fn watermarks_follow_exactly_the_event_that_closes_a_window() {
-        let tracker = WatermarkTracker::new(WatermarkRules::defaults(), WindowSpec::new(5000).unwrap());
+        let tracker =
+            WatermarkTracker::new(WatermarkRules::defaults(), WindowSpec::new(5000).unwrap());
         let mut b = SourceBatcher::new(tracker, 100);
         let now = Instant::now();
-        for (o, ts) in [(0, 1000), (1, 6000), (2, 6999), (3, 7000), (4, 4000), (5, 7100)] {
+        for (o, ts) in [
+            (0, 1000),
+            (1, 6000),
+            (2, 6999),
+            (3, 7000),
+            (4, 4000),
+            (5, 7100),
+        ] {
             b.push(event(o, ts), now, 0);
         }
         b.seal();
         assert_eq!(
             drain(&mut b),
-            vec!["data[0]", "wm-1001", "data[1]", "wm3999", "data[2, 3]", "wm4999", "data[4, 5]"]
+            vec![
+                "data[0]",
+                "wm-1001",
+                "data[1]",
+                "wm3999",
+                "data[2, 3]",
+                "wm4999",
+                "data[4, 5]"
+            ]
         );
     }
 
     #[test]
     fn batches_are_capped() {
-        let tracker = WatermarkTracker::new(WatermarkRules::defaults(), WindowSpec::new(5000).unwrap());
+        let tracker =
+            WatermarkTracker::new(WatermarkRules::defaults(), WindowSpec::new(5000).unwrap());
         let mut b = SourceBatcher::new(tracker, 2);
         let now = Instant::now();
         b.push(event(0, 1000), now, 0);
@@ -152,6 +172,9 @@ mod tests {
             b.push(event(o, 1000), now, 0);
         }
         b.seal();
-        assert_eq!(drain(&mut b), vec!["data[0]", "wm-1001", "data[1, 2]", "data[3, 4]"]);
+        assert_eq!(
+            drain(&mut b),
+            vec!["data[0]", "wm-1001", "data[1, 2]", "data[3, 4]"]
+        );
     }
 }

@@ -167,10 +167,16 @@ pub fn decode_event(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
         )
     })?;
     if vehicle_id.is_empty() {
-        return Err(DecodeError::new(DecodeErrorKind::InvalidValue, "empty vehicleId"));
+        return Err(DecodeError::new(
+            DecodeErrorKind::InvalidValue,
+            "empty vehicleId",
+        ));
     }
     if region.is_empty() {
-        return Err(DecodeError::new(DecodeErrorKind::InvalidValue, "empty region"));
+        return Err(DecodeError::new(
+            DecodeErrorKind::InvalidValue,
+            "empty region",
+        ));
     }
     if event_type == EventType::Warnings && measurement < 0 {
         return Err(DecodeError::new(
@@ -230,27 +236,39 @@ mod tests {
             DecodeErrorKind::MissingField
         );
         assert_eq!(
-            kind(r#"{"eventType":"IC_RPM","vehicleId":"V","region":"UK","timestamp":null,"measurement":1}"#),
+            kind(
+                r#"{"eventType":"IC_RPM","vehicleId":"V","region":"UK","timestamp":null,"measurement":1}"#
+            ),
             DecodeErrorKind::MissingField
         );
         assert_eq!(
-            kind(r#"{"eventType":"IC_RPM","vehicleId":"V","region":"UK","timestamp":"1","measurement":1}"#),
+            kind(
+                r#"{"eventType":"IC_RPM","vehicleId":"V","region":"UK","timestamp":"1","measurement":1}"#
+            ),
             DecodeErrorKind::WrongType
         );
         assert_eq!(
-            kind(r#"{"eventType":"IC_RPM","vehicleId":"V","region":"UK","timestamp":1,"measurement":1.5}"#),
+            kind(
+                r#"{"eventType":"IC_RPM","vehicleId":"V","region":"UK","timestamp":1,"measurement":1.5}"#
+            ),
             DecodeErrorKind::WrongType
         );
         assert_eq!(
-            kind(r#"{"eventType":"OIL","vehicleId":"V","region":"UK","timestamp":1,"measurement":1}"#),
+            kind(
+                r#"{"eventType":"OIL","vehicleId":"V","region":"UK","timestamp":1,"measurement":1}"#
+            ),
             DecodeErrorKind::UnknownEventType
         );
         assert_eq!(
-            kind(r#"{"eventType":"IC_RPM","vehicleId":"","region":"UK","timestamp":1,"measurement":1}"#),
+            kind(
+                r#"{"eventType":"IC_RPM","vehicleId":"","region":"UK","timestamp":1,"measurement":1}"#
+            ),
             DecodeErrorKind::InvalidValue
         );
         assert_eq!(
-            kind(r#"{"eventType":"WARNINGS","vehicleId":"V","region":"UK","timestamp":1,"measurement":-1}"#),
+            kind(
+                r#"{"eventType":"WARNINGS","vehicleId":"V","region":"UK","timestamp":1,"measurement":-1}"#
+            ),
             DecodeErrorKind::InvalidValue
         );
     }

@@ -61,7 +61,11 @@ impl WatermarkRules {
 
     /// The watermark a partition holds after seeing `max_ts`.
     pub fn partition_watermark(&self, max_ts: TimestampMs) -> Watermark {
-        Watermark(max_ts.saturating_sub(self.out_of_orderness_ms).saturating_sub(1))
+        Watermark(
+            max_ts
+                .saturating_sub(self.out_of_orderness_ms)
+                .saturating_sub(1),
+        )
     }
 }
 
@@ -207,7 +211,9 @@ impl WatermarkTracker {
         }
         let after = self.rules.all_idle_close_after?;
         let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
-        Some(Watermark(wall_ms.saturating_sub(after_ms).saturating_sub(1)))
+        Some(Watermark(
+            wall_ms.saturating_sub(after_ms).saturating_sub(1),
+        ))
     }
 }
 
@@ -314,7 +320,10 @@ mod tests {
         let t0 = Instant::now();
         let mut t = WatermarkTracker::new(rules(), WindowSpec::new(5000).unwrap());
         assert!(t.observe(0, 6_000, t0), "first event");
-        assert!(!t.observe(0, 6_999, t0), "watermark 4998 closes nothing new");
+        assert!(
+            !t.observe(0, 6_999, t0),
+            "watermark 4998 closes nothing new"
+        );
         assert!(t.observe(0, 7_000, t0), "watermark 4999 closes [0, 5000)");
         assert!(!t.observe(0, 3_000, t0), "older events never advance");
         assert!(!t.observe(0, 11_999, t0));

@@ -217,8 +217,19 @@ mod tests {
     #[test]
     fn joins_models_and_announces_each_group_once() {
         let mut c = VehicleCatalog::new(&table(), UnknownVehiclePolicy::Unknown);
-        let (b, stats) = c.enrich_batch(vec![ev(0, "V1", "UK"), ev(1, "V2", "UK"), ev(2, "V1", "UK")]);
-        assert_eq!(stats, Enrichment { known: 3, unknown: 0, dropped: 0 });
+        let (b, stats) = c.enrich_batch(vec![
+            ev(0, "V1", "UK"),
+            ev(1, "V2", "UK"),
+            ev(2, "V1", "UK"),
+        ]);
+        assert_eq!(
+            stats,
+            Enrichment {
+                known: 3,
+                unknown: 0,
+                dropped: 0
+            }
+        );
         assert_eq!(b.new_groups.len(), 2);
         assert_eq!(&*b.new_groups[0].model, "Nebulara");
         assert_eq!(b.events[0].group, b.events[2].group);
@@ -239,7 +250,14 @@ mod tests {
 
         let mut d = VehicleCatalog::new(&table(), UnknownVehiclePolicy::Drop);
         let (b, stats) = d.enrich_batch(vec![ev(0, "X9", "UK"), ev(1, "V1", "UK")]);
-        assert_eq!(stats, Enrichment { known: 1, unknown: 1, dropped: 1 });
+        assert_eq!(
+            stats,
+            Enrichment {
+                known: 1,
+                unknown: 1,
+                dropped: 1
+            }
+        );
         assert_eq!(b.events.len(), 1);
         assert_eq!(b.consumed_without_output, vec![(0, 0)]);
     }
@@ -248,7 +266,10 @@ mod tests {
     fn reload_moves_vehicles_without_renumbering() {
         let mut c = VehicleCatalog::new(&table(), UnknownVehiclePolicy::Unknown);
         let (b1, _) = c.enrich_batch(vec![ev(0, "V1", "UK")]);
-        c.load(&ReferenceTable::from_pairs([("V1".to_string(), "Aurex".to_string())]));
+        c.load(&ReferenceTable::from_pairs([(
+            "V1".to_string(),
+            "Aurex".to_string(),
+        )]));
         let (b2, _) = c.enrich_batch(vec![ev(1, "V1", "UK"), ev(2, "V2", "UK")]);
         assert_eq!(b1.events[0].vehicle, b2.events[0].vehicle);
         assert_eq!(&*b2.new_groups[0].model, "Aurex");

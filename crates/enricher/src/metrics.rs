@@ -20,7 +20,11 @@ impl EnricherMetrics {
     /// Registers the metrics in `registry` (normally the `enricher` sub-registry).
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
-        registry.register("events", "Events joined (known and unknown vehicles)", m.events.clone());
+        registry.register(
+            "events",
+            "Events joined (known and unknown vehicles)",
+            m.events.clone(),
+        );
         registry.register(
             "unknown_vehicle_events",
             "Events of vehicles missing from the reference data",

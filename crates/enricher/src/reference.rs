@@ -136,9 +136,17 @@ mod tests {
     #[test]
     fn refuses_a_missing_column_and_names_bad_lines() {
         let e = ReferenceTable::from_csv_reader("vin,model\nV1,A\n".as_bytes()).unwrap_err();
-        assert!(matches!(e, ReferenceError::MissingColumn { column: "vehicle_id" }));
+        assert!(matches!(
+            e,
+            ReferenceError::MissingColumn {
+                column: "vehicle_id"
+            }
+        ));
         let e = ReferenceTable::from_csv_reader("vehicle_id,model\nV1,A\nV2,\n".as_bytes())
             .unwrap_err();
-        assert_eq!(e.to_string(), "reference data line 3: empty or missing model");
+        assert_eq!(
+            e.to_string(),
+            "reference data line 3: empty or missing model"
+        );
     }
 }

@@ -74,7 +74,10 @@ fn late_events_are_refused_once_their_window_closed() {
         w.record(&ev(1, 1, 0, EventType::IcRpm, 4000, 1)),
         Admit::Late { lag_ms: 999 }
     );
-    assert_eq!(w.record(&ev(2, 1, 0, EventType::IcRpm, 5000, 1)), Admit::Counted);
+    assert_eq!(
+        w.record(&ev(2, 1, 0, EventType::IcRpm, 5000, 1)),
+        Admit::Counted
+    );
     let out = w.advance(Watermark::END_OF_INPUT);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].events, 2);
@@ -90,7 +93,10 @@ fn windows_are_emitted_in_time_order_and_once() {
     let ends: Vec<_> = out.iter().map(|a| a.window_end).collect();
     assert_eq!(ends, vec![5000, 10_000]);
     assert!(w.advance(Watermark(9_999)).is_empty());
-    assert!(w.advance(Watermark(5_000)).is_empty(), "watermarks never go back");
+    assert!(
+        w.advance(Watermark(5_000)).is_empty(),
+        "watermarks never go back"
+    );
     assert_eq!(w.advance(Watermark::END_OF_INPUT).len(), 1);
 }
 
@@ -124,12 +130,21 @@ fn checkpoint_holds_back_offsets_of_open_windows() {
 fn resume_skips_windows_written_before_a_restart() {
     let mut w = windows_with_groups();
     w.resume(10_000);
-    assert_eq!(w.record(&ev(0, 1, 0, EventType::IcRpm, 9_999, 5)), Admit::AlreadyWritten);
-    assert_eq!(w.record(&ev(1, 1, 0, EventType::IcRpm, 10_000, 5)), Admit::Counted);
+    assert_eq!(
+        w.record(&ev(0, 1, 0, EventType::IcRpm, 9_999, 5)),
+        Admit::AlreadyWritten
+    );
+    assert_eq!(
+        w.record(&ev(1, 1, 0, EventType::IcRpm, 10_000, 5)),
+        Admit::Counted
+    );
     let out = w.advance(Watermark::END_OF_INPUT);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].window_start, 10_000);
-    assert_eq!(w.checkpoint().closed_through.map(|c| c >= 10_000), Some(true));
+    assert_eq!(
+        w.checkpoint().closed_through.map(|c| c >= 10_000),
+        Some(true)
+    );
 }
 
 #[test]
