@@ -106,3 +106,49 @@ fn configuration_errors_exit_64_and_name_the_key() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("events"));
 }
+
+#[test]
+fn kafka_only_flags_and_bad_kafka_settings_are_configuration_errors() {
+    // Refused before any file is written or any connection is made.
+    for (flags, key) in [
+        (
+            &["--output", "-", "--events", "5", "--rate", "10"][..],
+            "rate",
+        ),
+        (
+            &["--output", "-", "--events", "5", "--topic", "t"][..],
+            "topic",
+        ),
+        (
+            &[
+                "--output",
+                "-",
+                "--events",
+                "5",
+                "--kafka-property",
+                "acks=1",
+            ][..],
+            "kafka_property",
+        ),
+        (&["--brokers", "no-port"][..], "brokers"),
+        (
+            &[
+                "--brokers",
+                "h:1",
+                "--kafka-property",
+                "bootstrap.servers=x:1",
+            ][..],
+            "kafka_property.bootstrap.servers",
+        ),
+        (
+            &["--brokers", "h:1", "--kafka-property", "no.such.property=1"][..],
+            "kafka_property",
+        ),
+    ] {
+        let out = generator().args(flags).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{flags:?}: {stderr}");
+        assert!(stderr.contains(key), "{flags:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{flags:?} wrote events");
+    }
+}

@@ -12,6 +12,7 @@
 
 mod commit;
 mod config;
+mod fetch_guard;
 mod metrics;
 pub mod producer;
 pub mod source;

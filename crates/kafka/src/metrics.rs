@@ -60,7 +60,7 @@ pub struct SourceMetrics {
     events: Counter,
     decode_errors: Family<ReasonLabels, Counter>,
     duplicates: Counter,
-    skipped_on_resume: Counter,
+    fetch_gaps: Counter,
     assigned: Gauge,
     paused: Gauge,
     commits: Family<CommitLabels, Counter>,
@@ -84,7 +84,7 @@ impl SourceMetrics {
             events: Counter::default(),
             decode_errors: Family::default(),
             duplicates: Counter::default(),
-            skipped_on_resume: Counter::default(),
+            fetch_gaps: Counter::default(),
             assigned: Gauge::default(),
             paused: Gauge::default(),
             commits: Family::default(),
@@ -118,9 +118,9 @@ impl SourceMetrics {
             m.duplicates.clone(),
         );
         registry.register(
-            "skipped_on_resume_messages",
-            "Messages the broker skipped when fetching resumed after a pause (a broker defect; they are not processed)",
-            m.skipped_on_resume.clone(),
+            "fetch_gap_offsets",
+            "Offsets missing where a fetch started, even after rewinding to the start of the partition",
+            m.fetch_gaps.clone(),
         );
         registry.register(
             "assigned_partitions",
@@ -139,7 +139,7 @@ impl SourceMetrics {
         );
         registry.register(
             "commit_metadata_unsupported",
-            "1 when the broker does not keep offset-commit metadata (degraded restart mode)",
+            "1 when the broker does not keep offset-commit metadata (the window boundary goes to the companion group)",
             m.metadata_unsupported.clone(),
         );
         registry.register(
@@ -188,17 +188,16 @@ impl SourceMetrics {
         self.duplicates.inc_by(n);
     }
 
-    /// After a pause the broker answered from a later offset than asked: the
-    /// messages in between were not delivered.
-    pub fn skipped_on_resume(&self, partition: PartitionId, expected: i64, received: i64) {
-        let skipped = u64::try_from(received - expected).unwrap_or(0);
-        self.skipped_on_resume.inc_by(skipped);
-        tracing::error!(
+    /// A fetch asked for `expected` and nothing from there on or before it
+    /// exists but `received` (retention or compaction removed them).
+    pub fn fetch_gap(&self, partition: PartitionId, expected: i64, received: i64) {
+        let missing = u64::try_from(received - expected).unwrap_or(0);
+        self.fetch_gaps.inc_by(missing);
+        tracing::warn!(
             partition,
             expected,
             received,
-            skipped,
-            "The broker resumed after a pause from a later offset; messages in between were skipped."
+            "Offsets missing where fetching started; continuing from the first one present."
         );
     }
 
@@ -234,9 +233,9 @@ impl SourceMetrics {
     pub fn metadata_unsupported(&self) {
         if self.metadata_unsupported.get() == 0 {
             tracing::warn!(
-                "The broker does not return offset-commit metadata; after a restart, windows \
-                 partly written before it may be rebuilt and sent again, and the endpoint's \
-                 refusals of them are counted (degraded mode)."
+                "The broker does not keep offset-commit metadata (degraded mode): the end of \
+                 the last window written is kept as the committed offset of the companion \
+                 group <group_id>.closed-windows instead."
             );
         }
         self.metadata_unsupported.set(1);

@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,6 +38,7 @@ use fleet_core::{
 };
 
 use crate::commit::CommitPlan;
+use crate::fetch_guard::{FetchGuard, Verdict};
 use crate::{CommitLedger, CommitMetadata, KafkaConfig, KafkaStageError, SourceMetrics};
 
 /// The readiness condition this stage maintains.
@@ -50,10 +52,9 @@ const BACKPRESSURED_AT: usize = 2;
 /// pauses its partitions and polls again, to stay within `max.poll.interval.ms`.
 ///
 /// Short stalls (the normal flow control of a busy pipeline) only stop taking
-/// messages, and librdkafka's bounded prefetch holds what was fetched. Pausing
-/// is kept for long stalls because a resume must re-fetch from inside a
-/// record batch, which some Kafka-compatible brokers (Tansu 0.6) cannot do:
-/// they answer from the next batch, and the source reports the gap.
+/// messages; librdkafka's bounded prefetch holds what was fetched. Pausing is
+/// for long stalls: it drops the prefetched messages, which must then be
+/// fetched again from the next expected offset (see [`FetchGuard`]).
 const PAUSE_AFTER: Duration = Duration::from_secs(5);
 
 /// How long a rebalance callback may wait for the group coordinator.
@@ -86,6 +87,87 @@ struct SourceContext {
     topic: String,
     shared: Mutex<Shared>,
     metrics: SourceMetrics,
+    /// Whether the broker keeps offset-commit metadata: unknown until the
+    /// first assignment with committed offsets or the first commit read back.
+    metadata: AtomicU8,
+    /// A companion consumer of the group `<group_id>.closed-windows`, never
+    /// subscribed: when the broker drops commit metadata (Tansu 0.6), the
+    /// window boundary is committed there instead, as each partition's
+    /// "offset". Committed before the real offsets, so a crash between the
+    /// two leaves a boundary that is never ahead of the data replayed.
+    fallback: BaseConsumer,
+}
+
+const METADATA_UNKNOWN: u8 = 0;
+const METADATA_KEPT: u8 = 1;
+const METADATA_LOST: u8 = 2;
+
+impl SourceContext {
+    fn metadata_lost(&self) -> bool {
+        self.metadata.load(Ordering::Relaxed) == METADATA_LOST
+    }
+
+    fn set_metadata_kept(&self, kept: bool) {
+        let value = if kept { METADATA_KEPT } else { METADATA_LOST };
+        if self.metadata.swap(value, Ordering::Relaxed) != value && !kept {
+            self.metrics.metadata_unsupported();
+        }
+    }
+
+    fn metadata_known(&self) -> bool {
+        self.metadata.load(Ordering::Relaxed) != METADATA_UNKNOWN
+    }
+
+    /// Commits `plan` (and, on a broker without metadata, its boundary first).
+    fn commit<C: ConsumerContext, K: Consumer<C>>(
+        &self,
+        consumer: &K,
+        plan: &CommitPlan,
+        mode: CommitMode,
+    ) -> Result<(), String> {
+        if let (true, Some(boundary)) = (self.metadata_lost(), plan.metadata) {
+            let mut tpl = TopicPartitionList::new();
+            for (p, _) in &plan.offsets {
+                tpl.add_partition_offset(&self.topic, *p, Offset::Offset(boundary.closed_through))
+                    .map_err(|e| e.to_string())?;
+            }
+            self.fallback
+                .commit(&tpl, CommitMode::Sync)
+                .map_err(|e| format!("committing the window boundary: {e}"))?;
+        }
+        let mut tpl = TopicPartitionList::new();
+        let metadata = plan.metadata.map(|m| m.encode()).unwrap_or_default();
+        for (p, offset) in &plan.offsets {
+            let mut e = tpl.add_partition(&self.topic, *p);
+            e.set_offset(Offset::Offset(*offset))
+                .map_err(|e| e.to_string())?;
+            e.set_metadata(metadata.clone());
+        }
+        consumer.commit(&tpl, mode).map_err(|e| e.to_string())
+    }
+
+    /// The boundaries kept in the companion group, by partition.
+    fn fallback_boundaries(
+        &self,
+        query: TopicPartitionList,
+    ) -> HashMap<PartitionId, CommitMetadata> {
+        match self.fallback.committed_offsets(query, COORDINATOR_TIMEOUT) {
+            Ok(tpl) => tpl
+                .elements_for_topic(&self.topic)
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(closed_through) => {
+                        Some((e.partition(), CommitMetadata { closed_through }))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            Err(error) => {
+                tracing::warn!(%error, "Cannot read the window boundary of the companion group.");
+                HashMap::new()
+            }
+        }
+    }
 }
 
 impl ClientContext for SourceContext {}
@@ -108,7 +190,7 @@ impl ConsumerContext for SourceContext {
             .as_ref()
             .and_then(|cp| shared.ledger.plan(cp, &revoked))
         {
-            let result = commit(consumer, &self.topic, &plan, CommitMode::Sync);
+            let result = self.commit(consumer, &plan, CommitMode::Sync);
             self.metrics
                 .committed(result.is_ok(), plan.offsets.len(), result.err().as_deref());
         }
@@ -131,7 +213,9 @@ impl ConsumerContext for SourceContext {
         for e in tpl.elements_for_topic(&self.topic) {
             query.add_partition(&self.topic, e.partition());
         }
-        let assigned = match consumer.committed_offsets(query.clone(), COORDINATOR_TIMEOUT) {
+        let mut assigned: Vec<AssignedPartition> = match consumer
+            .committed_offsets(query.clone(), COORDINATOR_TIMEOUT)
+        {
             Ok(committed) => committed
                 .elements_for_topic(&self.topic)
                 .iter()
@@ -145,8 +229,8 @@ impl ConsumerContext for SourceContext {
                 })
                 .collect(),
             Err(error) => {
-                // Without the committed metadata the windows already written
-                // cannot be skipped; carry on as a broker without metadata would.
+                // Without the committed offsets the group's start position
+                // applies; nothing can be skipped as already written.
                 tracing::warn!(%error, "Cannot read committed offsets of the assigned partitions.");
                 query
                     .elements_for_topic(&self.topic)
@@ -159,27 +243,19 @@ impl ConsumerContext for SourceContext {
                     .collect()
             }
         };
+        if assigned.iter().any(|a| a.committed.is_some()) {
+            self.set_metadata_kept(assigned.iter().any(|a| a.metadata.is_some()));
+        }
+        if self.metadata_lost() {
+            let boundaries = self.fallback_boundaries(query);
+            for a in &mut assigned {
+                a.metadata = a.metadata.or(boundaries.get(&a.partition).copied());
+            }
+        }
         if let Ok(mut shared) = self.shared.lock() {
             shared.events.push(RebalanceEvent::Assigned(assigned));
         }
     }
-}
-
-fn commit<C: ConsumerContext, K: Consumer<C>>(
-    consumer: &K,
-    topic: &str,
-    plan: &CommitPlan,
-    mode: CommitMode,
-) -> Result<(), String> {
-    let mut tpl = TopicPartitionList::new();
-    let metadata = plan.metadata.map(|m| m.encode()).unwrap_or_default();
-    for (p, offset) in &plan.offsets {
-        let mut e = tpl.add_partition(topic, *p);
-        e.set_offset(Offset::Offset(*offset))
-            .map_err(|e| e.to_string())?;
-        e.set_metadata(metadata.clone());
-    }
-    consumer.commit(&tpl, mode).map_err(|e| e.to_string())
 }
 
 /// The consumer loop's state.
@@ -194,10 +270,8 @@ struct SourceTask {
     paused: bool,
     /// Since when the pipeline has not taken what the source has ready.
     backpressured_since: Option<Instant>,
-    /// Partitions resumed after a pause whose first message is still awaited,
-    /// to detect brokers that skip messages on resume.
-    resumed_at: HashMap<PartitionId, i64>,
-    metadata_verified: bool,
+    /// Checks that fetches start where they were asked to.
+    guard: FetchGuard,
     metrics: SourceMetrics,
     readiness: Arc<Readiness>,
 }
@@ -213,10 +287,17 @@ pub async fn run(
     readiness: Arc<Readiness>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), KafkaStageError> {
+    let fallback: BaseConsumer = cfg
+        .consumer_config()
+        .set("group.id", format!("{}.closed-windows", cfg.group_id))
+        .create()
+        .map_err(KafkaStageError::Setup)?;
     let context = SourceContext {
         topic: cfg.topic.clone(),
         shared: Mutex::new(Shared::default()),
         metrics: metrics.clone(),
+        metadata: AtomicU8::new(METADATA_UNKNOWN),
+        fallback,
     };
     let consumer: StreamConsumer<SourceContext> = cfg
         .consumer_config()
@@ -235,8 +316,7 @@ pub async fn run(
         next_offset: HashMap::new(),
         paused: false,
         backpressured_since: None,
-        resumed_at: HashMap::new(),
-        metadata_verified: false,
+        guard: FetchGuard::default(),
         metrics,
         readiness,
         cfg,
@@ -268,7 +348,7 @@ pub async fn run(
                 }
             }
             received = task.consumer.recv(), if task.paused || task.backpressured_since.is_none() => {
-                let first = received.map(|m| decode(&mut task.next_offset, &mut task.resumed_at, &task.metrics, &m));
+                let first = received.map(|m| decode(&mut task.next_offset, &mut task.guard, &task.metrics, &m));
                 task.on_received(first);
             }
         }
@@ -297,41 +377,51 @@ pub async fn run(
     Ok(())
 }
 
-/// Decodes one message; `None` when it was skipped (malformed or re-delivered).
+/// What became of one message.
+enum Decoded {
+    /// An event to process.
+    Event(SourceEvent),
+    /// Malformed or seen before: counted and skipped.
+    Skipped,
+    /// The broker skipped past the offset asked for: seek back to here.
+    Rewind(PartitionId, i64),
+}
+
+/// Decodes one message.
 fn decode(
     next_offset: &mut HashMap<PartitionId, i64>,
-    resumed_at: &mut HashMap<PartitionId, i64>,
+    guard: &mut FetchGuard,
     metrics: &SourceMetrics,
     m: &BorrowedMessage<'_>,
-) -> Option<SourceEvent> {
+) -> Decoded {
     let (partition, offset) = (m.partition(), m.offset());
-    if let Some(expected) = resumed_at.remove(&partition) {
-        if offset > expected {
-            metrics.skipped_on_resume(partition, expected, offset);
-        }
+    match guard.check(partition, offset) {
+        Verdict::Accept => {}
+        Verdict::RewindTo(target) => return Decoded::Rewind(partition, target),
+        Verdict::Gap { expected } => metrics.fetch_gap(partition, expected, offset),
     }
     let expected = next_offset.entry(partition).or_insert(offset);
     if offset < *expected {
         metrics.duplicates(1);
-        return None;
+        return Decoded::Skipped;
     }
     *expected = offset + 1;
     match decode_event(m.payload().unwrap_or_default()) {
-        Ok(event) => Some(SourceEvent {
+        Ok(event) => Decoded::Event(SourceEvent {
             partition,
             offset,
             event,
         }),
         Err(e) => {
             metrics.decode_error(partition, offset, &e);
-            None
+            Decoded::Skipped
         }
     }
 }
 
 impl SourceTask {
     /// Handles the first received message and everything else already waiting.
-    fn on_received(&mut self, first: Result<Option<SourceEvent>, rdkafka::error::KafkaError>) {
+    fn on_received(&mut self, first: Result<Decoded, rdkafka::error::KafkaError>) {
         self.apply_rebalances();
         let now = Instant::now();
         let wall = wall_clock_ms();
@@ -340,29 +430,42 @@ impl SourceTask {
         while let Some(received) = next.take() {
             messages += 1;
             match received {
-                Ok(Some(event)) => {
+                Ok(Decoded::Event(event)) => {
                     events += 1;
                     self.batcher.push(event, now, wall);
                 }
-                Ok(None) => {}
+                Ok(Decoded::Skipped) => {}
+                Ok(Decoded::Rewind(partition, offset)) => self.rewind(partition, offset),
                 Err(error) => tracing::warn!(%error, "Kafka consumer error."),
             }
             if (messages as usize) < self.cfg.max_batch_events {
                 next = self.consumer.recv().now_or_never().map(|r| {
-                    r.map(|m| {
-                        decode(
-                            &mut self.next_offset,
-                            &mut self.resumed_at,
-                            &self.metrics,
-                            &m,
-                        )
-                    })
+                    r.map(|m| decode(&mut self.next_offset, &mut self.guard, &self.metrics, &m))
                 });
             }
         }
         self.metrics.received(messages, events);
         self.advance_watermark(now);
         self.apply_backpressure(now);
+    }
+
+    /// Seeks `partition` back to `offset`; the seek completes before the
+    /// next message is taken, so nothing from the old position follows.
+    fn rewind(&mut self, partition: PartitionId, offset: i64) {
+        tracing::debug!(
+            partition,
+            offset,
+            "Rewinding: the broker answered from a later offset than asked."
+        );
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(&self.cfg.topic, partition, Offset::Offset(offset))
+            .is_ok()
+        {
+            if let Err(error) = self.consumer.seek_partitions(tpl, COORDINATOR_TIMEOUT) {
+                tracing::warn!(partition, %error, "Cannot rewind the partition.");
+            }
+        }
     }
 
     fn on_tick(&mut self, acks: &watch::Receiver<Option<Checkpoint>>) {
@@ -417,7 +520,7 @@ impl SourceTask {
         let mut tpl = TopicPartitionList::new();
         for p in &self.owned {
             if let Some(next) = self.next_offset.get(p) {
-                self.resumed_at.insert(*p, *next);
+                self.guard.expect(*p, *next);
                 if tpl
                     .add_partition_offset(&self.cfg.topic, *p, Offset::Offset(*next))
                     .is_err()
@@ -480,6 +583,7 @@ impl SourceTask {
                         self.owned.remove(&p);
                         self.batcher.tracker_mut().revoke(p);
                         self.next_offset.remove(&p);
+                        self.guard.forget(p);
                         self.metrics.partition_revoked(p);
                     }
                     tracing::info!(partitions = ?self.owned, "Partitions revoked.");
@@ -497,12 +601,10 @@ impl SourceTask {
 
     fn on_assigned(&mut self, partitions: Vec<AssignedPartition>, now: Instant) {
         let mut resume_through = None;
-        let mut without_metadata = false;
         if let Ok(mut shared) = self.consumer.context().shared.lock() {
             for a in &partitions {
                 if let Some(offset) = a.committed {
                     shared.ledger.restore(a.partition, offset, a.metadata);
-                    without_metadata |= a.metadata.is_none();
                 }
                 if let Some(m) = a.metadata {
                     resume_through = resume_through.max(Some(m.closed_through));
@@ -514,11 +616,8 @@ impl SourceTask {
             self.batcher.tracker_mut().assign(a.partition, now);
             if let Some(offset) = a.committed {
                 self.next_offset.insert(a.partition, offset);
+                self.guard.expect(a.partition, offset);
             }
-        }
-        if without_metadata {
-            self.metrics.metadata_unsupported();
-            self.metadata_verified = true;
         }
         if let Some(through) = resume_through {
             self.batcher.push_msg(Msg::Resume(through));
@@ -549,30 +648,28 @@ impl SourceTask {
         let Some(plan) = plan else {
             return;
         };
-        // The first commit is synchronous so its metadata can be read back:
-        // that tells whether this broker keeps it.
-        let mode = if self.metadata_verified {
-            mode
-        } else {
-            CommitMode::Sync
-        };
-        let result = commit(&self.consumer, &self.cfg.topic, &plan, mode);
+        // Until the broker is known to keep commit metadata, commit
+        // synchronously and read it back.
+        let context = self.consumer.context();
+        let verify = !context.metadata_known();
+        let mode = if verify { CommitMode::Sync } else { mode };
+        let result = context.commit(&self.consumer, &plan, mode);
         self.metrics.committed(
             result.is_ok(),
             plan.offsets.len(),
             result.as_ref().err().map(String::as_str),
         );
         if result.is_ok() {
-            if let Ok(mut shared) = self.consumer.context().shared.lock() {
+            if let Ok(mut shared) = context.shared.lock() {
                 shared.ledger.committed_plan(&plan);
             }
-            if !self.metadata_verified {
+            if verify {
                 self.verify_metadata(&plan);
             }
         }
     }
 
-    fn verify_metadata(&mut self, plan: &CommitPlan) {
+    fn verify_metadata(&self, plan: &CommitPlan) {
         let (Some((p, _)), Some(written)) = (plan.offsets.first(), plan.metadata) else {
             return;
         };
@@ -584,10 +681,18 @@ impl SourceTask {
                     .elements_for_topic(&self.cfg.topic)
                     .first()
                     .and_then(|e| CommitMetadata::parse(e.metadata()));
-                if back != Some(written) {
-                    self.metrics.metadata_unsupported();
+                let kept = back == Some(written);
+                self.consumer.context().set_metadata_kept(kept);
+                if !kept {
+                    // Store this first boundary where the broker keeps it.
+                    let result =
+                        self.consumer
+                            .context()
+                            .commit(&self.consumer, plan, CommitMode::Sync);
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "Cannot commit the window boundary to the companion group.");
+                    }
                 }
-                self.metadata_verified = true;
             }
             Err(error) => tracing::debug!(%error, "Cannot read back committed offsets yet."),
         }

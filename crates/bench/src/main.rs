@@ -1,0 +1,169 @@
+//! `fleet-bench`: how many events per CPU-second the preprocessor's hot path
+//! handles, measured against the cost of JSON decoding alone.
+//!
+//! The performance issue compares this service with the Apache Flink job it
+//! replaces (about 7 CPU-µs per event). Absolute figures on a shared machine
+//! drift from run to run, so one invocation generates the events once, keeps
+//! them in memory as JSON lines, and runs every phase on that same input,
+//! interleaved, `--repeat` times: the ratio of the pipeline to the decode floor
+//! is then meaningful even where the absolute figures are not.
+//!
+//! # Layout
+//!
+//! - `corpus`: the generated input, serialised before any clock starts.
+//! - `phases`: decode floor, inline pipeline, threaded pipeline; all call the
+//!   stage crates' own code, none re-implements it.
+//! - `usage`: wall time, process CPU time and peak RSS (`getrusage`).
+//! - `report`: best and median per phase, the table and the JSON object.
+//!
+//! CI builds this binary and never runs it; `docs/BENCHMARKS.md` records runs.
+
+mod corpus;
+mod phases;
+mod report;
+mod usage;
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Parser;
+use fleet_generator::GeneratorConfig;
+
+use corpus::Corpus;
+use phases::{PipelineParams, Stages};
+use report::{Input, Machine, Phase, Report};
+use usage::{measure, ProcessUsage, Timing};
+
+/// Measures decode-only, the in-process pipeline and (optionally) the threaded
+/// stages on the same generated events, and prints events per CPU-second.
+#[derive(Debug, Parser)]
+#[command(name = "fleet-bench", version)]
+struct Cli {
+    /// Fleet size.
+    #[arg(long, default_value_t = GeneratorConfig::DEFAULT.vehicles)]
+    vehicles: usize,
+    /// Events to generate (and to push through every phase).
+    #[arg(long, default_value_t = 5_000_000)]
+    events: u64,
+    /// Generator seed.
+    #[arg(long, default_value_t = GeneratorConfig::DEFAULT.seed)]
+    seed: u64,
+    /// Event-time origin, epoch ms; fixed so that every run sees the same windows.
+    #[arg(long, default_value_t = 1_764_000_000_000)]
+    start_ms: i64,
+    /// Timed runs of each phase; the best and the median are reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    repeat: u64,
+    /// Most events per source batch (the service's `kafka.max_batch_events`).
+    #[arg(long, default_value_t = phases::BATCH_EVENTS, value_parser = parse_positive)]
+    batch_events: usize,
+    /// Also run the pipeline through the real tokio stages and bounded channels.
+    #[arg(long)]
+    threaded: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{s}` is not a positive integer")),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let report = run(&cli)?;
+    let mut stdout = std::io::stdout().lock();
+    if cli.json {
+        serde_json::to_writer(&mut stdout, &report).context("writing the report")?;
+        writeln!(stdout)?;
+    } else {
+        write!(stdout, "{}", report.to_table())?;
+    }
+    Ok(())
+}
+
+fn run(cli: &Cli) -> anyhow::Result<Report> {
+    let config = GeneratorConfig {
+        vehicles: cli.vehicles,
+        seed: cli.seed,
+        start_ms: Some(cli.start_ms),
+        ..GeneratorConfig::DEFAULT
+    };
+    let params = PipelineParams {
+        batch_events: cli.batch_events,
+        ..PipelineParams::service_defaults()?
+    };
+    eprintln!(
+        "Generating {} events of {} vehicles (not timed)…",
+        cli.events, cli.vehicles
+    );
+    let corpus = Corpus::generate(&config, cli.events)?;
+    let peak_after_input = ProcessUsage::now()?.peak_rss_bytes;
+    let runtime = if cli.threaded {
+        Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?,
+        )
+    } else {
+        None
+    };
+
+    let events = corpus.len();
+    let (mut decode_runs, mut pipeline_runs, mut threaded_runs) =
+        (Vec::new(), Vec::new(), Vec::new());
+    let (mut decode_work, mut pipeline_work, mut threaded_work) =
+        (Default::default(), Default::default(), None);
+    for round in 1..=cli.repeat {
+        let (work, t) = measure(|| Ok(phases::decode_only(&corpus)))?;
+        progress(round, cli.repeat, "decode", t);
+        decode_runs.push(t);
+        decode_work = work;
+
+        let mut stages = Stages::new(&corpus, &params);
+        let (work, t) = measure(|| phases::inline_pipeline(&corpus, &params, &mut stages))?;
+        drop(stages);
+        progress(round, cli.repeat, "pipeline", t);
+        pipeline_runs.push(t);
+        pipeline_work = work;
+
+        if let Some(runtime) = &runtime {
+            let stages = Stages::new(&corpus, &params);
+            let (work, t) =
+                measure(|| phases::threaded_pipeline(&corpus, &params, stages, runtime))?;
+            progress(round, cli.repeat, "threaded", t);
+            threaded_runs.push(t);
+            threaded_work = Some(work);
+        }
+    }
+
+    let input = Input {
+        vehicles: cli.vehicles,
+        events,
+        seed: cli.seed,
+        start_ms: cli.start_ms,
+        json_bytes: corpus.bytes(),
+        batch_events: params.batch_events,
+        repeat: decode_runs.len(),
+    };
+    let threaded = threaded_work.map(|work| (Phase::new("threaded", events, threaded_runs), work));
+    Ok(Report::new(
+        Machine::detect(),
+        input,
+        (Phase::new("decode", events, decode_runs), decode_work),
+        (Phase::new("pipeline", events, pipeline_runs), pipeline_work),
+        threaded,
+        (peak_after_input, ProcessUsage::now()?.peak_rss_bytes),
+    ))
+}
+
+fn progress(round: u64, of: u64, phase: &str, t: Timing) {
+    eprintln!(
+        "run {round}/{of} {phase:<8} wall {:>7.3} s  CPU {:>7.3} s (sys {:.3} s)",
+        t.wall_s, t.cpu_s, t.sys_s
+    );
+}

@@ -1,0 +1,402 @@
+//! The three measured phases, each a plain function over the same [`Corpus`].
+//!
+//! - [`decode_only`]: `decode_event` on every line, the floor any pipeline pays.
+//! - [`inline_pipeline`]: the whole job on the calling thread — decode, the
+//!   source's batcher and watermarks, the enricher's join, the aggregator's
+//!   windows, and the emitter's encoding of every closed window batch into
+//!   snappy-compressed Remote-Write requests — calling the stages' pure cores
+//!   exactly as their `run` loops do, with a function call where the service
+//!   has a channel. Events per CPU-second here is the cost of the logic itself.
+//! - [`threaded_pipeline`]: the same through the real `fleet_enricher::run` and
+//!   `fleet_aggregator::run` tasks and bounded channels; the difference to the
+//!   inline phase is what the channels and task hand-offs cost.
+//!
+//! Both pipelines return [`PipelineWork`], the counts of what they produced;
+//! they must be equal (a test checks it), which proves the inline wiring is the
+//! service's, and printing them keeps the optimiser from discarding the work.
+//! Functions that profilers should find by name are `#[inline(never)]`.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use anyhow::Context;
+use fleet_aggregator::{AggregatorMetrics, TumblingWindows};
+use fleet_core::{
+    decode_event, Msg, SourceBatch, SourceBatcher, SourceEvent, Watermark, WatermarkRules,
+    WatermarkTracker, WindowBatch, WindowSpec,
+};
+use fleet_enricher::{EnricherMetrics, UnknownVehiclePolicy, VehicleCatalog};
+use fleet_remote_write::{compress, RemoteWriteBatch, RemoteWriteConfig, SeriesNaming};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::corpus::Corpus;
+
+/// The pipeline's settings; [`PipelineParams::service_defaults`] are the
+/// service's (`config/default.toml`).
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineParams {
+    /// Tumbling window length.
+    pub window: WindowSpec,
+    /// Watermark lag behind the newest event, ms.
+    pub out_of_orderness_ms: i64,
+    /// Most events per source batch.
+    pub batch_events: usize,
+    /// Most samples per Remote-Write request.
+    pub max_samples_per_request: usize,
+    /// Capacity of each stage channel, in batches (threaded phase only).
+    pub channel_capacity: usize,
+}
+
+/// `windows.length_ms` in `config/default.toml`.
+const WINDOW_MS: i64 = 5_000;
+/// `kafka.max_batch_events` in `config/default.toml`.
+pub const BATCH_EVENTS: usize = 2_048;
+/// `channels.*` in `config/default.toml`.
+const CHANNEL_CAPACITY: usize = 16;
+
+impl PipelineParams {
+    /// What the service runs with unless configured otherwise.
+    pub fn service_defaults() -> anyhow::Result<PipelineParams> {
+        Ok(PipelineParams {
+            window: WindowSpec::new(WINDOW_MS).context("window length")?,
+            out_of_orderness_ms: WatermarkRules::defaults().out_of_orderness_ms,
+            batch_events: BATCH_EVENTS,
+            max_samples_per_request: RemoteWriteConfig::default().max_samples_per_request,
+            channel_capacity: CHANNEL_CAPACITY,
+        })
+    }
+
+    /// The watermark rules of a bounded input, as `replay` uses them:
+    /// processing time plays no part, so no partition ever turns idle.
+    fn bounded_input_rules(&self) -> WatermarkRules {
+        WatermarkRules {
+            out_of_orderness_ms: self.out_of_orderness_ms,
+            idle_timeout: Duration::MAX,
+            all_idle_close_after: None,
+        }
+    }
+}
+
+/// What the decode floor did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DecodeWork {
+    /// Lines decoded into events.
+    pub events: u64,
+    /// Lines refused.
+    pub malformed: u64,
+}
+
+/// Decodes every line and drops the event.
+#[inline(never)]
+pub fn decode_only(corpus: &Corpus) -> DecodeWork {
+    let mut work = DecodeWork::default();
+    for line in corpus.lines() {
+        match decode_event(line) {
+            Ok(event) => {
+                black_box(&event);
+                work.events += 1;
+            }
+            Err(_) => work.malformed += 1,
+        }
+    }
+    work
+}
+
+/// What a pipeline run produced.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PipelineWork {
+    /// Lines decoded into events.
+    pub events: u64,
+    /// Lines refused by the decoder.
+    pub malformed: u64,
+    /// Events counted in an emitted window (the rest arrived late).
+    pub windowed_events: u64,
+    /// Window batches the aggregator emitted (one per watermark that closed windows).
+    pub window_batches: u64,
+    /// Window aggregates, one per window and (model, region).
+    pub aggregates: u64,
+    /// Remote-Write samples.
+    pub samples: u64,
+    /// Remote-Write requests (at most `max_samples_per_request` samples each).
+    pub requests: u64,
+    /// Snappy-compressed request bodies, bytes: what would go on the wire.
+    pub request_bytes: u64,
+}
+
+impl PipelineWork {
+    /// Events dropped as late: decoded but in no emitted window (every vehicle
+    /// is in the reference data, so none is dropped as unknown).
+    pub fn late_events(&self) -> u64 {
+        self.events.saturating_sub(self.windowed_events)
+    }
+}
+
+/// The state a pipeline run starts from, built before the clock starts: the
+/// catalog interns every reference vehicle when created, which the service
+/// does once at start-up, not per event.
+#[derive(Debug)]
+pub struct Stages {
+    catalog: VehicleCatalog,
+    windows: TumblingWindows,
+    sink: EncodingSink,
+}
+
+impl Stages {
+    /// Fresh stages over the corpus's reference data.
+    pub fn new(corpus: &Corpus, params: &PipelineParams) -> Stages {
+        Stages {
+            catalog: VehicleCatalog::new(corpus.reference(), UnknownVehiclePolicy::Unknown),
+            windows: TumblingWindows::new(params.window),
+            sink: EncodingSink::new(params.max_samples_per_request),
+        }
+    }
+
+    /// One message through the enricher and the aggregator, as their `run`
+    /// loops handle it, and closed windows into the sink.
+    fn handle(&mut self, msg: Msg<SourceBatch>) -> anyhow::Result<()> {
+        match msg {
+            Msg::Data(batch) => {
+                let (enriched, _stats) = self.catalog.enrich_batch(batch);
+                black_box(self.windows.record_batch(enriched));
+            }
+            Msg::Watermark(watermark) => {
+                let aggregates = self.windows.advance(watermark);
+                if !aggregates.is_empty() {
+                    let batch = WindowBatch {
+                        aggregates,
+                        checkpoint: self.windows.checkpoint(),
+                    };
+                    self.sink.emit(&batch)?;
+                }
+            }
+            Msg::Resume(through) => self.windows.resume(through),
+        }
+        Ok(())
+    }
+}
+
+/// The emitter's pure half: each closed window batch becomes samples, split
+/// into requests of at most `max_samples`, each protobuf-encoded and
+/// snappy-compressed — everything `fleet_remote_write::run` does before the
+/// HTTP call.
+#[derive(Debug)]
+struct EncodingSink {
+    naming: SeriesNaming,
+    max_samples: usize,
+    work: PipelineWork,
+}
+
+impl EncodingSink {
+    fn new(max_samples: usize) -> EncodingSink {
+        EncodingSink {
+            naming: SeriesNaming::default(),
+            max_samples,
+            work: PipelineWork::default(),
+        }
+    }
+
+    fn emit(&mut self, batch: &WindowBatch) -> anyhow::Result<()> {
+        self.work.window_batches += 1;
+        self.work.aggregates += batch.aggregates.len() as u64;
+        self.work.windowed_events += batch.aggregates.iter().map(|a| a.events).sum::<u64>();
+        let samples = RemoteWriteBatch::from_aggregates(&batch.aggregates, &self.naming);
+        for request in samples.chunks(self.max_samples) {
+            let body = compress(&request.to_write_request()).context("encoding a request")?;
+            self.work.samples += request.len() as u64;
+            self.work.requests += 1;
+            self.work.request_bytes += body.len() as u64;
+            black_box(body);
+        }
+        black_box(&batch.checkpoint);
+        Ok(())
+    }
+}
+
+/// What the source half counted.
+#[derive(Clone, Copy, Debug, Default)]
+struct SourceWork {
+    events: u64,
+    malformed: u64,
+}
+
+/// The source's half of the job, as the replay source does it: decode each
+/// line (offset = line number, one partition), feed the batcher, and hand each
+/// message to `deliver` as soon as it is ready; the end of input flushes every
+/// window.
+fn feed(
+    corpus: &Corpus,
+    params: &PipelineParams,
+    mut deliver: impl FnMut(Msg<SourceBatch>) -> anyhow::Result<()>,
+) -> anyhow::Result<SourceWork> {
+    let tracker = WatermarkTracker::new(params.bounded_input_rules(), params.window);
+    let mut batcher = SourceBatcher::new(tracker, params.batch_events);
+    let mut work = SourceWork::default();
+    let now = Instant::now();
+    for (offset, line) in (0i64..).zip(corpus.lines()) {
+        match decode_event(line) {
+            Ok(event) => {
+                work.events += 1;
+                let event = SourceEvent {
+                    partition: 0,
+                    offset,
+                    event,
+                };
+                batcher.push(event, now, 0);
+            }
+            Err(_) => work.malformed += 1,
+        }
+        while let Some(msg) = batcher.pop() {
+            deliver(msg)?;
+        }
+    }
+    batcher.push_msg(Msg::Watermark(Watermark::END_OF_INPUT));
+    while let Some(msg) = batcher.pop() {
+        deliver(msg)?;
+    }
+    Ok(work)
+}
+
+/// The whole job on the calling thread. `stages` are borrowed so that the
+/// caller drops them after the clock stops: tearing down the catalog is not
+/// per-event work.
+#[inline(never)]
+pub fn inline_pipeline(
+    corpus: &Corpus,
+    params: &PipelineParams,
+    stages: &mut Stages,
+) -> anyhow::Result<PipelineWork> {
+    let source = feed(corpus, params, |msg| stages.handle(msg))?;
+    Ok(PipelineWork {
+        events: source.events,
+        malformed: source.malformed,
+        ..stages.sink.work
+    })
+}
+
+/// The whole job through the real stage tasks on `runtime`: the calling
+/// thread is the source (as `replay`'s blocking reader is), the enricher, the
+/// aggregator and an encoding sink are tasks joined by bounded channels. The
+/// tasks own the stages and drop them when they end, so this phase also pays
+/// for freeing the catalog (a few ms for 100,000 vehicles).
+#[inline(never)]
+pub fn threaded_pipeline(
+    corpus: &Corpus,
+    params: &PipelineParams,
+    stages: Stages,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<PipelineWork> {
+    let Stages {
+        catalog,
+        windows,
+        mut sink,
+    } = stages;
+    let capacity = params.channel_capacity.max(1);
+    let (head, enricher_in) = mpsc::channel(capacity);
+    let (enricher_out, aggregator_in) = mpsc::channel(capacity);
+    let (aggregator_out, mut tail) = mpsc::channel::<WindowBatch>(capacity);
+    // Registered as the service registers them, so their per-batch cost counts.
+    let mut registry = Registry::with_prefix("fleet");
+    let enricher_metrics = EnricherMetrics::register(registry.sub_registry_with_prefix("enricher"));
+    let aggregator_metrics =
+        AggregatorMetrics::register(registry.sub_registry_with_prefix("aggregator"));
+
+    let enricher = runtime.spawn(fleet_enricher::run(
+        catalog,
+        enricher_in,
+        enricher_out,
+        enricher_metrics,
+    ));
+    let aggregator = runtime.spawn(fleet_aggregator::run(
+        windows,
+        aggregator_in,
+        aggregator_out,
+        aggregator_metrics,
+    ));
+    let sink = runtime.spawn(async move {
+        while let Some(batch) = tail.recv().await {
+            sink.emit(&batch)?;
+        }
+        anyhow::Ok(sink.work)
+    });
+
+    let fed = feed(corpus, params, |msg| {
+        head.blocking_send(msg)
+            .map_err(|_| anyhow::anyhow!("the enricher stopped before the end of the input"))
+    });
+    // Closing the head shuts the stages down in order.
+    drop(head);
+    let (enriched, aggregated, sunk) =
+        runtime.block_on(async { (enricher.await, aggregator.await, sink.await) });
+    enriched.context("enricher task")?.context("enricher")?;
+    aggregated
+        .context("aggregator task")?
+        .context("aggregator")?;
+    let work = sunk.context("sink task")??;
+    let source = fed?;
+    Ok(PipelineWork {
+        events: source.events,
+        malformed: source.malformed,
+        ..work
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_generator::GeneratorConfig;
+
+    fn corpus() -> Corpus {
+        let config = GeneratorConfig {
+            vehicles: 300,
+            start_ms: Some(1_764_000_000_000),
+            ..GeneratorConfig::DEFAULT
+        };
+        Corpus::generate(&config, 60_000).unwrap()
+    }
+
+    #[test]
+    fn the_inline_and_the_threaded_pipelines_do_the_same_work() {
+        let corpus = corpus();
+        let params = PipelineParams::service_defaults().unwrap();
+        let inline = inline_pipeline(&corpus, &params, &mut Stages::new(&corpus, &params)).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let threaded =
+            threaded_pipeline(&corpus, &params, Stages::new(&corpus, &params), &runtime).unwrap();
+        assert_eq!(inline, threaded);
+
+        assert_eq!(inline.events, 60_000);
+        assert_eq!(decode_only(&corpus).events, 60_000);
+        assert_eq!(inline.malformed, 0);
+        // The default realism makes ~0.1 % late; nothing else is lost.
+        assert!(
+            inline.late_events() > 0 && inline.late_events() < 600,
+            "{inline:?}"
+        );
+        // 200 s of event time for 300 vehicles: 40 windows of every group.
+        assert!(inline.aggregates >= 40, "{inline:?}");
+        assert!(inline.samples >= 7 * inline.aggregates && inline.samples <= 9 * inline.aggregates);
+        let max = params.max_samples_per_request as u64;
+        assert!(inline.requests >= inline.samples.div_ceil(max));
+        assert!(inline.request_bytes > 0);
+    }
+
+    #[test]
+    fn smaller_requests_split_the_same_samples() {
+        let corpus = corpus();
+        let params = PipelineParams::service_defaults().unwrap();
+        let small = PipelineParams {
+            max_samples_per_request: 10,
+            ..params
+        };
+        let a = inline_pipeline(&corpus, &params, &mut Stages::new(&corpus, &params)).unwrap();
+        let b = inline_pipeline(&corpus, &small, &mut Stages::new(&corpus, &small)).unwrap();
+        assert_eq!((a.aggregates, a.samples), (b.aggregates, b.samples));
+        assert!(b.requests >= a.samples / 10 && b.requests > a.requests);
+    }
+}

@@ -1,0 +1,202 @@
+//! The built `fleet-generator` binary in Kafka mode, against a real broker (Tansu).
+//!
+//! Skipped (with `SKIPPED:` on stderr) when Tansu is not installed, unless
+//! `FLEET_REQUIRE_SERVICES=1` makes that a failure (see `fleet_testkit`).
+// Helpers outside `#[test]` functions fail the test by panicking, as the tests do.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fleet_core::{decode_event, RawEvent};
+use fleet_testkit::{tansu_or_skip, ConsumedRecord, Tansu};
+
+const START_MS: &str = "1764000000000";
+
+fn generator() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fleet-generator"))
+}
+
+/// Runs the generator and fails the test with its stderr when it fails.
+async fn run_generator(mut command: Command) -> String {
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    stderr
+}
+
+/// Every record decoded, after checking it is keyed by its event's VIN.
+fn decode_keyed(records: &[ConsumedRecord]) -> Vec<(i32, RawEvent)> {
+    records
+        .iter()
+        .map(|record| {
+            let event = decode_event(record.value.as_deref().unwrap()).unwrap();
+            assert_eq!(
+                record.key.as_deref(),
+                Some(event.vehicle_id.as_bytes()),
+                "record at {}/{} is not keyed by its VIN",
+                record.partition,
+                record.offset
+            );
+            (record.partition, event)
+        })
+        .collect()
+}
+
+/// Reads everything: `expected` records, then checks that nothing more follows.
+async fn consume_exactly(tansu: &Tansu, topic: &str, expected: usize) -> Vec<ConsumedRecord> {
+    let records = tansu
+        .consume_all(topic, expected, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        records.len(),
+        expected,
+        "log: {}",
+        tansu.log_path().display()
+    );
+    // Every delivery was confirmed before the generator exited, so an extra
+    // record would already be there; a short second read finds none.
+    let again = tansu
+        .consume_all(topic, expected + 1, Duration::from_secs(3))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), expected, "more records than events produced");
+    records
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_mode_produces_exactly_the_file_mode_events_keyed_by_vin() {
+    let Some(tansu) = tansu_or_skip().await else {
+        return;
+    };
+    tansu.create_topic("raw", 4).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let events_path = dir.path().join("events.jsonl");
+    let csv_path = dir.path().join("vehicles.csv");
+    let kafka_csv_path = dir.path().join("kafka-vehicles.csv");
+    let common = ["--vehicles", "500", "--events", "5000", "--seed", "7"];
+
+    let mut file_run = generator();
+    file_run
+        .args(common)
+        .args(["--start-ms", START_MS, "--output"])
+        .arg(&events_path)
+        .arg("--reference-out")
+        .arg(&csv_path);
+    run_generator(file_run).await;
+
+    let mut kafka_run = generator();
+    kafka_run
+        .args(common)
+        .args(["--start-ms", START_MS, "--rate", "0", "--topic", "raw"])
+        .args(["--brokers", &tansu.bootstrap_servers()])
+        .args(["--kafka-property", "linger.ms=20"])
+        .arg("--reference-out")
+        .arg(&kafka_csv_path);
+    let stderr = run_generator(kafka_run).await;
+    assert!(
+        stderr.contains("5000 events produced to topic raw"),
+        "{stderr}"
+    );
+
+    // --reference-out works in Kafka mode too, and describes the same fleet.
+    assert_eq!(
+        std::fs::read_to_string(&kafka_csv_path).unwrap(),
+        std::fs::read_to_string(&csv_path).unwrap()
+    );
+
+    let records = consume_exactly(&tansu, "raw", 5000).await;
+    let consumed = decode_keyed(&records);
+    let expected: Vec<RawEvent> = std::fs::read_to_string(&events_path)
+        .unwrap()
+        .lines()
+        .map(|line| decode_event(line.as_bytes()).unwrap())
+        .collect();
+    assert_eq!(expected.len(), 5000);
+
+    // Per vehicle: one partition, and its events in the file's order (records
+    // are sorted by partition and offset). Together with the equal counts this
+    // means the topic holds exactly the file's events.
+    let mut by_vin: BTreeMap<&str, (BTreeSet<i32>, Vec<&RawEvent>)> = BTreeMap::new();
+    for (partition, event) in &consumed {
+        let entry = by_vin.entry(event.vehicle_id.as_str()).or_default();
+        entry.0.insert(*partition);
+        entry.1.push(event);
+    }
+    let mut want_by_vin: BTreeMap<&str, Vec<&RawEvent>> = BTreeMap::new();
+    for event in &expected {
+        want_by_vin
+            .entry(event.vehicle_id.as_str())
+            .or_default()
+            .push(event);
+    }
+    assert_eq!(by_vin.len(), want_by_vin.len());
+    for (vin, want) in &want_by_vin {
+        let (partitions, got) = &by_vin[vin];
+        assert_eq!(partitions.len(), 1, "{vin} spread over {partitions:?}");
+        assert_eq!(got, want, "events of {vin}");
+    }
+    let used: BTreeSet<i32> = consumed.iter().map(|(p, _)| *p).collect();
+    assert!(used.len() > 1, "500 vehicles all landed in {used:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_paced_run_stops_cleanly_on_sigterm_with_everything_delivered() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    let Some(tansu) = tansu_or_skip().await else {
+        return;
+    };
+    tansu.create_topic("live", 2).await.unwrap();
+    // 2000 events/s by default (one per vehicle per second), no --events.
+    let child = generator()
+        .args(["--vehicles", "2000", "--topic", "live"])
+        .args(["--brokers", &tansu.bootstrap_servers()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let elapsed = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(stderr.contains("stopped by signal"), "{stderr}");
+
+    // The summary's count is what the topic holds.
+    let sent: usize = stderr
+        .lines()
+        .find_map(|line| {
+            let (before, _) = line.split_once(" events produced to topic")?;
+            before.rsplit(' ').next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no summary in {stderr}"));
+    // Paced: about 2000 events/s, so neither a burst nor a crawl.
+    let ceiling = (elapsed.as_secs_f64() * 2000.0 * 1.2) as usize + 1;
+    assert!(
+        (2000..=ceiling).contains(&sent),
+        "{sent} events in {elapsed:?}"
+    );
+    let records = consume_exactly(&tansu, "live", sent).await;
+    let consumed = decode_keyed(&records);
+    // Event time starts at the wall clock (floored to the second) by default.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let first = consumed.iter().map(|(_, e)| e.timestamp).min().unwrap();
+    assert!(
+        (now_ms - 60_000..=now_ms).contains(&first),
+        "first event at {first}, now {now_ms}"
+    );
+}
