@@ -17,12 +17,12 @@ pub struct ReferenceTable {
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
     /// The file could not be opened or read.
-    #[error("cannot read reference file {path}: {source}")]
+    #[error("cannot read reference file {path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The header lacks a required column.
     #[error("reference data has no `{column}` column in its header")]
@@ -50,9 +50,9 @@ impl ReferenceTable {
 
     /// Reads a CSV file.
     pub fn from_csv_file(path: &Path) -> Result<Self, ReferenceError> {
-        let file = std::fs::File::open(path).map_err(|source| ReferenceError::Io {
+        let file = std::fs::File::open(path).map_err(|cause| ReferenceError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Self::from_csv_reader(std::io::BufReader::new(file))
     }

@@ -26,14 +26,13 @@ pub use metrics::SourceMetrics;
 pub enum KafkaStageError {
     /// The client could not be created or subscribed (bad configuration).
     #[error("cannot set up the Kafka client: {0}")]
-    Setup(#[source] rdkafka::error::KafkaError),
+    Setup(rdkafka::error::KafkaError),
     /// Producing an event failed for good.
-    #[error("cannot produce to topic {topic}: {source}")]
+    #[error("cannot produce to topic {topic}: {cause}")]
     Produce {
         /// The topic.
         topic: String,
         /// The cause.
-        #[source]
-        source: rdkafka::error::KafkaError,
+        cause: rdkafka::error::KafkaError,
     },
 }

@@ -75,7 +75,7 @@ impl EventPublisher {
     fn error(&self, source: rdkafka::error::KafkaError) -> KafkaStageError {
         KafkaStageError::Produce {
             topic: self.topic.clone(),
-            source,
+            cause: source,
         }
     }
 }

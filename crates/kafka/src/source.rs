@@ -34,7 +34,7 @@ use tokio::time::Instant;
 use fleet_core::telemetry::{wall_clock_ms, Readiness};
 use fleet_core::{
     decode_event, Checkpoint, Msg, PartitionId, SourceBatch, SourceBatcher, SourceEvent,
-    WatermarkRules, WatermarkTracker, WindowSpec,
+    WatermarkTracker,
 };
 
 use crate::commit::CommitPlan;
@@ -279,8 +279,7 @@ struct SourceTask {
 /// Runs the source until `shutdown` completes, then drains and leaves the group.
 pub async fn run(
     cfg: KafkaConfig,
-    rules: WatermarkRules,
-    window: WindowSpec,
+    tracker: WatermarkTracker,
     output: mpsc::Sender<Msg<SourceBatch>>,
     mut acks: watch::Receiver<Option<Checkpoint>>,
     metrics: SourceMetrics,
@@ -310,7 +309,7 @@ pub async fn run(
     tracing::info!(topic = %cfg.topic, group = %cfg.group_id, "Subscribed.");
 
     let mut task = SourceTask {
-        batcher: SourceBatcher::new(WatermarkTracker::new(rules, window), cfg.max_batch_events),
+        batcher: SourceBatcher::new(tracker, cfg.max_batch_events),
         consumer,
         owned: BTreeSet::new(),
         next_offset: HashMap::new(),

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use fleet_aggregator::{AggregatorMetrics, TumblingWindows};
 use fleet_core::telemetry::Readiness;
-use fleet_core::{Checkpoint, Msg, SourceBatch, WindowBatch};
+use fleet_core::{Checkpoint, Msg, SourceBatch, WatermarkTracker, WindowBatch};
 use fleet_enricher::{EnricherMetrics, ReferenceTable, VehicleCatalog};
 use fleet_kafka::SourceMetrics;
 use fleet_remote_write::RemoteWriteMetrics;
@@ -135,7 +135,7 @@ pub fn spawn_sink(
             let cfg = cfg.clone();
             let metrics = telemetry.remote_write.clone();
             tasks.spawn(async move {
-                fleet_remote_write::run(cfg, tail, acks, metrics)
+                fleet_remote_write::run(*cfg, tail, acks, metrics)
                     .await
                     .context("remote-write emitter")
             });
@@ -169,13 +169,14 @@ pub async fn run(
 
     match (&settings.kafka, generator_fleet) {
         (Some(kafka), _) => {
-            let (kafka, rules, window) = (kafka.clone(), settings.watermarks, settings.window);
+            let kafka = kafka.clone();
+            let tracker = WatermarkTracker::new(settings.watermarks, settings.window);
             let metrics = telemetry.source.clone();
             let readiness = telemetry.readiness.clone();
             let head = core.head;
             tasks.spawn(async move {
                 fleet_kafka::source::run(
-                    kafka, rules, window, head, acks_rx, metrics, readiness, shutdown,
+                    kafka, tracker, head, acks_rx, metrics, readiness, shutdown,
                 )
                 .await
                 .context("Kafka source")

@@ -90,7 +90,7 @@ pub enum SinkKind {
     /// JSON lines on stdout.
     Console,
     /// Prometheus remote write.
-    RemoteWrite(RemoteWriteConfig),
+    RemoteWrite(Box<RemoteWriteConfig>),
 }
 
 /// Settings after validation: parsed, cross-checked, in the types the stages take.
@@ -207,7 +207,7 @@ impl Settings {
                 .then(|| Duration::from_millis(w.all_idle_close_after_ms)),
         };
         let sink = if remote {
-            SinkKind::RemoteWrite(self.remote_write.clone())
+            SinkKind::RemoteWrite(Box::new(self.remote_write.clone()))
         } else {
             SinkKind::Console
         };

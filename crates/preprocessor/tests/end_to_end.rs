@@ -10,7 +10,6 @@ use fleet_core::decode_event;
 use fleet_kafka::producer::EventPublisher;
 use fleet_kafka::KafkaConfig;
 use fleet_testkit::oracle;
-use fleet_testkit::PrometheusOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_events_round_trip_through_kafka_unchanged() {
@@ -53,35 +52,16 @@ async fn generated_events_round_trip_through_kafka_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_to_prometheus_equals_the_batch_computation() {
     let _serial = SERIAL.lock().await;
-    let Some(kafka) = fleet_testkit::tansu_or_skip().await else {
-        return;
-    };
-    let Some(prom) = fleet_testkit::prometheus_or_skip(PrometheusOptions::default()).await else {
+    let Some((kafka, prom)) = services().await else {
         return;
     };
     let run = generate(300, 60, 7, in_bound);
     kafka.create_topic("events", 4).await.unwrap();
     kafka.produce_events("events", &run.events).await.unwrap();
     let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
-    let config = service_config(
-        run.dir.path(),
-        &kafka.bootstrap_servers(),
-        "events",
-        &prom.remote_write_url(),
-        &run.reference_csv,
-        "",
-    );
+    let config = config_for(&run, &kafka, &prom, "events");
     let service = Service::start(&config);
-    let (start, end) = time_range(&expected);
-    let n = wait_for_windows(&prom, start, end, expected.len(), Duration::from_secs(90)).await;
-    assert_eq!(
-        n,
-        expected.len(),
-        "windows written; log:\n{}",
-        service.log_tail()
-    );
-    let got = prometheus_samples(&prom, start, end).await;
-    assert_samples_equal(&got, &expected);
+    assert_prometheus_holds(&prom, &service, &expected).await;
     assert_eq!(
         service.metric("fleet_source_events_total", &[]).await as usize,
         run.events.len()
@@ -92,22 +72,14 @@ async fn kafka_to_prometheus_equals_the_batch_computation() {
             .await,
         0.0
     );
-    let refused = prom.write_requests_by_code().await.unwrap();
-    assert_eq!(
-        refused.get("400").copied().unwrap_or(0.0),
-        0.0,
-        "no write was refused: {refused:?}"
-    );
+    assert_eq!(refused_writes(&prom).await, 0.0, "no write was refused");
     service.terminate().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_events_are_dropped_and_counted_and_the_rest_is_exact() {
     let _serial = SERIAL.lock().await;
-    let Some(kafka) = fleet_testkit::tansu_or_skip().await else {
-        return;
-    };
-    let Some(prom) = fleet_testkit::prometheus_or_skip(PrometheusOptions::default()).await else {
+    let Some((kafka, prom)) = services().await else {
         return;
     };
     let run = generate(200, 60, 9, |c| fleet_generator::GeneratorConfig {
@@ -126,19 +98,9 @@ async fn late_events_are_dropped_and_counted_and_the_rest_is_exact() {
     );
     let late = oracle::late_event_count(&run.events, WINDOW_MS, OUT_OF_ORDERNESS_MS);
     assert!(late > 50, "the run has late events: {late}");
-    let config = service_config(
-        run.dir.path(),
-        &kafka.bootstrap_servers(),
-        "late",
-        &prom.remote_write_url(),
-        &run.reference_csv,
-        "",
-    );
+    let config = config_for(&run, &kafka, &prom, "late");
     let service = Service::start(&config);
-    let (start, end) = time_range(&expected);
-    let n = wait_for_windows(&prom, start, end, expected.len(), Duration::from_secs(90)).await;
-    assert_eq!(n, expected.len(), "log:\n{}", service.log_tail());
-    assert_samples_equal(&prometheus_samples(&prom, start, end).await, &expected);
+    assert_prometheus_holds(&prom, &service, &expected).await;
     assert_eq!(
         service
             .metric("fleet_aggregator_late_events_total", &[])
@@ -151,10 +113,7 @@ async fn late_events_are_dropped_and_counted_and_the_rest_is_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_counted_by_reason_and_skipped() {
     let _serial = SERIAL.lock().await;
-    let Some(kafka) = fleet_testkit::tansu_or_skip().await else {
-        return;
-    };
-    let Some(prom) = fleet_testkit::prometheus_or_skip(PrometheusOptions::default()).await else {
+    let Some((kafka, prom)) = services().await else {
         return;
     };
     let run = generate(100, 30, 13, in_bound);
@@ -192,19 +151,9 @@ async fn malformed_messages_are_counted_by_reason_and_skipped() {
     }
     kafka.produce_json("mixed", messages).await.unwrap();
     let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
-    let config = service_config(
-        run.dir.path(),
-        &kafka.bootstrap_servers(),
-        "mixed",
-        &prom.remote_write_url(),
-        &run.reference_csv,
-        "",
-    );
+    let config = config_for(&run, &kafka, &prom, "mixed");
     let service = Service::start(&config);
-    let (start, end) = time_range(&expected);
-    let n = wait_for_windows(&prom, start, end, expected.len(), Duration::from_secs(90)).await;
-    assert_eq!(n, expected.len(), "log:\n{}", service.log_tail());
-    assert_samples_equal(&prometheus_samples(&prom, start, end).await, &expected);
+    assert_prometheus_holds(&prom, &service, &expected).await;
     for (reason, _, count) in &bad {
         let got = service
             .metric("fleet_source_decode_errors_total", &[("reason", reason)])
@@ -263,24 +212,14 @@ async fn replay_equals_the_batch_computation() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_leave_no_gap_and_no_conflicting_sample() {
     let _serial = SERIAL.lock().await;
-    let Some(kafka) = fleet_testkit::tansu_or_skip().await else {
-        return;
-    };
-    let Some(prom) = fleet_testkit::prometheus_or_skip(PrometheusOptions::default()).await else {
+    let Some((kafka, prom)) = services().await else {
         return;
     };
     let run = generate(200, 150, 17, in_bound);
     kafka.create_topic("restart", 4).await.unwrap();
     let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
     let (start, end) = time_range(&expected);
-    let config = service_config(
-        run.dir.path(),
-        &kafka.bootstrap_servers(),
-        "restart",
-        &prom.remote_write_url(),
-        &run.reference_csv,
-        "",
-    );
+    let config = config_for(&run, &kafka, &prom, "restart");
 
     // The fleet keeps sending while the service restarts.
     let events = run.events.clone();
@@ -307,13 +246,7 @@ async fn restarts_leave_no_gap_and_no_conflicting_sample() {
         Duration::from_secs(60),
     )
     .await;
-    let refused_before = prom
-        .write_requests_by_code()
-        .await
-        .unwrap()
-        .get("400")
-        .copied()
-        .unwrap_or(0.0);
+    let refused_before = refused_writes(&prom).await;
     first.terminate().await;
 
     let second = Service::start(&config);
@@ -325,25 +258,18 @@ async fn restarts_leave_no_gap_and_no_conflicting_sample() {
         Duration::from_secs(60),
     )
     .await;
-    let refused_after_graceful = prom
-        .write_requests_by_code()
-        .await
-        .unwrap()
-        .get("400")
-        .copied()
-        .unwrap_or(0.0);
+    let refused_after_graceful = refused_writes(&prom).await;
     assert_eq!(
         refused_after_graceful,
         refused_before,
         "a graceful restart sends nothing twice; log:\n{}",
         second.log_tail()
     );
-    assert_eq!(
-        second
-            .metric("fleet_aggregator_already_written_events_total", &[])
-            .await
-            > 0.0,
-        true,
+    let skipped = second
+        .metric("fleet_aggregator_already_written_events_total", &[])
+        .await;
+    assert!(
+        skipped > 0.0,
         "replayed events of written windows were skipped"
     );
     second.kill();

@@ -102,9 +102,9 @@ struct BearerTokenFile {
 
 impl BearerTokenFile {
     async fn token(&self) -> Result<String, RemoteWriteError> {
-        let failed = |source| RemoteWriteError::BearerToken {
+        let failed = |cause| RemoteWriteError::BearerToken {
             path: self.path.clone(),
-            source,
+            cause,
         };
         let modified = tokio::fs::metadata(&self.path)
             .await

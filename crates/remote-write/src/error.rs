@@ -32,23 +32,22 @@ pub enum RemoteWriteError {
     #[error("invalid remote-write configuration: {0}")]
     Config(String),
     /// The bearer token file could not be read.
-    #[error("cannot read the bearer token file {}: {source}", path.display())]
+    #[error("cannot read the bearer token file {}: {cause}", path.display())]
     BearerToken {
         /// The configured file.
         path: PathBuf,
         /// Why it could not be read.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Snappy refused the request (only possible for requests of gigabytes).
     #[error("cannot compress the remote-write request: {0}")]
-    Compress(#[source] snap::Error),
+    Compress(snap::Error),
     /// The request-signing hook failed (for example, no credentials yet).
     #[error("cannot sign the remote-write request: {0}")]
     Sign(String),
     /// No answer: connection refused or reset, timeout, name resolution.
     #[error("remote-write request got no answer: {}", error_chain(.0))]
-    Network(#[source] reqwest::Error),
+    Network(reqwest::Error),
     /// The endpoint answered with a status other than 2xx.
     #[error("remote-write endpoint answered {status}: {answer}")]
     Status {

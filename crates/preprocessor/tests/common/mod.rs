@@ -1,7 +1,7 @@
 //! Shared harness of the end-to-end tests: the preprocessor as a child
 //! process, deterministic generated input, and the comparison of what
 //! Prometheus holds with the batch oracle.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use std::time::Duration;
 use fleet_core::RawEvent;
 use fleet_generator::{EventGenerator, Fleet, GeneratorConfig};
 use fleet_testkit::oracle::{self, Expected, ExpectedKey};
-use fleet_testkit::{ExposedSample, Prometheus};
+use fleet_testkit::{ExposedSample, Prometheus, PrometheusOptions, Tansu};
 
 /// The output metrics of the design.
 pub const METRICS: [&str; 9] = [
@@ -298,4 +298,52 @@ pub fn time_range(expected: &BTreeMap<ExpectedKey, Expected>) -> (i64, i64) {
     let first = expected.keys().next().map(|k| k.0).unwrap_or(0);
     let last = expected.keys().last().map(|k| k.0).unwrap_or(0);
     (first - WINDOW_MS, last + WINDOW_MS)
+}
+
+/// Write requests Prometheus refused with 400 so far.
+pub async fn refused_writes(prom: &Prometheus) -> f64 {
+    prom.write_requests_by_code()
+        .await
+        .unwrap()
+        .get("400")
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// Waits until Prometheus holds every expected window and asserts that each
+/// one equals the batch computation.
+pub async fn assert_prometheus_holds(
+    prom: &Prometheus,
+    service: &Service,
+    expected: &BTreeMap<ExpectedKey, Expected>,
+) {
+    let (start, end) = time_range(expected);
+    let n = wait_for_windows(prom, start, end, expected.len(), Duration::from_secs(90)).await;
+    assert_eq!(
+        n,
+        expected.len(),
+        "windows written; log:\n{}",
+        service.log_tail()
+    );
+    assert_samples_equal(&prometheus_samples(prom, start, end).await, expected);
+}
+
+/// A real broker and a real Prometheus, or `None` (after saying why) when the
+/// tests may skip and one of them is not installed.
+pub async fn services() -> Option<(Tansu, Prometheus)> {
+    let kafka = fleet_testkit::tansu_or_skip().await?;
+    let prom = fleet_testkit::prometheus_or_skip(PrometheusOptions::default()).await?;
+    Some((kafka, prom))
+}
+
+/// The configuration of a service that reads `topic` and writes to `prom`.
+pub fn config_for(run: &Run, kafka: &Tansu, prom: &Prometheus, topic: &str) -> PathBuf {
+    service_config(
+        run.dir.path(),
+        &kafka.bootstrap_servers(),
+        topic,
+        &prom.remote_write_url(),
+        &run.reference_csv,
+        "",
+    )
 }
