@@ -62,9 +62,9 @@ pub async fn run(
                     .await
                     .map_err(|_| AggregatorError::DownstreamClosed)?;
             }
-            Msg::Resume(through) => {
-                metrics.resumed(through);
-                windows.resume(through);
+            Msg::Rewind { written_through } => {
+                let dropped = windows.rewind(written_through);
+                metrics.rewound(written_through, dropped);
             }
         }
     }

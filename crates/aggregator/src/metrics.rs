@@ -102,11 +102,13 @@ impl AggregatorMetrics {
         }
     }
 
-    /// The input resumed after a restart.
-    pub fn resumed(&self, through: TimestampMs) {
+    /// The input restarts from the committed offsets.
+    pub fn rewound(&self, written_through: Option<TimestampMs>, dropped_windows: usize) {
+        self.open_windows.set(0);
         tracing::info!(
-            written_through = through,
-            "Resuming after a restart; windows up to here are not written again."
+            written_through,
+            dropped_windows,
+            "Input restarts from the committed offsets; open windows are rebuilt, written ones skipped."
         );
     }
 

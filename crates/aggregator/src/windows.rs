@@ -150,16 +150,29 @@ impl TumblingWindows {
         self.open.len()
     }
 
-    /// Windows ending at or before `through` were written before a restart:
-    /// their events are skipped and they are never emitted.
-    pub fn resume(&mut self, through: TimestampMs) {
-        self.resumed_through = Some(self.resumed_through.map_or(through, |r| r.max(through)));
-        let closing = Watermark(through.saturating_sub(1));
-        if self.watermark.is_none_or(|w| w < closing) {
-            self.watermark = Some(closing);
+    /// The input restarts from the committed offsets: drops every open
+    /// window (its events come again) and returns how many there were.
+    /// Windows ending at or before `written_through`, or already emitted by
+    /// this instance, are skipped from now on and never emitted again.
+    pub fn rewind(&mut self, written_through: Option<TimestampMs>) -> usize {
+        let dropped = self.open.len();
+        self.open.clear();
+        self.next_offsets.clear();
+        let emitted = self
+            .watermark
+            .map(|w| self.spec.start_of(w.0.saturating_add(1)));
+        let through = [self.resumed_through, written_through, emitted]
+            .into_iter()
+            .flatten()
+            .max();
+        if let Some(through) = through {
+            self.resumed_through = Some(through);
+            let closing = Watermark(through.saturating_sub(1));
+            if self.watermark.is_none_or(|w| w < closing) {
+                self.watermark = Some(closing);
+            }
         }
-        self.open
-            .retain(|start, _| start.saturating_add(self.spec.length_ms()) > through);
+        dropped
     }
 
     /// Adds a batch from the enricher.

@@ -42,65 +42,84 @@ fn vin(v: u32) -> String {
 /// Events of `vehicles` vehicles at increasing times, delayed by up to
 /// `max_delay_ms`, split over partitions by vehicle and interleaved at random.
 fn scenario(max_delay_ms: i64) -> impl Strategy<Value = Scenario> {
-    (1u32..12, 1i32..5, 1usize..40, 1usize..250).prop_flat_map(move |(vehicles, partitions, max_batch, n)| {
-        let event = (
-            0..vehicles,
-            0u8..3,
-            prop_oneof![Just(0i64), -3000i64..6000],
-            1i64..300,
-            0..=max_delay_ms,
-        );
-        (
-            proptest::collection::vec(event, n),
-            proptest::collection::vec(any::<u32>(), n),
-            Just((vehicles, partitions, max_batch)),
-        )
-            .prop_map(move |(raw, picks, (vehicles, partitions, max_batch))| {
-                let mut t = START + 1234;
-                let mut timed = Vec::with_capacity(raw.len());
-                for (i, (v, kind, m, step, delay)) in raw.into_iter().enumerate() {
-                    t += step;
-                    let event_type = match kind {
-                        0 => EventType::IcRpm,
-                        1 => EventType::ElectricRpm,
-                        _ => EventType::Warnings,
-                    };
-                    let measurement = if event_type == EventType::Warnings { m.abs() % 4 } else { m };
-                    let event = RawEvent {
-                        event_type,
-                        vehicle_id: vin(v),
-                        region: ["UK", "DE", "FR"][(v % 3) as usize].into(),
-                        timestamp: t,
-                        measurement,
-                    };
-                    // Arrival: event time plus delay; ties keep generation order.
-                    timed.push((t + delay, i, event));
-                }
-                timed.sort_by_key(|(arrival, i, _)| (*arrival, *i));
-                // Per-partition queues in arrival order, merged at random.
-                let mut queues: Vec<std::collections::VecDeque<RawEvent>> =
-                    vec![Default::default(); partitions as usize];
-                for (_, _, e) in timed {
-                    let p = e.vehicle_id.bytes().map(u32::from).sum::<u32>() % partitions as u32;
-                    queues[p as usize].push_back(e);
-                }
-                let mut arrivals = Vec::new();
-                let mut pick = picks.into_iter().cycle();
-                while queues.iter().any(|q| !q.is_empty()) {
-                    let nonempty: Vec<usize> = (0..queues.len()).filter(|q| !queues[*q].is_empty()).collect();
-                    let q = nonempty[pick.next().unwrap_or(0) as usize % nonempty.len()];
-                    if let Some(e) = queues[q].pop_front() {
-                        arrivals.push((q as i32, e));
+    (1u32..12, 1i32..5, 1usize..40, 1usize..250).prop_flat_map(
+        move |(vehicles, partitions, max_batch, n)| {
+            let event = (
+                0..vehicles,
+                0u8..3,
+                prop_oneof![Just(0i64), -3000i64..6000],
+                1i64..300,
+                0..=max_delay_ms,
+            );
+            (
+                proptest::collection::vec(event, n),
+                proptest::collection::vec(any::<u32>(), n),
+                Just((vehicles, partitions, max_batch)),
+            )
+                .prop_map(move |(raw, picks, (vehicles, partitions, max_batch))| {
+                    let mut t = START + 1234;
+                    let mut timed = Vec::with_capacity(raw.len());
+                    for (i, (v, kind, m, step, delay)) in raw.into_iter().enumerate() {
+                        t += step;
+                        let event_type = match kind {
+                            0 => EventType::IcRpm,
+                            1 => EventType::ElectricRpm,
+                            _ => EventType::Warnings,
+                        };
+                        let measurement = if event_type == EventType::Warnings {
+                            m.abs() % 4
+                        } else {
+                            m
+                        };
+                        let event = RawEvent {
+                            event_type,
+                            vehicle_id: vin(v),
+                            region: ["UK", "DE", "FR"][(v % 3) as usize].into(),
+                            timestamp: t,
+                            measurement,
+                        };
+                        // Arrival: event time plus delay; ties keep generation order.
+                        timed.push((t + delay, i, event));
                     }
-                }
-                // Two vehicles out of three are in the reference data.
-                let reference = (0..vehicles)
-                    .filter(|v| v % 3 != 2)
-                    .map(|v| (vin(v), ["Nebulara", "Aurelis"][(v % 2) as usize].to_string()))
-                    .collect();
-                Scenario { arrivals, partitions, max_batch, reference }
-            })
-    })
+                    timed.sort_by_key(|(arrival, i, _)| (*arrival, *i));
+                    // Per-partition queues in arrival order, merged at random.
+                    let mut queues: Vec<std::collections::VecDeque<RawEvent>> =
+                        vec![Default::default(); partitions as usize];
+                    for (_, _, e) in timed {
+                        let p =
+                            e.vehicle_id.bytes().map(u32::from).sum::<u32>() % partitions as u32;
+                        queues[p as usize].push_back(e);
+                    }
+                    let mut arrivals = Vec::new();
+                    let mut pick = picks.into_iter().cycle();
+                    while queues.iter().any(|q| !q.is_empty()) {
+                        let nonempty: Vec<usize> = (0..queues.len())
+                            .filter(|q| !queues[*q].is_empty())
+                            .collect();
+                        let q = nonempty[pick.next().unwrap_or(0) as usize % nonempty.len()];
+                        if let Some(e) = queues[q].pop_front() {
+                            arrivals.push((q as i32, e));
+                        }
+                    }
+                    // Two vehicles out of three are in the reference data.
+                    let reference = (0..vehicles)
+                        .filter(|v| v % 3 != 2)
+                        .map(|v| {
+                            (
+                                vin(v),
+                                ["Nebulara", "Aurelis"][(v % 2) as usize].to_string(),
+                            )
+                        })
+                        .collect();
+                    Scenario {
+                        arrivals,
+                        partitions,
+                        max_batch,
+                        reference,
+                    }
+                })
+        },
+    )
 }
 
 /// Runs the pipeline's synchronous cores over the scenario; returns the
@@ -124,21 +143,32 @@ fn run_pipeline(s: &Scenario) -> (Vec<WindowAggregate>, usize) {
     let mut out = Vec::new();
     let mut late = 0;
     let mut offsets: HashMap<i32, i64> = HashMap::new();
-    let mut drain = |batcher: &mut SourceBatcher, out: &mut Vec<WindowAggregate>, late: &mut usize| {
-        while let Some(msg) = batcher.pop() {
-            match msg {
-                Msg::Data(batch) => {
-                    let (enriched, _) = catalog.enrich_batch(batch);
-                    *late += windows.record_batch(enriched).late_lags_ms.len();
+    let mut drain =
+        |batcher: &mut SourceBatcher, out: &mut Vec<WindowAggregate>, late: &mut usize| {
+            while let Some(msg) = batcher.pop() {
+                match msg {
+                    Msg::Data(batch) => {
+                        let (enriched, _) = catalog.enrich_batch(batch);
+                        *late += windows.record_batch(enriched).late_lags_ms.len();
+                    }
+                    Msg::Watermark(w) => out.extend(windows.advance(w)),
+                    Msg::Rewind { written_through } => {
+                        windows.rewind(written_through);
+                    }
                 }
-                Msg::Watermark(w) => out.extend(windows.advance(w)),
-                Msg::Resume(t) => windows.resume(t),
             }
-        }
-    };
+        };
     for (p, event) in &s.arrivals {
         let offset = offsets.entry(*p).or_default();
-        batcher.push(SourceEvent { partition: *p, offset: *offset, event: event.clone() }, now, 0);
+        batcher.push(
+            SourceEvent {
+                partition: *p,
+                offset: *offset,
+                event: event.clone(),
+            },
+            now,
+            0,
+        );
         *offset += 1;
         drain(&mut batcher, &mut out, &mut late);
     }
@@ -172,11 +202,18 @@ fn late_by_model(s: &Scenario) -> Vec<bool> {
 
 fn assert_matches_oracle(out: &[WindowAggregate], on_time: &[RawEvent], s: &Scenario) {
     let got = oracle::from_aggregates(out);
-    assert_eq!(got.len(), out.len(), "each (window, model, region) emitted once");
+    assert_eq!(
+        got.len(),
+        out.len(),
+        "each (window, model, region) emitted once"
+    );
     let want = oracle::expected_windows(on_time, &s.reference, WINDOW_MS, None);
     assert_eq!(got, want);
     let ends: Vec<i64> = out.iter().map(|a| a.window_end).collect();
-    assert!(ends.windows(2).all(|w| w[0] <= w[1]), "windows emitted in time order");
+    assert!(
+        ends.windows(2).all(|w| w[0] <= w[1]),
+        "windows emitted in time order"
+    );
 }
 
 proptest! {

@@ -172,7 +172,9 @@ impl Stages {
                     self.sink.emit(&batch)?;
                 }
             }
-            Msg::Resume(through) => self.windows.resume(through),
+            Msg::Rewind { written_through } => {
+                self.windows.rewind(written_through);
+            }
         }
         Ok(())
     }

@@ -125,7 +125,7 @@ mod tests {
             .map(|m| match m {
                 Msg::Data(d) => format!("data{:?}", d.iter().map(|e| e.offset).collect::<Vec<_>>()),
                 Msg::Watermark(Watermark(w)) => format!("wm{w}"),
-                Msg::Resume(t) => format!("resume{t}"),
+                Msg::Rewind { written_through } => format!("rewind{written_through:?}"),
             })
             .collect()
     }

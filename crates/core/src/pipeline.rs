@@ -16,9 +16,15 @@ pub enum Msg<T> {
     Data(T),
     /// Event time has advanced to here for every record that follows.
     Watermark(Watermark),
-    /// The input resumes after a restart: windows ending at or before this
-    /// time were written before and must be neither rebuilt nor written again.
-    Resume(TimestampMs),
+    /// The input restarts from the committed offsets (at start, and after
+    /// every change of partition assignment): every open window is dropped,
+    /// because its events will be delivered again. Windows ending at or
+    /// before `written_through` (known from the commit metadata) were written
+    /// before and are neither rebuilt nor written again.
+    Rewind {
+        /// End of the last window written before, if known.
+        written_through: Option<TimestampMs>,
+    },
 }
 
 /// A decoded event and where it came from.

@@ -68,7 +68,7 @@ pub async fn run(
                 Msg::Data(enriched)
             }
             Msg::Watermark(w) => Msg::Watermark(w),
-            Msg::Resume(t) => Msg::Resume(t),
+            Msg::Rewind { written_through } => Msg::Rewind { written_through },
         };
         output
             .send(out)

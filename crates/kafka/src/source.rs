@@ -41,8 +41,11 @@ use crate::commit::CommitPlan;
 use crate::fetch_guard::{FetchGuard, Verdict};
 use crate::{CommitLedger, CommitMetadata, KafkaConfig, KafkaStageError, SourceMetrics};
 
-/// The readiness condition this stage maintains.
+/// The readiness condition: partitions are assigned.
 pub const READY_PARTITIONS: &str = "kafka_partitions";
+
+/// The readiness condition: this instance owns every partition of the topic.
+pub const READY_OWNERSHIP: &str = "kafka_ownership";
 
 /// Messages ready but not yet accepted by the enricher's channel at which the
 /// source counts as backpressured and stops taking messages from the consumer.
@@ -70,7 +73,11 @@ struct AssignedPartition {
 
 #[derive(Clone, Debug)]
 enum RebalanceEvent {
-    Assigned(Vec<AssignedPartition>),
+    Assigned {
+        partitions: Vec<AssignedPartition>,
+        /// How many partitions the topic has, if the broker said.
+        topic_partitions: Option<usize>,
+    },
     Revoked(Vec<PartitionId>),
 }
 
@@ -144,6 +151,21 @@ impl SourceContext {
             e.set_metadata(metadata.clone());
         }
         consumer.commit(&tpl, mode).map_err(|e| e.to_string())
+    }
+
+    /// How many partitions the topic has.
+    fn topic_partitions(&self, consumer: &BaseConsumer<Self>) -> Option<usize> {
+        match consumer.fetch_metadata(Some(&self.topic), COORDINATOR_TIMEOUT) {
+            Ok(metadata) => metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == self.topic)
+                .map(|t| t.partitions().len()),
+            Err(error) => {
+                tracing::warn!(%error, "Cannot read the topic's partition count.");
+                None
+            }
+        }
     }
 
     /// The boundaries kept in the companion group, by partition.
@@ -253,7 +275,10 @@ impl ConsumerContext for SourceContext {
             }
         }
         if let Ok(mut shared) = self.shared.lock() {
-            shared.events.push(RebalanceEvent::Assigned(assigned));
+            shared.events.push(RebalanceEvent::Assigned {
+                partitions: assigned,
+                topic_partitions: self.topic_partitions(consumer),
+            });
         }
     }
 }
@@ -268,6 +293,9 @@ struct SourceTask {
     /// Per partition, the next offset expected; lower ones are re-deliveries.
     next_offset: HashMap<PartitionId, i64>,
     paused: bool,
+    /// Whether this instance owns every partition of the topic; it processes
+    /// nothing otherwise.
+    owns_all: bool,
     /// Since when the pipeline has not taken what the source has ready.
     backpressured_since: Option<Instant>,
     /// Checks that fetches start where they were asked to.
@@ -306,6 +334,7 @@ pub async fn run(
         .subscribe(&[&cfg.topic])
         .map_err(KafkaStageError::Setup)?;
     readiness.require(READY_PARTITIONS, "no partitions assigned yet");
+    readiness.require(READY_OWNERSHIP, "no partitions assigned yet");
     tracing::info!(topic = %cfg.topic, group = %cfg.group_id, "Subscribed.");
 
     let mut task = SourceTask {
@@ -314,6 +343,7 @@ pub async fn run(
         owned: BTreeSet::new(),
         next_offset: HashMap::new(),
         paused: false,
+        owns_all: false,
         backpressured_since: None,
         guard: FetchGuard::default(),
         metrics,
@@ -422,6 +452,11 @@ impl SourceTask {
     /// Handles the first received message and everything else already waiting.
     fn on_received(&mut self, first: Result<Decoded, rdkafka::error::KafkaError>) {
         self.apply_rebalances();
+        if !self.owns_all {
+            // Paused; anything still arriving is fetched again from the
+            // committed offsets once this instance owns every partition.
+            return;
+        }
         let now = Instant::now();
         let wall = wall_clock_ms();
         let (mut messages, mut events) = (0u64, 0u64);
@@ -487,6 +522,9 @@ impl SourceTask {
     }
 
     fn apply_backpressure(&mut self, now: Instant) {
+        if !self.owns_all {
+            return;
+        }
         let blocked = self.batcher.ready_len() >= BACKPRESSURED_AT;
         if blocked {
             // Waiting on the pipeline is not idleness.
@@ -576,8 +614,12 @@ impl SourceTask {
         let now = Instant::now();
         for event in events {
             match event {
-                RebalanceEvent::Assigned(partitions) => self.on_assigned(partitions, now),
+                RebalanceEvent::Assigned {
+                    partitions,
+                    topic_partitions,
+                } => self.on_assigned(partitions, topic_partitions, now),
                 RebalanceEvent::Revoked(partitions) => {
+                    self.owns_all = false;
                     for p in partitions {
                         self.owned.remove(&p);
                         self.batcher.tracker_mut().revoke(p);
@@ -598,7 +640,15 @@ impl SourceTask {
         }
     }
 
-    fn on_assigned(&mut self, partitions: Vec<AssignedPartition>, now: Instant) {
+    /// A new assignment. librdkafka restarts every assigned partition from
+    /// its committed offset, so the windows built so far are dropped
+    /// downstream ([`Msg::Rewind`]) and rebuilt from the replayed events.
+    fn on_assigned(
+        &mut self,
+        partitions: Vec<AssignedPartition>,
+        topic_partitions: Option<usize>,
+        now: Instant,
+    ) {
         let mut resume_through = None;
         if let Ok(mut shared) = self.consumer.context().shared.lock() {
             for a in &partitions {
@@ -613,16 +663,40 @@ impl SourceTask {
         for a in &partitions {
             self.owned.insert(a.partition);
             self.batcher.tracker_mut().assign(a.partition, now);
-            if let Some(offset) = a.committed {
-                self.next_offset.insert(a.partition, offset);
-                self.guard.expect(a.partition, offset);
+            match a.committed {
+                Some(offset) => {
+                    self.next_offset.insert(a.partition, offset);
+                    self.guard.expect(a.partition, offset);
+                }
+                None => {
+                    self.next_offset.remove(&a.partition);
+                }
             }
         }
-        if let Some(through) = resume_through {
-            self.batcher.push_msg(Msg::Resume(through));
-        }
-        if self.paused {
-            // New partitions join the pause.
+        self.batcher.push_msg(Msg::Rewind {
+            written_through: resume_through,
+        });
+        // Single output mode: one instance writes every (model, region)
+        // series, so it must see every partition; with fewer it would write
+        // partial aggregates into series another member also writes.
+        self.owns_all = topic_partitions.is_some_and(|n| n > 0 && self.owned.len() >= n);
+        if self.owns_all {
+            self.readiness.ok(READY_OWNERSHIP);
+            if self.paused {
+                // New partitions join the backpressure pause.
+                self.paused = false;
+                self.pause_all();
+            }
+        } else {
+            let reason = match topic_partitions {
+                Some(n) => format!(
+                    "owns {} of the topic's {n} partitions; another member shares the consumer group",
+                    self.owned.len()
+                ),
+                None => "the topic's partition count is unknown".to_string(),
+            };
+            tracing::warn!(%reason, "Not processing: in single output mode this instance must own every partition.");
+            self.readiness.require(READY_OWNERSHIP, reason);
             self.paused = false;
             self.pause_all();
         }

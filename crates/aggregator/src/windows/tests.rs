@@ -127,9 +127,29 @@ fn checkpoint_holds_back_offsets_of_open_windows() {
 }
 
 #[test]
+fn rewind_drops_open_windows_and_skips_written_ones() {
+    let mut w = windows_with_groups();
+    w.record(&ev(0, 1, 0, EventType::IcRpm, 12_000, 5));
+    w.advance(Watermark(4_999));
+    assert_eq!(w.rewind(None), 1);
+    // The event comes again and is counted once.
+    assert_eq!(
+        w.record(&ev(0, 1, 0, EventType::IcRpm, 12_000, 5)),
+        Admit::Counted
+    );
+    assert_eq!(
+        w.record(&ev(1, 1, 0, EventType::IcRpm, 4_000, 5)),
+        Admit::AlreadyWritten
+    );
+    let out = w.advance(Watermark::END_OF_INPUT);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].events, 1);
+}
+
+#[test]
 fn resume_skips_windows_written_before_a_restart() {
     let mut w = windows_with_groups();
-    w.resume(10_000);
+    w.rewind(Some(10_000));
     assert_eq!(
         w.record(&ev(0, 1, 0, EventType::IcRpm, 9_999, 5)),
         Admit::AlreadyWritten
