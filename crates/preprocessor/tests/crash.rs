@@ -9,8 +9,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use fleet_kafka::producer::EventPublisher;
-use fleet_kafka::KafkaConfig;
 use fleet_testkit::oracle;
 use rand::{Rng, SeedableRng};
 
@@ -26,20 +24,13 @@ async fn ten_sigkills_lose_nothing_and_write_no_conflicting_sample() {
     let config = config_for(&run, &kafka, &prom, "crash");
 
     // The fleet keeps sending for about 30 s while the service crashes.
-    let events = run.events.clone();
-    let bootstrap = kafka.bootstrap_servers();
-    let producer = tokio::spawn(async move {
-        let publisher = EventPublisher::new(&KafkaConfig {
-            brokers: bootstrap,
-            topic: "crash".into(),
-            ..KafkaConfig::default()
-        })
-        .unwrap();
-        for chunk in events.chunks(1600) {
-            publisher.publish(chunk).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(1000)).await;
-        }
-    });
+    let producer = produce_paced(
+        &kafka,
+        "crash",
+        run.events.clone(),
+        1600,
+        Duration::from_secs(1),
+    );
 
     let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
     for _ in 0..10 {
@@ -52,16 +43,10 @@ async fn ten_sigkills_lose_nothing_and_write_no_conflicting_sample() {
     producer.await.unwrap();
     assert_prometheus_holds(&prom, &last, &expected).await;
 
-    let log = std::fs::read_to_string(prom.log_path()).unwrap();
-    let conflicts: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("duplicate sample for timestamp"))
-        .collect();
+    let conflicts = conflicts_logged(&prom);
     assert!(
         conflicts.is_empty(),
-        "Prometheus refused {} conflicting samples, first: {}",
-        conflicts.len(),
-        conflicts[0]
+        "Prometheus refused conflicting samples: {conflicts:?}"
     );
     last.terminate().await;
 }

@@ -222,20 +222,13 @@ async fn restarts_leave_no_gap_and_no_conflicting_sample() {
     let config = config_for(&run, &kafka, &prom, "restart");
 
     // The fleet keeps sending while the service restarts.
-    let events = run.events.clone();
-    let bootstrap = kafka.bootstrap_servers();
-    let producer = tokio::spawn(async move {
-        let publisher = EventPublisher::new(&KafkaConfig {
-            brokers: bootstrap,
-            topic: "restart".into(),
-            ..KafkaConfig::default()
-        })
-        .unwrap();
-        for chunk in events.chunks(1000) {
-            publisher.publish(chunk).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(700)).await;
-        }
-    });
+    let producer = produce_paced(
+        &kafka,
+        "restart",
+        run.events.clone(),
+        1000,
+        Duration::from_millis(700),
+    );
 
     let first = Service::start(&config);
     wait_for_windows(
@@ -290,5 +283,6 @@ async fn restarts_leave_no_gap_and_no_conflicting_sample() {
         )
         .await;
     assert_eq!(conflicts, 0.0, "no conflicting sample was sent");
+    assert_eq!(conflicts_logged(&prom), Vec::<String>::new());
     third.terminate().await;
 }

@@ -165,6 +165,22 @@ impl Service {
         }
     }
 
+    /// `/readyz`: whether ready, and the body naming what is not.
+    pub async fn readiness(&self) -> (bool, String) {
+        let url = self.metrics_url.replace("/metrics", "/readyz");
+        match reqwest::get(&url).await {
+            Ok(r) => (r.status().is_success(), r.text().await.unwrap_or_default()),
+            Err(e) => (false, e.to_string()),
+        }
+    }
+
+    /// Whether the log has a line containing `text`.
+    pub fn logged(&self, text: &str) -> bool {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .contains(text)
+    }
+
     /// One metric, summed over series matching `filter`.
     pub async fn metric(&self, name: &str, filter: &[(&str, &str)]) -> f64 {
         fleet_testkit::exposed_value(&self.metrics().await, name, filter)
@@ -346,4 +362,38 @@ pub fn config_for(run: &Run, kafka: &Tansu, prom: &Prometheus, topic: &str) -> P
         &run.reference_csv,
         "",
     )
+}
+
+/// Produces `events` to `topic` in chunks, one chunk every `every`, in the
+/// background: the fleet keeps sending while a test does things to the service.
+pub fn produce_paced(
+    kafka: &Tansu,
+    topic: &str,
+    events: Vec<RawEvent>,
+    chunk: usize,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let publisher = fleet_kafka::producer::EventPublisher::new(&fleet_kafka::KafkaConfig {
+        brokers: kafka.bootstrap_servers(),
+        topic: topic.into(),
+        ..fleet_kafka::KafkaConfig::default()
+    })
+    .unwrap();
+    tokio::spawn(async move {
+        for part in events.chunks(chunk) {
+            publisher.publish(part).await.unwrap();
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
+/// The refusals of conflicting samples (another value for a timestamp it
+/// already had) that Prometheus logged.
+pub fn conflicts_logged(prom: &Prometheus) -> Vec<String> {
+    std::fs::read_to_string(prom.log_path())
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("duplicate sample for timestamp"))
+        .map(String::from)
+        .collect()
 }

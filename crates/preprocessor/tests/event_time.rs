@@ -1,0 +1,176 @@
+//! Event time under a moving assignment and a slow sink, on real services.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use common::*;
+use fleet_testkit::oracle;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+
+/// A second member joins the group mid-run and leaves again. While it holds
+/// partitions the service (single output mode) owns only some of them: it
+/// processes nothing and is not ready. Once it owns all of them again it
+/// rebuilds its open windows from the committed offsets. The output equals
+/// the batch computation and Prometheus saw no conflicting sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_revoked_and_reassigned_mid_window() {
+    let _serial = SERIAL.lock().await;
+    let Some((kafka, prom)) = services().await else {
+        return;
+    };
+    let run = generate(200, 150, 29, in_bound);
+    kafka.create_topic("shared", 4).await.unwrap();
+    let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
+    let (start, end) = time_range(&expected);
+    let config = config_for(&run, &kafka, &prom, "shared");
+    let producer = produce_paced(
+        &kafka,
+        "shared",
+        run.events.clone(),
+        1000,
+        Duration::from_millis(600),
+    );
+    let service = Service::start(&config);
+    wait_for_windows(
+        &prom,
+        start,
+        end,
+        expected.len() / 5,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert!(
+        service.readiness().await.0,
+        "ready while owning every partition"
+    );
+
+    // Another member of the same group: it polls, so it keeps its partitions.
+    let intruder: Arc<StreamConsumer> = Arc::new(
+        kafka
+            .client_config()
+            .set("group.id", "shared-group")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .unwrap(),
+    );
+    intruder.subscribe(&["shared"]).unwrap();
+    let polling = {
+        let intruder = intruder.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = intruder.recv().await;
+            }
+        })
+    };
+    let mut saw_not_ready = None;
+    for _ in 0..100 {
+        let (ready, body) = service.readiness().await;
+        if !ready && body.contains("kafka_ownership") {
+            saw_not_ready = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let body = saw_not_ready.expect("not ready while another member holds partitions");
+    assert!(body.contains("another member"), "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    polling.abort();
+    intruder.unsubscribe();
+    drop(intruder);
+
+    producer.await.unwrap();
+    assert_prometheus_holds(&prom, &service, &expected).await;
+    assert!(
+        service.readiness().await.0,
+        "ready again: {}",
+        service.readiness().await.1
+    );
+    assert_eq!(conflicts_logged(&prom), Vec::<String>::new());
+    service.terminate().await;
+}
+
+/// A remote-write endpoint much slower than the input backpressures the
+/// pipeline for longer than the idle timeout: the source stops fetching and
+/// then pauses its partitions, but they do not count as idle, so no window
+/// closes early and no event turns late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sink_pauses_partitions_without_spurious_late_events() {
+    let _serial = SERIAL.lock().await;
+    let Some((kafka, prom)) = services().await else {
+        return;
+    };
+    let run = generate(100, 40, 31, in_bound);
+    kafka.create_topic("slow", 4).await.unwrap();
+    kafka.produce_events("slow", &run.events).await.unwrap();
+    let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
+
+    // A slow proxy in front of the real Prometheus (a real Prometheus cannot
+    // be made slow): each request waits 700 ms, then is forwarded unchanged.
+    let target = prom.remote_write_url();
+    let client = reqwest::Client::new();
+    let app = axum::Router::new().route(
+        "/api/v1/write",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let (client, target) = (client.clone(), target.clone());
+            async move {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                let mut request = client.post(&target).body(body);
+                for (name, value) in &headers {
+                    if name != "host" && name != "content-length" {
+                        request = request.header(name, value);
+                    }
+                }
+                match request.send().await {
+                    Ok(r) => (
+                        StatusCode::from_u16(r.status().as_u16())
+                            .unwrap_or(StatusCode::BAD_GATEWAY),
+                        r.text().await.unwrap_or_default(),
+                    ),
+                    Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let config = service_config(
+        run.dir.path(),
+        &kafka.bootstrap_servers(),
+        "slow",
+        &proxy,
+        &run.reference_csv,
+        "[channels]\nsource_to_enricher = 1\nenricher_to_aggregator = 1\naggregator_to_sink = 1\n",
+    );
+    let config_text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "[remote_write]",
+            "[remote_write]\nmax_samples_per_request = 100",
+        )
+        .replace("[kafka]", "[kafka]\nmax_batch_events = 200");
+    std::fs::write(&config, config_text).unwrap();
+    let service = Service::start(&config);
+    let (start, end) = time_range(&expected);
+    let n = wait_for_windows(&prom, start, end, expected.len(), Duration::from_secs(240)).await;
+    assert_eq!(n, expected.len(), "log:\n{}", service.log_tail());
+    assert_samples_equal(&prometheus_samples(&prom, start, end).await, &expected);
+    assert_eq!(
+        service
+            .metric("fleet_aggregator_late_events_total", &[])
+            .await,
+        0.0
+    );
+    assert!(
+        service.logged("paused=true"),
+        "the source paused its partitions"
+    );
+    service.terminate().await;
+    server.abort();
+}
