@@ -143,6 +143,14 @@ impl WatermarkTracker {
         before.is_none_or(|b| closed_through(ts) > closed_through(b))
     }
 
+    /// `partition` has data waiting (consumer lag) that has not arrived yet:
+    /// it is behind, not idle.
+    pub fn touch(&mut self, partition: PartitionId, now: Instant) {
+        if let Some(clock) = self.partitions.get_mut(&partition) {
+            clock.last_active = now;
+        }
+    }
+
     /// The pipeline was backpressured until `now`: no partition may count the
     /// time it spent paused as idleness.
     pub fn hold_active(&mut self, now: Instant) {
@@ -275,6 +283,18 @@ mod tests {
         t.observe(0, 50_000, paused_until);
         assert!(!t.is_idle(1, paused_until));
         assert_eq!(t.advance(paused_until, 0), None);
+    }
+
+    #[test]
+    fn a_partition_with_lag_is_not_idle() {
+        let t0 = Instant::now();
+        let mut t = WatermarkTracker::new(rules(), WindowSpec::new(5000).unwrap());
+        t.observe(0, 10_000, t0);
+        t.observe(1, 10_000, t0);
+        let later = t0 + Duration::from_secs(6);
+        t.touch(1, later);
+        assert!(t.is_idle(0, later));
+        assert!(!t.is_idle(1, later));
     }
 
     #[test]

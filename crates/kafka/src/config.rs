@@ -17,6 +17,19 @@ pub enum OffsetReset {
     Latest,
 }
 
+/// Where the source starts reading when the process starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartFrom {
+    /// The group's committed offsets (default); `auto_offset_reset` where there are none.
+    #[default]
+    Committed,
+    /// The first offset at or after `start_timestamp_ms`, found with the
+    /// broker's offsets-for-times: replays from a point in time. Windows
+    /// already written (per the commit metadata) are still skipped.
+    Timestamp,
+}
+
 /// `[kafka]`: the broker connection and the consumer group.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -40,6 +53,10 @@ pub struct KafkaConfig {
     pub max_poll_interval_ms: u64,
     /// On shutdown, how long to wait for the sink to drain before the final commit, ms. Default 10000.
     pub drain_timeout_ms: u64,
+    /// Where to start when the process starts: `committed` (default) or `timestamp`.
+    pub start_from: StartFrom,
+    /// With `start_from = "timestamp"`: the event time to replay from, epoch ms.
+    pub start_timestamp_ms: Option<i64>,
     /// Extra librdkafka properties (for example `security.protocol`,
     /// `sasl.mechanism`, `fetch.max.bytes`). Keys this service manages itself
     /// (offsets and group membership) are refused.
@@ -58,6 +75,8 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 300_000,
             drain_timeout_ms: 10_000,
+            start_from: StartFrom::Committed,
+            start_timestamp_ms: None,
             client: BTreeMap::new(),
         }
     }
@@ -124,6 +143,11 @@ impl KafkaConfig {
             "kafka.drain_timeout_ms",
             "must be below kafka.max_poll_interval_ms, or the group evicts the member while it drains",
         );
+        problems.check(
+            self.start_from != StartFrom::Timestamp || self.start_timestamp_ms.is_some(),
+            "kafka.start_timestamp_ms",
+            "is required with kafka.start_from = \"timestamp\"",
+        );
         for key in self.client.keys() {
             problems.check(
                 !MANAGED.contains(&key.as_str()),
@@ -161,6 +185,11 @@ impl KafkaConfig {
                 "max.poll.interval.ms",
                 self.max_poll_interval_ms.to_string(),
             );
+        // Consumer lag per partition, once a second: a partition with data
+        // waiting is behind, not idle.
+        if !self.client.contains_key("statistics.interval.ms") {
+            c.set("statistics.interval.ms", "1000");
+        }
         c
     }
 }

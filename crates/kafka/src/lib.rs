@@ -18,7 +18,7 @@ pub mod producer;
 pub mod source;
 
 pub use commit::{CommitLedger, CommitMetadata};
-pub use config::{KafkaConfig, OffsetReset};
+pub use config::{KafkaConfig, OffsetReset, StartFrom};
 pub use metrics::SourceMetrics;
 
 /// Why a Kafka stage failed.

@@ -66,6 +66,7 @@ pub struct SourceMetrics {
     commits: Family<CommitLabels, Counter>,
     metadata_unsupported: Gauge,
     partition_watermark: Family<PartitionLabels, Gauge>,
+    consumer_lag: Family<PartitionLabels, Gauge>,
     log_limit: std::sync::Arc<std::sync::Mutex<LogLimit>>,
 }
 
@@ -90,6 +91,7 @@ impl SourceMetrics {
             commits: Family::default(),
             metadata_unsupported: Gauge::default(),
             partition_watermark: Family::default(),
+            consumer_lag: Family::default(),
             log_limit: std::sync::Arc::new(std::sync::Mutex::new(LogLimit {
                 next: None,
                 suppressed: 0,
@@ -141,6 +143,11 @@ impl SourceMetrics {
             "commit_metadata_unsupported",
             "1 when the broker does not keep offset-commit metadata (the window boundary goes to the companion group)",
             m.metadata_unsupported.clone(),
+        );
+        registry.register(
+            "consumer_lag_messages",
+            "Messages on the broker not yet fetched, per partition (librdkafka statistics)",
+            m.consumer_lag.clone(),
         );
         registry.register(
             "partition_watermark_milliseconds",
@@ -248,8 +255,16 @@ impl SourceMetrics {
             .set(watermark_ms);
     }
 
-    /// A partition was revoked; stop exporting its watermark.
+    /// librdkafka reported a partition's consumer lag.
+    pub fn consumer_lag(&self, partition: PartitionId, lag: i64) {
+        self.consumer_lag
+            .get_or_create(&PartitionLabels { partition })
+            .set(lag);
+    }
+
+    /// A partition was revoked; stop exporting its watermark and lag.
     pub fn partition_revoked(&self, partition: PartitionId) {
+        self.consumer_lag.remove(&PartitionLabels { partition });
         self.partition_watermark
             .remove(&PartitionLabels { partition });
     }

@@ -39,7 +39,7 @@ use fleet_core::{
 
 use crate::commit::CommitPlan;
 use crate::fetch_guard::{FetchGuard, Verdict};
-use crate::{CommitLedger, CommitMetadata, KafkaConfig, KafkaStageError, SourceMetrics};
+use crate::{CommitLedger, CommitMetadata, KafkaConfig, KafkaStageError, SourceMetrics, StartFrom};
 
 /// The readiness condition: partitions are assigned.
 pub const READY_PARTITIONS: &str = "kafka_partitions";
@@ -88,6 +88,9 @@ struct Shared {
     ledger: CommitLedger,
     /// The newest checkpoint the sink accepted.
     accepted: Option<Checkpoint>,
+    /// Per partition, the broker's end offset (last stable offset, or high
+    /// watermark) from librdkafka's statistics.
+    end_offsets: HashMap<PartitionId, i64>,
 }
 
 struct SourceContext {
@@ -192,7 +195,28 @@ impl SourceContext {
     }
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        if let Ok(mut shared) = self.shared.lock() {
+            for (p, partition) in &topic.partitions {
+                // Negative values mean "unknown"; partition -1 is internal.
+                // (librdkafka's own consumer_lag counts from the committed
+                // offset, which trails open windows on purpose.)
+                let end = if partition.ls_offset >= 0 {
+                    partition.ls_offset
+                } else {
+                    partition.hi_offset
+                };
+                if *p >= 0 && end >= 0 {
+                    shared.end_offsets.insert(*p, end);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -296,6 +320,9 @@ struct SourceTask {
     /// Whether this instance owns every partition of the topic; it processes
     /// nothing otherwise.
     owns_all: bool,
+    /// With `start_from = "timestamp"`, the time to seek to at the first
+    /// assignment; taken then.
+    start_at: Option<i64>,
     /// Since when the pipeline has not taken what the source has ready.
     backpressured_since: Option<Instant>,
     /// Checks that fetches start where they were asked to.
@@ -344,6 +371,10 @@ pub async fn run(
         next_offset: HashMap::new(),
         paused: false,
         owns_all: false,
+        start_at: match cfg.start_from {
+            StartFrom::Timestamp => cfg.start_timestamp_ms,
+            StartFrom::Committed => None,
+        },
         backpressured_since: None,
         guard: FetchGuard::default(),
         metrics,
@@ -504,10 +535,21 @@ impl SourceTask {
 
     fn on_tick(&mut self, acks: &watch::Receiver<Option<Checkpoint>>) {
         self.apply_rebalances();
+        let now = Instant::now();
         if let Ok(mut shared) = self.consumer.context().shared.lock() {
             shared.accepted.clone_from(&acks.borrow());
+            for (p, end) in &shared.end_offsets {
+                let Some(next) = self.next_offset.get(p).filter(|_| self.owned.contains(p)) else {
+                    continue;
+                };
+                let lag = (end - next).max(0);
+                self.metrics.consumer_lag(*p, lag);
+                if lag > 0 {
+                    // Data is waiting for this partition: it is behind, not idle.
+                    self.batcher.tracker_mut().touch(*p, now);
+                }
+            }
         }
-        let now = Instant::now();
         self.apply_backpressure(now);
         self.advance_watermark(now);
     }
@@ -546,6 +588,37 @@ impl SourceTask {
             }
             self.paused = false;
             self.metrics.paused(false);
+        }
+    }
+
+    /// Replays from a point in time: seeks every owned partition to its first
+    /// offset at or after `timestamp` (the broker's offsets-for-times).
+    fn seek_to_time(&mut self, timestamp: i64) {
+        let found = match self
+            .consumer
+            .offsets_for_timestamp(timestamp, COORDINATOR_TIMEOUT)
+        {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, timestamp, "Cannot find offsets for the start time; starting from the committed offsets.");
+                return;
+            }
+        };
+        let mut seek = TopicPartitionList::new();
+        for e in found.elements_for_topic(&self.cfg.topic) {
+            if let Offset::Offset(offset) = e.offset() {
+                if seek
+                    .add_partition_offset(&self.cfg.topic, e.partition(), Offset::Offset(offset))
+                    .is_ok()
+                {
+                    self.next_offset.insert(e.partition(), offset);
+                    self.guard.expect(e.partition(), offset);
+                }
+            }
+        }
+        tracing::info!(timestamp, offsets = ?seek, "Starting from a point in time.");
+        if let Err(error) = self.consumer.seek_partitions(seek, COORDINATOR_TIMEOUT) {
+            tracing::warn!(%error, "Cannot seek to the start time.");
         }
     }
 
@@ -672,6 +745,9 @@ impl SourceTask {
                     self.next_offset.remove(&a.partition);
                 }
             }
+        }
+        if let Some(timestamp) = self.start_at.take() {
+            self.seek_to_time(timestamp);
         }
         self.batcher.push_msg(Msg::Rewind {
             written_through: resume_through,

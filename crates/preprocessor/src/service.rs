@@ -134,8 +134,9 @@ pub fn spawn_sink(
         SinkKind::RemoteWrite(cfg) => {
             let cfg = cfg.clone();
             let metrics = telemetry.remote_write.clone();
+            let readiness = telemetry.readiness.clone();
             tasks.spawn(async move {
-                fleet_remote_write::run(*cfg, tail, acks, metrics)
+                fleet_remote_write::run(*cfg, tail, acks, metrics, readiness)
                     .await
                     .context("remote-write emitter")
             });

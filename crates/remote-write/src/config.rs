@@ -21,6 +21,10 @@ use crate::encode::{SeriesNaming, METRIC_NAME_LABEL, MODEL_LABEL, REGION_LABEL};
 /// The section name, the prefix of every key in validation problems.
 pub const SECTION: &str = "remote_write";
 
+/// The most shards: each is a task, a connection and a self-metric series,
+/// and more requests in flight than this gain nothing against one endpoint.
+pub const MAX_SHARDS: usize = 64;
+
 /// Headers the protocol or the auth options set; a configured header may not replace them.
 const RESERVED_HEADERS: [&str; 6] = [
     "content-encoding",
@@ -44,6 +48,27 @@ pub enum OnRetryExhausted {
     Drop,
 }
 
+/// SigV4 request signing for Amazon Managed Service for Prometheus.
+///
+/// Credentials come from the standard AWS chain: environment variables, the
+/// shared config and credentials files, web identity (EKS IRSA), the ECS task
+/// role, then EC2 instance metadata.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigV4Config {
+    /// The AWS region, for example `eu-west-1`. Default: the region in the
+    /// workspace URL (`https://aps-workspaces.<region>.amazonaws.com/...`).
+    pub region: Option<String>,
+    /// The service name signed for. Default `aps` (Amazon Managed Service for Prometheus).
+    pub service: Option<String>,
+    /// The profile of the shared AWS config files to take credentials from.
+    /// Default: `AWS_PROFILE`, else `default`.
+    pub profile: Option<String>,
+}
+
+/// The SigV4 service name of Amazon Managed Service for Prometheus.
+pub const AMP_SERVICE: &str = "aps";
+
 /// Where and how to write the aggregates.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -56,6 +81,22 @@ pub struct RemoteWriteConfig {
     /// Most samples in one request; larger batches are split. Default 2000
     /// (Prometheus's own `max_samples_per_send`).
     pub max_samples_per_request: usize,
+    /// Longest a sample waits for its request to fill up before it is sent
+    /// anyway, in milliseconds; 0 sends at once whatever is waiting. Default
+    /// 500: a 5 s window's samples arrive together, so waiting longer saves
+    /// few requests and delays every sample.
+    pub max_linger_ms: u64,
+    /// Series are spread over this many shards by a hash of their full label
+    /// set; each shard sends one request at a time, so this is the number of
+    /// requests in flight. 1 to 64. Default 4.
+    pub shards: usize,
+    /// Window batches that may wait for each shard before the stage itself
+    /// waits, holding the pipeline back. Default 4.
+    pub shard_queue_capacity: usize,
+    /// Readiness (`/readyz`) turns false once retryable failures (5xx, 429,
+    /// no answer) have lasted this long without an accepted request, in
+    /// milliseconds. Default 30000.
+    pub unready_after_ms: u64,
     /// Wait before the first retry, in milliseconds. Default 30.
     pub min_backoff_ms: u64,
     /// Longest wait between retries, in milliseconds, unless the endpoint asks
@@ -79,6 +120,15 @@ pub struct RemoteWriteConfig {
     /// A file holding a bearer token, re-read whenever it changes (token
     /// rotation). Default none.
     pub bearer_token_file: Option<PathBuf>,
+    /// Sign requests with AWS SigV4 (Amazon Managed Service for Prometheus).
+    /// Default none: no signing.
+    pub sigv4: Option<SigV4Config>,
+    /// A PEM file of CA certificates trusted besides the built-in roots
+    /// (a private CA in front of the endpoint). Default none.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Accept any server certificate. For tests against self-signed endpoints
+    /// only: it removes the protection TLS gives. Default false.
+    pub tls_insecure_skip_verify: bool,
 }
 
 impl Default for RemoteWriteConfig {
@@ -87,6 +137,10 @@ impl Default for RemoteWriteConfig {
             url: "http://localhost:9090/api/v1/write".into(),
             timeout_ms: 10_000,
             max_samples_per_request: 2000,
+            max_linger_ms: 500,
+            shards: 4,
+            shard_queue_capacity: 4,
+            unready_after_ms: 30_000,
             min_backoff_ms: 30,
             max_backoff_ms: 5000,
             on_retry_exhausted: OnRetryExhausted::Block,
@@ -97,6 +151,9 @@ impl Default for RemoteWriteConfig {
             basic_auth_username: None,
             basic_auth_password: None,
             bearer_token_file: None,
+            sigv4: None,
+            tls_ca_file: None,
+            tls_insecure_skip_verify: false,
         }
     }
 }
@@ -113,6 +170,10 @@ impl fmt::Debug for RemoteWriteConfig {
             .field("url", &self.url)
             .field("timeout_ms", &self.timeout_ms)
             .field("max_samples_per_request", &self.max_samples_per_request)
+            .field("max_linger_ms", &self.max_linger_ms)
+            .field("shards", &self.shards)
+            .field("shard_queue_capacity", &self.shard_queue_capacity)
+            .field("unready_after_ms", &self.unready_after_ms)
             .field("min_backoff_ms", &self.min_backoff_ms)
             .field("max_backoff_ms", &self.max_backoff_ms)
             .field("on_retry_exhausted", &self.on_retry_exhausted)
@@ -126,6 +187,9 @@ impl fmt::Debug for RemoteWriteConfig {
                 &self.basic_auth_password.as_ref().map(|_| "<redacted>"),
             )
             .field("bearer_token_file", &self.bearer_token_file)
+            .field("sigv4", &self.sigv4)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_insecure_skip_verify", &self.tls_insecure_skip_verify)
             .finish()
     }
 }
@@ -141,6 +205,21 @@ impl RemoteWriteConfig {
         problems.check(
             self.max_samples_per_request > 0,
             &key("max_samples_per_request"),
+            "must be positive",
+        );
+        problems.check(
+            (1..=MAX_SHARDS).contains(&self.shards),
+            &key("shards"),
+            format!("must be from 1 to {MAX_SHARDS}"),
+        );
+        problems.check(
+            self.shard_queue_capacity > 0,
+            &key("shard_queue_capacity"),
+            "must be positive",
+        );
+        problems.check(
+            self.unready_after_ms > 0,
+            &key("unready_after_ms"),
             "must be positive",
         );
         problems.check(
@@ -190,6 +269,67 @@ impl RemoteWriteConfig {
             &key("headers"),
             "an Authorization header conflicts with basic_auth_* or bearer_token_file",
         );
+        if let Some(sigv4) = &self.sigv4 {
+            let has_authorization_header = self
+                .headers
+                .keys()
+                .any(|h| h.eq_ignore_ascii_case("authorization"));
+            problems.check(
+                !(has_auth || has_authorization_header),
+                &key("sigv4"),
+                "SigV4 writes the Authorization header: drop basic_auth_*, bearer_token_file and any Authorization header",
+            );
+            if let Err(problem) = self.sigv4_region() {
+                problems.add(&key("sigv4.region"), problem);
+            }
+            problems.check(
+                sigv4
+                    .service
+                    .as_deref()
+                    .is_none_or(|s| !s.trim().is_empty()),
+                &key("sigv4.service"),
+                "must not be empty",
+            );
+        }
+        if let Err(problem) = self.tls_roots() {
+            problems.add(&key("tls_ca_file"), problem);
+        }
+    }
+
+    /// The region requests are signed for: the configured one, else the one in
+    /// the AMP workspace URL. `Err` when SigV4 is off or neither says.
+    pub fn sigv4_region(&self) -> Result<String, String> {
+        let configured = self.sigv4.as_ref().and_then(|s| s.region.as_deref());
+        match configured {
+            Some(region) if is_region(region) => Ok(region.to_owned()),
+            Some(region) => Err(format!("{region:?} is not an AWS region name")),
+            None => self
+                .endpoint()
+                .ok()
+                .as_ref()
+                .and_then(crate::sigv4::region_from_url)
+                .ok_or_else(|| {
+                    format!(
+                        "{:?} is not an Amazon Managed Service for Prometheus workspace URL: set the region",
+                        self.url
+                    )
+                }),
+        }
+    }
+
+    /// The extra trusted CA certificates of `tls_ca_file`, read and parsed.
+    pub fn tls_roots(&self) -> Result<Vec<reqwest::Certificate>, String> {
+        let Some(path) = &self.tls_ca_file else {
+            return Ok(Vec::new());
+        };
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{} is not a PEM certificate bundle: {e}", path.display()))?;
+        if roots.is_empty() {
+            return Err(format!("{} holds no PEM certificate", path.display()));
+        }
+        Ok(roots)
     }
 
     /// How series are named.
@@ -240,6 +380,18 @@ impl RemoteWriteConfig {
         }
         Ok(map)
     }
+}
+
+/// Whether `name` looks like an AWS region (`eu-west-1`, `us-gov-west-1`,
+/// `cn-north-1`): lowercase words joined by `-`, ending in a number.
+pub(crate) fn is_region(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| !p.is_empty())
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
 }
 
 /// Whether `prefix` can start a metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`);
@@ -400,6 +552,121 @@ mod tests {
         assert!(problems(&tenant).is_empty());
         assert_eq!(tenant.extra_headers().unwrap()["x-scope-orgid"], "fleet");
     }
+
+    #[test]
+    fn checks_sharding_and_readiness_bounds() {
+        for (shards, ok) in [(0, false), (1, true), (4, true), (64, true), (65, false)] {
+            let cfg = RemoteWriteConfig {
+                shards,
+                ..RemoteWriteConfig::default()
+            };
+            assert_eq!(problems(&cfg).is_empty(), ok, "{shards}");
+        }
+        let cfg = RemoteWriteConfig {
+            shard_queue_capacity: 0,
+            unready_after_ms: 0,
+            max_linger_ms: 0,
+            ..RemoteWriteConfig::default()
+        };
+        let p = problems(&cfg);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("remote_write.shard_queue_capacity"));
+        assert!(p[1].starts_with("remote_write.unready_after_ms"));
+    }
+
+    #[test]
+    fn sigv4_takes_the_region_from_the_workspace_url_or_the_configuration() {
+        let amp =
+            "https://aps-workspaces.eu-west-1.amazonaws.com/workspaces/ws-1/api/v1/remote_write";
+        let sigv4 = |region: Option<&str>, url: &str| RemoteWriteConfig {
+            url: url.into(),
+            sigv4: Some(SigV4Config {
+                region: region.map(Into::into),
+                ..SigV4Config::default()
+            }),
+            ..RemoteWriteConfig::default()
+        };
+        assert_eq!(sigv4(None, amp).sigv4_region().unwrap(), "eu-west-1");
+        assert!(problems(&sigv4(None, amp)).is_empty());
+        assert_eq!(
+            sigv4(Some("us-east-2"), amp).sigv4_region().unwrap(),
+            "us-east-2"
+        );
+        let local = sigv4(None, "http://localhost:9090/api/v1/write");
+        assert_eq!(problems(&local).len(), 1);
+        assert!(problems(&local)[0].starts_with("remote_write.sigv4.region"));
+        assert!(problems(&sigv4(
+            Some("us-east-2"),
+            "http://localhost:9090/api/v1/write"
+        ))
+        .is_empty());
+        assert_eq!(problems(&sigv4(Some("Ireland"), amp)).len(), 1);
+        assert!(
+            RemoteWriteConfig::default().sigv4_region().is_err(),
+            "SigV4 off"
+        );
+
+        let conflicting = RemoteWriteConfig {
+            bearer_token_file: Some("/run/token".into()),
+            ..sigv4(None, amp)
+        };
+        assert!(problems(&conflicting)[0].starts_with("remote_write.sigv4"));
+        let empty_service = RemoteWriteConfig {
+            sigv4: Some(SigV4Config {
+                service: Some(" ".into()),
+                ..SigV4Config::default()
+            }),
+            ..sigv4(None, amp)
+        };
+        assert!(problems(&empty_service)[0].starts_with("remote_write.sigv4.service"));
+        let cfg: RemoteWriteConfig = serde_json::from_str(
+            r#"{"url":"https://x.example/w","sigv4":{"region":"eu-west-1","profile":"fleet"}}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.sigv4.unwrap().profile.as_deref(), Some("fleet"));
+        assert!(
+            serde_json::from_str::<RemoteWriteConfig>(r#"{"sigv4":{"role_arn":"x"}}"#).is_err()
+        );
+    }
+
+    #[test]
+    fn region_names() {
+        for ok in ["eu-west-1", "us-gov-west-1", "cn-north-1", "ap-southeast-4"] {
+            assert!(is_region(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "eu",
+            "eu-west",
+            "EU-WEST-1",
+            "eu--1",
+            "eu-west-1a",
+            "eu west 1",
+        ] {
+            assert!(!is_region(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reads_the_ca_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |path: &std::path::Path| RemoteWriteConfig {
+            tls_ca_file: Some(path.to_owned()),
+            ..RemoteWriteConfig::default()
+        };
+        assert!(problems(&with(&dir.path().join("missing.pem")))[0]
+            .starts_with("remote_write.tls_ca_file"));
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").unwrap();
+        assert_eq!(problems(&with(&garbage)).len(), 1);
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, TEST_CA).unwrap();
+        assert_eq!(with(&ca).tls_roots().unwrap().len(), 1);
+    }
+
+    /// A self-signed CA certificate (openssl req -x509 -newkey ec
+    /// -pkeyopt ec_paramgen_curve:P-256 -subj /CN=fleet-test-ca -days 3650 -nodes).
+    const TEST_CA: &str = include_str!("../tests/fixtures/test-ca.pem");
 
     #[test]
     fn debug_hides_secrets() {

@@ -12,11 +12,15 @@
 //!   [`crate::bisect`]) so only the bad ones are dropped, by reason.
 //! - other 4xx (401, 403, 404, 413…): dropped as `rejected` and logged with
 //!   the endpoint's answer; sending it again cannot help, and must not spin.
+//!   401, 403 and 404 are configuration errors: readiness fails and every
+//!   shard pauses `max_backoff_ms` before its next request (see [`crate::health`]).
 
 use std::fmt;
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use rand::rngs::SmallRng;
@@ -28,8 +32,9 @@ use tokio::time::Instant;
 use crate::backoff::{parse_retry_after, Backoff};
 use crate::bisect::{Bisection, Delivery};
 use crate::config::{OnRetryExhausted, RemoteWriteConfig};
-use crate::encode::{compress, RemoteWriteBatch};
+use crate::encode::RemoteWriteBatch;
 use crate::error::{truncate_answer, Retry, ANSWER_LIMIT};
+use crate::health::EndpointHealth;
 use crate::metrics::{DropReason, RemoteWriteMetrics};
 use crate::RemoteWriteError;
 
@@ -39,13 +44,26 @@ pub const REMOTE_WRITE_VERSION: &str = "0.1.0";
 /// The `User-Agent` of every request.
 pub const USER_AGENT: &str = concat!("fleet-preprocessor/", env!("CARGO_PKG_VERSION"));
 
+/// What [`RequestSigner::prepare`] returns.
+pub type SignFuture<'a> = Pin<Box<dyn Future<Output = Result<(), RemoteWriteError>> + Send + 'a>>;
+
 /// A hook that signs each request just before it is sent, after every header
 /// and the body are final — where SigV4 for Amazon Managed Service for
-/// Prometheus plugs in (it hashes the body and signs the headers). None is
-/// implemented yet.
+/// Prometheus plugs in ([`crate::sigv4::SigV4Signer`]: it hashes the body and
+/// signs the headers).
+///
+/// Two steps, so that signing itself stays a synchronous function of the
+/// request: [`prepare`](Self::prepare) does whatever may wait (fetching or
+/// refreshing credentials), [`sign`](Self::sign) only computes.
 pub trait RequestSigner: Send + Sync + fmt::Debug {
+    /// Gets ready to sign the next request. An error is retried with backoff,
+    /// as credentials being refreshed come back. By default nothing to do.
+    fn prepare(&self) -> SignFuture<'_> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     /// Adds the signature headers to `request`. An error is retried with
-    /// backoff, as credentials being refreshed come back.
+    /// backoff, like one of [`prepare`](Self::prepare).
     fn sign(&self, request: &mut reqwest::Request) -> Result<(), RemoteWriteError>;
 }
 
@@ -77,6 +95,7 @@ impl RetryPolicy {
 }
 
 /// How requests authenticate.
+#[derive(Clone)]
 enum Auth {
     None,
     Basic { username: String, password: String },
@@ -97,7 +116,17 @@ impl fmt::Debug for Auth {
 /// (Kubernetes rotates projected tokens by replacing the file).
 struct BearerTokenFile {
     path: PathBuf,
-    cached: Mutex<Option<(SystemTime, String)>>,
+    cached: Arc<Mutex<Option<(SystemTime, String)>>>,
+}
+
+// By hand: clones share the cached token (shards read one file).
+impl Clone for BearerTokenFile {
+    fn clone(&self) -> Self {
+        BearerTokenFile {
+            path: self.path.clone(),
+            cached: Arc::clone(&self.cached),
+        }
+    }
 }
 
 impl BearerTokenFile {
@@ -130,7 +159,9 @@ impl BearerTokenFile {
     }
 }
 
-/// Sends remote-write requests to one endpoint, one at a time.
+/// Sends remote-write requests to one endpoint, one at a time. Each shard
+/// has its own ([`fork`](Self::fork)); they share the connection pool, the
+/// signer and the endpoint's health.
 #[derive(Debug)]
 pub struct Emitter {
     client: reqwest::Client,
@@ -139,6 +170,9 @@ pub struct Emitter {
     policy: RetryPolicy,
     metrics: RemoteWriteMetrics,
     signer: Option<Arc<dyn RequestSigner>>,
+    health: Arc<EndpointHealth>,
+    /// The shard this emitter sends for, as the health state knows it.
+    shard: usize,
     /// Jitter for the backoff; not cryptographic, only decorrelating.
     rng: SmallRng,
 }
@@ -152,10 +186,21 @@ impl Emitter {
     ) -> Result<Self, RemoteWriteError> {
         let url = cfg.endpoint().map_err(RemoteWriteError::Config)?;
         let headers = cfg.extra_headers().map_err(RemoteWriteError::Config)?;
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .timeout(cfg.timeout())
             .user_agent(USER_AGENT)
-            .default_headers(headers)
+            .default_headers(headers);
+        for root in cfg.tls_roots().map_err(RemoteWriteError::Config)? {
+            client = client.add_root_certificate(root);
+        }
+        if cfg.tls_insecure_skip_verify {
+            tracing::warn!(
+                url = %url,
+                "remote_write.tls_insecure_skip_verify is on: the endpoint's certificate is not checked, so anyone in the path can read and alter the writes."
+            );
+            client = client.danger_accept_invalid_certs(true);
+        }
+        let client = client
             .build()
             .map_err(|e| RemoteWriteError::Config(format!("cannot build the HTTP client: {e}")))?;
         let auth = match (
@@ -169,28 +214,65 @@ impl Emitter {
             },
             (None, _, Some(path)) => Auth::Bearer(BearerTokenFile {
                 path: path.clone(),
-                cached: Mutex::new(None),
+                cached: Arc::new(Mutex::new(None)),
             }),
             (None, _, None) => Auth::None,
         };
-        let seed = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+        let policy = RetryPolicy::from_config(cfg);
+        // Reported nowhere until `with_readiness`: a lone emitter (tests, tools).
+        let health = EndpointHealth::new(
+            Arc::default(),
+            Duration::from_millis(cfg.unready_after_ms),
+            policy.backoff.max,
+        );
         Ok(Emitter {
             client,
             url,
             auth,
-            policy: RetryPolicy::from_config(cfg),
+            policy,
             metrics,
             signer: None,
-            rng: SmallRng::seed_from_u64(seed),
+            health: Arc::new(health),
+            shard: 0,
+            rng: SmallRng::seed_from_u64(jitter_seed(0)),
         })
     }
 
-    /// Signs every request with `signer` (SigV4 for AMP, once written).
+    /// Signs every request with `signer` (SigV4 for AMP).
     pub fn with_signer(mut self, signer: Arc<dyn RequestSigner>) -> Self {
         self.signer = Some(signer);
         self
+    }
+
+    /// Reports the endpoint's health, as the `remote_write` condition, on
+    /// `readiness`; `cfg` gives the grace and the pause.
+    pub fn with_readiness(
+        mut self,
+        cfg: &RemoteWriteConfig,
+        readiness: Arc<fleet_core::telemetry::Readiness>,
+    ) -> Self {
+        self.health = Arc::new(EndpointHealth::new(
+            readiness,
+            Duration::from_millis(cfg.unready_after_ms),
+            self.policy.backoff.max,
+        ));
+        self
+    }
+
+    /// The emitter of shard `shard`: same endpoint, client, signer and
+    /// health, its own backoff jitter.
+    pub fn fork(&self, shard: usize) -> Emitter {
+        Emitter {
+            client: self.client.clone(),
+            url: self.url.clone(),
+            auth: self.auth.clone(),
+            policy: self.policy,
+            metrics: self.metrics.clone(),
+            signer: self.signer.clone(),
+            health: Arc::clone(&self.health),
+            shard,
+            rng: SmallRng::seed_from_u64(jitter_seed(shard)),
+        }
     }
 
     /// Writes `batch` as one request; on a 400 bisects it until the refused
@@ -226,20 +308,26 @@ impl Emitter {
         &mut self,
         batch: &RemoteWriteBatch,
     ) -> Result<(), RemoteWriteError> {
-        let body = Bytes::from(compress(&batch.to_write_request())?);
+        let body = Bytes::from(batch.compressed_body()?);
         let mut retries = 0u32;
         loop {
+            if let Some(pause) = self.health.pause_remaining() {
+                // After a 401/403/404: no busy loop against a misconfigured endpoint.
+                tokio::time::sleep(pause).await;
+            }
             let started = Instant::now();
             let result = self.send_once(body.clone()).await;
             let elapsed = started.elapsed();
             let error = match result {
                 Ok(()) => {
+                    self.health.accepted(self.shard);
                     self.metrics
                         .request_accepted(batch.len(), body.len(), elapsed);
                     return Ok(());
                 }
                 Err(error) => error,
             };
+            self.health.failed(self.shard, &error);
             self.metrics.request_failed(&error, batch.len(), elapsed);
             if error.retry() == Retry::No || self.policy.exhausted(retries) {
                 return Err(error);
@@ -255,8 +343,10 @@ impl Emitter {
         }
     }
 
-    /// One HTTP request; `Ok` on 2xx.
-    async fn send_once(&self, body: Bytes) -> Result<(), RemoteWriteError> {
+    /// The request carrying `body` as it is sent, authenticated but not yet
+    /// signed: what a [`RequestSigner`] is given. (The client adds its default
+    /// headers — `User-Agent` and the configured extra headers — when it sends.)
+    pub async fn build_request(&self, body: Bytes) -> Result<reqwest::Request, RemoteWriteError> {
         let mut builder = self
             .client
             .post(self.url.clone())
@@ -269,9 +359,17 @@ impl Emitter {
             Auth::Basic { username, password } => builder.basic_auth(username, Some(password)),
             Auth::Bearer(file) => builder.bearer_auth(file.token().await?),
         };
-        let mut request = builder
+        builder
             .build()
-            .map_err(|e| RemoteWriteError::Config(format!("cannot build the request: {e}")))?;
+            .map_err(|e| RemoteWriteError::Config(format!("cannot build the request: {e}")))
+    }
+
+    /// One HTTP request; `Ok` on 2xx.
+    async fn send_once(&self, body: Bytes) -> Result<(), RemoteWriteError> {
+        if let Some(signer) = &self.signer {
+            signer.prepare().await?;
+        }
+        let mut request = self.build_request(body).await?;
         if let Some(signer) = &self.signer {
             signer.sign(&mut request)?;
         }
@@ -320,8 +418,17 @@ async fn read_answer(mut response: Response) -> String {
     truncate_answer(&body)
 }
 
+/// A seed for a shard's backoff jitter: shards (and instances) started
+/// together must not retry in lockstep.
+fn jitter_seed(shard: usize) -> u64 {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    now ^ (shard as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// What to log as the endpoint's answer.
-fn answer_of(error: &RemoteWriteError) -> String {
+pub(crate) fn answer_of(error: &RemoteWriteError) -> String {
     match error {
         RemoteWriteError::Status { status, answer, .. } => format!("{status}: {answer}"),
         other => other.to_string(),

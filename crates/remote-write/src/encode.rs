@@ -3,13 +3,20 @@
 //! Every aggregate becomes one sample per [`Metric`] at `timestamp = window_end`,
 //! labelled `__name__`, `model`, `region` and the constant labels, labels sorted
 //! by name as Prometheus requires. A [`RemoteWriteBatch`] keeps the samples of
-//! one or more requests as a flat list ordered by `(timestamp, series)`, so that
-//! any contiguous piece of it — a chunk under the request size limit, or a half
-//! during bisection — still holds each series' samples in timestamp order, and
-//! sending the pieces in list order keeps every series in order at the receiver.
+//! one or more requests as a flat list in which each series' samples are in
+//! timestamp order (one window batch is ordered by `(timestamp, series)`, and
+//! later batches are appended after earlier ones), so that any contiguous
+//! piece of it — a request cut at the size limit, or a half during bisection —
+//! still holds each series' samples in order, and sending the pieces in list
+//! order keeps every series in order at the receiver.
+//!
+//! Series are built once by a [`SeriesTable`] and shared by reference; their
+//! labels are protobuf-encoded once too, so a request body
+//! ([`RemoteWriteBatch::to_protobuf`]) mostly copies bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use fleet_core::{GroupKey, TimestampMs, WindowAggregate};
@@ -37,8 +44,8 @@ pub struct SeriesNaming {
 }
 
 impl SeriesNaming {
-    /// The sorted label set of `metric` for `group`.
-    fn labels(&self, group: &GroupKey, metric: Metric) -> Vec<Label> {
+    /// The series of `metric` for `group`.
+    fn series(&self, group: &GroupKey, metric: Metric) -> Series {
         let label = |name: &str, value: &str| Label {
             name: name.to_owned(),
             value: value.to_owned(),
@@ -57,7 +64,7 @@ impl SeriesNaming {
                 .map(|(name, value)| label(name, value)),
         );
         labels.sort_by(|a, b| a.name.cmp(&b.name));
-        labels
+        Series::new(labels)
     }
 }
 
@@ -148,64 +155,135 @@ pub fn encode(aggregates: &[WindowAggregate], naming: &SeriesNaming) -> WriteReq
 
 /// Serialises and snappy-compresses (block format, as Remote-Write 1.0 requires) a request.
 pub fn compress(request: &WriteRequest) -> Result<Vec<u8>, RemoteWriteError> {
+    compress_protobuf(&request.encode_to_vec())
+}
+
+fn compress_protobuf(protobuf: &[u8]) -> Result<Vec<u8>, RemoteWriteError> {
     snap::raw::Encoder::new()
-        .compress_vec(&request.encode_to_vec())
+        .compress_vec(protobuf)
         .map_err(RemoteWriteError::Compress)
 }
 
-/// One sample in a batch, naming its series by index.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// One output series: its sorted labels, computed once and shared by every
+/// sample of it in every batch.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Series {
+    labels: Vec<Label>,
+    /// The `labels` fields of its `TimeSeries` message, encoded once: a
+    /// request body copies these bytes instead of encoding strings again.
+    encoded_labels: Vec<u8>,
+    /// A hash of the full label set, which picks the series' shard.
+    hash: u64,
+}
+
+impl Series {
+    /// A series with these labels (sorted by name by the caller).
+    pub fn new(labels: Vec<Label>) -> Self {
+        let mut encoded_labels = Vec::new();
+        for label in &labels {
+            prost::encoding::message::encode(1, label, &mut encoded_labels);
+        }
+        // SipHash with fixed keys: the same series lands in the same shard for
+        // the life of the process, which is all per-series ordering needs.
+        let mut hasher = std::hash::DefaultHasher::new();
+        labels.hash(&mut hasher);
+        Series {
+            labels,
+            encoded_labels,
+            hash: hasher.finish(),
+        }
+    }
+
+    /// The sorted labels, `__name__` included.
+    pub fn labels(&self) -> &[Label] {
+        &self.labels
+    }
+
+    /// Which of `shards` shards (at least one) this series is sent by.
+    pub fn shard(&self, shards: usize) -> usize {
+        (self.hash % shards.max(1) as u64) as usize
+    }
+}
+
+/// How many groups [`SeriesTable`] remembers before it starts afresh: far
+/// above a fleet's models × regions (× partitions), and a bound on memory if
+/// a stream of one-off groups ever arrives.
+const MAX_REMEMBERED_GROUPS: usize = 100_000;
+
+/// Turns aggregates into samples, building each series' labels once and
+/// reusing them for every later window (the emitter's hot path).
+#[derive(Debug, Default)]
+pub struct SeriesTable {
+    naming: SeriesNaming,
+    /// Per group, its series by [`Metric`] index, made on first use.
+    known: HashMap<GroupKey, [Option<Arc<Series>>; Metric::ALL.len()]>,
+}
+
+impl SeriesTable {
+    /// An empty table naming series with `naming`.
+    pub fn new(naming: SeriesNaming) -> Self {
+        SeriesTable {
+            naming,
+            known: HashMap::new(),
+        }
+    }
+
+    /// The samples of `aggregates`, in any window order, ordered by
+    /// `(timestamp, model, region, metric)`.
+    pub fn batch(&mut self, aggregates: &[WindowAggregate]) -> RemoteWriteBatch {
+        let mut sorted: Vec<&WindowAggregate> = aggregates.iter().collect();
+        sorted.sort_by(|a, b| (a.window_end, &a.group).cmp(&(b.window_end, &b.group)));
+        if self.known.len() >= MAX_REMEMBERED_GROUPS {
+            self.known.clear();
+        }
+        let mut samples = Vec::with_capacity(aggregates.len() * Metric::ALL.len());
+        for a in sorted {
+            if !self.known.contains_key(&a.group) {
+                self.known.insert(a.group.clone(), Default::default());
+            }
+            let Some(slots) = self.known.get_mut(&a.group) else {
+                continue;
+            };
+            for (metric, slot) in Metric::ALL.into_iter().zip(slots.iter_mut()) {
+                let Some(value) = metric.value(a) else {
+                    continue;
+                };
+                let series =
+                    slot.get_or_insert_with(|| Arc::new(self.naming.series(&a.group, metric)));
+                samples.push(BatchSample {
+                    series: Arc::clone(series),
+                    timestamp: a.window_end,
+                    value,
+                });
+            }
+        }
+        RemoteWriteBatch { samples }
+    }
+}
+
+/// One sample in a batch, with its series.
+#[derive(Clone, Debug, PartialEq)]
 struct BatchSample {
-    series: usize,
+    series: Arc<Series>,
     timestamp: TimestampMs,
     value: f64,
 }
 
-/// Samples waiting to be written, ordered by `(timestamp, series)`.
+/// Samples waiting to be written, each series' samples in timestamp order.
 ///
-/// Pieces of a batch ([`chunks`](Self::chunks), [`split_in_halves`](Self::split_in_halves))
-/// share its series table, so splitting copies samples, never labels.
+/// Pieces of a batch ([`chunks`](Self::chunks), [`split_in_halves`](Self::split_in_halves),
+/// [`split_by_shard`](Self::split_by_shard)) and batches appended together
+/// ([`append`](Self::append)) share their series, so they copy samples, never labels.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RemoteWriteBatch {
-    /// Every series' sorted labels; samples refer to them by index.
-    series: Arc<Vec<Vec<Label>>>,
     samples: Vec<BatchSample>,
 }
 
 impl RemoteWriteBatch {
-    /// The samples of `aggregates`, in any window order.
+    /// The samples of `aggregates`, in any window order (building every series
+    /// anew: the stage keeps a [`SeriesTable`] instead).
     pub fn from_aggregates(aggregates: &[WindowAggregate], naming: &SeriesNaming) -> Self {
-        let mut index: BTreeMap<(&GroupKey, Metric), usize> = BTreeMap::new();
-        let mut raw = Vec::with_capacity(aggregates.len() * Metric::ALL.len());
-        for a in aggregates {
-            for metric in Metric::ALL {
-                if let Some(value) = metric.value(a) {
-                    index.insert((&a.group, metric), 0);
-                    raw.push((a.window_end, (&a.group, metric), value));
-                }
-            }
-        }
-        for (i, slot) in index.values_mut().enumerate() {
-            *slot = i;
-        }
-        let series = index
-            .keys()
-            .map(|(group, metric)| naming.labels(group, *metric))
-            .collect();
-        let mut samples: Vec<BatchSample> = raw
-            .into_iter()
-            .map(|(timestamp, key, value)| BatchSample {
-                // Every key was inserted in the loop above.
-                series: index[&key],
-                timestamp,
-                value,
-            })
-            .collect();
-        samples.sort_by_key(|s| (s.timestamp, s.series));
-        RemoteWriteBatch {
-            series: Arc::new(series),
-            samples,
-        }
+        SeriesTable::new(naming.clone()).batch(aggregates)
     }
 
     /// The number of samples.
@@ -218,46 +296,147 @@ impl RemoteWriteBatch {
         self.samples.is_empty()
     }
 
+    /// The newest sample timestamp.
+    pub fn newest_timestamp(&self) -> Option<TimestampMs> {
+        self.samples.iter().map(|s| s.timestamp).max()
+    }
+
     /// Consecutive pieces of at most `max_samples` samples (at least one), to
     /// be sent in the order returned. A series may span pieces.
     pub fn chunks(&self, max_samples: usize) -> impl Iterator<Item = RemoteWriteBatch> + '_ {
         self.samples
             .chunks(max_samples.max(1))
-            .map(|piece| self.piece(piece))
+            .map(|piece| RemoteWriteBatch {
+                samples: piece.to_vec(),
+            })
     }
 
     /// The first and second half (the first is the smaller one for an odd
     /// length), to be sent in that order. Used to isolate refused samples.
     pub fn split_in_halves(&self) -> (RemoteWriteBatch, RemoteWriteBatch) {
         let (first, second) = self.samples.split_at(self.samples.len() / 2);
-        (self.piece(first), self.piece(second))
+        (
+            RemoteWriteBatch {
+                samples: first.to_vec(),
+            },
+            RemoteWriteBatch {
+                samples: second.to_vec(),
+            },
+        )
     }
 
-    fn piece(&self, samples: &[BatchSample]) -> RemoteWriteBatch {
-        RemoteWriteBatch {
-            series: Arc::clone(&self.series),
-            samples: samples.to_vec(),
+    /// The samples of each of `shards` shards (index = shard), each series
+    /// whole in its own shard, order kept within each.
+    pub fn split_by_shard(self, shards: usize) -> Vec<RemoteWriteBatch> {
+        let mut parts = vec![RemoteWriteBatch::default(); shards.max(1)];
+        for sample in self.samples {
+            parts[sample.series.shard(shards)].samples.push(sample);
         }
+        parts
+    }
+
+    /// Appends `later`'s samples, to be sent after these.
+    pub fn append(&mut self, later: RemoteWriteBatch) {
+        self.samples.extend(later.samples);
+    }
+
+    /// Removes and returns the first `n` samples (all of them if fewer).
+    pub fn take_front(&mut self, n: usize) -> RemoteWriteBatch {
+        let rest = self.samples.split_off(n.min(self.samples.len()));
+        RemoteWriteBatch {
+            samples: std::mem::replace(&mut self.samples, rest),
+        }
+    }
+
+    /// Each series present with its samples, series in order of first
+    /// appearance, samples in list order.
+    fn grouped(&self) -> Vec<(&Series, Vec<&BatchSample>)> {
+        let mut slot: HashMap<*const Series, usize> = HashMap::with_capacity(self.samples.len());
+        let mut groups: Vec<(&Series, Vec<&BatchSample>)> = Vec::new();
+        for s in &self.samples {
+            let i = *slot.entry(Arc::as_ptr(&s.series)).or_insert_with(|| {
+                groups.push((&s.series, Vec::with_capacity(1)));
+                groups.len() - 1
+            });
+            groups[i].1.push(s);
+        }
+        groups
     }
 
     /// The protobuf request: one [`TimeSeries`] per series present, samples in list order.
     pub fn to_write_request(&self) -> WriteRequest {
-        let mut by_series: BTreeMap<usize, Vec<Sample>> = BTreeMap::new();
-        for s in &self.samples {
-            by_series.entry(s.series).or_default().push(Sample {
-                value: s.value,
-                timestamp: s.timestamp,
-            });
-        }
         WriteRequest {
-            timeseries: by_series
+            timeseries: self
+                .grouped()
                 .into_iter()
-                .map(|(i, samples)| TimeSeries {
-                    labels: self.series.get(i).cloned().unwrap_or_default(),
-                    samples,
+                .map(|(series, samples)| TimeSeries {
+                    labels: series.labels.clone(),
+                    samples: samples
+                        .into_iter()
+                        .map(|s| Sample {
+                            value: s.value,
+                            timestamp: s.timestamp,
+                        })
+                        .collect(),
                 })
                 .collect(),
         }
+    }
+
+    /// The protobuf bytes of [`to_write_request`](Self::to_write_request),
+    /// written directly: labels are copied from each series' encoding instead
+    /// of being cloned into messages and encoded again, which is most of the
+    /// cost of a request (its series are usually one sample each).
+    pub fn to_protobuf(&self) -> Vec<u8> {
+        use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
+        let groups = self.grouped();
+        let sample_len = |s: &BatchSample| {
+            // Proto3 leaves out default values, as prost's derived encoder does.
+            let value = if s.value != 0.0 { 1 + 8 } else { 0 };
+            let timestamp = if s.timestamp != 0 {
+                1 + encoded_len_varint(s.timestamp as u64)
+            } else {
+                0
+            };
+            value + timestamp
+        };
+        let mut out = Vec::with_capacity(
+            groups
+                .iter()
+                .map(|(series, samples)| series.encoded_labels.len() + 8 + samples.len() * 24)
+                .sum(),
+        );
+        for (series, samples) in groups {
+            let body: usize = series.encoded_labels.len()
+                + samples
+                    .iter()
+                    .map(|s| {
+                        let len = sample_len(s);
+                        1 + encoded_len_varint(len as u64) + len
+                    })
+                    .sum::<usize>();
+            encode_key(1, WireType::LengthDelimited, &mut out);
+            encode_varint(body as u64, &mut out);
+            out.extend_from_slice(&series.encoded_labels);
+            for s in samples {
+                encode_key(2, WireType::LengthDelimited, &mut out);
+                encode_varint(sample_len(s) as u64, &mut out);
+                if s.value != 0.0 {
+                    encode_key(1, WireType::SixtyFourBit, &mut out);
+                    out.extend_from_slice(&s.value.to_le_bytes());
+                }
+                if s.timestamp != 0 {
+                    encode_key(2, WireType::Varint, &mut out);
+                    encode_varint(s.timestamp as u64, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    /// The request body: protobuf, snappy-compressed.
+    pub fn compressed_body(&self) -> Result<Vec<u8>, RemoteWriteError> {
+        compress_protobuf(&self.to_protobuf())
     }
 
     /// The first sample as `name{label="value",...} @ timestamp`, for log lines.
@@ -265,7 +444,7 @@ impl RemoteWriteBatch {
         let Some(s) = self.samples.first() else {
             return String::new();
         };
-        let labels = self.series.get(s.series).map(Vec::as_slice).unwrap_or(&[]);
+        let labels = s.series.labels();
         let mut out = labels
             .iter()
             .find(|l| l.name == METRIC_NAME_LABEL)
@@ -438,11 +617,94 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn direct_protobuf_is_what_prost_encodes() {
+        let mut zero = aggregate("Z", "UK", 0);
+        zero.vehicles_in_motion = 0; // default values are left out by both
+        zero.warnings = i64::MAX / 3;
+        let mut negative = aggregate("A", "FR", -5000);
+        negative.electric_rpm_sum = -1;
+        let batch = RemoteWriteBatch::from_aggregates(
+            &[
+                aggregate("A", "UK", 10_000),
+                aggregate("A", "UK", 15_000),
+                aggregate("Nebulara", "UK", 1_764_000_005_000),
+                zero,
+                negative,
+            ],
+            &SeriesNaming {
+                metric_prefix: "fleet_".into(),
+                constant_labels: BTreeMap::from([("env".to_string(), "prod".to_string())]),
+            },
+        );
+        for piece in [
+            batch.clone(),
+            batch.split_in_halves().1,
+            RemoteWriteBatch::default(),
+        ] {
+            assert_eq!(
+                piece.to_protobuf(),
+                piece.to_write_request().encode_to_vec()
+            );
+        }
+    }
+
+    #[test]
+    fn a_table_builds_each_series_once() {
+        let mut table = SeriesTable::new(SeriesNaming::default());
+        let first = table.batch(&[aggregate("A", "UK", 5000)]);
+        let second = table.batch(&[aggregate("A", "UK", 10_000)]);
+        assert_eq!(first.len(), 9);
+        for (a, b) in first.samples.iter().zip(&second.samples) {
+            assert!(Arc::ptr_eq(&a.series, &b.series));
+        }
+        assert_eq!(table.known.len(), 1);
+    }
+
+    #[test]
+    fn shards_get_whole_series_in_order_and_appending_keeps_order() {
+        let aggregates: Vec<_> = (1..=3)
+            .flat_map(|w| ["A", "B", "C", "D"].map(|m| aggregate(m, "UK", w * 5000)))
+            .collect();
+        let batch = RemoteWriteBatch::from_aggregates(&aggregates, &SeriesNaming::default());
+        let parts = batch.clone().split_by_shard(3);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts.iter().map(RemoteWriteBatch::len).sum::<usize>(), 108);
+        let mut owner: HashMap<Vec<Label>, usize> = HashMap::new();
+        for (shard, part) in parts.iter().enumerate() {
+            for s in &part.samples {
+                assert_eq!(s.series.shard(3), shard);
+                assert_eq!(
+                    *owner.entry(s.series.labels.clone()).or_insert(shard),
+                    shard
+                );
+            }
+            for ts in part.to_write_request().timeseries {
+                assert_eq!(
+                    ts.samples.iter().map(|s| s.timestamp).collect::<Vec<_>>(),
+                    [5000, 10_000, 15_000]
+                );
+            }
+        }
+        let mut rest = batch.clone();
+        let mut front = rest.take_front(40);
+        assert_eq!((front.len(), rest.len()), (40, 68));
+        front.append(rest);
+        assert_eq!(front, batch);
+        assert_eq!(front.take_front(500).len(), 108);
+        assert!(front.is_empty());
+    }
+
+    #[test]
     fn compressed_request_is_snappy_block_format() {
         let req = encode(&[aggregate("A", "UK", 10_000)], &SeriesNaming::default());
         let body = compress(&req).unwrap();
         let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
         assert_eq!(WriteRequest::decode(raw.as_slice()).unwrap(), req);
+        let batch = RemoteWriteBatch::from_aggregates(
+            &[aggregate("A", "UK", 10_000)],
+            &SeriesNaming::default(),
+        );
+        assert_eq!(batch.compressed_body().unwrap(), body);
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub enum RemoteWriteError {
     /// The request-signing hook failed (for example, no credentials yet).
     #[error("cannot sign the remote-write request: {0}")]
     Sign(String),
+    /// A shard task failed (a bug): the stage stops, unacknowledged batches are replayed.
+    #[error("a remote-write shard failed: {0}")]
+    Shard(String),
     /// No answer: connection refused or reset, timeout, name resolution.
     #[error("remote-write request got no answer: {}", error_chain(.0))]
     Network(reqwest::Error),
@@ -64,7 +67,9 @@ impl RemoteWriteError {
     /// Whether to send the same request again.
     pub fn retry(&self) -> Retry {
         match self {
-            RemoteWriteError::Config(_) | RemoteWriteError::Compress(_) => Retry::No,
+            RemoteWriteError::Config(_)
+            | RemoteWriteError::Compress(_)
+            | RemoteWriteError::Shard(_) => Retry::No,
             // A token file being rotated, or credentials being refreshed, come back.
             RemoteWriteError::BearerToken { .. } | RemoteWriteError::Sign(_) => Retry::WithBackoff,
             RemoteWriteError::Network(_) => Retry::WithBackoff,
@@ -91,6 +96,23 @@ impl RemoteWriteError {
                 if *status == StatusCode::BAD_REQUEST =>
             {
                 Some(DropReason::from_bad_request(answer))
+            }
+            _ => None,
+        }
+    }
+
+    /// For 401, 403 and 404, the status: the endpoint refuses this service's
+    /// requests whatever they hold (wrong URL, credentials or permissions), so
+    /// it is a configuration error rather than bad data. `None` otherwise.
+    pub fn configuration_status(&self) -> Option<StatusCode> {
+        match self {
+            RemoteWriteError::Status { status, .. }
+                if matches!(
+                    *status,
+                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+                ) =>
+            {
+                Some(*status)
             }
             _ => None,
         }
@@ -130,7 +152,7 @@ pub fn truncate_answer(body: &[u8]) -> String {
 
 /// An error and its sources on one line: reqwest's own message is only
 /// "error sending request", the cause (refused, reset, timed out) is below it.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -142,10 +164,11 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn status(code: u16, answer: &str) -> RemoteWriteError {
+    /// An answer of `code` saying `answer`.
+    pub(crate) fn status(code: u16, answer: &str) -> RemoteWriteError {
         RemoteWriteError::Status {
             status: StatusCode::from_u16(code).unwrap(),
             answer: answer.into(),
@@ -174,6 +197,23 @@ mod tests {
         assert_eq!(status(400, "").bad_samples(), Some(DropReason::Other));
         assert_eq!(status(401, "out of order sample").bad_samples(), None);
         assert_eq!(status(503, "").bad_samples(), None);
+    }
+
+    #[test]
+    fn auth_and_not_found_are_configuration_errors() {
+        for code in [401, 403, 404] {
+            assert_eq!(
+                status(code, "").configuration_status().map(|s| s.as_u16()),
+                Some(code)
+            );
+        }
+        for code in [400, 413, 429, 503] {
+            assert_eq!(status(code, "").configuration_status(), None, "{code}");
+        }
+        assert_eq!(
+            RemoteWriteError::Sign("x".into()).configuration_status(),
+            None
+        );
     }
 
     #[test]

@@ -4,18 +4,24 @@
 //! Registered under the `remote_write` sub-registry of the `fleet` root:
 //! `fleet_remote_write_samples_sent_total`, `…_samples_dropped_total{reason}`,
 //! `…_requests_total{status_class}`, `…_retries_total`, `…_bytes_sent_total`,
-//! `…_request_duration_seconds`, `…_last_accepted_window_end_timestamp_seconds`.
-//! Every label value is a closed enum; no series or vehicle ever becomes a label.
+//! `…_request_duration_seconds`, `…_last_accepted_window_end_timestamp_seconds`,
+//! `…_shard_queue_samples{shard}`, `…_oldest_unsent_sample_age_seconds`.
+//! Every label value is a closed enum or a shard index (at most
+//! [`MAX_SHARDS`](crate::config::MAX_SHARDS)); no series or vehicle ever becomes a label.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use fleet_core::telemetry::wall_clock_ms;
 use fleet_core::TimestampMs;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::error::RemoteWriteError;
@@ -141,6 +147,35 @@ struct StatusLabels {
     status_class: StatusClass,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabels {
+    shard: usize,
+}
+
+/// A gauge of how long ago something happened, computed when scraped: it
+/// keeps growing while the emitter is stuck in a retry, with nobody to set it.
+#[derive(Clone, Debug, Default)]
+struct AgeGauge {
+    /// When, in wall-clock epoch ms; 0 for nothing (the gauge reads 0).
+    since_ms: Arc<AtomicI64>,
+}
+
+impl EncodeMetric for AgeGauge {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let since = self.since_ms.load(Ordering::Relaxed);
+        let age = if since == 0 {
+            0.0
+        } else {
+            (wall_clock_ms() - since).max(0) as f64 / 1000.0
+        };
+        encoder.encode_gauge(&age)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Gauge
+    }
+}
+
 /// The emitter's self-metrics. Cheap to clone: clones share the counters.
 #[derive(Clone, Debug)]
 pub struct RemoteWriteMetrics {
@@ -151,6 +186,8 @@ pub struct RemoteWriteMetrics {
     bytes_sent: Counter,
     request_duration: Histogram,
     last_accepted_window_end: Gauge<f64, AtomicU64>,
+    shard_queue: Family<ShardLabels, Gauge>,
+    oldest_unsent: AgeGauge,
 }
 
 impl RemoteWriteMetrics {
@@ -166,6 +203,8 @@ impl RemoteWriteMetrics {
             // default 10 s timeout.
             request_duration: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
             last_accepted_window_end: Gauge::default(),
+            shard_queue: Family::default(),
+            oldest_unsent: AgeGauge::default(),
         };
         for reason in DropReason::ALL {
             let _ = metrics
@@ -214,6 +253,17 @@ impl RemoteWriteMetrics {
             Unit::Seconds,
             metrics.last_accepted_window_end.clone(),
         );
+        registry.register(
+            "shard_queue_samples",
+            "Samples handed to a shard and not yet written or dropped, by shard",
+            metrics.shard_queue.clone(),
+        );
+        registry.register_with_unit(
+            "oldest_unsent_sample_age",
+            "Time since the emitter received the oldest sample not yet written or dropped; 0 when none",
+            Unit::Seconds,
+            metrics.oldest_unsent.clone(),
+        );
         metrics
     }
 
@@ -236,12 +286,20 @@ impl RemoteWriteMetrics {
     }
 
     /// A request of `samples` samples failed. Refusals other than 400 are logged
-    /// at WARN with the endpoint's answer; retryable failures are logged by
+    /// at WARN with the endpoint's answer (401, 403 and 404 as configuration
+    /// errors); retryable failures are logged by
     /// [`retry_scheduled`](Self::retry_scheduled), 400s by the drops bisection leads to.
     pub fn request_failed(&self, error: &RemoteWriteError, samples: usize, elapsed: Duration) {
         let class = error.status_class();
         self.count_request(class, elapsed);
-        if class == StatusClass::Rejected && error.bad_samples().is_none() {
+        if let Some(status) = error.configuration_status() {
+            tracing::warn!(
+                %error,
+                status = status.as_u16(),
+                samples,
+                "Remote-write endpoint refused the request as misconfigured (URL, credentials or permissions); the samples are dropped and the next request waits max_backoff_ms."
+            );
+        } else if class == StatusClass::Rejected && error.bad_samples().is_none() {
             tracing::warn!(
                 %error,
                 samples,
@@ -284,25 +342,40 @@ impl RemoteWriteMetrics {
         );
     }
 
-    /// Every request of a batch is done (written, or dropped and counted); its
-    /// checkpoint is published. `newest_window_end` is its newest window, if any.
-    pub fn batch_delivered(
-        &self,
-        batches: usize,
-        written: usize,
-        dropped: usize,
-        newest_window_end: Option<TimestampMs>,
-    ) {
+    /// Every sample of `batches` more window batches, and of all before them,
+    /// is done (written, or dropped and counted): the newest one's checkpoint
+    /// is published. `newest_window_end` is their newest window, if any.
+    pub fn batches_acknowledged(&self, batches: usize, newest_window_end: Option<TimestampMs>) {
         if let Some(end) = newest_window_end {
             self.last_accepted_window_end.set(end as f64 / 1000.0);
         }
         tracing::debug!(
             batches,
-            written,
-            dropped,
             newest_window_end,
-            "Window batch delivered; checkpoint published."
+            "Window batches delivered; checkpoint published."
         );
+    }
+
+    /// `samples` samples were handed to shard `shard`.
+    pub fn shard_queued(&self, shard: usize, samples: usize) {
+        self.shard_queue
+            .get_or_create(&ShardLabels { shard })
+            .inc_by(samples as i64);
+    }
+
+    /// `samples` samples of shard `shard` were written or dropped.
+    pub fn shard_done(&self, shard: usize, samples: usize) {
+        self.shard_queue
+            .get_or_create(&ShardLabels { shard })
+            .dec_by(samples as i64);
+    }
+
+    /// The oldest sample not yet written or dropped arrived at `received_ms`
+    /// (wall-clock epoch ms), or there is none.
+    pub fn oldest_unsent(&self, received_ms: Option<i64>) {
+        self.oldest_unsent
+            .since_ms
+            .store(received_ms.unwrap_or(0), Ordering::Relaxed);
     }
 
     fn count_request(&self, class: StatusClass, elapsed: Duration) {
@@ -355,7 +428,11 @@ mod tests {
         let metrics = RemoteWriteMetrics::register(root.sub_registry_with_prefix("remote_write"));
         metrics.samples_dropped(DropReason::OutOfOrder, 3, "test");
         metrics.request_accepted(10, 100, Duration::from_millis(5));
-        metrics.batch_delivered(1, 10, 3, Some(1_764_000_005_000));
+        metrics.batches_acknowledged(1, Some(1_764_000_005_000));
+        metrics.shard_queued(1, 7);
+        metrics.shard_queued(1, 2);
+        metrics.shard_done(1, 4);
+        metrics.oldest_unsent(Some(wall_clock_ms() - 90_000));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &root).unwrap();
         for line in [
@@ -368,8 +445,14 @@ mod tests {
             "fleet_remote_write_retries_total 0",
             "fleet_remote_write_request_duration_seconds_count 1",
             "fleet_remote_write_last_accepted_window_end_timestamp_seconds 1764000005.0",
+            r#"fleet_remote_write_shard_queue_samples{shard="1"} 5"#,
+            "fleet_remote_write_oldest_unsent_sample_age_seconds 90.",
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
+        metrics.oldest_unsent(None);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &root).unwrap();
+        assert!(text.contains("fleet_remote_write_oldest_unsent_sample_age_seconds 0.0"));
     }
 }

@@ -15,17 +15,20 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use fleet_core::{Checkpoint, GroupKey, WindowAggregate, WindowBatch};
+use common::{metric, metrics};
+use fleet_core::telemetry::Readiness;
+use fleet_core::{Checkpoint, WindowAggregate, WindowBatch};
 use fleet_remote_write::{
     encode, DropReason, Emitter, OnRetryExhausted, RemoteWriteBatch, RemoteWriteConfig,
     RemoteWriteError, RemoteWriteMetrics, RequestSigner, SeriesNaming, WriteRequest,
 };
-use prometheus_client::registry::Registry;
 use prost::Message;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+mod common;
 
 /// What the server does with the next request; when none is scripted it accepts.
 #[derive(Clone, Debug)]
@@ -83,6 +86,9 @@ impl FaultServer {
         RemoteWriteConfig {
             url: format!("http://{}/api/v1/write", self.addr),
             timeout_ms: 2000,
+            // One stream of requests, whose split, merge and retry decisions
+            // these tests count; tests/shards.rs covers several shards.
+            shards: 1,
             ..RemoteWriteConfig::default()
         }
     }
@@ -160,46 +166,15 @@ impl axum::serve::Listener for DroppingListener {
     }
 }
 
+/// A window of group (`model`, UK) ending at `window_end`: 9 samples.
 fn aggregate(model: &str, window_end: i64) -> WindowAggregate {
-    WindowAggregate {
-        window_start: window_end - 5000,
-        window_end,
-        group: GroupKey {
-            model: model.into(),
-            region: "UK".into(),
-        },
-        vehicles_in_motion: 3,
-        warnings: 1,
-        vehicles_reporting: 5,
-        ic_rpm_sum: 4000,
-        ic_rpm_count: 2,
-        electric_rpm_sum: 300,
-        electric_rpm_count: 3,
-        events: 11,
-    }
+    common::aggregate(model, "UK", window_end, 0)
 }
 
 const T0: i64 = 1_764_000_000_000;
 
 fn batch_of(aggregates: &[WindowAggregate]) -> RemoteWriteBatch {
     RemoteWriteBatch::from_aggregates(aggregates, &SeriesNaming::default())
-}
-
-fn metrics() -> (Registry, RemoteWriteMetrics) {
-    let mut root = Registry::with_prefix("fleet");
-    let m = RemoteWriteMetrics::register(root.sub_registry_with_prefix("remote_write"));
-    (root, m)
-}
-
-/// The value of the exposition line that starts with `series`.
-fn metric(root: &Registry, series: &str) -> f64 {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, root).unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-        .parse()
-        .unwrap()
 }
 
 /// Delivers `aggregates` through a server scripted with `faults` and checks
@@ -284,7 +259,14 @@ async fn a_refused_request_is_dropped_counted_and_the_stage_goes_on() {
     let (root, m) = metrics();
     let (tx, rx) = mpsc::channel(4);
     let (acks, mut acked) = watch::channel(None);
-    let stage = tokio::spawn(fleet_remote_write::run(server.config(), rx, acks, m));
+    let readiness = Arc::new(Readiness::default());
+    let stage = tokio::spawn(fleet_remote_write::run(
+        server.config(),
+        rx,
+        acks,
+        m,
+        readiness,
+    ));
     let checkpoint = |offset| Checkpoint {
         resume_offsets: [(0, offset)].into(),
         closed_through: None,
@@ -381,7 +363,7 @@ async fn block_mode_retries_past_max_retries() {
 }
 
 #[tokio::test]
-async fn the_stage_merges_waiting_batches_and_splits_large_ones() {
+async fn the_stage_fills_requests_across_batches_up_to_the_limit() {
     let server = FaultServer::start(vec![], 0).await;
     let cfg = RemoteWriteConfig {
         max_samples_per_request: 20,
@@ -390,7 +372,7 @@ async fn the_stage_merges_waiting_batches_and_splits_large_ones() {
     let (tx, rx) = mpsc::channel(8);
     let (acks, acked) = watch::channel(None);
     let mut batches = Vec::new();
-    // Three small batches of 9 samples: the first two fit one request.
+    // Three small batches of 9 samples, then one of 45: 72 samples in all.
     for (i, end) in [T0, T0 + 5000, T0 + 10_000].into_iter().enumerate() {
         batches.push(WindowBatch {
             aggregates: vec![aggregate("A", end)],
@@ -400,7 +382,6 @@ async fn the_stage_merges_waiting_batches_and_splits_large_ones() {
             },
         });
     }
-    // One batch of 45 samples: three requests of at most 20.
     let big: Vec<_> = (3..8).map(|w| aggregate("A", T0 + w * 5000)).collect();
     batches.push(WindowBatch {
         aggregates: big,
@@ -413,7 +394,8 @@ async fn the_stage_merges_waiting_batches_and_splits_large_ones() {
         tx.send(b).await.unwrap();
     }
     drop(tx);
-    fleet_remote_write::run(cfg, rx, acks, RemoteWriteMetrics::unregistered())
+    let readiness = Arc::new(Readiness::default());
+    fleet_remote_write::run(cfg, rx, acks, RemoteWriteMetrics::unregistered(), readiness)
         .await
         .unwrap();
     assert_eq!(*acked.borrow(), Some(batches[3].checkpoint.clone()));
@@ -422,7 +404,8 @@ async fn the_stage_merges_waiting_batches_and_splits_large_ones() {
         .iter()
         .map(|r| r.timeseries.iter().map(|t| t.samples.len()).sum())
         .collect();
-    assert_eq!(sizes, [18, 9, 20, 20, 5]);
+    // One shard fills each request up to the limit, across batch boundaries.
+    assert_eq!(sizes, [20, 20, 20, 12]);
     // Every series arrived complete and in timestamp order.
     let mut series: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for r in &requests {

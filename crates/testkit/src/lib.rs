@@ -4,7 +4,10 @@
 //! where"): [`Tansu`] is a Kafka-compatible broker and [`Prometheus`] the
 //! remote-write receiver, each started as a child process on a free loopback
 //! port with its own temporary directory and log file, and killed on drop.
-//! Both binaries are installed by `scripts/install-test-deps.sh`.
+//! Both binaries are installed by `scripts/install-test-deps.sh`. Each
+//! dereferences to a client that works wherever the service runs,
+//! [`KafkaClient`] and [`PrometheusClient`], so the same checks also run
+//! against containers (`tests/containers.rs`, where a Docker engine exists).
 //!
 //! Whether a missing binary skips or fails a test is decided in one place,
 //! [`services_required`]: with the crate feature `integration` (or
@@ -27,13 +30,16 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod kafka;
 pub mod oracle;
 mod process;
 mod prometheus;
 mod tansu;
 
-pub use prometheus::{PromSample, PromSeries, Prometheus, PrometheusOptions};
-pub use tansu::{ConsumedRecord, Tansu};
+pub use kafka::{ConsumedRecord, KafkaClient};
+pub use process::LocalService;
+pub use prometheus::{PromSample, PromSeries, Prometheus, PrometheusClient, PrometheusOptions};
+pub use tansu::Tansu;
 
 /// A loopback port that was free a moment ago (for a service a test starts itself).
 pub fn free_port() -> Result<u16, TestkitError> {

@@ -7,8 +7,10 @@
 //! kept and its path printed, so the service's log survives the failure.
 
 use std::fs::File;
+use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -19,6 +21,38 @@ use crate::TestkitError;
 
 /// How much of a log an error message quotes.
 const TAIL_BYTES: u64 = 4096;
+
+/// Start attempts: a retry covers another process taking the free port first.
+const START_ATTEMPTS: usize = 3;
+
+/// Runs `start_once` until it succeeds, fails other than by the child exiting
+/// early, or has been tried [`START_ATTEMPTS`] times. Each attempt picks its
+/// own free port; an early exit is most often another process having taken
+/// that port first. Only the last attempt's log is kept.
+pub(crate) async fn start_with_retries<T, F, Fut>(
+    service: &'static str,
+    mut start_once: F,
+) -> Result<T, TestkitError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, TestkitError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match start_once().await {
+            Err(error @ TestkitError::Exited { .. }) if attempt < START_ATTEMPTS => {
+                discard_failed_start(&error);
+                tracing::debug!(
+                    service,
+                    attempt,
+                    "Exited during start; retrying on another port."
+                );
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
 
 /// Finds an executable: the override variable first, then `PATH`, then the
 /// usual places an installer puts it.
@@ -86,6 +120,47 @@ pub(crate) fn accepts_connections(port: u16) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
+/// A service running as a child process on loopback, with a client of it
+/// (for Tansu a [`crate::KafkaClient`], for Prometheus a
+/// [`crate::PrometheusClient`]), which it dereferences to. The process is
+/// killed on drop; when a test panics its directory is kept and the log's
+/// path printed.
+#[derive(Debug)]
+pub struct LocalService<C> {
+    process: ServiceProcess,
+    client: C,
+}
+
+impl<C> LocalService<C> {
+    /// A ready service and its client.
+    pub(crate) fn new(process: ServiceProcess, client: C) -> Self {
+        LocalService { process, client }
+    }
+
+    /// The file holding the service's stdout and stderr.
+    pub fn log_path(&self) -> &Path {
+        self.process.log_path()
+    }
+
+    /// The service's temporary directory (working directory, configuration, data).
+    pub fn dir(&self) -> &Path {
+        self.process.dir()
+    }
+
+    /// Stops the service now (dropping the handle does the same).
+    pub fn stop(mut self) {
+        self.process.kill();
+    }
+}
+
+impl<C> Deref for LocalService<C> {
+    type Target = C;
+
+    fn deref(&self) -> &C {
+        &self.client
+    }
+}
+
 /// A running child process with its working directory and log file.
 #[derive(Debug)]
 pub(crate) struct ServiceProcess {
@@ -145,6 +220,36 @@ impl ServiceProcess {
         })
     }
 
+    /// Polls `probe` every `interval` until it answers `Ok`, and returns the
+    /// running process. When the child exits first, or `timeout` passes, the
+    /// process is killed and the error quotes the end of its log and the
+    /// probe's last failure.
+    pub(crate) async fn wait_ready<F, Fut>(
+        mut self,
+        timeout: Duration,
+        interval: Duration,
+        mut probe: F,
+    ) -> Result<Self, TestkitError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last_failure = "no attempt".to_string();
+        while tokio::time::Instant::now() < deadline {
+            if let Some(status) = self.exited() {
+                last_failure = format!("exited with {status}");
+                break;
+            }
+            match probe().await {
+                Ok(()) => return Ok(self),
+                Err(failure) => last_failure = failure,
+            }
+            tokio::time::sleep(interval).await;
+        }
+        Err(self.start_failed(timeout, last_failure))
+    }
+
     /// The file holding the child's stdout and stderr.
     pub(crate) fn log_path(&self) -> &Path {
         &self.log_path
@@ -156,20 +261,20 @@ impl ServiceProcess {
     }
 
     /// The exit status if the child has already exited.
-    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+    fn exited(&mut self) -> Option<ExitStatus> {
         self.child
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// The last few kilobytes of the log, for error messages.
-    pub(crate) fn log_tail(&self) -> String {
+    fn log_tail(&self) -> String {
         read_tail(&self.log_path).unwrap_or_else(|e| format!("(log unreadable: {e})"))
     }
 
     /// Turns a start failure into an error, keeping the directory so that the
     /// log path in the message still exists.
-    pub(crate) fn start_failed(mut self, timeout: Duration, reason: String) -> TestkitError {
+    fn start_failed(mut self, timeout: Duration, reason: String) -> TestkitError {
         let exited = self.exited();
         self.kill();
         let tail = self.log_tail();
@@ -226,7 +331,7 @@ impl Drop for ServiceProcess {
 
 /// Removes the kept directory of a start attempt that will be retried: only
 /// the last attempt's log is worth keeping.
-pub(crate) fn discard_failed_start(error: &TestkitError) {
+fn discard_failed_start(error: &TestkitError) {
     if let TestkitError::Exited { log, .. } | TestkitError::NotReady { log, .. } = error {
         if let Some(dir) = log.parent() {
             let _ = std::fs::remove_dir_all(dir);

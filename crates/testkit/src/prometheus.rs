@@ -2,9 +2,9 @@
 //!
 //! The emitter's contract is defined by what Prometheus accepts and refuses
 //! (DESIGN.md, "Delivery guarantee"), so tests write to the real thing and
-//! read back through its HTTP API. [`Prometheus::series_samples`] evaluates a
-//! range-vector selector rather than `query_range`, because only the former
-//! returns the raw samples with their exact timestamps.
+//! read back through its HTTP API. [`PrometheusClient::series_samples`]
+//! evaluates a range-vector selector rather than `query_range`, because only
+//! the former returns the raw samples with their exact timestamps.
 //!
 //! Each instance listens on its own free port: the Debian package may run a
 //! system Prometheus on 9090, which tests never touch.
@@ -16,16 +16,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::process::{self, ServiceProcess};
+use crate::process::{self, LocalService, ServiceProcess};
 use crate::TestkitError;
 
 const SERVICE: &str = "prometheus";
 
 /// How long Prometheus has to come up; it is normally ready in about a second.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Start attempts: a retry covers another process taking the free port first.
-const START_ATTEMPTS: usize = 3;
 
 /// Per-request timeout of every HTTP call.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,13 +78,10 @@ pub struct PromSeries {
 }
 
 /// A Prometheus with the remote-write receiver on, running as a child
-/// process; killed on drop.
-#[derive(Debug)]
-pub struct Prometheus {
-    process: ServiceProcess,
-    url: String,
-    http: reqwest::Client,
-}
+/// process; killed on drop. It dereferences to a [`PrometheusClient`] of
+/// itself (`query`, `series_samples`, `remote_write_url`…). Its log is
+/// Prometheus's stderr.
+pub type Prometheus = LocalService<PrometheusClient>;
 
 impl Prometheus {
     /// Finds the `prometheus` binary: `$FLEET_PROMETHEUS_BIN`, then `PATH`, then `/usr/bin`.
@@ -103,29 +97,11 @@ impl Prometheus {
     /// temporary directory and waits until `/-/ready` answers 200.
     pub async fn start(options: PrometheusOptions) -> Result<Prometheus, TestkitError> {
         let binary = Self::binary()?;
-        let http = reqwest::Client::builder()
-            // A developer's HTTP_PROXY must not capture loopback requests.
-            .no_proxy()
-            .timeout(HTTP_TIMEOUT)
-            .build()
-            .map_err(|source| TestkitError::Http {
-                context: "building the HTTP client".to_string(),
-                source,
-            })?;
-        let mut attempt = 1;
-        loop {
-            match Self::start_once(&binary, &options, http.clone()).await {
-                Err(error @ TestkitError::Exited { .. }) if attempt < START_ATTEMPTS => {
-                    process::discard_failed_start(&error);
-                    tracing::debug!(
-                        attempt,
-                        "Prometheus exited during start; retrying on another port."
-                    );
-                    attempt += 1;
-                }
-                result => return result,
-            }
-        }
+        let http = http_client()?;
+        process::start_with_retries(SERVICE, || {
+            Self::start_once(&binary, &options, http.clone())
+        })
+        .await
     }
 
     async fn start_once(
@@ -152,32 +128,46 @@ impl Prometheus {
             ))
             .arg(format!("--web.listen-address={listen}"))
             .arg("--web.enable-remote-write-receiver");
-        let mut prometheus = Prometheus {
-            process: ServiceProcess::spawn(SERVICE, command, dir)?,
+        let client = PrometheusClient {
             url: format!("http://{listen}"),
             http,
         };
-        match prometheus.wait_ready().await {
-            Ok(()) => Ok(prometheus),
-            Err(reason) => Err(prometheus.process.start_failed(READY_TIMEOUT, reason)),
-        }
+        let probe = || client.ready_probe();
+        let process = ServiceProcess::spawn(SERVICE, command, dir)?
+            .wait_ready(READY_TIMEOUT, Duration::from_millis(100), probe)
+            .await?;
+        Ok(Prometheus::new(process, client))
     }
+}
 
-    async fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
-        let mut last_failure = "no attempt".to_string();
-        while tokio::time::Instant::now() < deadline {
-            if let Some(status) = self.process.exited() {
-                return Err(format!("exited with {status}"));
-            }
-            match self.is_ready().await {
-                Ok(true) => return Ok(()),
-                Ok(false) => last_failure = "/-/ready did not answer 200".to_string(),
-                Err(error) => last_failure = error.to_string(),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(last_failure)
+/// The HTTP API of a Prometheus wherever it runs: a local [`Prometheus`] or
+/// one in a container.
+#[derive(Clone, Debug)]
+pub struct PrometheusClient {
+    url: String,
+    http: reqwest::Client,
+}
+
+/// The HTTP client of every call: no proxy, a per-request timeout.
+fn http_client() -> Result<reqwest::Client, TestkitError> {
+    reqwest::Client::builder()
+        // A developer's HTTP_PROXY must not capture loopback requests.
+        .no_proxy()
+        .timeout(HTTP_TIMEOUT)
+        .build()
+        .map_err(|source| TestkitError::Http {
+            context: "building the HTTP client".to_string(),
+            source,
+        })
+}
+
+impl PrometheusClient {
+    /// A client of the Prometheus at `url` (`http://host:port`, no trailing slash).
+    pub fn new(url: impl Into<String>) -> Result<Self, TestkitError> {
+        Ok(PrometheusClient {
+            url: url.into(),
+            http: http_client()?,
+        })
     }
 
     /// Whether `/-/ready` answers 200.
@@ -194,7 +184,16 @@ impl Prometheus {
         Ok(response.status() == reqwest::StatusCode::OK)
     }
 
-    /// The base URL, `http://127.0.0.1:PORT`.
+    /// [`Self::is_ready`] as a readiness probe: `Err` says why not.
+    async fn ready_probe(&self) -> Result<(), String> {
+        match self.is_ready().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("/-/ready did not answer 200".to_string()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+
+    /// The base URL, `http://HOST:PORT`.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -202,21 +201,6 @@ impl Prometheus {
     /// The remote-write endpoint, `<url>/api/v1/write`.
     pub fn remote_write_url(&self) -> String {
         format!("{}/api/v1/write", self.url)
-    }
-
-    /// The file holding Prometheus's log (it logs to stderr).
-    pub fn log_path(&self) -> &Path {
-        self.process.log_path()
-    }
-
-    /// The temporary directory with the configuration and the database.
-    pub fn dir(&self) -> &Path {
-        self.process.dir()
-    }
-
-    /// Stops Prometheus now (dropping the handle does the same).
-    pub fn stop(mut self) {
-        self.process.kill();
     }
 
     /// Evaluates `expr` as an instant query at `at_ms` (now when `None`).

@@ -1,5 +1,7 @@
-//! The test-support crate against the real services: a Tansu round trip
-//! and a Prometheus that starts, answers and scrapes.
+//! The test-support crate against the real services as local processes: a
+//! Tansu round trip, a Prometheus remote-write round trip, and a Prometheus
+//! that starts, answers and scrapes. `tests/containers.rs` runs the same
+//! round trips (`tests/common`) against Apache Kafka and Prometheus in Docker.
 //!
 //! Skipped (with `SKIPPED:` on stderr) when a binary is missing, unless the
 //! `integration` feature or `FLEET_REQUIRE_SERVICES=1` makes that a failure.
@@ -8,58 +10,23 @@ use std::time::Duration;
 
 use fleet_testkit::{poll_until, prometheus_or_skip, tansu_or_skip, PrometheusOptions};
 
+mod common;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tansu_round_trips_keyed_messages() {
     let Some(tansu) = tansu_or_skip().await else {
         return;
     };
-    tansu.create_topic("raw-events", 4).await.unwrap();
-    assert_eq!(tansu.partitions_with_leader("raw-events").await.unwrap(), 4);
+    common::keyed_round_trip(&tansu, &tansu.log_path().display().to_string()).await;
+}
 
-    let sent: Vec<(String, String)> = (0..100)
-        .map(|i| (format!("VIN{:014}", i % 17), format!(r#"{{"n":{i}}}"#)))
-        .collect();
-    let delivered = tansu
-        .produce_json("raw-events", sent.iter().map(|(k, v)| (k, v)))
-        .await
-        .unwrap();
-    assert_eq!(delivered.len(), 100);
-
-    let received = tansu
-        .consume_all("raw-events", 100, Duration::from_secs(20))
-        .await
-        .unwrap();
-    assert_eq!(received.len(), 100, "log: {}", tansu.log_path().display());
-
-    // Same messages, byte for byte, each where its delivery report said.
-    let mut got: Vec<(Vec<u8>, Vec<u8>)> = received
-        .iter()
-        .map(|r| (r.key.clone().unwrap(), r.value.clone().unwrap()))
-        .collect();
-    let mut want: Vec<(Vec<u8>, Vec<u8>)> = sent
-        .iter()
-        .map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes()))
-        .collect();
-    got.sort();
-    want.sort();
-    assert_eq!(got, want);
-    let mut placed: Vec<(i32, i64)> = received.iter().map(|r| (r.partition, r.offset)).collect();
-    let mut reported = delivered.clone();
-    placed.sort();
-    reported.sort();
-    assert_eq!(placed, reported);
-
-    // Keyed: one key, one partition, in production order.
-    for (key, _) in &sent {
-        let partitions: std::collections::BTreeSet<i32> = received
-            .iter()
-            .filter(|r| r.key.as_deref() == Some(key.as_bytes()))
-            .map(|r| r.partition)
-            .collect();
-        assert_eq!(partitions.len(), 1, "key {key} spread over {partitions:?}");
-    }
-    let used: std::collections::BTreeSet<i32> = received.iter().map(|r| r.partition).collect();
-    assert!(used.len() > 1, "17 keys all landed in {used:?}");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_round_trips_a_remote_write_and_refuses_out_of_order() {
+    let Some(prometheus) = prometheus_or_skip(PrometheusOptions::default()).await else {
+        return;
+    };
+    common::remote_write_round_trip(&prometheus, &prometheus.log_path().display().to_string())
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
