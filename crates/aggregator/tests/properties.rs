@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Property tests of the event-time rules: the source's batcher, the join and
 //! the windows, driven synchronously, against the batch oracle of
 //! fleet-testkit and a small sequential model of the late rule.

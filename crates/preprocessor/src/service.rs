@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use fleet_aggregator::{AggregatorMetrics, TumblingWindows};
@@ -25,6 +26,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::settings::{SinkKind, ValidSettings};
+
+/// Time after the source's drain deadline for its final commit and leaving
+/// the group, before the remaining stages are abandoned.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// The readiness condition of the reference data.
 const READY_REFERENCE: &str = "reference_data";
@@ -151,6 +156,25 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let telemetry = Telemetry::new();
     let mut tasks = JoinSet::new();
+    // The stop request reaches the source (which closes the head of the
+    // pipeline) and starts the deadline by which every stage must be done.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let shutdown = {
+        let mut stop_rx = stop_rx;
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }
+    };
     let generator_fleet = settings
         .kafka
         .is_none()
@@ -215,15 +239,38 @@ pub async fn run(
         None => None,
     };
 
+    // After a stop request the source drains for up to kafka.drain_timeout_ms
+    // and commits; whatever is still running after that and a grace period
+    // (an endpoint that never answers, with on_retry_exhausted = "block") is
+    // abandoned: its data was not committed and is replayed after a restart.
+    let deadline = Duration::from_millis(settings.raw.kafka.drain_timeout_ms) + STOP_GRACE;
+    let mut stopped = std::pin::pin!(async move {
+        stopped.await;
+        tokio::time::sleep(deadline).await;
+    });
     let mut first_error = None;
-    while let Some(joined) = tasks.join_next().await {
-        let result = joined.map_err(anyhow::Error::from).and_then(|r| r);
-        if let Err(e) = result {
-            tracing::error!(
-                error = format!("{e:#}"),
-                "A stage failed; the pipeline stops."
-            );
-            first_error.get_or_insert(e);
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => {
+                let Some(joined) = joined else { break };
+                let result = joined.map_err(anyhow::Error::from).and_then(|r| r);
+                if let Err(e) = result {
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "A stage failed; the pipeline stops."
+                    );
+                    first_error.get_or_insert(e);
+                }
+            }
+            () = &mut stopped => {
+                tracing::warn!(
+                    deadline_ms = deadline.as_millis() as u64,
+                    "Stages still running at the shutdown deadline are abandoned; what they held was not committed and will be replayed."
+                );
+                tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
+                break;
+            }
         }
     }
     if let Some(server) = server {
