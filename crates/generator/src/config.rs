@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use fleet_core::config::{ConfigError, Problems};
 use fleet_core::TimestampMs;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Upper bound on every delay, so simulated time arithmetic stays far from overflow.
 const MAX_DELAY_MS: u64 = 86_400_000;
@@ -18,7 +18,7 @@ const MAX_DELAY_MS: u64 = 86_400_000;
 const MAX_START_MS: TimestampMs = 253_402_300_799_999;
 
 /// How the synthetic fleet behaves; every field has a default.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorConfig {
     /// Number of vehicles; each sends about one event per simulated second.

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use fleet_core::config::Problems;
 use rdkafka::ClientConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Where a consumer group without committed offsets starts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OffsetReset {
     /// The oldest retained event (default).
@@ -18,7 +18,7 @@ pub enum OffsetReset {
 }
 
 /// Where the source starts reading when the process starts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StartFrom {
     /// The group's committed offsets (default); `auto_offset_reset` where there are none.
@@ -31,7 +31,7 @@ pub enum StartFrom {
 }
 
 /// `[kafka]`: the broker connection and the consumer group.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port]`. Empty (default): Kafka is

@@ -56,10 +56,16 @@ enum Command {
     },
     /// Validate the configuration, name every problem, and exit.
     CheckConfig,
+    /// Print the effective configuration (every layer applied) as TOML, with
+    /// secrets redacted, and exit. It is not validated: `check-config` does that.
+    PrintConfig,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::PrintConfig) = cli.command {
+        return print_config(&cli);
+    }
     let settings = match load(&cli) {
         Ok(s) => s,
         Err(e) => {
@@ -70,6 +76,7 @@ fn main() -> ExitCode {
     let telemetry = &settings.raw.telemetry;
     fleet_core::telemetry::init_tracing(telemetry.log_format, &telemetry.log_level);
     let result = match cli.command.unwrap_or(Command::Run) {
+        Command::PrintConfig => unreachable!("handled before the configuration is validated"),
         Command::CheckConfig => {
             println!("configuration is valid");
             Ok(())
@@ -86,6 +93,24 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("fleet-preprocessor: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `print-config`: the layered configuration, before validation, so that a
+/// configuration `check-config` refuses can still be inspected.
+fn print_config(cli: &Cli) -> ExitCode {
+    let printed = Settings::load(cli.config.as_deref())
+        .map_err(|e| e.to_string())
+        .and_then(|s| s.to_redacted_toml().map_err(|e| e.to_string()));
+    match printed {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fleet-preprocessor: {e}");
+            ExitCode::from(EXIT_CONFIG as u8)
         }
     }
 }

@@ -11,13 +11,13 @@ use fleet_enricher::UnknownVehiclePolicy;
 use fleet_generator::GeneratorConfig;
 use fleet_kafka::KafkaConfig;
 use fleet_remote_write::RemoteWriteConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// The embedded defaults, so the binary runs with no file at all.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 
 /// The whole configuration as written.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// `[kafka]`
@@ -37,17 +37,18 @@ pub struct Settings {
 }
 
 /// `[reference]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReferenceSettings {
     /// CSV `vehicle_id,model`; empty: none.
     pub csv_path: String,
     /// What happens to vehicles missing from it.
+    #[serde(serialize_with = "serialize_unknown_vehicle")]
     pub unknown_vehicle: UnknownVehiclePolicy,
 }
 
 /// `[windows]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowSettings {
     /// Window length, ms.
@@ -61,7 +62,7 @@ pub struct WindowSettings {
 }
 
 /// `[channels]`: capacities in batches.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelSettings {
     /// Source → enricher.
@@ -73,12 +74,13 @@ pub struct ChannelSettings {
 }
 
 /// `[telemetry]`
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetrySettings {
     /// `host:port` of the HTTP endpoint; empty: none.
     pub listen: String,
     /// Log line format.
+    #[serde(serialize_with = "serialize_log_format")]
     pub log_format: LogFormat,
     /// Log level or filter.
     pub log_level: String,
@@ -112,7 +114,62 @@ pub struct ValidSettings {
     pub listen: Option<SocketAddr>,
 }
 
+/// What `print-config` writes in place of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// `kafka.client` keys whose values are secrets (case-insensitive substrings):
+/// SASL and TLS key passwords, OAUTHBEARER settings (client secrets, tokens),
+/// and a PEM private key given inline.
+const SECRET_CLIENT_KEYS: [&str; 5] = [
+    "password",
+    "secret",
+    "sasl.oauthbearer",
+    "token",
+    "ssl.key.pem",
+];
+
+// The enums below live in crates that only deserialize them; they are written
+// back as the same snake_case words the configuration takes.
+fn serialize_unknown_vehicle<S: Serializer>(
+    policy: &UnknownVehiclePolicy,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match policy {
+        UnknownVehiclePolicy::Unknown => "unknown",
+        UnknownVehiclePolicy::Drop => "drop",
+    })
+}
+
+fn serialize_log_format<S: Serializer>(format: &LogFormat, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match format {
+        LogFormat::Human => "human",
+        LogFormat::Json => "json",
+    })
+}
+
 impl Settings {
+    /// The effective configuration as TOML, every secret replaced by
+    /// [`REDACTED`]: `remote_write.basic_auth_password`, every value of
+    /// `remote_write.headers` (they carry tokens and tenant keys), and the
+    /// `kafka.client` properties named in `SECRET_CLIENT_KEYS`.
+    pub fn to_redacted_toml(&self) -> Result<String, toml::ser::Error> {
+        let mut shown = self.clone();
+        let remote = &mut shown.remote_write;
+        if remote.basic_auth_password.is_some() {
+            remote.basic_auth_password = Some(REDACTED.into());
+        }
+        for value in remote.headers.values_mut() {
+            *value = REDACTED.into();
+        }
+        for (key, value) in shown.kafka.client.iter_mut() {
+            let key = key.to_ascii_lowercase();
+            if SECRET_CLIENT_KEYS.iter().any(|s| key.contains(s)) {
+                *value = REDACTED.into();
+            }
+        }
+        toml::to_string(&shown)
+    }
+
     /// Loads the layers: embedded defaults, optional file, `FLEET__*` environment.
     pub fn load(file: Option<&std::path::Path>) -> Result<Settings, ConfigError> {
         fleet_core::config::load(Layers {
@@ -256,6 +313,33 @@ mod tests {
                 "channels.source_to_enricher",
                 "telemetry.listen"
             ]
+        );
+    }
+
+    #[test]
+    fn printed_configuration_hides_secrets_and_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret.toml");
+        std::fs::write(
+            &file,
+            "[kafka.client]\n\"sasl.password\" = \"kafka-pw\"\n\"sasl.oauthbearer.client.secret\" = \"s3cr3t\"\n\"fetch.min.bytes\" = \"1\"\n[remote_write]\nbasic_auth_password = \"rw-pw\"\nheaders = { Authorization = \"Bearer tok\" }\n",
+        )
+        .unwrap();
+        let settings = Settings::load(Some(&file)).unwrap();
+        let text = settings.to_redacted_toml().unwrap();
+        for secret in ["kafka-pw", "s3cr3t", "rw-pw", "Bearer tok"] {
+            assert!(!text.contains(secret), "{secret} shown in:\n{text}");
+        }
+        assert!(text.contains("fetch.min.bytes"), "{text}");
+        // What it prints is itself a complete, valid configuration.
+        let printed = dir.path().join("printed.toml");
+        std::fs::write(&printed, &text).unwrap();
+        let back = Settings::load(Some(&printed)).unwrap();
+        assert_eq!(back.windows.length_ms, settings.windows.length_ms);
+        assert_eq!(back.kafka.client["fetch.min.bytes"], "1");
+        assert_eq!(
+            back.remote_write.basic_auth_password.as_deref(),
+            Some(REDACTED)
         );
     }
 

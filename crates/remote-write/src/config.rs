@@ -13,7 +13,7 @@ use std::time::Duration;
 use fleet_core::config::Problems;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::backoff::Backoff;
 use crate::encode::{SeriesNaming, METRIC_NAME_LABEL, MODEL_LABEL, REGION_LABEL};
@@ -36,7 +36,7 @@ const RESERVED_HEADERS: [&str; 6] = [
 ];
 
 /// What to do with a request whose retryable failures do not end.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnRetryExhausted {
     /// Retry without limit: the pipeline stops behind it (backpressure) and
@@ -53,7 +53,7 @@ pub enum OnRetryExhausted {
 /// Credentials come from the standard AWS chain: environment variables, the
 /// shared config and credentials files, web identity (EKS IRSA), the ECS task
 /// role, then EC2 instance metadata.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SigV4Config {
     /// The AWS region, for example `eu-west-1`. Default: the region in the
@@ -70,7 +70,7 @@ pub struct SigV4Config {
 pub const AMP_SERVICE: &str = "aps";
 
 /// Where and how to write the aggregates.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RemoteWriteConfig {
     /// The remote-write endpoint, `http` or `https`.

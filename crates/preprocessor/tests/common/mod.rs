@@ -406,3 +406,63 @@ pub fn conflicts_logged(prom: &Prometheus) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+impl Service {
+    /// Like [`Service::start`], with the telemetry endpoint on `port`, so
+    /// that a Prometheus started before the service can scrape it.
+    pub fn start_with_port(config: &Path, port: u16) -> Service {
+        let log = config.with_extension(format!("{port}.log"));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_fleet-preprocessor"))
+            .arg("--config")
+            .arg(config)
+            .env("FLEET__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info,fleet_kafka=debug,librdkafka=warn")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        Service {
+            child: Some(child),
+            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
+            log,
+            config: config.to_path_buf(),
+        }
+    }
+}
+
+/// The `expr` of every rule in a Prometheus rules file, in file order. Knows
+/// the two forms the repository's files use: `expr: <one line>` and a folded
+/// block (`expr: >-` followed by more-indented lines).
+pub fn rule_expressions(rules_yaml: &str) -> Vec<String> {
+    let lines: Vec<&str> = rules_yaml.lines().collect();
+    let mut exprs = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        let trimmed = line.trim_start();
+        if let Some(value) = trimmed.strip_prefix("expr:") {
+            let value = value.trim();
+            if matches!(value, ">-" | ">" | "|" | "|-") {
+                let indent = line.len() - trimmed.len();
+                let mut parts = Vec::new();
+                i += 1;
+                while i < lines.len() {
+                    let next = lines[i];
+                    let next_indent = next.len() - next.trim_start().len();
+                    if !next.trim().is_empty() && next_indent <= indent {
+                        break;
+                    }
+                    parts.push(next.trim());
+                    i += 1;
+                }
+                exprs.push(parts.join(" ").trim().to_string());
+                continue;
+            }
+            exprs.push(value.trim_matches(|c| c == '\'' || c == '"').to_string());
+        }
+        i += 1;
+    }
+    exprs
+}
