@@ -5,6 +5,10 @@
 //! sub-registry. [`serve`] exposes it on `/metrics` next to `/healthz`
 //! (liveness: the runtime answers) and `/readyz` (every readiness condition
 //! holds; the body names those that do not).
+//!
+//! [`TelemetryMetrics`] holds the service-wide metrics that belong to no
+//! stage: the process start time, the build, readiness as a gauge, and the
+//! fill of the channels between stages.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,7 +17,10 @@ use std::sync::{Arc, Mutex};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use prometheus_client::registry::Registry;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
@@ -46,9 +53,26 @@ pub fn init_tracing(format: LogFormat, level: &str) {
 }
 
 /// Named conditions that must all hold for the service to be ready.
-#[derive(Debug, Default)]
+///
+/// Besides `/readyz`, the verdict is kept in a gauge (1 ready, 0 not),
+/// updated at every change of a condition and exported as `fleet_ready` by
+/// [`TelemetryMetrics`], so that alerts need not probe `/readyz`.
+#[derive(Debug)]
 pub struct Readiness {
     conditions: Mutex<BTreeMap<&'static str, Option<String>>>,
+    /// 1 while every condition holds, else 0.
+    ready: Gauge,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        let ready = Gauge::default();
+        ready.set(1); // no condition yet: nothing fails
+        Readiness {
+            conditions: Mutex::default(),
+            ready,
+        }
+    }
 }
 
 impl Readiness {
@@ -65,6 +89,8 @@ impl Readiness {
     fn set(&self, name: &'static str, failing: Option<String>) {
         if let Ok(mut c) = self.conditions.lock() {
             c.insert(name, failing);
+            let ready = c.values().all(Option::is_none);
+            self.ready.set(i64::from(ready));
         }
     }
 
@@ -83,6 +109,132 @@ impl Readiness {
         } else {
             Err(failing)
         }
+    }
+}
+
+/// A bounded channel between two stages, as the `channel` label names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    /// Source → enricher (`[channels] source_to_enricher`).
+    SourceToEnricher,
+    /// Enricher → aggregator (`[channels] enricher_to_aggregator`).
+    EnricherToAggregator,
+    /// Aggregator → sink (`[channels] aggregator_to_sink`).
+    AggregatorToSink,
+}
+
+impl Channel {
+    /// Every channel, for exporting each gauge from the start.
+    pub const ALL: [Channel; 3] = [
+        Channel::SourceToEnricher,
+        Channel::EnricherToAggregator,
+        Channel::AggregatorToSink,
+    ];
+
+    /// The label value: the configuration key of the channel's capacity.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::SourceToEnricher => "source_to_enricher",
+            Channel::EnricherToAggregator => "enricher_to_aggregator",
+            Channel::AggregatorToSink => "aggregator_to_sink",
+        }
+    }
+}
+
+// By hand, for snake_case values (the derive writes the variant name).
+impl EncodeLabelValue for Channel {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    channel: Channel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+}
+
+/// Service-wide self-metrics that belong to no stage. Cheap to clone.
+///
+/// Registered by [`TelemetryMetrics::register`] under a registry without
+/// prefix: `process_start_time_seconds` (the name every Prometheus client
+/// uses, for `changes(…[15m])` restart alerts), and under `fleet_`:
+/// `fleet_build_info{version}`, `fleet_ready`,
+/// `fleet_channel_capacity_remaining{channel}` and `fleet_channel_capacity{channel}`.
+#[derive(Clone, Debug)]
+pub struct TelemetryMetrics {
+    channel_remaining: Family<ChannelLabels, Gauge>,
+    channel_capacity: Family<ChannelLabels, Gauge>,
+}
+
+impl TelemetryMetrics {
+    /// Registers the metrics: the process start time in `root` (no prefix),
+    /// the rest in `fleet` (the `fleet` sub-registry of `root`). `version` is
+    /// the binary's `CARGO_PKG_VERSION`; `readiness` is the service's.
+    pub fn register(root: &mut Registry, version: &str, readiness: &Readiness) -> Self {
+        let start = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        start.set(wall_clock_ms() as f64 / 1000.0);
+        root.register_with_unit(
+            "process_start_time",
+            "Start time of the process since the Unix epoch",
+            Unit::Seconds,
+            start,
+        );
+        let fleet = root.sub_registry_with_prefix("fleet");
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: version.to_string(),
+            })
+            .set(1);
+        fleet.register(
+            "build_info",
+            "Always 1, labelled with the version of the running binary",
+            build,
+        );
+        fleet.register(
+            "ready",
+            "1 while every readiness condition holds (what /readyz answers 200 for), else 0",
+            readiness.ready.clone(),
+        );
+        let metrics = TelemetryMetrics {
+            channel_remaining: Family::default(),
+            channel_capacity: Family::default(),
+        };
+        for channel in Channel::ALL {
+            let _ = metrics
+                .channel_remaining
+                .get_or_create(&ChannelLabels { channel });
+            let _ = metrics
+                .channel_capacity
+                .get_or_create(&ChannelLabels { channel });
+        }
+        fleet.register(
+            "channel_capacity_remaining",
+            "Free slots of a bounded channel between stages, sampled every second; 0 means the receiving stage is the bottleneck",
+            metrics.channel_remaining.clone(),
+        );
+        fleet.register(
+            "channel_capacity",
+            "Slots of a bounded channel between stages",
+            metrics.channel_capacity.clone(),
+        );
+        metrics
+    }
+
+    /// A sample of `channel`: `remaining` free slots of `capacity`.
+    pub fn channel_sampled(&self, channel: Channel, remaining: usize, capacity: usize) {
+        let labels = ChannelLabels { channel };
+        self.channel_remaining
+            .get_or_create(&labels)
+            .set(i64::try_from(remaining).unwrap_or(i64::MAX));
+        self.channel_capacity
+            .get_or_create(&labels)
+            .set(i64::try_from(capacity).unwrap_or(i64::MAX));
     }
 }
 
@@ -158,5 +310,30 @@ mod tests {
         );
         r.ok("partitions");
         assert!(r.check().is_ok());
+    }
+
+    #[test]
+    fn exports_start_time_build_readiness_and_channels() {
+        let readiness = Readiness::default();
+        let mut root = Registry::default();
+        let metrics = TelemetryMetrics::register(&mut root, "1.2.3", &readiness);
+        readiness.require("partitions", "none");
+        metrics.channel_sampled(Channel::EnricherToAggregator, 3, 8);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &root).unwrap();
+        for line in [
+            "# TYPE process_start_time_seconds gauge",
+            r#"fleet_build_info{version="1.2.3"} 1"#,
+            "fleet_ready 0",
+            r#"fleet_channel_capacity_remaining{channel="enricher_to_aggregator"} 3"#,
+            r#"fleet_channel_capacity_remaining{channel="source_to_enricher"} 0"#,
+            r#"fleet_channel_capacity{channel="enricher_to_aggregator"} 8"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        readiness.ok("partitions");
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &root).unwrap();
+        assert!(text.contains("fleet_ready 1"), "{text}");
     }
 }

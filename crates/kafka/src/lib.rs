@@ -14,12 +14,14 @@ mod commit;
 mod config;
 mod fetch_guard;
 mod metrics;
+pub mod msk_iam;
 pub mod producer;
 pub mod source;
 
 pub use commit::{CommitLedger, CommitMetadata};
 pub use config::{KafkaConfig, OffsetReset, StartFrom};
 pub use metrics::SourceMetrics;
+pub use msk_iam::MskIamError;
 
 /// Why a Kafka stage failed.
 #[derive(Debug, thiserror::Error)]

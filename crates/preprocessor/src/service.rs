@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fleet_aggregator::{AggregatorMetrics, TumblingWindows};
-use fleet_core::telemetry::Readiness;
+use fleet_core::telemetry::{Channel, Readiness, TelemetryMetrics};
 use fleet_core::{Checkpoint, Msg, SourceBatch, WatermarkTracker, WindowBatch};
 use fleet_enricher::{EnricherMetrics, ReferenceTable, VehicleCatalog};
 use fleet_kafka::SourceMetrics;
@@ -34,10 +34,17 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// The readiness condition of the reference data.
 const READY_REFERENCE: &str = "reference_data";
 
-/// Metrics of every stage, registered under the `fleet` prefix.
+/// How often the channels' fill is sampled.
+const CHANNEL_SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Metrics of every stage, registered under the `fleet` prefix, and the
+/// service-wide ones ([`TelemetryMetrics`]: start time, build, readiness,
+/// channel fill).
 pub struct Telemetry {
-    /// The root registry.
+    /// The root registry: `process_start_time_seconds`, and the `fleet` sub-registry.
     pub registry: Registry,
+    /// Build, readiness and channel fill.
+    service: TelemetryMetrics,
     source: SourceMetrics,
     enricher: EnricherMetrics,
     aggregator: AggregatorMetrics,
@@ -49,17 +56,20 @@ pub struct Telemetry {
 impl Telemetry {
     /// Registers every stage's metrics.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("fleet");
+        let readiness = Arc::new(Readiness::default());
+        let mut root = Registry::default();
+        let service = TelemetryMetrics::register(&mut root, env!("CARGO_PKG_VERSION"), &readiness);
+        let registry = root.sub_registry_with_prefix("fleet");
         let source = SourceMetrics::register(registry.sub_registry_with_prefix("source"));
         let enricher = EnricherMetrics::register(registry.sub_registry_with_prefix("enricher"));
         let aggregator =
             AggregatorMetrics::register(registry.sub_registry_with_prefix("aggregator"));
         let remote_write =
             RemoteWriteMetrics::register(registry.sub_registry_with_prefix("remote_write"));
-        let readiness = Arc::new(Readiness::default());
         readiness.require(READY_REFERENCE, "reference data not loaded yet");
         Telemetry {
-            registry,
+            registry: root,
+            service,
             source,
             enricher,
             aggregator,
@@ -101,6 +111,14 @@ pub fn spawn_core(
     let (head, enricher_in) = mpsc::channel(ch.source_to_enricher);
     let (enricher_out, aggregator_in) = mpsc::channel(ch.enricher_to_aggregator);
     let (aggregator_out, tail) = mpsc::channel(ch.aggregator_to_sink);
+    spawn_channel_sampler(
+        vec![
+            (Channel::SourceToEnricher, probe(&head)),
+            (Channel::EnricherToAggregator, probe(&enricher_out)),
+            (Channel::AggregatorToSink, probe(&aggregator_out)),
+        ],
+        telemetry.service.clone(),
+    );
     let catalog = VehicleCatalog::new(reference, settings.raw.reference.unknown_vehicle);
     telemetry.readiness.ok(READY_REFERENCE);
     let metrics = telemetry.enricher.clone();
@@ -117,6 +135,47 @@ pub fn spawn_core(
             .context("aggregator")
     });
     Core { head, tail }
+}
+
+/// Reads a channel's free and total capacity, or `None` once it is closed.
+type Probe = Box<dyn Fn() -> Option<(usize, usize)> + Send>;
+
+/// A probe of the channel `sender` sends on. It holds the sender weakly:
+/// the sampler must not keep a channel open, as shutdown is the head closing.
+fn probe<T: Send + 'static>(sender: &mpsc::Sender<T>) -> Probe {
+    let weak = sender.downgrade();
+    Box::new(move || {
+        weak.upgrade()
+            .map(|sender| (sender.capacity(), sender.max_capacity()))
+    })
+}
+
+/// Samples the free capacity of each channel every second into
+/// `fleet_channel_capacity_remaining{channel}` (STYLE 5: visible fill), until
+/// every one is closed.
+fn spawn_channel_sampler(channels: Vec<(Channel, Probe)>, metrics: TelemetryMetrics) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(CHANNEL_SAMPLE_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            let mut open = false;
+            for (channel, probe) in &channels {
+                // A closed channel keeps its last sample.
+                let (remaining, capacity) = match probe() {
+                    Some(sample) => {
+                        open = true;
+                        sample
+                    }
+                    None => continue,
+                };
+                metrics.channel_sampled(*channel, remaining, capacity);
+            }
+            if !open {
+                return;
+            }
+        }
+    });
 }
 
 /// Spawns the configured sink reading `tail`.

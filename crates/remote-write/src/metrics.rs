@@ -5,7 +5,8 @@
 //! `fleet_remote_write_samples_sent_total`, `…_samples_dropped_total{reason}`,
 //! `…_requests_total{status_class}`, `…_retries_total`, `…_bytes_sent_total`,
 //! `…_request_duration_seconds`, `…_last_accepted_window_end_timestamp_seconds`,
-//! `…_shard_queue_samples{shard}`, `…_oldest_unsent_sample_age_seconds`.
+//! `…_shard_queue_samples{shard}`, `…_oldest_unsent_sample_age_seconds`,
+//! `…_window_latency_seconds`.
 //! Every label value is a closed enum or a shard index (at most
 //! [`MAX_SHARDS`](crate::config::MAX_SHARDS)); no series or vehicle ever becomes a label.
 
@@ -188,7 +189,16 @@ pub struct RemoteWriteMetrics {
     last_accepted_window_end: Gauge<f64, AtomicU64>,
     shard_queue: Family<ShardLabels, Gauge>,
     oldest_unsent: AgeGauge,
+    /// Wall clock at acknowledgement minus the end of the newest window acknowledged.
+    window_latency: Histogram,
 }
+
+/// Buckets of the end-to-end latency, s: a live pipeline delivers a window
+/// one out-of-orderness (2 s by default) plus a linger and a request after
+/// its end, so 1–60 s in detail; beyond, a backlog being worked off.
+const WINDOW_LATENCY_BUCKETS: [f64; 14] = [
+    0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 120.0, 300.0,
+];
 
 impl RemoteWriteMetrics {
     /// Registers every metric in `registry` (the caller's `remote_write` sub-registry).
@@ -205,6 +215,7 @@ impl RemoteWriteMetrics {
             last_accepted_window_end: Gauge::default(),
             shard_queue: Family::default(),
             oldest_unsent: AgeGauge::default(),
+            window_latency: Histogram::new(WINDOW_LATENCY_BUCKETS),
         };
         for reason in DropReason::ALL {
             let _ = metrics
@@ -263,6 +274,12 @@ impl RemoteWriteMetrics {
             "Time since the emitter received the oldest sample not yet written or dropped; 0 when none",
             Unit::Seconds,
             metrics.oldest_unsent.clone(),
+        );
+        registry.register_with_unit(
+            "window_latency",
+            "End-to-end latency: from the end of a window (event time) to its batch being fully delivered (wall clock), per acknowledgement, for the newest window acknowledged",
+            Unit::Seconds,
+            metrics.window_latency.clone(),
         );
         metrics
     }
@@ -348,6 +365,9 @@ impl RemoteWriteMetrics {
     pub fn batches_acknowledged(&self, batches: usize, newest_window_end: Option<TimestampMs>) {
         if let Some(end) = newest_window_end {
             self.last_accepted_window_end.set(end as f64 / 1000.0);
+            // A window ending in the future (clock skew) counts as no latency.
+            let latency_ms = (wall_clock_ms() - end).max(0);
+            self.window_latency.observe(latency_ms as f64 / 1000.0);
         }
         tracing::debug!(
             batches,
@@ -429,6 +449,7 @@ mod tests {
         metrics.samples_dropped(DropReason::OutOfOrder, 3, "test");
         metrics.request_accepted(10, 100, Duration::from_millis(5));
         metrics.batches_acknowledged(1, Some(1_764_000_005_000));
+        metrics.batches_acknowledged(2, Some(wall_clock_ms() - 4_000));
         metrics.shard_queued(1, 7);
         metrics.shard_queued(1, 2);
         metrics.shard_done(1, 4);
@@ -444,9 +465,12 @@ mod tests {
             "fleet_remote_write_bytes_sent_total 100",
             "fleet_remote_write_retries_total 0",
             "fleet_remote_write_request_duration_seconds_count 1",
-            "fleet_remote_write_last_accepted_window_end_timestamp_seconds 1764000005.0",
             r#"fleet_remote_write_shard_queue_samples{shard="1"} 5"#,
             "fleet_remote_write_oldest_unsent_sample_age_seconds 90.",
+            "fleet_remote_write_window_latency_seconds_count 2",
+            r#"fleet_remote_write_window_latency_seconds_bucket{le="3.0"} 0"#,
+            r#"fleet_remote_write_window_latency_seconds_bucket{le="5.0"} 1"#,
+            r#"fleet_remote_write_window_latency_seconds_bucket{le="+Inf"} 2"#,
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }

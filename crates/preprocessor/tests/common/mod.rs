@@ -136,25 +136,7 @@ max_backoff_ms = 1000
 impl Service {
     /// Starts the binary with `config`; logs go to a file next to it.
     pub fn start(config: &Path) -> Service {
-        let port = fleet_testkit::free_port().unwrap();
-        let log = config.with_extension(format!("{port}.log"));
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_fleet-preprocessor"))
-            .arg("--config")
-            .arg(config)
-            .env("FLEET__TELEMETRY__LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "info,fleet_kafka=debug,librdkafka=warn")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .unwrap();
-        Service {
-            child: Some(child),
-            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
-            log,
-            config: config.to_path_buf(),
-        }
+        Service::start_with_port(config, fleet_testkit::free_port().unwrap())
     }
 
     /// The service's own metrics, empty while it does not answer.
