@@ -24,6 +24,7 @@ use fleet_remote_write::RemoteWriteMetrics;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::settings::{SinkKind, ValidSettings};
 
@@ -122,18 +123,24 @@ pub fn spawn_core(
     let catalog = VehicleCatalog::new(reference, settings.raw.reference.unknown_vehicle);
     telemetry.readiness.ok(READY_REFERENCE);
     let metrics = telemetry.enricher.clone();
-    tasks.spawn(async move {
-        fleet_enricher::run(catalog, enricher_in, enricher_out, metrics)
-            .await
-            .context("enricher")
-    });
+    tasks.spawn(
+        async move {
+            fleet_enricher::run(catalog, enricher_in, enricher_out, metrics)
+                .await
+                .context("enricher")
+        }
+        .instrument(tracing::info_span!("enricher")),
+    );
     let windows = TumblingWindows::new(settings.window);
     let metrics = telemetry.aggregator.clone();
-    tasks.spawn(async move {
-        fleet_aggregator::run(windows, aggregator_in, aggregator_out, metrics)
-            .await
-            .context("aggregator")
-    });
+    tasks.spawn(
+        async move {
+            fleet_aggregator::run(windows, aggregator_in, aggregator_out, metrics)
+                .await
+                .context("aggregator")
+        }
+        .instrument(tracing::info_span!("aggregator")),
+    );
     Core { head, tail }
 }
 
@@ -188,22 +195,28 @@ pub fn spawn_sink(
 ) {
     match &settings.sink {
         SinkKind::Console => {
-            tasks.spawn(async move {
-                crate::console::run(tail, acks, std::io::BufWriter::new(std::io::stdout()))
-                    .await
-                    .context("console sink")?;
-                Ok(())
-            });
+            tasks.spawn(
+                async move {
+                    crate::console::run(tail, acks, std::io::BufWriter::new(std::io::stdout()))
+                        .await
+                        .context("console sink")?;
+                    Ok(())
+                }
+                .instrument(tracing::info_span!("console")),
+            );
         }
         SinkKind::RemoteWrite(cfg) => {
             let cfg = cfg.clone();
             let metrics = telemetry.remote_write.clone();
             let readiness = telemetry.readiness.clone();
-            tasks.spawn(async move {
-                fleet_remote_write::run(*cfg, tail, acks, metrics, readiness)
-                    .await
-                    .context("remote-write emitter")
-            });
+            tasks.spawn(
+                async move {
+                    fleet_remote_write::run(*cfg, tail, acks, metrics, readiness)
+                        .await
+                        .context("remote-write emitter")
+                }
+                .instrument(tracing::info_span!("remote_write")),
+            );
         }
     }
 }
@@ -258,13 +271,16 @@ pub async fn run(
             let metrics = telemetry.source.clone();
             let readiness = telemetry.readiness.clone();
             let head = core.head;
-            tasks.spawn(async move {
-                fleet_kafka::source::run(
-                    kafka, tracker, head, acks_rx, metrics, readiness, shutdown,
-                )
-                .await
-                .context("Kafka source")
-            });
+            tasks.spawn(
+                async move {
+                    fleet_kafka::source::run(
+                        kafka, tracker, head, acks_rx, metrics, readiness, shutdown,
+                    )
+                    .await
+                    .context("Kafka source")
+                }
+                .instrument(tracing::info_span!("source")),
+            );
         }
         (None, Some(fleet)) => {
             let generator = fleet_generator::EventGenerator::new(&fleet, &settings.raw.generator)
@@ -275,10 +291,13 @@ pub async fn run(
                 vehicles = fleet.len(),
                 "No Kafka configured (kafka.brokers): running on the embedded generator."
             );
-            tasks.spawn(async move {
-                crate::embedded::run(generator, rate, rules, window, head, shutdown).await;
-                Ok(())
-            });
+            tasks.spawn(
+                async move {
+                    crate::embedded::run(generator, rate, rules, window, head, shutdown).await;
+                    Ok(())
+                }
+                .instrument(tracing::info_span!("source")),
+            );
         }
         (None, None) => anyhow::bail!("neither Kafka nor the embedded generator is configured"),
     }
