@@ -307,6 +307,7 @@ pub fn threaded_pipeline(
 
     let enricher = runtime.spawn(fleet_enricher::run(
         catalog,
+        None,
         enricher_in,
         enricher_out,
         enricher_metrics,

@@ -14,10 +14,12 @@
 mod catalog;
 mod metrics;
 mod reference;
+mod reload;
 
 pub use catalog::{Enrichment, VehicleCatalog};
 pub use metrics::EnricherMetrics;
 pub use reference::{ReferenceError, ReferenceTable};
+pub use reload::ReferenceWatch;
 
 use fleet_core::{EnrichedBatch, Msg, SourceBatch};
 use serde::Deserialize;
@@ -45,16 +47,53 @@ pub enum EnricherError {
     DownstreamClosed,
 }
 
+/// Completes at the next reload tick; never without a watch.
+async fn next_reload(reload: &mut Option<tokio::time::Interval>) {
+    match reload {
+        Some(every) => {
+            every.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the stage until `input` closes, then returns (dropping `output`,
-/// which closes the next stage in turn).
+/// which closes the next stage in turn). With a `watch`, the reference data
+/// is reloaded between batches whenever its file changes.
 pub async fn run(
     mut catalog: VehicleCatalog,
+    mut watch: Option<ReferenceWatch>,
     mut input: mpsc::Receiver<Msg<SourceBatch>>,
     output: mpsc::Sender<Msg<EnrichedBatch>>,
     metrics: EnricherMetrics,
 ) -> Result<(), EnricherError> {
     metrics.reference_loaded(catalog.reference_len());
-    while let Some(msg) = input.recv().await {
+    // No timer without a watch: the stage then runs on any tokio runtime.
+    let mut reload = watch.as_ref().map(|w| {
+        let mut every = tokio::time::interval(w.interval());
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every
+    });
+    loop {
+        let msg = tokio::select! {
+            msg = input.recv() => match msg {
+                Some(msg) => msg,
+                None => break,
+            },
+            () = next_reload(&mut reload) => {
+                if let Some(watch) = watch.as_mut() {
+                    match watch.poll() {
+                        Some(Ok(table)) => {
+                            catalog.load(&table);
+                            metrics.reference_reloaded(catalog.reference_len());
+                        }
+                        Some(Err(error)) => metrics.reference_reload_failed(watch.path(), &error),
+                        None => {}
+                    }
+                }
+                continue;
+            }
+        };
         let out = match msg {
             Msg::Data(batch) => {
                 let (enriched, stats) = catalog.enrich_batch(batch);

@@ -1,10 +1,24 @@
 //! The enricher's self-metrics; each method logs and counts one observable thing.
 
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::Enrichment;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum ReloadOutcome {
+    ok,
+    failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    outcome: ReloadOutcome,
+}
 
 /// Counters and gauges of the enricher (`fleet_enricher_*`).
 #[derive(Clone, Debug, Default)]
@@ -14,6 +28,7 @@ pub struct EnricherMetrics {
     dropped_unknown: Counter,
     distinct_unknown: Gauge,
     reference_vehicles: Gauge,
+    reference_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl EnricherMetrics {
@@ -40,6 +55,14 @@ impl EnricherMetrics {
             "Distinct vehicles seen that are missing from the reference data",
             m.distinct_unknown.clone(),
         );
+        for outcome in [ReloadOutcome::ok, ReloadOutcome::failed] {
+            let _ = m.reference_reloads.get_or_create(&ReloadLabels { outcome });
+        }
+        registry.register(
+            "reference_reloads",
+            "Reloads of the reference file after it changed, by outcome",
+            m.reference_reloads.clone(),
+        );
         registry.register(
             "reference_vehicles",
             "Vehicles in the reference data in force",
@@ -53,6 +76,27 @@ impl EnricherMetrics {
         tracing::info!(vehicles, "Reference data loaded.");
         self.reference_vehicles
             .set(i64::try_from(vehicles).unwrap_or(i64::MAX));
+    }
+
+    /// The reference file changed and was loaded.
+    pub fn reference_reloaded(&self, vehicles: usize) {
+        self.reference_reloads
+            .get_or_create(&ReloadLabels {
+                outcome: ReloadOutcome::ok,
+            })
+            .inc();
+        self.reference_loaded(vehicles);
+    }
+
+    /// The reference file changed but could not be loaded; the previous
+    /// table stays in force.
+    pub fn reference_reload_failed(&self, path: &std::path::Path, error: &crate::ReferenceError) {
+        self.reference_reloads
+            .get_or_create(&ReloadLabels {
+                outcome: ReloadOutcome::failed,
+            })
+            .inc();
+        tracing::warn!(path = %path.display(), %error, "Reference file not reloaded; the previous table stays in force.");
     }
 
     /// A batch was enriched.

@@ -165,8 +165,10 @@ async fn replay(
     input: PathBuf,
     _reference: Option<PathBuf>,
 ) -> anyhow::Result<()> {
-    // Replay always prints; it never writes to remote write.
+    // Replay always prints; it never writes to remote write, and its
+    // reference data is the file as it is at the start.
     settings.sink = SinkKind::Console;
+    settings.raw.reference.reload_interval_ms = 0;
     let telemetry = service::Telemetry::new();
     let reference = service::load_reference(&settings, || {
         tracing::warn!("No reference data given (--reference): every vehicle is unknown.");

@@ -18,7 +18,7 @@ use anyhow::Context;
 use fleet_aggregator::{AggregatorMetrics, TumblingWindows};
 use fleet_core::telemetry::{Channel, Readiness, TelemetryMetrics};
 use fleet_core::{Checkpoint, Msg, SourceBatch, WatermarkTracker, WindowBatch};
-use fleet_enricher::{EnricherMetrics, ReferenceTable, VehicleCatalog};
+use fleet_enricher::{EnricherMetrics, ReferenceTable, ReferenceWatch, VehicleCatalog};
 use fleet_kafka::SourceMetrics;
 use fleet_remote_write::RemoteWriteMetrics;
 use prometheus_client::registry::Registry;
@@ -123,9 +123,18 @@ pub fn spawn_core(
     let catalog = VehicleCatalog::new(reference, settings.raw.reference.unknown_vehicle);
     telemetry.readiness.ok(READY_REFERENCE);
     let metrics = telemetry.enricher.clone();
+    let watch = match (
+        &settings.reference_csv,
+        settings.raw.reference.reload_interval_ms,
+    ) {
+        (Some(path), ms) if ms > 0 => {
+            Some(ReferenceWatch::new(path.clone(), Duration::from_millis(ms)))
+        }
+        _ => None,
+    };
     tasks.spawn(
         async move {
-            fleet_enricher::run(catalog, enricher_in, enricher_out, metrics)
+            fleet_enricher::run(catalog, watch, enricher_in, enricher_out, metrics)
                 .await
                 .context("enricher")
         }

@@ -45,6 +45,8 @@ pub struct ReferenceSettings {
     /// What happens to vehicles missing from it.
     #[serde(serialize_with = "serialize_unknown_vehicle")]
     pub unknown_vehicle: UnknownVehiclePolicy,
+    /// How often the file is checked for changes and reloaded, ms; 0: never.
+    pub reload_interval_ms: u64,
 }
 
 /// `[windows]`
