@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::*;
-use fleet_testkit::{PrometheusOptions, Tansu};
+use fleet_testkit::Tansu;
 
 /// The dashboard whose every query must return data.
 const HEALTH_DASHBOARD: &str = include_str!("../../../grafana/dashboards/preprocessor-health.json");
@@ -273,14 +273,7 @@ fn dashboard_queries_cover_every_target_and_variable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_health_dashboard_query_returns_data_from_a_real_prometheus() {
     let _serial = SERIAL.lock().await;
-    let Some(kafka) = fleet_testkit::tansu_or_skip().await else {
-        return;
-    };
-    // As in observability.rs: the telemetry port first, so that Prometheus
-    // scrapes the service from its start.
-    let port = fleet_testkit::free_port().unwrap();
-    let options = PrometheusOptions::default().scrape(format!("127.0.0.1:{port}"));
-    let Some(prom) = fleet_testkit::prometheus_or_skip(options).await else {
+    let Some((kafka, prom, port)) = observed_services().await else {
         return;
     };
     let run = generate(100, 120, 29, in_bound);

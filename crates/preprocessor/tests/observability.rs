@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::*;
-use fleet_testkit::{oracle, PrometheusClient, PrometheusOptions};
+use fleet_testkit::{oracle, PrometheusClient};
 
 /// The rules file shipped for operators.
 const ALERT_RULES: &str = include_str!("../../../deploy/prometheus/alerts.yml");
@@ -48,14 +48,7 @@ async fn service_value(service: &Service, name: &str, want: f64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn self_metrics_agree_with_the_run_and_alert_rules_evaluate() {
     let _serial = SERIAL.lock().await;
-    let Some(kafka) = fleet_testkit::tansu_or_skip().await else {
-        return;
-    };
-    // The service's telemetry port is chosen first, so that Prometheus
-    // scrapes it (job "fleet") from its start.
-    let port = fleet_testkit::free_port().unwrap();
-    let options = PrometheusOptions::default().scrape(format!("127.0.0.1:{port}"));
-    let Some(prom) = fleet_testkit::prometheus_or_skip(options).await else {
+    let Some((kafka, prom, port)) = observed_services().await else {
         return;
     };
 

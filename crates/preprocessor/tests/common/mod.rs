@@ -448,3 +448,14 @@ pub fn rule_expressions(rules_yaml: &str) -> Vec<String> {
     }
     exprs
 }
+
+/// Like [`services`], with Prometheus also scraping the service's `/metrics`
+/// (job `fleet`) on the returned port from the start: pass the port to
+/// [`Service::start_with_port`].
+pub async fn observed_services() -> Option<(Tansu, Prometheus, u16)> {
+    let kafka = fleet_testkit::tansu_or_skip().await?;
+    let port = fleet_testkit::free_port().unwrap();
+    let options = PrometheusOptions::default().scrape(format!("127.0.0.1:{port}"));
+    let prom = fleet_testkit::prometheus_or_skip(options).await?;
+    Some((kafka, prom, port))
+}
