@@ -105,17 +105,47 @@ pub struct Layers<'a> {
     pub env_prefix: Option<&'a str>,
 }
 
-/// Loads and deserialises the layered configuration into `T`.
+/// Loads and deserialises the layered configuration into `T`; fails with
+/// every problem found (see [`load_collecting`]).
 pub fn load<T: DeserializeOwned>(layers: Layers<'_>) -> Result<T, ConfigError> {
+    let mut problems = Problems::default();
+    match load_collecting(layers, &mut problems) {
+        Some(value) => problems.finish(value),
+        None => Err(problems
+            .finish(())
+            .err()
+            .unwrap_or_else(|| ConfigError::single("", "cannot load the configuration"))),
+    }
+}
+
+/// The most keys one load repairs before giving up: a file with more broken
+/// keys than this is reported in part.
+const MAX_REPAIRS: usize = 64;
+
+/// Loads the layers and records every key that does not deserialise, not only
+/// the first: each broken key is reported, then replaced by its default (or
+/// removed, when it has none — an unknown key) and deserialisation is tried
+/// again. Returns the repaired value, so that the caller can go on to
+/// validate the rest and report everything at once; `None` when the layers
+/// cannot be read at all or the repairs do not converge.
+pub fn load_collecting<T: DeserializeOwned>(
+    layers: Layers<'_>,
+    problems: &mut Problems,
+) -> Option<T> {
     use config::{Config, Environment, File, FileFormat};
+    let defaults = Config::builder()
+        .add_source(File::from_str(layers.defaults_toml, FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize::<config::Value>());
     let mut builder =
         Config::builder().add_source(File::from_str(layers.defaults_toml, FileFormat::Toml));
     if let Some(path) = layers.file {
         if !path.is_file() {
-            return Err(ConfigError::single(
+            problems.add(
                 "",
                 format!("configuration file {} does not exist", path.display()),
-            ));
+            );
+            return None;
         }
         builder = builder.add_source(File::from(path).format(FileFormat::Toml));
     }
@@ -129,12 +159,71 @@ pub fn load<T: DeserializeOwned>(layers: Layers<'_>) -> Result<T, ConfigError> {
     }
     let merged = builder
         .build()
-        .map_err(|e| ConfigError::single("", e.to_string()))?;
-    serde_path_to_error::deserialize(merged).map_err(|e| {
-        let key = e.path().to_string();
-        let key = if key == "." { String::new() } else { key };
-        ConfigError::single(key, e.into_inner().to_string())
-    })
+        .and_then(|c| c.try_deserialize::<config::Value>());
+    let (defaults, mut tree) = match (defaults, merged) {
+        (Ok(d), Ok(m)) => (d, m),
+        (Err(e), _) | (_, Err(e)) => {
+            problems.add("", e.to_string());
+            return None;
+        }
+    };
+    for _ in 0..MAX_REPAIRS {
+        let error = match serde_path_to_error::deserialize::<_, T>(tree.clone()) {
+            Ok(value) => return Some(value),
+            Err(e) => e,
+        };
+        let path: Vec<String> = error
+            .path()
+            .iter()
+            .filter_map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        problems.add(&path.join("."), error.into_inner().to_string());
+        if !repair(&mut tree, &defaults, &path) {
+            return None;
+        }
+    }
+    None
+}
+
+/// Puts the default of `path` in place of its value, or removes the key when
+/// it has no default. False when nothing could be changed.
+fn repair(tree: &mut config::Value, defaults: &config::Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    let mut default = Some(defaults);
+    for key in parents {
+        let config::ValueKind::Table(table) = &mut node.kind else {
+            return false;
+        };
+        let Some(child) = table.get_mut(key) else {
+            return false;
+        };
+        node = child;
+        default = default.and_then(|d| table_get(d, key));
+    }
+    let config::ValueKind::Table(table) = &mut node.kind else {
+        return false;
+    };
+    match default.and_then(|d| table_get(d, last)) {
+        Some(d) if table.get(last) != Some(d) => {
+            table.insert(last.clone(), d.clone());
+            true
+        }
+        _ => table.remove(last).is_some(),
+    }
+}
+
+fn table_get<'a>(value: &'a config::Value, key: &str) -> Option<&'a config::Value> {
+    match &value.kind {
+        config::ValueKind::Table(table) => table.get(key),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +265,57 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("lenght"), "{err}");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Two {
+        windows: Windows,
+        kafka: Kafka,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Kafka {
+        brokers: String,
+        batch: u32,
+    }
+
+    #[test]
+    fn every_broken_key_is_named_and_the_rest_loads_with_defaults() {
+        let dir = std::env::temp_dir().join(format!("fleet-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("broken.toml");
+        std::fs::write(
+            &file,
+            "[windows]\nlength_ms = \"five\"\n[kafka]\nbrokers = \"b:9092\"\nbatch = -3\nbrokerz = 1\n",
+        )
+        .unwrap();
+        let mut problems = Problems::default();
+        let repaired = load_collecting::<Two>(
+            Layers {
+                defaults_toml: "[windows]\nlength_ms = 5\n[kafka]\nbrokers = \"\"\nbatch = 7\n",
+                file: Some(&file),
+                env_prefix: None,
+            },
+            &mut problems,
+        )
+        .expect("repaired");
+        let err = problems.finish(()).unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"windows.length_ms"), "{err}");
+        assert!(keys.contains(&"kafka.batch"), "{err}");
+        assert!(err.to_string().contains("brokerz"), "{err}");
+        assert_eq!(err.problems.len(), 3, "{err}");
+        assert_eq!(repaired.windows.length_ms, 5);
+        assert_eq!(repaired.kafka.batch, 7);
+        assert_eq!(
+            repaired.kafka.brokers, "b:9092",
+            "good keys keep their value"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

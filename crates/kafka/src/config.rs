@@ -53,6 +53,9 @@ pub struct KafkaConfig {
     pub max_poll_interval_ms: u64,
     /// On shutdown, how long to wait for the sink to drain before the final commit, ms. Default 10000.
     pub drain_timeout_ms: u64,
+    /// `/readyz` turns false when messages wait on the broker and none is
+    /// consumed, or no broker is reachable, for this long, ms. Default 60000.
+    pub progress_timeout_ms: u64,
     /// Where to start when the process starts: `committed` (default) or `timestamp`.
     pub start_from: StartFrom,
     /// With `start_from = "timestamp"`: the event time to replay from, epoch ms.
@@ -75,6 +78,7 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 300_000,
             drain_timeout_ms: 10_000,
+            progress_timeout_ms: 60_000,
             start_from: StartFrom::Committed,
             start_timestamp_ms: None,
             client: BTreeMap::new(),
@@ -142,6 +146,11 @@ impl KafkaConfig {
             self.drain_timeout_ms < self.max_poll_interval_ms,
             "kafka.drain_timeout_ms",
             "must be below kafka.max_poll_interval_ms, or the group evicts the member while it drains",
+        );
+        problems.check(
+            self.progress_timeout_ms >= 1000,
+            "kafka.progress_timeout_ms",
+            "must be at least 1000",
         );
         problems.check(
             self.start_from != StartFrom::Timestamp || self.start_timestamp_ms.is_some(),

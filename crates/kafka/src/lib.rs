@@ -15,6 +15,7 @@ mod config;
 mod fetch_guard;
 mod metrics;
 pub mod msk_iam;
+mod progress;
 pub mod producer;
 pub mod source;
 
@@ -22,6 +23,7 @@ pub use commit::{CommitLedger, CommitMetadata};
 pub use config::{KafkaConfig, OffsetReset, StartFrom};
 pub use metrics::SourceMetrics;
 pub use msk_iam::MskIamError;
+pub use progress::{ProgressSample, ProgressWatch};
 
 /// Why a Kafka stage failed.
 #[derive(Debug, thiserror::Error)]

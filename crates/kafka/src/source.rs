@@ -39,13 +39,18 @@ use fleet_core::{
 
 use crate::commit::CommitPlan;
 use crate::fetch_guard::{FetchGuard, Verdict};
-use crate::{CommitLedger, CommitMetadata, KafkaConfig, KafkaStageError, SourceMetrics, StartFrom};
+use crate::{
+    CommitLedger, CommitMetadata, KafkaConfig, KafkaStageError, ProgressSample, ProgressWatch,
+    SourceMetrics, StartFrom,
+};
 
 /// The readiness condition: partitions are assigned.
 pub const READY_PARTITIONS: &str = "kafka_partitions";
 
 /// The readiness condition: this instance owns every partition of the topic.
 pub const READY_OWNERSHIP: &str = "kafka_ownership";
+/// Readiness condition: messages waiting get consumed and a broker is reachable.
+pub const READY_PROGRESS: &str = "kafka_progress";
 
 /// Messages ready but not yet accepted by the enricher's channel at which the
 /// source counts as backpressured and stops taking messages from the consumer.
@@ -91,6 +96,8 @@ struct Shared {
     /// Per partition, the broker's end offset (last stable offset, or high
     /// watermark) from librdkafka's statistics.
     end_offsets: HashMap<PartitionId, i64>,
+    /// Whether some broker connection was up at the last statistics.
+    broker_up: Option<bool>,
 }
 
 struct SourceContext {
@@ -197,6 +204,14 @@ impl SourceContext {
 
 impl ClientContext for SourceContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
+        // Bootstrap and coordinator entries have negative node ids.
+        let broker_up = statistics
+            .brokers
+            .values()
+            .any(|b| b.nodeid >= 0 && b.state == "UP");
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.broker_up = Some(broker_up);
+        }
         let Some(topic) = statistics.topics.get(&self.topic) else {
             return;
         };
@@ -327,6 +342,9 @@ struct SourceTask {
     backpressured_since: Option<Instant>,
     /// Checks that fetches start where they were asked to.
     guard: FetchGuard,
+    /// Messages taken from the consumer so far, for the progress condition.
+    consumed: u64,
+    progress: ProgressWatch,
     metrics: SourceMetrics,
     readiness: Arc<Readiness>,
 }
@@ -377,6 +395,8 @@ pub async fn run(
         },
         backpressured_since: None,
         guard: FetchGuard::default(),
+        consumed: 0,
+        progress: ProgressWatch::new(Duration::from_millis(cfg.progress_timeout_ms)),
         metrics,
         readiness,
         cfg,
@@ -509,6 +529,7 @@ impl SourceTask {
                 });
             }
         }
+        self.consumed += messages;
         self.metrics.received(messages, events);
         self.advance_watermark(now);
         self.apply_backpressure(now);
@@ -536,13 +557,19 @@ impl SourceTask {
     fn on_tick(&mut self, acks: &watch::Receiver<Option<Checkpoint>>) {
         self.apply_rebalances();
         let now = Instant::now();
+        let mut sample = ProgressSample {
+            consumed: self.consumed,
+            ..ProgressSample::default()
+        };
         if let Ok(mut shared) = self.consumer.context().shared.lock() {
             shared.accepted.clone_from(&acks.borrow());
+            sample.broker_up = shared.broker_up;
             for (p, end) in &shared.end_offsets {
                 let Some(next) = self.next_offset.get(p).filter(|_| self.owned.contains(p)) else {
                     continue;
                 };
                 let lag = (end - next).max(0);
+                sample.lag += lag;
                 self.metrics.consumer_lag(*p, lag);
                 if lag > 0 {
                     // Data is waiting for this partition: it is behind, not idle.
@@ -550,8 +577,23 @@ impl SourceTask {
                 }
             }
         }
+        self.check_progress(now, sample);
         self.apply_backpressure(now);
         self.advance_watermark(now);
+    }
+
+    /// Updates the progress readiness condition.
+    fn check_progress(&mut self, now: Instant, sample: ProgressSample) {
+        if !self.owns_all {
+            // Not processing on purpose; the ownership condition says why.
+            self.progress.reset();
+            self.readiness.ok(READY_PROGRESS);
+            return;
+        }
+        match self.progress.observe(now, sample) {
+            Some(reason) => self.readiness.require(READY_PROGRESS, reason),
+            None => self.readiness.ok(READY_PROGRESS),
+        }
     }
 
     fn advance_watermark(&mut self, now: Instant) {

@@ -27,7 +27,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use fleet_core::config::{ConfigError, EXIT_CONFIG};
+use fleet_core::config::{ConfigError, Problems, EXIT_CONFIG};
 use fleet_core::Watermark;
 use settings::{Settings, SinkKind, ValidSettings};
 
@@ -115,8 +115,16 @@ fn print_config(cli: &Cli) -> ExitCode {
     }
 }
 
+/// Loads and validates; a key that does not load is reported together with
+/// every validation problem of the rest.
 fn load(cli: &Cli) -> Result<ValidSettings, ConfigError> {
-    let mut settings = Settings::load(cli.config.as_deref())?;
+    let mut problems = Problems::default();
+    let Some(mut settings) = Settings::load_collecting(cli.config.as_deref(), &mut problems) else {
+        return Err(problems
+            .finish(())
+            .err()
+            .unwrap_or_else(|| ConfigError::single("", "the configuration could not be loaded")));
+    };
     if let Some(Command::Replay {
         reference: Some(path),
         ..
@@ -124,7 +132,7 @@ fn load(cli: &Cli) -> Result<ValidSettings, ConfigError> {
     {
         settings.reference.csv_path = path.display().to_string();
     }
-    settings.validate()
+    settings.validate_with(problems)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -181,9 +181,31 @@ impl Settings {
         })
     }
 
+    /// Loads the layers, recording every key that does not load (see
+    /// [`fleet_core::config::load_collecting`]); the result has defaults in
+    /// place of those keys, for [`Settings::validate_with`].
+    pub fn load_collecting(
+        file: Option<&std::path::Path>,
+        problems: &mut Problems,
+    ) -> Option<Settings> {
+        fleet_core::config::load_collecting(
+            Layers {
+                defaults_toml: DEFAULT_TOML,
+                file,
+                env_prefix: Some("FLEET"),
+            },
+            problems,
+        )
+    }
+
     /// Checks everything and reports every problem at once.
+    #[cfg(test)]
     pub fn validate(self) -> Result<ValidSettings, ConfigError> {
-        let mut p = Problems::default();
+        self.validate_with(Problems::default())
+    }
+
+    /// Checks everything, adding to the problems already found while loading.
+    pub fn validate_with(self, mut p: Problems) -> Result<ValidSettings, ConfigError> {
         self.kafka.validate(&mut p);
         let w = &self.windows;
         let window = WindowSpec::new(w.length_ms);

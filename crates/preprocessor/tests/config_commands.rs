@@ -103,7 +103,7 @@ listen = "everywhere"
 #[test]
 fn check_config_names_unknown_keys_and_wrong_types() {
     let dir = tempfile::tempdir().unwrap();
-    // These fail while loading, before validation, so each file holds one.
+    // These fail while loading.
     assert_problems(
         dir.path(),
         "unknown-key.toml",
@@ -144,6 +144,54 @@ fn check_config_names_unknown_keys_and_wrong_types() {
     );
     assert_eq!(out.status.code(), Some(64), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("windows.length_ms"));
+}
+
+#[test]
+fn check_config_reports_load_and_validation_problems_together() {
+    let dir = tempfile::tempdir().unwrap();
+    // Keys that do not load (wrong type, unknown key, bad enum) and values
+    // that load but are invalid all appear in one run.
+    let file = dir.path().join("mixed.toml");
+    std::fs::write(
+        &file,
+        r#"
+[windows]
+length_ms = "five seconds"
+idle_timeout_ms = 0
+lenght_ms = 3
+
+[reference]
+unknown_vehicle = "ignore"
+
+[channels]
+source_to_enricher = 0
+
+[telemetry]
+listen = "everywhere"
+"#,
+    )
+    .unwrap();
+    let out = run(&file, &["check-config"], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    for key in [
+        "windows.length_ms",
+        "lenght_ms",
+        "reference.unknown_vehicle",
+        "windows.idle_timeout_ms",
+        "channels.source_to_enricher",
+        "telemetry.listen",
+    ] {
+        assert!(stderr.contains(key), "{key} not named in:\n{stderr}");
+    }
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.trim_start().starts_with("- "))
+            .count(),
+        6,
+        "one line per problem:\n{stderr}"
+    );
 }
 
 #[test]

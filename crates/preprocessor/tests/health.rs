@@ -205,6 +205,66 @@ async fn not_ready_when_the_endpoint_is_unreachable_past_the_grace_then_ready() 
     server.abort();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_when_the_broker_goes_away_past_the_progress_timeout() {
+    let _serial = SERIAL.lock().await;
+    let Some(kafka) = fleet_testkit::tansu_or_skip().await else {
+        return;
+    };
+    let port = fleet_testkit::free_port().unwrap();
+    let server = endpoint(
+        ([127, 0, 0, 1], port).into(),
+        Arc::new(AtomicBool::new(true)),
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{port}/api/v1/write");
+    let run = generate(50, 300, 31, in_bound);
+    kafka.create_topic("vanishing", 1).await.unwrap();
+    let config = service_config(
+        run.dir.path(),
+        &kafka.bootstrap_servers(),
+        "vanishing",
+        &url,
+        &run.reference_csv,
+        "",
+    );
+    let toml = std::fs::read_to_string(&config).unwrap().replace(
+        "drain_timeout_ms = 5000",
+        "drain_timeout_ms = 5000\nprogress_timeout_ms = 2000",
+    );
+    std::fs::write(&config, toml).unwrap();
+    let service = Service::start(&config);
+    let producer = produce_paced(
+        &kafka,
+        "vanishing",
+        run.events.clone(),
+        250,
+        Duration::from_millis(500),
+    );
+    let (ready, body) = readiness_until(&service, Duration::from_secs(60), |ready, _| ready).await;
+    assert!(
+        ready,
+        "ready while processing: {body}\nlog:\n{}",
+        service.log_tail()
+    );
+
+    producer.abort();
+    kafka.stop();
+    let (ready, body) = readiness_until(&service, Duration::from_secs(30), |_, body| {
+        body.contains("kafka_progress")
+    })
+    .await;
+    assert!(
+        !ready && body.contains("kafka_progress") && body.contains("no connection"),
+        "not ready once no broker is reachable: {body}\nlog:\n{}",
+        service.log_tail()
+    );
+    assert_eq!(service.metric("fleet_ready", &[]).await, 0.0);
+    // A clean shutdown would wait on the missing broker for its commit.
+    service.kill();
+    server.abort();
+}
+
 /// Every panel target's `expr` of a dashboard, and for each
 /// `label_values(<selector>, <label>)` variable its selector over the last
 /// hour (Grafana asks for label values over the dashboard's time range, and
