@@ -9,9 +9,9 @@
 # (see config/default.toml for every key).
 #
 # Build stage: rust on Debian bookworm. librdkafka is compiled from source by
-# rdkafka-sys (./configure + make: gcc, make, perl, pkg-config), with zlib.
-# libssl-dev is installed too so that enabling rdkafka's `ssl` feature (TLS and
-# SASL/SCRAM towards MSK; see deploy/README.md) needs no change here.
+# rdkafka-sys (./configure + make: gcc, make, perl, pkg-config), with zlib,
+# and with OpenSSL built from source and linked in (rdkafka's `ssl-vendored`:
+# TLS, SASL/SCRAM and MSK IAM towards MSK), so no libssl is needed.
 # Needs BuildKit (the default builder since Docker 23) for the cache mounts.
 
 ARG RUST_VERSION=1
@@ -20,7 +20,7 @@ ARG DEBIAN_RELEASE=bookworm
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        build-essential perl pkg-config zlib1g-dev libssl-dev \
+        build-essential perl pkg-config zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -38,9 +38,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cp target/release/fleet-preprocessor target/release/fleet-generator /out/ \
     && if [ "$STRIP_DEBUG" = 1 ]; then strip --strip-debug /out/*; fi
 
-# Runtime stage: Debian slim (glibc, libz, bash). ca-certificates (which pulls
-# in libssl3) is there for TLS towards Kafka once it is enabled; remote write
-# uses rustls with its own root certificates. User fleet (10001) runs both
+# Runtime stage: Debian slim (glibc, libz). ca-certificates holds the CA
+# store librdkafka's TLS towards Kafka verifies brokers with (remote write uses
+# rustls with its own root certificates). User fleet (10001) runs both
 # programs; /shared is a directory it may write: docker-compose.yml mounts a
 # volume there for the reference CSV its containers share (a new named volume
 # takes the owner of the image's directory).
@@ -63,16 +63,12 @@ USER 10001:10001
 # /metrics, /healthz (liveness) and /readyz (readiness), from telemetry.listen
 # (default 0.0.0.0:9464).
 EXPOSE 9464
-# No HEALTHCHECK here, on purpose:
-# - the image runs two programs (fleet-generator has no HTTP endpoint) and the
-#   listen address is configurable, so one built-in check would be wrong for
-#   some containers;
-# - Kubernetes ignores HEALTHCHECK and ECS uses the task definition's own: both
-#   probe /healthz and /readyz directly (deploy/kubernetes, deploy/ecs);
-# - there is no curl; where a Docker-level check is wanted, bash's /dev/tcp
-#   does it (docker-compose.yml and deploy/ecs/task-definition.json do so):
-#   bash -c 'exec 3<>/dev/tcp/127.0.0.1/9464 && printf "GET /healthz HTTP/1.0\r\n\r\n" >&3 && read -r s <&3 && [[ $s == *" 200 "* ]]'
-# SIGTERM (docker stop, Kubernetes, ECS) is a graceful stop: the service
-# drains for up to kafka.drain_timeout_ms (10 s) and commits.
+# Liveness by the binary itself (no shell or curl needed): it asks /healthz on
+# telemetry.listen. Orchestrators probe /readyz too: Kubernetes with its own
+# probes (deploy/kubernetes), ECS with the task definition's health check,
+# docker-compose with `fleet-preprocessor healthcheck --ready`. The generator's
+# containers override it (it has no HTTP endpoint).
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["/usr/local/bin/fleet-preprocessor", "healthcheck"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["fleet-preprocessor"]

@@ -115,17 +115,24 @@ except ImportError:
 FREE = {("kafka", "client"), ("remote_write", "constant_labels"), ("remote_write", "headers")}
 # Keys documented (commented out) in default.toml but valid.
 OPTIONAL = {("remote_write", "basic_auth_username"), ("remote_write", "basic_auth_password"),
-            ("remote_write", "bearer_token_file")}
+            ("remote_write", "bearer_token_file"),
+            # [remote_write.sigv4] is commented out in default.toml (off by default).
+            ("remote_write", "sigv4.region"), ("remote_write", "sigv4.service"),
+            ("remote_write", "sigv4.profile")}
 
 
 def env_key_known(name):
-    """FLEET__SECTION__KEY names a key of default.toml."""
+    """FLEET__SECTION__KEY (or FLEET__SECTION__TABLE__KEY) names a key of default.toml."""
     if known is None:
         return True
-    parts = name.split("__")[1:]
+    parts = [p.lower() for p in name.split("__")[1:]]
+    if len(parts) == 3:
+        section, table, key = parts
+        sub = (known.get(section) or {}).get(table)
+        return (isinstance(sub, dict) and key in sub) or (section, f"{table}.{key}") in OPTIONAL
     if len(parts) != 2:
         return False
-    section, key = parts[0].lower(), parts[1].lower()
+    section, key = parts
     return section in known and (key in known[section] or (section, key) in OPTIONAL)
 
 
@@ -341,7 +348,8 @@ if ok(ecs_main is not None, "deploy/ecs/task-definition.json: no container fleet
         for k, v in env.items():
             f.write(f"{k}={v}\n")
     hc = " ".join((ecs_main.get("healthCheck") or {}).get("command") or [])
-    ok("/healthz" in hc, "deploy/ecs/task-definition.json: the health check does not probe /healthz")
+    ok("/healthz" in hc or hc.endswith("fleet-preprocessor healthcheck"),
+       "deploy/ecs/task-definition.json: the health check does not probe /healthz")
     ok(any(p.get("containerPort") == 9464 for p in ecs_main.get("portMappings") or []),
        "deploy/ecs/task-definition.json: port 9464 is not mapped")
 for name, c in containers.items():

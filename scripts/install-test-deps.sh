@@ -3,8 +3,11 @@
 # (DESIGN.md, "What runs where"):
 #   - Prometheus and promtool, from Debian's `prometheus` package;
 #   - Tansu, the Kafka-compatible broker, from crates.io with `--features dynostore`
-#     (without it the in-memory `memory://` storage refuses to start).
-# Idempotent: when both already work it only checks and exits.
+#     (without it the in-memory `memory://` storage refuses to start);
+#   - the openssl command-line tool, from Debian's `openssl` package: the TLS
+#     tests (crates/kafka/tests/tls.rs) make their CA and broker certificate
+#     with it at run time.
+# Idempotent: when everything already works it only checks and exits.
 set -euo pipefail
 
 log() { printf 'install-test-deps: %s\n' "$*"; }
@@ -41,6 +44,22 @@ install_prometheus() {
     as_root systemctl disable prometheus >/dev/null 2>&1 || true
     as_root service prometheus stop >/dev/null 2>&1 || true
     log "prometheus installed: $(prometheus --version 2>&1 | head -n 1)"
+}
+
+install_openssl() {
+    if command -v openssl >/dev/null 2>&1; then
+        log "openssl present: $(openssl version 2>&1 | head -n 1)"
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "openssl is missing and apt-get is not available; install the openssl command-line tool by hand"
+        return 1
+    fi
+    log "installing Debian package openssl"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends openssl
+    log "openssl installed: $(openssl version 2>&1 | head -n 1)"
 }
 
 # Prints the path of a Tansu that answers `--help`, or nothing.
@@ -80,5 +99,6 @@ install_tansu() {
 }
 
 install_prometheus
+install_openssl
 install_tansu
 log "done"

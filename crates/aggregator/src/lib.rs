@@ -18,13 +18,116 @@
 #![deny(missing_docs)]
 
 mod metrics;
+mod partitioned;
 mod windows;
 
 pub use metrics::AggregatorMetrics;
-pub use windows::{Admit, TumblingWindows};
+pub use partitioned::PartitionedWindows;
+pub use windows::{Admit, BatchOutcome, TumblingWindows};
 
-use fleet_core::{EnrichedBatch, Msg, WindowBatch};
+use fleet_core::{EnrichedBatch, Msg, WindowAggregate, WindowBatch};
 use tokio::sync::mpsc;
+
+/// The windows of one of the two output modes (DESIGN: scale-out).
+#[derive(Debug)]
+pub enum Aggregation {
+    /// One set of windows over every partition, closed on the pipeline watermark.
+    Single(TumblingWindows),
+    /// One set per partition, each closed on its partition's watermark.
+    Partitioned(PartitionedWindows),
+}
+
+impl From<TumblingWindows> for Aggregation {
+    fn from(windows: TumblingWindows) -> Self {
+        Aggregation::Single(windows)
+    }
+}
+
+impl From<PartitionedWindows> for Aggregation {
+    fn from(windows: PartitionedWindows) -> Self {
+        Aggregation::Partitioned(windows)
+    }
+}
+
+impl Aggregation {
+    fn record_batch(&mut self, batch: EnrichedBatch) -> BatchOutcome {
+        match self {
+            Aggregation::Single(w) => w.record_batch(batch),
+            Aggregation::Partitioned(w) => w.record_batch(batch),
+        }
+    }
+
+    /// Applies a control message; returns the windows it closes.
+    fn control(
+        &mut self,
+        msg: Msg<EnrichedBatch>,
+        metrics: &AggregatorMetrics,
+    ) -> Vec<WindowAggregate> {
+        let (closed, watermark) = match (&mut *self, msg) {
+            (_, Msg::Data(_)) => return Vec::new(),
+            (Aggregation::Single(w), Msg::Watermark(watermark)) => {
+                (w.advance(watermark), Some(watermark))
+            }
+            (Aggregation::Partitioned(w), Msg::Watermark(watermark)) => {
+                (w.advance_all(watermark), w.watermark())
+            }
+            (Aggregation::Partitioned(w), Msg::PartitionWatermark(p, watermark)) => {
+                (w.advance_partition(p, watermark), w.watermark())
+            }
+            (Aggregation::Single(_), Msg::PartitionWatermark(..)) => {
+                // A source in the single mode never sends these.
+                return Vec::new();
+            }
+            (
+                Aggregation::Single(w),
+                Msg::Rewind {
+                    written_through, ..
+                },
+            ) => {
+                let dropped = w.rewind(written_through);
+                metrics.rewound(written_through, dropped);
+                return Vec::new();
+            }
+            (
+                Aggregation::Partitioned(w),
+                Msg::Rewind {
+                    written_through,
+                    partitions,
+                    ..
+                },
+            ) => {
+                let dropped = w.rewind(partitions);
+                metrics.rewound(written_through, dropped);
+                return Vec::new();
+            }
+        };
+        if let Some(watermark) = watermark {
+            metrics.advanced(watermark, closed.len(), self.open_windows());
+        }
+        closed
+    }
+
+    fn open_windows(&self) -> usize {
+        match self {
+            Aggregation::Single(w) => w.open_windows(),
+            Aggregation::Partitioned(w) => w.open_windows(),
+        }
+    }
+
+    fn watermark(&self) -> Option<fleet_core::Watermark> {
+        match self {
+            Aggregation::Single(w) => w.watermark(),
+            Aggregation::Partitioned(w) => w.watermark(),
+        }
+    }
+
+    fn checkpoint(&self) -> fleet_core::Checkpoint {
+        match self {
+            Aggregation::Single(w) => w.checkpoint(),
+            Aggregation::Partitioned(w) => w.checkpoint(),
+        }
+    }
+}
 
 /// Why the aggregator stopped.
 #[derive(Debug, thiserror::Error)]
@@ -36,37 +139,39 @@ pub enum AggregatorError {
 
 /// Runs the stage until `input` closes.
 pub async fn run(
-    mut windows: TumblingWindows,
+    windows: impl Into<Aggregation>,
     mut input: mpsc::Receiver<Msg<EnrichedBatch>>,
     output: mpsc::Sender<WindowBatch>,
     metrics: AggregatorMetrics,
 ) -> Result<(), AggregatorError> {
+    let mut windows = windows.into();
+    // The assignment epoch of the input (see `fleet_core::RevocationFence`).
+    let mut epoch = 0;
     while let Some(msg) = input.recv().await {
         match msg {
             Msg::Data(batch) => {
                 let outcome = windows.record_batch(batch);
                 metrics.recorded(&outcome, windows.watermark());
+                continue;
             }
-            Msg::Watermark(watermark) => {
-                let aggregates = windows.advance(watermark);
-                metrics.advanced(watermark, aggregates.len(), windows.open_windows());
-                if aggregates.is_empty() {
-                    continue;
-                }
-                let batch = WindowBatch {
-                    aggregates,
-                    checkpoint: windows.checkpoint(),
-                };
-                output
-                    .send(batch)
-                    .await
-                    .map_err(|_| AggregatorError::DownstreamClosed)?;
-            }
-            Msg::Rewind { written_through } => {
-                let dropped = windows.rewind(written_through);
-                metrics.rewound(written_through, dropped);
-            }
+            Msg::Rewind { epoch: e, .. } => epoch = e,
+            Msg::Watermark(_) | Msg::PartitionWatermark(..) => {}
         }
+        let aggregates = windows.control(msg, &metrics);
+        if aggregates.is_empty() {
+            continue;
+        }
+        let batch = WindowBatch {
+            aggregates,
+            checkpoint: fleet_core::Checkpoint {
+                epoch,
+                ..windows.checkpoint()
+            },
+        };
+        output
+            .send(batch)
+            .await
+            .map_err(|_| AggregatorError::DownstreamClosed)?;
     }
     metrics.input_closed(windows.open_windows());
     Ok(())

@@ -1,15 +1,21 @@
 //! Tumbling windows as a plain, synchronous state machine.
 //!
-//! Open windows live in a `BTreeMap` keyed by start, so closing is popping
-//! from the front. Per (window, group) the accumulator keeps one small record
-//! per distinct vehicle: whether it moved, and its latest warnings reading.
+//! Open windows live in a deque ordered by start, so closing is popping from
+//! the front, and most events find theirs at the back. Per window the
+//! accumulators ([`acc`]) keep one record per group and one small slot per
+//! distinct (vehicle, group): whether it moved, and its latest warnings
+//! reading.
 
-use std::collections::{BTreeMap, HashMap};
+mod acc;
+
+use std::collections::{BTreeMap, VecDeque};
 
 use fleet_core::{
-    Checkpoint, EnrichedBatch, EnrichedEvent, EventType, GroupId, GroupKey, PartitionId,
-    TimestampMs, VehicleKey, Watermark, WindowAggregate, WindowSpec,
+    Checkpoint, EnrichedBatch, EnrichedEvent, GroupKey, PartitionId, TimestampMs, Watermark,
+    WindowAggregate, WindowSpec,
 };
+
+use acc::{GroupAcc, OffsetMap, OpenWindow, VehicleTable};
 
 /// What happened to one event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,94 +43,46 @@ pub struct BatchOutcome {
     pub already_written: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct VehicleState {
-    moving: bool,
-    /// Latest warnings reading by event time: (timestamp, lights on).
-    warning: Option<(TimestampMs, i64)>,
-}
-
-#[derive(Debug, Default)]
-struct GroupAcc {
-    vehicles: HashMap<VehicleKey, VehicleState>,
-    in_motion: u64,
-    ic_sum: i64,
-    ic_count: u64,
-    electric_sum: i64,
-    electric_count: u64,
-    events: u64,
-}
-
-impl GroupAcc {
-    fn add(&mut self, e: &EnrichedEvent) {
-        self.events += 1;
-        let v = self.vehicles.entry(e.vehicle).or_default();
-        match e.event_type {
-            EventType::IcRpm => {
-                self.ic_sum = self.ic_sum.saturating_add(e.measurement);
-                self.ic_count += 1;
-            }
-            EventType::ElectricRpm => {
-                self.electric_sum = self.electric_sum.saturating_add(e.measurement);
-                self.electric_count += 1;
-            }
-            EventType::Warnings => {
-                let newer = match v.warning {
-                    None => true,
-                    Some((ts, value)) => (e.timestamp, e.measurement) > (ts, value),
-                };
-                if newer {
-                    v.warning = Some((e.timestamp, e.measurement));
-                }
-            }
-        }
-        if e.event_type != EventType::Warnings && e.measurement != 0 && !v.moving {
-            v.moving = true;
-            self.in_motion += 1;
-        }
-    }
-
-    fn finish(self, start: TimestampMs, end: TimestampMs, group: GroupKey) -> WindowAggregate {
-        WindowAggregate {
-            window_start: start,
-            window_end: end,
-            group,
-            vehicles_in_motion: self.in_motion,
-            warnings: self
-                .vehicles
-                .values()
-                .filter_map(|v| v.warning.map(|(_, n)| n))
-                .sum(),
-            vehicles_reporting: self.vehicles.len() as u64,
-            ic_rpm_sum: self.ic_sum,
-            ic_rpm_count: self.ic_count,
-            electric_rpm_sum: self.electric_sum,
-            electric_rpm_count: self.electric_count,
-            events: self.events,
-        }
+fn finish(
+    acc: &GroupAcc,
+    start: TimestampMs,
+    end: TimestampMs,
+    group: GroupKey,
+) -> WindowAggregate {
+    WindowAggregate {
+        window_start: start,
+        window_end: end,
+        group,
+        vehicles_in_motion: acc.in_motion,
+        warnings: acc.warnings,
+        vehicles_reporting: acc.reporting,
+        ic_rpm_sum: acc.ic_sum,
+        ic_rpm_count: acc.ic_count,
+        electric_rpm_sum: acc.electric_sum,
+        electric_rpm_count: acc.electric_count,
+        events: acc.events,
     }
 }
 
-#[derive(Debug, Default)]
-struct OpenWindow {
-    groups: HashMap<GroupId, GroupAcc>,
-    /// Per partition, the smallest offset of an event in this window: the
-    /// input must be replayed from there if this window is lost.
-    first_offsets: BTreeMap<PartitionId, i64>,
-}
+/// Vehicle tables of closed windows kept for the next ones: a window's table
+/// grows to the fleet's size, and reusing it saves growing and faulting in
+/// a new one every window.
+const SPARE_TABLES: usize = 2;
 
 /// The windows of one aggregator.
 #[derive(Debug)]
 pub struct TumblingWindows {
     spec: WindowSpec,
-    /// Group labels by [`GroupId`], as announced by the enricher.
+    /// Group labels by [`GroupId`](fleet_core::GroupId), as announced by the enricher.
     groups: Vec<GroupKey>,
-    open: BTreeMap<TimestampMs, OpenWindow>,
+    /// Ordered by start.
+    open: VecDeque<OpenWindow>,
+    spare: Vec<VehicleTable>,
     watermark: Option<Watermark>,
     /// Windows ending at or before this were written before a restart.
     resumed_through: Option<TimestampMs>,
     /// Per partition, one past the highest offset consumed.
-    next_offsets: BTreeMap<PartitionId, i64>,
+    next_offsets: OffsetMap,
 }
 
 impl TumblingWindows {
@@ -133,10 +91,11 @@ impl TumblingWindows {
         TumblingWindows {
             spec,
             groups: Vec::new(),
-            open: BTreeMap::new(),
+            open: VecDeque::new(),
+            spare: Vec::new(),
             watermark: None,
             resumed_through: None,
-            next_offsets: BTreeMap::new(),
+            next_offsets: OffsetMap::default(),
         }
     }
 
@@ -150,13 +109,21 @@ impl TumblingWindows {
         self.open.len()
     }
 
+    fn recycle(&mut self, window: OpenWindow) {
+        if self.spare.len() < SPARE_TABLES {
+            self.spare.push(window.recycle());
+        }
+    }
+
     /// The input restarts from the committed offsets: drops every open
     /// window (its events come again) and returns how many there were.
     /// Windows ending at or before `written_through`, or already emitted by
     /// this instance, are skipped from now on and never emitted again.
     pub fn rewind(&mut self, written_through: Option<TimestampMs>) -> usize {
         let dropped = self.open.len();
-        self.open.clear();
+        while let Some(window) = self.open.pop_front() {
+            self.recycle(window);
+        }
         self.next_offsets.clear();
         let emitted = self
             .watermark
@@ -187,20 +154,44 @@ impl TumblingWindows {
             }
         }
         for (partition, offset) in batch.consumed_without_output {
-            self.consumed(partition, offset);
+            self.next_offsets.raise(partition, offset.saturating_add(1));
         }
         outcome
     }
 
-    fn consumed(&mut self, partition: PartitionId, offset: i64) {
-        let next = self.next_offsets.entry(partition).or_insert(offset + 1);
-        *next = (*next).max(offset + 1);
+    /// Whether `ts` falls in `window` (without a division).
+    #[inline]
+    fn holds(&self, window: &OpenWindow, ts: TimestampMs) -> bool {
+        ts >= window.start && ts < window.start.saturating_add(self.spec.length_ms())
+    }
+
+    /// The index in `open` of the window starting at `start`, opened if needed.
+    #[inline]
+    fn window_index(&mut self, start: TimestampMs) -> usize {
+        let n = self.open.len();
+        if n > 0 && self.open[n - 1].start == start {
+            return n - 1;
+        }
+        match self.open.binary_search_by_key(&start, |w| w.start) {
+            Ok(i) => i,
+            Err(i) => {
+                self.open
+                    .insert(i, OpenWindow::new(start, self.spare.pop()));
+                i
+            }
+        }
     }
 
     /// Adds one event (its group must have been announced).
+    #[inline]
     pub fn record(&mut self, e: &EnrichedEvent) -> Admit {
-        self.consumed(e.partition, e.offset);
-        let start = self.spec.start_of(e.timestamp);
+        self.next_offsets
+            .raise(e.partition, e.offset.saturating_add(1));
+        // Most events belong to the newest open window.
+        let start = match self.open.back() {
+            Some(w) if self.holds(w, e.timestamp) => w.start,
+            _ => self.spec.start_of(e.timestamp),
+        };
         let end = start.saturating_add(self.spec.length_ms());
         if self.resumed_through.is_some_and(|r| end <= r) {
             return Admit::AlreadyWritten;
@@ -210,10 +201,8 @@ impl TumblingWindows {
                 lag_ms: w.0.saturating_sub(e.timestamp),
             };
         }
-        let window = self.open.entry(start).or_default();
-        let first = window.first_offsets.entry(e.partition).or_insert(e.offset);
-        *first = (*first).min(e.offset);
-        window.groups.entry(e.group).or_default().add(e);
+        let i = self.window_index(start);
+        self.open[i].add(e);
         Admit::Counted
     }
 
@@ -226,33 +215,36 @@ impl TumblingWindows {
         }
         self.watermark = Some(watermark);
         let mut out = Vec::new();
-        while let Some(entry) = self.open.first_entry() {
-            let start = *entry.key();
+        while let Some(window) = self.open.front() {
+            let start = window.start;
             let end = start.saturating_add(self.spec.length_ms());
             if !watermark.closes(end) {
                 break;
             }
-            let window = entry.remove();
+            let Some(window) = self.open.pop_front() else {
+                break;
+            };
             let first = out.len();
-            for (group, acc) in window.groups {
+            for (group, acc) in window.groups() {
                 // Groups are announced before the events that use them.
                 let Some(key) = self.groups.get(group.0 as usize) else {
                     continue;
                 };
-                out.push(acc.finish(start, end, key.clone()));
+                out.push(finish(acc, start, end, key.clone()));
             }
             out[first..].sort_by(|a, b| a.group.cmp(&b.group));
+            self.recycle(window);
         }
         out
     }
 
     /// What may be acknowledged once everything emitted so far is accepted.
     pub fn checkpoint(&self) -> Checkpoint {
-        let mut resume_offsets = self.next_offsets.clone();
-        for window in self.open.values() {
-            for (p, first) in &window.first_offsets {
-                if let Some(r) = resume_offsets.get_mut(p) {
-                    *r = (*r).min(*first);
+        let mut resume_offsets: BTreeMap<PartitionId, i64> = self.next_offsets.iter().collect();
+        for window in &self.open {
+            for (p, first) in window.first_offsets.iter() {
+                if let Some(r) = resume_offsets.get_mut(&p) {
+                    *r = (*r).min(first);
                 }
             }
         }
@@ -265,6 +257,8 @@ impl TumblingWindows {
                 (Some(c), Some(r)) => Some(c.max(r)),
                 (c, r) => c.or(r),
             },
+            partition_closed_through: Default::default(),
+            epoch: 0,
         }
     }
 }

@@ -74,7 +74,7 @@ fn scenario(max_delay_ms: i64) -> impl Strategy<Value = Scenario> {
                         };
                         let event = RawEvent {
                             event_type,
-                            vehicle_id: vin(v),
+                            vehicle_id: vin(v).into(),
                             region: ["UK", "DE", "FR"][(v % 3) as usize].into(),
                             timestamp: t,
                             measurement,
@@ -153,7 +153,10 @@ fn run_pipeline(s: &Scenario) -> (Vec<WindowAggregate>, usize) {
                         *late += windows.record_batch(enriched).late_lags_ms.len();
                     }
                     Msg::Watermark(w) => out.extend(windows.advance(w)),
-                    Msg::Rewind { written_through } => {
+                    Msg::PartitionWatermark(..) => unreachable!("single output mode"),
+                    Msg::Rewind {
+                        written_through, ..
+                    } => {
                         windows.rewind(written_through);
                     }
                 }

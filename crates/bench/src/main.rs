@@ -18,6 +18,7 @@
 //!
 //! CI builds this binary and never runs it; `docs/BENCHMARKS.md` records runs.
 
+mod catalog;
 mod corpus;
 mod phases;
 mod report;
@@ -39,6 +40,9 @@ use usage::{measure, ProcessUsage, Timing};
 #[derive(Debug, Parser)]
 #[command(name = "fleet-bench", version)]
 struct Cli {
+    /// `catalog`: the VIN table at fleet scale instead of the pipeline phases.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Fleet size.
     #[arg(long, default_value_t = GeneratorConfig::DEFAULT.vehicles)]
     vehicles: usize,
@@ -65,6 +69,15 @@ struct Cli {
     json: bool,
 }
 
+/// Other measurements than the pipeline phases.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Loads a reference table of `--vehicles` VINs into the enricher's
+    /// catalog and measures load time, resident bytes per vehicle and
+    /// lookup time (the scale target: 10,000,000 vehicles).
+    Catalog(catalog::CatalogArgs),
+}
+
 fn parse_positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
@@ -74,6 +87,9 @@ fn parse_positive(s: &str) -> Result<usize, String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Catalog(args)) = &cli.command {
+        return catalog::run(args);
+    }
     let report = run(&cli)?;
     let mut stdout = std::io::stdout().lock();
     if cli.json {
@@ -114,8 +130,8 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
     };
 
     let events = corpus.len();
-    let (mut decode_runs, mut pipeline_runs, mut threaded_runs) =
-        (Vec::new(), Vec::new(), Vec::new());
+    let (mut decode_runs, mut serde_runs, mut pipeline_runs, mut threaded_runs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut decode_work, mut pipeline_work, mut threaded_work) =
         (Default::default(), Default::default(), None);
     for round in 1..=cli.repeat {
@@ -123,6 +139,14 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
         progress(round, cli.repeat, "decode", t);
         decode_runs.push(t);
         decode_work = work;
+
+        let (work, t) = measure(|| Ok(phases::serde_decode_only(&corpus)))?;
+        progress(round, cli.repeat, "serde", t);
+        serde_runs.push(t);
+        anyhow::ensure!(
+            work == decode_work,
+            "the two decoders disagree: {work:?} vs {decode_work:?}"
+        );
 
         let mut stages = Stages::new(&corpus, &params);
         let (work, t) = measure(|| phases::inline_pipeline(&corpus, &params, &mut stages))?;
@@ -155,6 +179,7 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
         Machine::detect(),
         input,
         (Phase::new("decode", events, decode_runs), decode_work),
+        Phase::new("serde", events, serde_runs),
         (Phase::new("pipeline", events, pipeline_runs), pipeline_work),
         threaded,
         (peak_after_input, ProcessUsage::now()?.peak_rss_bytes),

@@ -1,6 +1,9 @@
 //! The three measured phases, each a plain function over the same [`Corpus`].
 //!
 //! - [`decode_only`]: `decode_event` on every line, the floor any pipeline pays.
+//! - [`serde_decode_only`]: the same with `decode_event_serde`, the decoder
+//!   `decode_event` falls back to (and the whole decoder before its fast
+//!   path): the floor the first figures were measured against.
 //! - [`inline_pipeline`]: the whole job on the calling thread — decode, the
 //!   source's batcher and watermarks, the enricher's join, the aggregator's
 //!   windows, and the emitter's encoding of every closed window batch into
@@ -22,8 +25,8 @@ use std::time::Duration;
 use anyhow::Context;
 use fleet_aggregator::{AggregatorMetrics, TumblingWindows};
 use fleet_core::{
-    decode_event, Msg, SourceBatch, SourceBatcher, SourceEvent, Watermark, WatermarkRules,
-    WatermarkTracker, WindowBatch, WindowSpec,
+    decode_event, decode_event_serde, Msg, SourceBatch, SourceBatcher, SourceEvent, Watermark,
+    WatermarkRules, WatermarkTracker, WindowBatch, WindowSpec,
 };
 use fleet_enricher::{EnricherMetrics, UnknownVehiclePolicy, VehicleCatalog};
 use fleet_remote_write::{compress, RemoteWriteBatch, RemoteWriteConfig, SeriesNaming};
@@ -105,6 +108,22 @@ pub fn decode_only(corpus: &Corpus) -> DecodeWork {
     work
 }
 
+/// Decodes every line with the serde decoder alone and drops the event.
+#[inline(never)]
+pub fn serde_decode_only(corpus: &Corpus) -> DecodeWork {
+    let mut work = DecodeWork::default();
+    for line in corpus.lines() {
+        match decode_event_serde(line) {
+            Ok(event) => {
+                black_box(&event);
+                work.events += 1;
+            }
+            Err(_) => work.malformed += 1,
+        }
+    }
+    work
+}
+
 /// What a pipeline run produced.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PipelineWork {
@@ -172,7 +191,11 @@ impl Stages {
                     self.sink.emit(&batch)?;
                 }
             }
-            Msg::Rewind { written_through } => {
+            // The bench runs the single output mode.
+            Msg::PartitionWatermark(..) => {}
+            Msg::Rewind {
+                written_through, ..
+            } => {
                 self.windows.rewind(written_through);
             }
         }
@@ -375,6 +398,7 @@ mod tests {
 
         assert_eq!(inline.events, 60_000);
         assert_eq!(decode_only(&corpus).events, 60_000);
+        assert_eq!(serde_decode_only(&corpus).events, 60_000);
         assert_eq!(inline.malformed, 0);
         // The default realism makes ~0.1 % late; nothing else is lost.
         assert!(

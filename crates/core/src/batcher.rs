@@ -22,6 +22,9 @@ pub struct SourceBatcher {
     current: SourceBatch,
     ready: VecDeque<Msg<SourceBatch>>,
     max_batch: usize,
+    /// Partitioned output mode: each partition's own watermark is sent
+    /// ([`Msg::PartitionWatermark`]) instead of the pipeline's.
+    per_partition: bool,
 }
 
 impl SourceBatcher {
@@ -32,7 +35,15 @@ impl SourceBatcher {
             current: Vec::new(),
             ready: VecDeque::new(),
             max_batch: max_batch.max(1),
+            per_partition: false,
         }
+    }
+
+    /// Sends each partition's own watermark instead of the pipeline's
+    /// (the partitioned output mode).
+    pub fn per_partition(mut self) -> Self {
+        self.per_partition = true;
+        self
     }
 
     /// The watermark tracker, for assignment changes and backpressure.
@@ -70,10 +81,15 @@ impl SourceBatcher {
     }
 
     /// Seals the current batch and queues the pipeline watermark if it moved
-    /// (for example because a partition turned idle).
+    /// (for example because a partition turned idle) — or, per partition,
+    /// every partition watermark that moved.
     pub fn advance(&mut self, now: Instant, wall_ms: TimestampMs) {
         self.seal();
-        if let Some(w) = self.tracker.advance(now, wall_ms) {
+        if self.per_partition {
+            for (p, w) in self.tracker.advance_partitions(now, wall_ms) {
+                self.ready.push_back(Msg::PartitionWatermark(p, w));
+            }
+        } else if let Some(w) = self.tracker.advance(now, wall_ms) {
             self.ready.push_back(Msg::Watermark(w));
         }
     }
@@ -125,7 +141,10 @@ mod tests {
             .map(|m| match m {
                 Msg::Data(d) => format!("data{:?}", d.iter().map(|e| e.offset).collect::<Vec<_>>()),
                 Msg::Watermark(Watermark(w)) => format!("wm{w}"),
-                Msg::Rewind { written_through } => format!("rewind{written_through:?}"),
+                Msg::PartitionWatermark(p, Watermark(w)) => format!("p{p}wm{w}"),
+                Msg::Rewind {
+                    written_through, ..
+                } => format!("rewind{written_through:?}"),
             })
             .collect()
     }

@@ -3,11 +3,19 @@
 //! The decoder classifies every refusal by [`DecodeErrorKind`] so the source
 //! can count malformed messages by reason and skip them; it never panics on
 //! input. Unknown extra fields are ignored (DESIGN: wire formats).
+//!
+//! Decoding has two paths. A fast path ([`fast`]) scans a plain flat object
+//! in one pass without allocating; anything it is not certain about (escapes,
+//! nested or fractional values, every refusal) goes to the serde path,
+//! [`decode_event_serde`], which decides and classifies as it always has.
+//! Tests check that the two agree on every input.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use crate::TimestampMs;
+use crate::{SmallStr, TimestampMs};
+
+mod fast;
 
 /// What a raw event measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -50,9 +58,9 @@ pub struct RawEvent {
     /// What was measured.
     pub event_type: EventType,
     /// The vehicle identification number; the Kafka message key.
-    pub vehicle_id: String,
+    pub vehicle_id: SmallStr,
     /// Where the vehicle is.
-    pub region: String,
+    pub region: SmallStr,
     /// Event time: when the vehicle measured, epoch milliseconds.
     pub timestamp: TimestampMs,
     /// RPM, or warning lights on for [`EventType::Warnings`].
@@ -146,7 +154,18 @@ struct WireEvent<'a> {
 }
 
 /// Decodes one message value into a [`RawEvent`].
+#[inline]
 pub fn decode_event(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
+    match fast::decode(bytes) {
+        Some(event) => Ok(event),
+        None => decode_event_serde(bytes),
+    }
+}
+
+/// The reference decoder, through serde_json: what [`decode_event`] falls
+/// back to for any input its fast path does not take, and the one that
+/// classifies every refusal. Public for benchmarks and tests.
+pub fn decode_event_serde(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
     let wire: WireEvent<'_> = serde_json::from_slice(bytes).map_err(|e| {
         let kind = match e.classify() {
             serde_json::error::Category::Data => DecodeErrorKind::WrongType,
@@ -186,8 +205,8 @@ pub fn decode_event(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
     }
     Ok(RawEvent {
         event_type,
-        vehicle_id: vehicle_id.into_owned(),
-        region: region.into_owned(),
+        vehicle_id: SmallStr::new(&vehicle_id),
+        region: SmallStr::new(&region),
         timestamp,
         measurement,
     })

@@ -14,17 +14,23 @@
 pub mod batcher;
 pub mod config;
 pub mod event;
+pub mod fence;
 pub mod pipeline;
+pub mod small_str;
 pub mod telemetry;
 pub mod watermark;
 pub mod window;
 
 pub use batcher::SourceBatcher;
-pub use event::{decode_event, DecodeError, DecodeErrorKind, EventType, RawEvent};
+pub use event::{
+    decode_event, decode_event_serde, DecodeError, DecodeErrorKind, EventType, RawEvent,
+};
+pub use fence::RevocationFence;
 pub use pipeline::{
     Checkpoint, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, Msg, SourceBatch, SourceEvent,
     VehicleKey,
 };
+pub use small_str::SmallStr;
 pub use watermark::{Watermark, WatermarkRules, WatermarkTracker};
 pub use window::{WindowAggregate, WindowBatch, WindowSpec};
 
@@ -33,3 +39,17 @@ pub type TimestampMs = i64;
 
 /// The Kafka partition an event came from (`0` for sources with one stream).
 pub type PartitionId = i32;
+
+/// An error and its sources on one line, `error: cause: cause…`: clients such
+/// as reqwest say only "error sending request" at the top; the cause
+/// (refused, reset, timed out, no credentials) is below it.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -16,14 +16,24 @@ pub enum Msg<T> {
     Data(T),
     /// Event time has advanced to here for every record that follows.
     Watermark(Watermark),
+    /// Partitioned output mode: event time of one partition has advanced to
+    /// here for every record of that partition that follows.
+    PartitionWatermark(PartitionId, Watermark),
     /// The input restarts from the committed offsets (at start, and after
     /// every change of partition assignment): every open window is dropped,
     /// because its events will be delivered again. Windows ending at or
     /// before `written_through` (known from the commit metadata) were written
     /// before and are neither rebuilt nor written again.
     Rewind {
-        /// End of the last window written before, if known.
+        /// End of the last window written before, if known: the newest over
+        /// the assigned partitions.
         written_through: Option<TimestampMs>,
+        /// The same per assigned partition, for the partitioned output mode,
+        /// where each partition's windows close on their own.
+        partitions: BTreeMap<PartitionId, TimestampMs>,
+        /// The assignment epoch of the [`RevocationFence`](crate::RevocationFence)
+        /// this input belongs to; checkpoints built from it carry it.
+        epoch: u64,
     },
 }
 
@@ -57,6 +67,9 @@ pub struct GroupKey {
     pub model: Arc<str>,
     /// The region the event reported.
     pub region: Arc<str>,
+    /// Partitioned output mode: the Kafka partition whose events these are
+    /// (label `kafka_partition`); `None` in the single output mode.
+    pub partition: Option<PartitionId>,
 }
 
 /// An event after the VIN → model join, reduced to what the windows need.
@@ -105,4 +118,20 @@ pub struct Checkpoint {
     /// End of the newest window closed so far: once accepted, every window
     /// ending at or before it has been written and must not be written again.
     pub closed_through: Option<TimestampMs>,
+    /// Partitioned output mode: the same per partition, in place of
+    /// `closed_through` for the partitions listed.
+    pub partition_closed_through: BTreeMap<PartitionId, TimestampMs>,
+    /// The assignment epoch of the input it was built from (see
+    /// [`RevocationFence`](crate::RevocationFence)).
+    pub epoch: u64,
+}
+
+impl Checkpoint {
+    /// End of the newest window of `partition` closed so far.
+    pub fn closed_through_for(&self, partition: PartitionId) -> Option<TimestampMs> {
+        self.partition_closed_through
+            .get(&partition)
+            .copied()
+            .or(self.closed_through)
+    }
 }

@@ -73,6 +73,9 @@ impl WatermarkRules {
 struct PartitionClock {
     max_ts: Option<TimestampMs>,
     last_active: Instant,
+    /// Partitioned output mode: the last watermark of this partition alone
+    /// returned by [`WatermarkTracker::advance_partitions`].
+    emitted: Option<Watermark>,
 }
 
 /// Tracks every assigned partition's event-time progress and merges them.
@@ -106,6 +109,7 @@ impl WatermarkTracker {
         self.partitions.entry(partition).or_insert(PartitionClock {
             max_ts: None,
             last_active: now,
+            emitted: None,
         });
     }
 
@@ -128,6 +132,7 @@ impl WatermarkTracker {
         let clock = self.partitions.entry(partition).or_insert(PartitionClock {
             max_ts: None,
             last_active: now,
+            emitted: None,
         });
         clock.last_active = now;
         let before = clock.max_ts;
@@ -194,6 +199,45 @@ impl WatermarkTracker {
         Some(candidate)
     }
 
+    /// Partitioned output mode: recomputes each partition's own watermark —
+    /// its events' bound while active; once idle, the wall-clock close of the
+    /// all-idle rule applied to that partition alone — and returns those that
+    /// moved forward, in partition order.
+    pub fn advance_partitions(
+        &mut self,
+        now: Instant,
+        wall_ms: TimestampMs,
+    ) -> Vec<(PartitionId, Watermark)> {
+        let wall_close = self.wall_clock_close(wall_ms);
+        let idle_timeout = self.rules.idle_timeout;
+        let mut moved = Vec::new();
+        for (partition, clock) in &mut self.partitions {
+            let Some(max_ts) = clock.max_ts else {
+                continue;
+            };
+            let own = self.rules.partition_watermark(max_ts);
+            let idle = now.saturating_duration_since(clock.last_active) >= idle_timeout;
+            let candidate = match wall_close {
+                Some(wall) if idle => own.max(wall),
+                _ => own,
+            };
+            if clock.emitted.is_none_or(|e| e < candidate) {
+                clock.emitted = Some(candidate);
+                moved.push((*partition, candidate));
+            }
+        }
+        moved
+    }
+
+    /// The watermark the wall clock gives windows of idle input, if enabled.
+    fn wall_clock_close(&self, wall_ms: TimestampMs) -> Option<Watermark> {
+        let after = self.rules.all_idle_close_after?;
+        let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
+        Some(Watermark(
+            wall_ms.saturating_sub(after_ms).saturating_sub(1),
+        ))
+    }
+
     fn candidate(&self, now: Instant, wall_ms: TimestampMs) -> Option<Watermark> {
         if self.partitions.is_empty() {
             return None;
@@ -217,11 +261,7 @@ impl WatermarkTracker {
         if self.partitions.values().all(|c| c.max_ts.is_none()) {
             return None;
         }
-        let after = self.rules.all_idle_close_after?;
-        let after_ms = i64::try_from(after.as_millis()).unwrap_or(i64::MAX);
-        Some(Watermark(
-            wall_ms.saturating_sub(after_ms).saturating_sub(1),
-        ))
+        self.wall_clock_close(wall_ms)
     }
 }
 
@@ -235,6 +275,31 @@ mod tests {
             idle_timeout: Duration::from_secs(5),
             all_idle_close_after: Some(Duration::from_secs(7)),
         }
+    }
+
+    #[test]
+    fn partitions_advance_on_their_own_in_partitioned_mode() {
+        let t0 = Instant::now();
+        let mut t = WatermarkTracker::new(rules(), WindowSpec::new(5000).unwrap());
+        t.assign(2, t0);
+        t.observe(0, 10_000, t0);
+        t.observe(1, 4_000, t0);
+        assert_eq!(
+            t.advance_partitions(t0, 0),
+            vec![(0, Watermark(7_999)), (1, Watermark(1_999))],
+            "partition 2 has no data: it holds nothing back and gets nothing"
+        );
+        assert_eq!(t.advance_partitions(t0, 0), vec![], "nothing moved");
+        t.observe(1, 9_000, t0);
+        assert_eq!(t.advance_partitions(t0, 0), vec![(1, Watermark(6_999))]);
+        // Idle partitions close on the wall clock, each on its own.
+        let later = t0 + Duration::from_secs(6);
+        t.observe(0, 10_001, later);
+        assert_eq!(
+            t.advance_partitions(later, 20_000),
+            vec![(0, Watermark(8_000)), (1, Watermark(12_999))]
+        );
+        assert_eq!(t.current(), None, "the pipeline watermark is not used");
     }
 
     #[test]

@@ -78,6 +78,8 @@ impl WindowAggregate {
             window_end: i64,
             model: &'a str,
             region: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            kafka_partition: Option<crate::PartitionId>,
             vehicles_in_motion: u64,
             warnings: i64,
             vehicles_reporting: u64,
@@ -90,6 +92,7 @@ impl WindowAggregate {
             window_end: self.window_end,
             model: &self.group.model,
             region: &self.group.region,
+            kafka_partition: self.group.partition,
             vehicles_in_motion: self.vehicles_in_motion,
             warnings: self.warnings,
             vehicles_reporting: self.vehicles_reporting,
@@ -143,6 +146,7 @@ mod tests {
             group: GroupKey {
                 model: "Nebulara".into(),
                 region: "UK".into(),
+                partition: None,
             },
             vehicles_in_motion: 1,
             warnings: 3,

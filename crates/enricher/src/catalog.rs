@@ -1,24 +1,26 @@
 //! The join itself: interned vehicles, models, regions and groups.
 //!
-//! Every VIN ever seen keeps its [`VehicleKey`] for the life of the process,
-//! and the model of vehicle `k` is `vehicle_model[k]`, so a lookup is one hash
-//! of the VIN plus an index. Loading new reference data re-points that vector
-//! without renumbering vehicles.
+//! Every VIN ever seen keeps its [`VehicleKey`] for the life of the process.
+//! The VIN table ([`IdTable`]) holds, next to each VIN, its key and its
+//! model, so the join of one event is one probe of one cache line. Loading
+//! new reference data re-points the models without renumbering vehicles.
+//! Regions are interned in a second, small table, and (model, region) pairs
+//! in a dense two-level array.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use fleet_core::{EnrichedBatch, EnrichedEvent, GroupId, GroupKey, SourceBatch, VehicleKey};
+use fleet_core::{
+    EnrichedBatch, EnrichedEvent, GroupId, GroupKey, SmallStr, SourceBatch, VehicleKey,
+};
 
+use crate::table::IdTable;
 use crate::{ReferenceTable, UnknownVehiclePolicy, UNKNOWN_MODEL};
 
-/// Index into the interned model names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct ModelIdx(u32);
-
-/// Index into the interned region names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-struct RegionIdx(u32);
+/// The model of a vehicle that is not in the reference data in force.
+const NO_MODEL: u32 = u32::MAX;
+/// No group yet for a (model, region) pair.
+const NO_GROUP: u32 = u32::MAX;
 
 /// What one batch did, for the metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -35,19 +37,23 @@ pub struct Enrichment {
 #[derive(Debug)]
 pub struct VehicleCatalog {
     policy: UnknownVehiclePolicy,
-    vehicles: HashMap<Box<str>, VehicleKey>,
-    /// Model of each vehicle, `None` when not in the reference data.
-    vehicle_model: Vec<Option<ModelIdx>>,
-    /// Whether an unknown vehicle has been seen, to count distinct unknowns.
-    unknown_seen: Vec<bool>,
+    /// VIN → (vehicle key, model index or [`NO_MODEL`]).
+    vehicles: IdTable,
+    /// Keys handed out so far: the next vehicle gets this one.
+    next_vehicle: u32,
+    /// Bit per vehicle key: seen while not in the reference data.
+    unknown_seen: Vec<u64>,
     distinct_unknown: u64,
     reference_len: usize,
     models: Vec<Arc<str>>,
-    model_index: HashMap<Arc<str>, ModelIdx>,
-    unknown_model: ModelIdx,
-    regions: HashMap<Box<str>, RegionIdx>,
+    model_index: HashMap<Arc<str>, u32>,
+    unknown_model: u32,
+    /// Region → region index.
+    regions: IdTable,
     region_names: Vec<Arc<str>>,
-    groups: HashMap<(ModelIdx, RegionIdx), GroupId>,
+    /// `group_ids[model][region]`: the group's id, or [`NO_GROUP`].
+    group_ids: Vec<Vec<u32>>,
+    next_group: u32,
 }
 
 impl VehicleCatalog {
@@ -55,17 +61,18 @@ impl VehicleCatalog {
     pub fn new(reference: &ReferenceTable, policy: UnknownVehiclePolicy) -> Self {
         let mut catalog = VehicleCatalog {
             policy,
-            vehicles: HashMap::with_capacity(reference.len()),
-            vehicle_model: Vec::with_capacity(reference.len()),
+            vehicles: IdTable::with_capacity(reference.len()),
+            next_vehicle: 0,
             unknown_seen: Vec::new(),
             distinct_unknown: 0,
             reference_len: 0,
             models: Vec::new(),
             model_index: HashMap::new(),
-            unknown_model: ModelIdx(0),
-            regions: HashMap::new(),
+            unknown_model: 0,
+            regions: IdTable::with_capacity(64),
             region_names: Vec::new(),
-            groups: HashMap::new(),
+            group_ids: Vec::new(),
+            next_group: 0,
         };
         catalog.unknown_model = catalog.intern_model(UNKNOWN_MODEL);
         catalog.load(reference);
@@ -75,13 +82,25 @@ impl VehicleCatalog {
     /// Replaces the reference data. Vehicles keep their keys; vehicles no
     /// longer listed become unknown.
     pub fn load(&mut self, reference: &ReferenceTable) {
-        for m in self.vehicle_model.iter_mut() {
-            *m = None;
+        for meta in self.vehicles.values_mut() {
+            meta.value = NO_MODEL;
         }
-        for (vin, model) in reference.rows() {
-            let key = self.intern_vehicle(vin);
-            let model = self.intern_model(model);
-            self.vehicle_model[key.0 as usize] = Some(model);
+        let models: Vec<u32> = reference
+            .model_names()
+            .iter()
+            .map(|m| self.intern_model(m))
+            .collect();
+        self.vehicles
+            .reserve(reference.len().saturating_sub(self.vehicles.len()));
+        for (vin, model) in reference.indexed_rows() {
+            let next = self.next_vehicle;
+            let (meta, inserted) = self.vehicles.entry(vin, next, NO_MODEL);
+            meta.value = models.get(model as usize).copied().unwrap_or(NO_MODEL);
+            if inserted {
+                // More than 4 billion distinct VINs cannot happen in one
+                // process's life for a real fleet; saturate rather than wrap.
+                self.next_vehicle = next.saturating_add(1);
+            }
         }
         self.reference_len = reference.len();
     }
@@ -96,49 +115,89 @@ impl VehicleCatalog {
         self.distinct_unknown
     }
 
-    fn intern_vehicle(&mut self, vin: &str) -> VehicleKey {
-        if let Some(k) = self.vehicles.get(vin) {
-            return *k;
-        }
-        // More than 4 billion distinct VINs cannot happen in one process's life
-        // for a real fleet; saturate rather than wrap if it ever did.
-        let key = VehicleKey(u32::try_from(self.vehicle_model.len()).unwrap_or(u32::MAX));
-        self.vehicles.insert(vin.into(), key);
-        self.vehicle_model.push(None);
-        self.unknown_seen.push(false);
-        key
+    /// Distinct vehicles known to the catalog: every vehicle of the reference
+    /// data in force or before, and every one seen in an event.
+    pub fn vehicles(&self) -> usize {
+        self.vehicles.len()
     }
 
-    fn intern_model(&mut self, model: &str) -> ModelIdx {
+    /// The model of `vehicle_id` in the reference data in force; `None` for
+    /// an unknown vehicle. A read-only lookup, for benchmarks and tools.
+    pub fn model_of(&self, vehicle_id: &SmallStr) -> Option<&str> {
+        let meta = self.vehicles.get(vehicle_id)?;
+        self.models.get(meta.value as usize).map(|m| &**m)
+    }
+
+    /// Heap bytes of the VIN table, the part that grows with the fleet.
+    pub fn vehicle_table_bytes(&self) -> usize {
+        self.vehicles.heap_bytes() + self.unknown_seen.capacity() * 8
+    }
+
+    fn intern_model(&mut self, model: &str) -> u32 {
         if let Some(m) = self.model_index.get(model) {
             return *m;
         }
-        let idx = ModelIdx(u32::try_from(self.models.len()).unwrap_or(u32::MAX));
+        let idx = u32::try_from(self.models.len()).unwrap_or(u32::MAX);
         let name: Arc<str> = model.into();
         self.models.push(name.clone());
         self.model_index.insert(name, idx);
         idx
     }
 
-    fn intern_region(&mut self, region: &str) -> RegionIdx {
-        if let Some(r) = self.regions.get(region) {
-            return *r;
+    #[inline]
+    fn intern_region(&mut self, region: &SmallStr) -> u32 {
+        let next = u32::try_from(self.region_names.len()).unwrap_or(u32::MAX);
+        let (meta, inserted) = self.regions.entry(region, next, 0);
+        let idx = meta.id;
+        if inserted {
+            self.region_names.push(region.as_str().into());
         }
-        let idx = RegionIdx(u32::try_from(self.region_names.len()).unwrap_or(u32::MAX));
-        self.regions.insert(region.into(), idx);
-        self.region_names.push(region.into());
         idx
     }
 
-    fn group(&mut self, model: ModelIdx, region: RegionIdx, new: &mut Vec<GroupKey>) -> GroupId {
-        let next = GroupId(u32::try_from(self.groups.len()).unwrap_or(u32::MAX));
-        *self.groups.entry((model, region)).or_insert_with(|| {
-            new.push(GroupKey {
-                model: self.models[model.0 as usize].clone(),
-                region: self.region_names[region.0 as usize].clone(),
-            });
-            next
-        })
+    /// Counts `vehicle` as a distinct unknown vehicle the first time.
+    fn saw_unknown(&mut self, vehicle: u32) {
+        let (word, bit) = (vehicle as usize / 64, vehicle % 64);
+        if word >= self.unknown_seen.len() {
+            self.unknown_seen.resize(word + 1, 0);
+        }
+        let w = &mut self.unknown_seen[word];
+        if *w & (1 << bit) == 0 {
+            *w |= 1 << bit;
+            self.distinct_unknown += 1;
+        }
+    }
+
+    #[inline]
+    fn group(&mut self, model: u32, region: u32, new: &mut Vec<GroupKey>) -> GroupId {
+        let (m, r) = (model as usize, region as usize);
+        if let Some(&g) = self.group_ids.get(m).and_then(|row| row.get(r)) {
+            if g != NO_GROUP {
+                return GroupId(g);
+            }
+        }
+        self.new_group(model, region, new)
+    }
+
+    #[cold]
+    fn new_group(&mut self, model: u32, region: u32, new: &mut Vec<GroupKey>) -> GroupId {
+        let (m, r) = (model as usize, region as usize);
+        if self.group_ids.len() <= m {
+            self.group_ids.resize(m + 1, Vec::new());
+        }
+        let row = &mut self.group_ids[m];
+        if row.len() <= r {
+            row.resize(r + 1, NO_GROUP);
+        }
+        let id = self.next_group;
+        row[r] = id;
+        self.next_group = id.saturating_add(1);
+        new.push(GroupKey {
+            model: self.models[m].clone(),
+            region: self.region_names[r].clone(),
+            partition: None,
+        });
+        GroupId(id)
     }
 
     /// Joins a batch; returns the enriched batch and what happened.
@@ -149,39 +208,38 @@ impl VehicleCatalog {
             consumed_without_output: Vec::new(),
         };
         let mut stats = Enrichment::default();
-        for source in batch {
-            let vehicle = self.intern_vehicle(&source.event.vehicle_id);
-            let model = match self.vehicle_model[vehicle.0 as usize] {
-                Some(m) => {
-                    stats.known += 1;
-                    m
+        for source in &batch {
+            let event = &source.event;
+            let next = self.next_vehicle;
+            let (meta, inserted) = self.vehicles.entry(&event.vehicle_id, next, NO_MODEL);
+            let (vehicle, model) = (meta.id, meta.value);
+            if inserted {
+                self.next_vehicle = next.saturating_add(1);
+            }
+            let model = if model != NO_MODEL {
+                stats.known += 1;
+                model
+            } else {
+                stats.unknown += 1;
+                self.saw_unknown(vehicle);
+                if self.policy == UnknownVehiclePolicy::Drop {
+                    stats.dropped += 1;
+                    out.consumed_without_output
+                        .push((source.partition, source.offset));
+                    continue;
                 }
-                None => {
-                    stats.unknown += 1;
-                    let seen = &mut self.unknown_seen[vehicle.0 as usize];
-                    if !*seen {
-                        *seen = true;
-                        self.distinct_unknown += 1;
-                    }
-                    if self.policy == UnknownVehiclePolicy::Drop {
-                        stats.dropped += 1;
-                        out.consumed_without_output
-                            .push((source.partition, source.offset));
-                        continue;
-                    }
-                    self.unknown_model
-                }
+                self.unknown_model
             };
-            let region = self.intern_region(&source.event.region);
+            let region = self.intern_region(&event.region);
             let group = self.group(model, region, &mut out.new_groups);
             out.events.push(EnrichedEvent {
                 partition: source.partition,
                 offset: source.offset,
-                vehicle,
+                vehicle: VehicleKey(vehicle),
                 group,
-                event_type: source.event.event_type,
-                timestamp: source.event.timestamp,
-                measurement: source.event.measurement,
+                event_type: event.event_type,
+                timestamp: event.timestamp,
+                measurement: event.measurement,
             });
         }
         (out, stats)
@@ -260,6 +318,48 @@ mod tests {
         );
         assert_eq!(b.events.len(), 1);
         assert_eq!(b.consumed_without_output, vec![(0, 0)]);
+    }
+
+    #[test]
+    fn retired_vehicles_turn_unknown_and_each_unknown_vehicle_counts_once() {
+        let mut c = VehicleCatalog::new(&table(), UnknownVehiclePolicy::Unknown);
+        c.enrich_batch(vec![ev(0, "X9", "UK")]);
+        assert_eq!(c.distinct_unknown_vehicles(), 1);
+        c.load(&ReferenceTable::from_pairs([("X9", "Aurex")]));
+        let (_, stats) = c.enrich_batch(vec![
+            ev(1, "X9", "UK"),
+            ev(2, "V1", "UK"),
+            ev(3, "V1", "UK"),
+        ]);
+        assert_eq!((stats.known, stats.unknown), (1, 2));
+        assert_eq!(c.distinct_unknown_vehicles(), 2, "X9 before, V1 now");
+        assert_eq!(c.model_of(&"X9".into()), Some("Aurex"));
+        assert_eq!(c.model_of(&"V1".into()), None);
+        c.load(&table());
+        c.enrich_batch(vec![ev(4, "X9", "UK"), ev(5, "V1", "UK")]);
+        assert_eq!(c.distinct_unknown_vehicles(), 2, "X9 was counted before");
+        assert_eq!(c.vehicles(), 3);
+        assert_eq!(c.reference_len(), 2);
+    }
+
+    #[test]
+    fn ids_of_any_length_join() {
+        let long = "a vehicle id that is far longer than a VIN";
+        let mut c = VehicleCatalog::new(
+            &ReferenceTable::from_pairs([(long, "Aurex"), ("V1", "Nebulara")]),
+            UnknownVehiclePolicy::Unknown,
+        );
+        let (b, stats) = c.enrich_batch(vec![
+            ev(0, long, "a region name longer than 23 bytes"),
+            ev(1, "V1", "UK"),
+        ]);
+        assert_eq!(stats.known, 2);
+        assert_eq!(&*b.new_groups[0].model, "Aurex");
+        assert_eq!(
+            &*b.new_groups[0].region,
+            "a region name longer than 23 bytes"
+        );
+        assert_ne!(b.events[0].vehicle, b.events[1].vehicle);
     }
 
     #[test]

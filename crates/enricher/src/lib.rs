@@ -15,6 +15,7 @@ mod catalog;
 mod metrics;
 mod reference;
 mod reload;
+mod table;
 
 pub use catalog::{Enrichment, VehicleCatalog};
 pub use metrics::EnricherMetrics;
@@ -107,7 +108,16 @@ pub async fn run(
                 Msg::Data(enriched)
             }
             Msg::Watermark(w) => Msg::Watermark(w),
-            Msg::Rewind { written_through } => Msg::Rewind { written_through },
+            Msg::PartitionWatermark(p, w) => Msg::PartitionWatermark(p, w),
+            Msg::Rewind {
+                written_through,
+                partitions,
+                epoch,
+            } => Msg::Rewind {
+                written_through,
+                partitions,
+                epoch,
+            },
         };
         output
             .send(out)

@@ -4,13 +4,53 @@
 //! and ignored). A file that fails to parse is refused whole, naming the line,
 //! so a half-read table never replaces a good one.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use fleet_core::SmallStr;
+
 /// A loaded VIN → model table, in file order.
+///
+/// Compact, because a fleet may have ten million vehicles: each row is its
+/// VIN (inline, no allocation for ids of up to 23 bytes) and the index of its
+/// model among the distinct model names, 28 bytes per row.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReferenceTable {
-    rows: Vec<(String, String)>,
+    vins: Vec<SmallStr>,
+    /// Per row, an index into `model_names`.
+    models: Vec<u32>,
+    model_names: Vec<Box<str>>,
+}
+
+/// Builds a [`ReferenceTable`] row by row, interning model names.
+#[derive(Debug, Default)]
+struct Builder {
+    table: ReferenceTable,
+    model_index: HashMap<Box<str>, u32>,
+}
+
+impl Builder {
+    fn push(&mut self, vin: &str, model: &str) {
+        let names = &mut self.table.model_names;
+        let index = match self.model_index.get(model) {
+            Some(&i) => i,
+            None => {
+                let i = u32::try_from(names.len()).unwrap_or(u32::MAX);
+                names.push(model.into());
+                self.model_index.insert(model.into(), i);
+                i
+            }
+        };
+        self.table.vins.push(SmallStr::new(vin));
+        self.table.models.push(index);
+    }
+
+    fn finish(mut self) -> ReferenceTable {
+        self.table.vins.shrink_to_fit();
+        self.table.models.shrink_to_fit();
+        self.table
+    }
 }
 
 /// Why reference data could not be loaded.
@@ -42,10 +82,14 @@ pub enum ReferenceError {
 
 impl ReferenceTable {
     /// A table from `(vehicle_id, model)` pairs.
-    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
-        ReferenceTable {
-            rows: pairs.into_iter().collect(),
+    pub fn from_pairs<V: AsRef<str>, M: AsRef<str>>(
+        pairs: impl IntoIterator<Item = (V, M)>,
+    ) -> Self {
+        let mut builder = Builder::default();
+        for (vin, model) in pairs {
+            builder.push(vin.as_ref(), model.as_ref());
         }
+        builder.finish()
     }
 
     /// Reads a CSV file.
@@ -72,38 +116,75 @@ impl ReferenceTable {
                 .ok_or(ReferenceError::MissingColumn { column: name })
         };
         let (vin_col, model_col) = (column("vehicle_id")?, column("model")?);
-        let mut rows = Vec::new();
-        for record in csv.records() {
-            let record = record.map_err(|e| {
-                let line = e.position().map_or(0, |p| p.line());
-                bad_row(line, e)
-            })?;
+        let mut builder = Builder::default();
+        // One record, reused: no allocation per row.
+        let mut record = csv::StringRecord::new();
+        loop {
+            match csv.read_record(&mut record) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    let line = e.position().map_or(0, |p| p.line());
+                    return Err(bad_row(line, e));
+                }
+            }
             let line = record.position().map_or(0, |p| p.line());
             let field = |col: usize, name: &str| match record.get(col) {
-                Some(v) if !v.is_empty() => Ok(v.to_string()),
+                Some(v) if !v.is_empty() => Ok(v),
                 _ => Err(ReferenceError::BadRow {
                     line,
                     reason: format!("empty or missing {name}"),
                 }),
             };
-            rows.push((field(vin_col, "vehicle_id")?, field(model_col, "model")?));
+            builder.push(field(vin_col, "vehicle_id")?, field(model_col, "model")?);
         }
-        Ok(ReferenceTable { rows })
+        Ok(builder.finish())
     }
 
     /// Number of rows.
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.vins.len()
     }
 
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+        self.vins.is_empty()
     }
 
-    /// The rows, in file order; a later row for the same vehicle wins.
-    pub fn rows(&self) -> &[(String, String)] {
-        &self.rows
+    /// The rows `(vehicle_id, model)`, in file order; a later row for the
+    /// same vehicle wins.
+    pub fn rows(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
+        self.vins
+            .iter()
+            .zip(&self.models)
+            .map(|(vin, &m)| (vin.as_str(), self.model_name(m)))
+    }
+
+    fn model_name(&self, index: u32) -> &str {
+        self.model_names.get(index as usize).map_or("", |m| m)
+    }
+
+    /// The distinct model names; [`Self::indexed_rows`] refers to them by index.
+    pub(crate) fn model_names(&self) -> &[Box<str>] {
+        &self.model_names
+    }
+
+    /// The rows as `(vehicle_id, index into model_names)`.
+    pub(crate) fn indexed_rows(&self) -> impl Iterator<Item = (&SmallStr, u32)> + '_ {
+        self.vins.iter().zip(self.models.iter().copied())
+    }
+
+    /// Heap bytes held by the table.
+    pub fn heap_bytes(&self) -> usize {
+        self.vins.capacity() * std::mem::size_of::<SmallStr>()
+            + self
+                .vins
+                .iter()
+                .filter(|v| !v.is_inline())
+                .map(|v| v.len())
+                .sum::<usize>()
+            + self.models.capacity() * std::mem::size_of::<u32>()
+            + self.model_names.iter().map(|m| m.len() + 16).sum::<usize>()
     }
 }
 
@@ -125,12 +206,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            t.rows(),
-            &[
-                ("V1".to_string(), "Nebulara".to_string()),
-                ("V2".to_string(), "Aurex".to_string())
-            ]
+            t.rows().collect::<Vec<_>>(),
+            [("V1", "Nebulara"), ("V2", "Aurex")]
         );
+        assert_eq!(t.model_names().len(), 2);
     }
 
     #[test]

@@ -303,8 +303,8 @@ impl EventGenerator {
         let (vin, region) = &self.identities[draft.vehicle as usize];
         RawEvent {
             event_type: draft.event_type,
-            vehicle_id: vin.clone(),
-            region: (*region).to_string(),
+            vehicle_id: vin.into(),
+            region: (*region).into(),
             timestamp: draft.timestamp,
             measurement: i64::from(draft.measurement),
         }

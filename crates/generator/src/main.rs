@@ -92,6 +92,11 @@ struct Cli {
     /// Also write the fleet's reference CSV to this file.
     #[arg(long, value_name = "PATH")]
     reference_out: Option<PathBuf>,
+    /// Kafka only: first publish the fleet's reference data to this
+    /// (compacted) topic, one message per vehicle: key = VIN, value =
+    /// `{"model":"…"}`. With `--events 0`, only that.
+    #[arg(long, value_name = "TOPIC")]
+    reference_topic: Option<String>,
     /// Event-time origin, epoch milliseconds [default: now, floored to the second].
     #[arg(long)]
     start_ms: Option<i64>,
@@ -163,13 +168,16 @@ impl Cli {
     /// with `--output`.
     fn output(&self) -> Result<Output, ConfigError> {
         if let Some(brokers) = &self.brokers {
-            return self.kafka_output(brokers).map(Output::Kafka);
+            return self
+                .kafka_output(brokers)
+                .map(|k| Output::Kafka(Box::new(k)));
         }
         let mut problems = Problems::default();
         for (key, given) in [
             ("topic", self.topic.is_some()),
             ("rate", self.rate.is_some()),
             ("kafka_property", !self.kafka_properties.is_empty()),
+            ("reference_topic", self.reference_topic.is_some()),
         ] {
             problems.check(!given, key, "applies to Kafka output only (--brokers)");
         }
@@ -228,7 +236,7 @@ enum Output {
     /// JSON lines on standard output.
     Stdout,
     /// Messages to a Kafka topic, key = VIN.
-    Kafka(KafkaOutput),
+    Kafka(Box<KafkaOutput>),
 }
 
 /// The Kafka output's settings.
@@ -329,6 +337,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
+            if let Some(topic) = &cli.reference_topic {
+                runtime.block_on(publish_reference(kafka, topic, &fleet))?;
+            }
             runtime.block_on(run_kafka(kafka, &mut generator, cli, start_ms))?;
         }
     }
@@ -340,6 +351,33 @@ fn written_summary(written: u64, progress: &Progress, start_ms: TimestampMs) -> 
         "{written} events written, {:.0} events/s, event time from --start-ms {start_ms}",
         progress.rate(written)
     )
+}
+
+/// Publishes the fleet's reference data to `topic`: key = VIN, value = the
+/// vehicle's attributes as a JSON object.
+async fn publish_reference(kafka: &KafkaOutput, topic: &str, fleet: &Fleet) -> anyhow::Result<()> {
+    let config = fleet_kafka::KafkaConfig {
+        topic: topic.to_string(),
+        ..kafka.config.clone()
+    };
+    let publisher = EventPublisher::new(&config)
+        .map_err(|error| ConfigError::single("kafka_property", error.to_string()))?;
+    let records: Vec<(String, String)> = fleet
+        .reference_map()
+        .into_iter()
+        .map(|(vin, model)| (vin, serde_json::json!({ "model": model }).to_string()))
+        .collect();
+    for chunk in records.chunks(MAX_BATCH) {
+        publisher
+            .publish_raw(chunk.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+            .await
+            .with_context(|| format!("publishing the reference data to {topic}"))?;
+    }
+    eprintln!(
+        "fleet-generator: {} vehicles published to reference topic {topic}",
+        records.len()
+    );
+    Ok(())
 }
 
 /// Kafka mode: builds the producer, paces the generator into it and reports.

@@ -200,3 +200,44 @@ async fn an_endless_paced_run_stops_cleanly_on_sigterm_with_everything_delivered
         "first event at {first}, now {now_ms}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fleets_reference_data_goes_to_its_topic_keyed_by_vin() {
+    let Some(tansu) = tansu_or_skip().await else {
+        return;
+    };
+    tansu.create_topic("vehicles-ref", 2).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let csv_path = dir.path().join("vehicles.csv");
+    let mut run = generator();
+    run.args(["--vehicles", "300", "--events", "0", "--seed", "5"])
+        .args(["--brokers", &tansu.bootstrap_servers()])
+        .args(["--reference-topic", "vehicles-ref"])
+        .arg("--reference-out")
+        .arg(&csv_path);
+    let stderr = run_generator(run).await;
+    assert!(
+        stderr.contains("300 vehicles published to reference topic vehicles-ref"),
+        "{stderr}"
+    );
+    let records = consume_exactly(&tansu, "vehicles-ref", 300).await;
+    let published: BTreeMap<String, String> = records
+        .iter()
+        .map(|r| {
+            let key = String::from_utf8(r.key.clone().unwrap()).unwrap();
+            let value: serde_json::Value =
+                serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+            (key, value["model"].as_str().unwrap().to_string())
+        })
+        .collect();
+    let csv: BTreeMap<String, String> = std::fs::read_to_string(&csv_path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (vin, model) = l.split_once(',').unwrap();
+            (vin.to_string(), model.to_string())
+        })
+        .collect();
+    assert_eq!(published, csv, "the topic holds the same fleet as the CSV");
+}

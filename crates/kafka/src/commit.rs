@@ -39,15 +39,22 @@ impl CommitMetadata {
 pub struct CommitPlan {
     /// `(partition, offset to resume from)`.
     pub offsets: Vec<(PartitionId, i64)>,
-    /// Goes with every offset of the plan.
-    pub metadata: Option<CommitMetadata>,
+    /// The metadata that goes with each partition's offset.
+    pub metadata: BTreeMap<PartitionId, CommitMetadata>,
+}
+
+impl CommitPlan {
+    /// The metadata to commit with `partition`'s offset.
+    pub fn metadata_for(&self, partition: PartitionId) -> Option<CommitMetadata> {
+        self.metadata.get(&partition).copied()
+    }
 }
 
 /// What has been committed per partition.
 #[derive(Clone, Debug, Default)]
 pub struct CommitLedger {
     committed: BTreeMap<PartitionId, i64>,
-    closed_through: Option<TimestampMs>,
+    closed_through: BTreeMap<PartitionId, TimestampMs>,
 }
 
 impl CommitLedger {
@@ -65,16 +72,18 @@ impl CommitLedger {
     ) {
         self.committed.insert(partition, offset);
         if let Some(m) = metadata {
-            self.closed_through = Some(
-                self.closed_through
-                    .map_or(m.closed_through, |c| c.max(m.closed_through)),
-            );
+            let kept = self
+                .closed_through
+                .entry(partition)
+                .or_insert(m.closed_through);
+            *kept = (*kept).max(m.closed_through);
         }
     }
 
     /// Forgets a partition that was revoked.
     pub fn forget(&mut self, partition: PartitionId) {
         self.committed.remove(&partition);
+        self.closed_through.remove(&partition);
     }
 
     /// The committed offset of a partition, if any.
@@ -82,37 +91,49 @@ impl CommitLedger {
         self.committed.get(&partition).copied()
     }
 
+    /// The window boundary to commit with `partition`: never behind what was
+    /// committed. In the single output mode one boundary covers every
+    /// partition, so it is never behind any partition's either.
+    fn boundary(&self, checkpoint: &Checkpoint, partition: PartitionId) -> Option<TimestampMs> {
+        let committed = if checkpoint.partition_closed_through.is_empty() {
+            self.closed_through.values().max().copied()
+        } else {
+            self.closed_through.get(&partition).copied()
+        };
+        checkpoint.closed_through_for(partition).max(committed)
+    }
+
     /// What to commit for `checkpoint`, limited to `owned` partitions; `None`
-    /// when nothing would change. Offsets never go backwards; when the window
-    /// boundary moved, partitions without a new offset are committed again at
-    /// their old offset so that every partition carries the new metadata.
+    /// when nothing would change. Offsets never go backwards; when a
+    /// partition's window boundary moved, it is committed again at its old
+    /// offset if need be, so that it carries the new metadata.
     pub fn plan(
         &self,
         checkpoint: &Checkpoint,
         owned: &BTreeSet<PartitionId>,
     ) -> Option<CommitPlan> {
-        let boundary_moved = checkpoint
-            .closed_through
-            .is_some_and(|c| self.closed_through.is_none_or(|old| c > old));
-        let mut offsets = Vec::new();
+        let mut plan = CommitPlan {
+            offsets: Vec::new(),
+            metadata: BTreeMap::new(),
+        };
         for p in owned {
+            let boundary = self.boundary(checkpoint, *p);
+            let boundary_moved =
+                boundary.is_some_and(|c| self.closed_through.get(p).is_none_or(|old| c > *old));
             let old = self.committed.get(p).copied();
             let new = checkpoint.resume_offsets.get(p).copied();
-            match (old, new) {
-                (Some(o), Some(n)) if n > o => offsets.push((*p, n)),
-                (None, Some(n)) => offsets.push((*p, n)),
-                (Some(o), _) if boundary_moved => offsets.push((*p, o)),
-                _ => {}
+            let offset = match (old, new) {
+                (Some(o), Some(n)) if n > o => n,
+                (None, Some(n)) => n,
+                (Some(o), _) if boundary_moved => o,
+                _ => continue,
+            };
+            plan.offsets.push((*p, offset));
+            if let Some(closed_through) = boundary {
+                plan.metadata.insert(*p, CommitMetadata { closed_through });
             }
         }
-        if offsets.is_empty() {
-            return None;
-        }
-        let closed_through = checkpoint.closed_through.max(self.closed_through);
-        Some(CommitPlan {
-            offsets,
-            metadata: closed_through.map(|closed_through| CommitMetadata { closed_through }),
-        })
+        (!plan.offsets.is_empty()).then_some(plan)
     }
 
     /// Records that `plan` was committed.
@@ -120,8 +141,8 @@ impl CommitLedger {
         for (p, o) in &plan.offsets {
             self.committed.insert(*p, *o);
         }
-        if let Some(m) = plan.metadata {
-            self.closed_through = Some(m.closed_through);
+        for (p, m) in &plan.metadata {
+            self.closed_through.insert(*p, m.closed_through);
         }
     }
 }
@@ -134,6 +155,8 @@ mod tests {
         Checkpoint {
             resume_offsets: offsets.iter().copied().collect(),
             closed_through: closed,
+            partition_closed_through: Default::default(),
+            epoch: 0,
         }
     }
 
@@ -156,7 +179,7 @@ mod tests {
             .unwrap();
         assert_eq!(plan.offsets, vec![(0, 10), (1, 5)]);
         assert_eq!(
-            plan.metadata,
+            plan.metadata_for(1),
             Some(CommitMetadata {
                 closed_through: 5000
             })
@@ -177,6 +200,43 @@ mod tests {
     }
 
     #[test]
+    fn partitioned_checkpoints_commit_each_partitions_own_boundary() {
+        let owned = BTreeSet::from([0, 1]);
+        let mut l = CommitLedger::new();
+        l.restore(
+            1,
+            50,
+            Some(CommitMetadata {
+                closed_through: 30_000,
+            }),
+        );
+        let checkpoint = Checkpoint {
+            resume_offsets: [(0, 10), (1, 60)].into(),
+            closed_through: None,
+            partition_closed_through: [(0, 10_000), (1, 25_000)].into(),
+            epoch: 0,
+        };
+        let plan = l.plan(&checkpoint, &owned).unwrap();
+        assert_eq!(plan.offsets, vec![(0, 10), (1, 60)]);
+        let closed = |p| plan.metadata_for(p).map(|m| m.closed_through);
+        assert_eq!(closed(0), Some(10_000), "its own, not partition 1's");
+        assert_eq!(closed(1), Some(30_000), "never behind what was committed");
+        l.committed_plan(&plan);
+        // Only partition 0's boundary moves: only it is committed again.
+        let checkpoint = Checkpoint {
+            partition_closed_through: [(0, 15_000), (1, 25_000)].into(),
+            ..checkpoint
+        };
+        let plan = l.plan(&checkpoint, &owned).unwrap();
+        assert_eq!(plan.offsets, vec![(0, 10)]);
+        assert_eq!(closed_of(&plan, 0), Some(15_000));
+    }
+
+    fn closed_of(plan: &CommitPlan, p: PartitionId) -> Option<i64> {
+        plan.metadata_for(p).map(|m| m.closed_through)
+    }
+
+    #[test]
     fn restored_boundary_is_kept() {
         let mut l = CommitLedger::new();
         l.restore(
@@ -190,7 +250,7 @@ mod tests {
             .plan(&cp(&[(0, 120)], Some(15_000)), &BTreeSet::from([0]))
             .unwrap();
         assert_eq!(
-            plan.metadata,
+            plan.metadata_for(0),
             Some(CommitMetadata {
                 closed_through: 20_000
             })

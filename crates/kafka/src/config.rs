@@ -6,6 +6,8 @@ use fleet_core::config::Problems;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::security::{KafkaSecurity, SECRET_CLIENT_KEYS};
+
 /// Where a consumer group without committed offsets starts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -28,6 +30,19 @@ pub enum StartFrom {
     /// broker's offsets-for-times: replays from a point in time. Windows
     /// already written (per the commit metadata) are still skipped.
     Timestamp,
+}
+
+/// Which series an instance writes (DESIGN: scale-out).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    /// One series per (model, region): the instance processes only while it
+    /// owns every partition of the topic (default).
+    #[default]
+    Single,
+    /// One series per (model, region, partition), labelled
+    /// `kafka_partition`: any number of instances share the consumer group.
+    Partitioned,
 }
 
 /// `[kafka]`: the broker connection and the consumer group.
@@ -53,6 +68,8 @@ pub struct KafkaConfig {
     pub max_poll_interval_ms: u64,
     /// On shutdown, how long to wait for the sink to drain before the final commit, ms. Default 10000.
     pub drain_timeout_ms: u64,
+    /// `single` (default) or `partitioned`; see [`OutputMode`].
+    pub output_mode: OutputMode,
     /// `/readyz` turns false when messages wait on the broker and none is
     /// consumed, or no broker is reachable, for this long, ms. Default 60000.
     pub progress_timeout_ms: u64,
@@ -60,9 +77,12 @@ pub struct KafkaConfig {
     pub start_from: StartFrom,
     /// With `start_from = "timestamp"`: the event time to replay from, epoch ms.
     pub start_timestamp_ms: Option<i64>,
-    /// Extra librdkafka properties (for example `security.protocol`,
-    /// `sasl.mechanism`, `fetch.max.bytes`). Keys this service manages itself
-    /// (offsets and group membership) are refused.
+    /// `[kafka.security]`: TLS and SASL (SCRAM, or MSK IAM).
+    pub security: KafkaSecurity,
+    /// Extra librdkafka properties (for example `fetch.max.bytes`, or a TLS
+    /// client certificate: `ssl.certificate.location`). Keys this service
+    /// manages itself (offsets, group membership, and what
+    /// `[kafka.security]` sets) are refused.
     pub client: BTreeMap<String, String>,
 }
 
@@ -78,9 +98,11 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 300_000,
             drain_timeout_ms: 10_000,
+            output_mode: OutputMode::Single,
             progress_timeout_ms: 60_000,
             start_from: StartFrom::Committed,
             start_timestamp_ms: None,
+            security: KafkaSecurity::default(),
             client: BTreeMap::new(),
         }
     }
@@ -164,16 +186,42 @@ impl KafkaConfig {
                 "is managed by the service; use the matching kafka.* key",
             );
         }
+        self.security
+            .validate(&self.brokers, &self.client, problems);
     }
 
-    /// Properties common to every client: brokers and the extra properties.
+    /// Properties common to every client: brokers, the extra properties and
+    /// the security section's (which win).
     pub fn base_client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
         for (k, v) in &self.client {
             c.set(k, v);
         }
+        self.security.apply(&mut c);
         c
+    }
+
+    /// A copy for display (`print-config`) with every secret replaced by
+    /// `placeholder`: `security.password`, and the `client` properties whose
+    /// names contain one of [`SECRET_CLIENT_KEYS`] (case-insensitive).
+    pub fn redacted(&self, placeholder: &str) -> KafkaConfig {
+        let mut shown = self.clone();
+        if shown
+            .security
+            .password
+            .as_deref()
+            .is_some_and(|p| !p.is_empty())
+        {
+            shown.security.password = Some(placeholder.to_string());
+        }
+        for (key, value) in shown.client.iter_mut() {
+            let key = key.to_ascii_lowercase();
+            if SECRET_CLIENT_KEYS.iter().any(|s| key.contains(s)) {
+                *value = placeholder.to_string();
+            }
+        }
+        shown
     }
 
     /// The consumer's properties: manual offset management, no auto commit.

@@ -7,7 +7,8 @@
 //!   stays in the group), and commits offsets only as far as the sink has
 //!   accepted the windows holding them.
 //! - [`producer::EventPublisher`]: writes raw events keyed by VIN (the generator).
-//! - [`KafkaConfig`]: the shared client configuration.
+//! - [`KafkaConfig`]: the shared client configuration, with its
+//!   [`security`] section (TLS, SASL/SCRAM, MSK IAM).
 #![deny(missing_docs)]
 
 mod commit;
@@ -15,15 +16,19 @@ mod config;
 mod fetch_guard;
 mod metrics;
 pub mod msk_iam;
-mod progress;
 pub mod producer;
+mod progress;
+pub mod security;
 pub mod source;
 
 pub use commit::{CommitLedger, CommitMetadata};
-pub use config::{KafkaConfig, OffsetReset, StartFrom};
+pub use config::{KafkaConfig, OffsetReset, OutputMode, StartFrom};
 pub use metrics::SourceMetrics;
 pub use msk_iam::MskIamError;
 pub use progress::{ProgressSample, ProgressWatch};
+pub use security::{
+    KafkaSecurity, SaslMechanism, SecurityContext, SecurityError, SecurityProtocol, TokenProvider,
+};
 
 /// Why a Kafka stage failed.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +36,9 @@ pub enum KafkaStageError {
     /// The client could not be created or subscribed (bad configuration).
     #[error("cannot set up the Kafka client: {0}")]
     Setup(rdkafka::error::KafkaError),
+    /// MSK IAM authentication cannot start (no runtime, no region).
+    #[error("cannot set up Kafka authentication: {0}")]
+    Security(#[from] SecurityError),
     /// Producing an event failed for good.
     #[error("cannot produce to topic {topic}: {cause}")]
     Produce {

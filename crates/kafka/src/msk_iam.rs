@@ -213,7 +213,7 @@ fn percent_encode(s: &str) -> String {
 
 /// Whether `s` looks like an AWS region name: lowercase letters, digits and
 /// dashes, at least two dash-separated parts, none empty.
-fn is_region(s: &str) -> bool {
+pub(crate) fn is_region(s: &str) -> bool {
     s.split('-').count() >= 3
         && s.split('-').all(|part| {
             !part.is_empty()

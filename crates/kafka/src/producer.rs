@@ -7,11 +7,11 @@ use rdkafka::ClientConfig;
 
 use fleet_core::RawEvent;
 
-use crate::{KafkaConfig, KafkaStageError};
+use crate::{KafkaConfig, KafkaStageError, SecurityContext};
 
 /// A producer of raw events to one topic.
 pub struct EventPublisher {
-    producer: FutureProducer,
+    producer: FutureProducer<SecurityContext>,
     topic: String,
 }
 
@@ -24,8 +24,12 @@ impl std::fmt::Debug for EventPublisher {
 }
 
 impl EventPublisher {
-    /// A producer for `cfg.topic`, tuned for throughput (batching, lz4).
+    /// A producer for `cfg.topic`, tuned for throughput (batching, lz4),
+    /// authenticated as `cfg.security` says. With MSK IAM it must be created
+    /// within a tokio runtime, which fetches the AWS credentials; its first
+    /// token waits for them (on librdkafka's polling thread, not the runtime).
     pub fn new(cfg: &KafkaConfig) -> Result<Self, KafkaStageError> {
+        let context = SecurityContext::for_config(cfg)?;
         let mut c: ClientConfig = cfg.base_client_config();
         for (k, v) in [
             ("linger.ms", "5"),
@@ -38,7 +42,9 @@ impl EventPublisher {
                 c.set(k, v);
             }
         }
-        let producer = c.create().map_err(KafkaStageError::Setup)?;
+        let producer = c
+            .create_with_context(context)
+            .map_err(KafkaStageError::Setup)?;
         Ok(EventPublisher {
             producer,
             topic: cfg.topic.clone(),

@@ -16,7 +16,7 @@
 //! On shutdown it closes the pipeline's head, waits for the sink to drain,
 //! makes a last synchronous commit and leaves the group.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,15 +33,15 @@ use tokio::time::Instant;
 
 use fleet_core::telemetry::{wall_clock_ms, Readiness};
 use fleet_core::{
-    decode_event, Checkpoint, Msg, PartitionId, SourceBatch, SourceBatcher, SourceEvent,
-    WatermarkTracker,
+    decode_event, Checkpoint, Msg, PartitionId, RevocationFence, SourceBatch, SourceBatcher,
+    SourceEvent, WatermarkTracker,
 };
 
 use crate::commit::CommitPlan;
 use crate::fetch_guard::{FetchGuard, Verdict};
 use crate::{
-    CommitLedger, CommitMetadata, KafkaConfig, KafkaStageError, ProgressSample, ProgressWatch,
-    SourceMetrics, StartFrom,
+    CommitLedger, CommitMetadata, KafkaConfig, KafkaStageError, OutputMode, ProgressSample,
+    ProgressWatch, SecurityContext, SourceMetrics, StartFrom,
 };
 
 /// The readiness condition: partitions are assigned.
@@ -112,7 +112,16 @@ struct SourceContext {
     /// window boundary is committed there instead, as each partition's
     /// "offset". Committed before the real offsets, so a crash between the
     /// two leaves a boundary that is never ahead of the data replayed.
-    fallback: BaseConsumer,
+    /// Polled in the background ([`SecurityContext::keep_polled`]).
+    fallback: Arc<BaseConsumer<SecurityContext>>,
+    /// Answers librdkafka's OAUTHBEARER token requests (MSK IAM).
+    security: SecurityContext,
+    /// Shared with the sink: a revocation waits for what it has in flight.
+    fence: Arc<RevocationFence>,
+    /// The sink's acknowledged checkpoints, read fresh at a revocation.
+    acks: watch::Receiver<Option<Checkpoint>>,
+    /// How long a revocation waits for the sink, at most.
+    revoke_wait: Duration,
 }
 
 const METADATA_UNKNOWN: u8 = 0;
@@ -120,6 +129,32 @@ const METADATA_KEPT: u8 = 1;
 const METADATA_LOST: u8 = 2;
 
 impl SourceContext {
+    /// Waits until the sink has acknowledged every batch it registered
+    /// (it drops those built before the revocation that it had not), so that
+    /// the commit that follows covers every window this instance will write
+    /// for the revoked partitions. Bounded by `kafka.drain_timeout_ms`.
+    fn wait_for_sink(&self) {
+        let deadline = Instant::now() + self.revoke_wait;
+        let wait = || {
+            while self.fence.pending() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        // librdkafka calls this from the source task's poll: let the sink's
+        // tasks run on the other workers meanwhile.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
+        let pending = self.fence.pending();
+        if pending > 0 {
+            tracing::warn!(
+                pending,
+                "Partitions revoked before the sink accepted every window in flight; their new owner may send some again."
+            );
+        }
+    }
+
     fn metadata_lost(&self) -> bool {
         self.metadata.load(Ordering::Relaxed) == METADATA_LOST
     }
@@ -142,9 +177,9 @@ impl SourceContext {
         plan: &CommitPlan,
         mode: CommitMode,
     ) -> Result<(), String> {
-        if let (true, Some(boundary)) = (self.metadata_lost(), plan.metadata) {
+        if self.metadata_lost() && !plan.metadata.is_empty() {
             let mut tpl = TopicPartitionList::new();
-            for (p, _) in &plan.offsets {
+            for (p, boundary) in &plan.metadata {
                 tpl.add_partition_offset(&self.topic, *p, Offset::Offset(boundary.closed_through))
                     .map_err(|e| e.to_string())?;
             }
@@ -153,12 +188,15 @@ impl SourceContext {
                 .map_err(|e| format!("committing the window boundary: {e}"))?;
         }
         let mut tpl = TopicPartitionList::new();
-        let metadata = plan.metadata.map(|m| m.encode()).unwrap_or_default();
         for (p, offset) in &plan.offsets {
             let mut e = tpl.add_partition(&self.topic, *p);
             e.set_offset(Offset::Offset(*offset))
                 .map_err(|e| e.to_string())?;
-            e.set_metadata(metadata.clone());
+            e.set_metadata(
+                plan.metadata_for(*p)
+                    .map(|m| m.encode())
+                    .unwrap_or_default(),
+            );
         }
         consumer.commit(&tpl, mode).map_err(|e| e.to_string())
     }
@@ -203,6 +241,15 @@ impl SourceContext {
 }
 
 impl ClientContext for SourceContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _oauthbearer_config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.security.oauth_token()
+    }
+
     fn stats(&self, statistics: rdkafka::Statistics) {
         // Bootstrap and coordinator entries have negative node ids.
         let broker_up = statistics
@@ -243,11 +290,14 @@ impl ConsumerContext for SourceContext {
             .iter()
             .map(|e| e.partition())
             .collect();
+        self.fence.revoke();
+        self.wait_for_sink();
+        let accepted = self.acks.borrow().clone();
         let Ok(mut shared) = self.shared.lock() else {
             return;
         };
-        if let Some(plan) = shared
-            .accepted
+        shared.accepted.clone_from(&accepted);
+        if let Some(plan) = accepted
             .as_ref()
             .and_then(|cp| shared.ledger.plan(cp, &revoked))
         {
@@ -349,27 +399,45 @@ struct SourceTask {
     readiness: Arc<Readiness>,
 }
 
+/// What the source hears back from the sink.
+#[derive(Debug)]
+pub struct SinkFeedback {
+    /// The checkpoints the sink has accepted, newest first: what may be committed.
+    pub acks: watch::Receiver<Option<Checkpoint>>,
+    /// Shared with the sink, for revocations.
+    pub fence: Arc<RevocationFence>,
+}
+
 /// Runs the source until `shutdown` completes, then drains and leaves the group.
 pub async fn run(
     cfg: KafkaConfig,
     tracker: WatermarkTracker,
     output: mpsc::Sender<Msg<SourceBatch>>,
-    mut acks: watch::Receiver<Option<Checkpoint>>,
+    sink: SinkFeedback,
     metrics: SourceMetrics,
     readiness: Arc<Readiness>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), KafkaStageError> {
-    let fallback: BaseConsumer = cfg
-        .consumer_config()
-        .set("group.id", format!("{}.closed-windows", cfg.group_id))
-        .create()
-        .map_err(KafkaStageError::Setup)?;
+    let SinkFeedback { mut acks, fence } = sink;
+    let security = SecurityContext::for_config(&cfg)?;
+    security.warm_up().await;
+    let fallback: Arc<BaseConsumer<SecurityContext>> = Arc::new(
+        cfg.consumer_config()
+            .set("group.id", format!("{}.closed-windows", cfg.group_id))
+            .create_with_context(security.clone())
+            .map_err(KafkaStageError::Setup)?,
+    );
+    security.keep_polled(&fallback);
     let context = SourceContext {
         topic: cfg.topic.clone(),
         shared: Mutex::new(Shared::default()),
         metrics: metrics.clone(),
         metadata: AtomicU8::new(METADATA_UNKNOWN),
         fallback,
+        security,
+        fence: Arc::clone(&fence),
+        acks: acks.clone(),
+        revoke_wait: Duration::from_millis(cfg.drain_timeout_ms),
     };
     let consumer: StreamConsumer<SourceContext> = cfg
         .consumer_config()
@@ -383,7 +451,12 @@ pub async fn run(
     tracing::info!(topic = %cfg.topic, group = %cfg.group_id, "Subscribed.");
 
     let mut task = SourceTask {
-        batcher: SourceBatcher::new(tracker, cfg.max_batch_events),
+        batcher: match cfg.output_mode {
+            OutputMode::Single => SourceBatcher::new(tracker, cfg.max_batch_events),
+            OutputMode::Partitioned => {
+                SourceBatcher::new(tracker, cfg.max_batch_events).per_partition()
+            }
+        },
         consumer,
         owned: BTreeSet::new(),
         next_offset: HashMap::new(),
@@ -734,7 +807,7 @@ impl SourceTask {
                     topic_partitions,
                 } => self.on_assigned(partitions, topic_partitions, now),
                 RebalanceEvent::Revoked(partitions) => {
-                    self.owns_all = false;
+                    self.owns_all = self.cfg.output_mode == OutputMode::Partitioned;
                     for p in partitions {
                         self.owned.remove(&p);
                         self.batcher.tracker_mut().revoke(p);
@@ -765,6 +838,7 @@ impl SourceTask {
         now: Instant,
     ) {
         let mut resume_through = None;
+        let mut partition_resume_through = BTreeMap::new();
         if let Ok(mut shared) = self.consumer.context().shared.lock() {
             for a in &partitions {
                 if let Some(offset) = a.committed {
@@ -772,6 +846,7 @@ impl SourceTask {
                 }
                 if let Some(m) = a.metadata {
                     resume_through = resume_through.max(Some(m.closed_through));
+                    partition_resume_through.insert(a.partition, m.closed_through);
                 }
             }
         }
@@ -793,11 +868,15 @@ impl SourceTask {
         }
         self.batcher.push_msg(Msg::Rewind {
             written_through: resume_through,
+            partitions: partition_resume_through,
+            epoch: self.consumer.context().fence.epoch(),
         });
         // Single output mode: one instance writes every (model, region)
         // series, so it must see every partition; with fewer it would write
-        // partial aggregates into series another member also writes.
-        self.owns_all = topic_partitions.is_some_and(|n| n > 0 && self.owned.len() >= n);
+        // partial aggregates into series another member also writes. In the
+        // partitioned mode every partition's series are its own.
+        self.owns_all = self.cfg.output_mode == OutputMode::Partitioned
+            || topic_partitions.is_some_and(|n| n > 0 && self.owned.len() >= n);
         if self.owns_all {
             self.readiness.ok(READY_OWNERSHIP);
             if self.paused {
@@ -829,6 +908,10 @@ impl SourceTask {
         let Some(checkpoint) = acks.borrow().clone() else {
             return;
         };
+        if self.consumer.context().fence.is_stale(checkpoint.epoch) {
+            // Built before the last revocation, which committed it already.
+            return;
+        }
         let plan = match self.consumer.context().shared.lock() {
             Ok(mut shared) => {
                 shared.accepted = Some(checkpoint.clone());
@@ -861,9 +944,10 @@ impl SourceTask {
     }
 
     fn verify_metadata(&self, plan: &CommitPlan) {
-        let (Some((p, _)), Some(written)) = (plan.offsets.first(), plan.metadata) else {
+        let Some((p, written)) = plan.metadata.iter().next() else {
             return;
         };
+        let written = *written;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.cfg.topic, *p);
         match self.consumer.committed_offsets(tpl, COORDINATOR_TIMEOUT) {

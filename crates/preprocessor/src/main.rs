@@ -59,6 +59,14 @@ enum Command {
     /// Print the effective configuration (every layer applied) as TOML, with
     /// secrets redacted, and exit. It is not validated: `check-config` does that.
     PrintConfig,
+    /// Ask the running service's `/healthz` (or `/readyz` with `--ready`) on
+    /// `telemetry.listen` and exit 0 when it answers 200, 1 otherwise: a
+    /// container health check that needs no shell or curl in the image.
+    Healthcheck {
+        /// Ask `/readyz` instead of `/healthz`.
+        #[arg(long)]
+        ready: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +89,7 @@ fn main() -> ExitCode {
             println!("configuration is valid");
             Ok(())
         }
+        Command::Healthcheck { ready } => healthcheck(&settings, ready),
         Command::Run => {
             runtime().and_then(|rt| rt.block_on(service::run(settings, shutdown_signal())))
         }
@@ -95,6 +104,34 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `healthcheck`: one HTTP/1.0 GET to the service's own endpoint.
+fn healthcheck(settings: &ValidSettings, ready: bool) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let Some(mut addr) = settings.listen else {
+        anyhow::bail!("telemetry.listen is empty: the service has no HTTP endpoint to ask");
+    };
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let path = if ready { "/readyz" } else { "/healthz" };
+    let timeout = std::time::Duration::from_secs(3);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.take(64 * 1024).read_to_string(&mut answer)?;
+    let status = answer.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) == Some("200") {
+        return Ok(());
+    }
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().trim();
+    anyhow::bail!("{path} answered {status:?}: {body}")
 }
 
 /// `print-config`: the layered configuration, before validation, so that a
@@ -185,7 +222,8 @@ async fn replay(
     let mut tasks = tokio::task::JoinSet::new();
     let core = service::spawn_core(&settings, &reference, &telemetry, &mut tasks);
     let (acks, _) = tokio::sync::watch::channel(None);
-    service::spawn_sink(&settings, core.tail, acks, &telemetry, &mut tasks);
+    let fence = std::sync::Arc::new(fleet_core::RevocationFence::default());
+    service::spawn_sink(&settings, core.tail, acks, fence, &telemetry, &mut tasks);
     let stats = replay::run(
         input,
         settings.watermarks.out_of_orderness_ms,

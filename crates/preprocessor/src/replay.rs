@@ -20,6 +20,9 @@ use tokio::time::Instant;
 /// Most events per batch.
 const BATCH: usize = 4096;
 
+/// Bytes read from the file at a time.
+const READ_BUFFER: usize = 1 << 20;
+
 /// What the file held.
 #[derive(Clone, Debug, Default)]
 pub struct ReplayStats {
@@ -44,12 +47,18 @@ pub async fn run(
         all_idle_close_after: None,
     };
     let batcher = SourceBatcher::new(WatermarkTracker::new(rules, window), BATCH);
-    tokio::task::spawn_blocking(move || read_file(std::io::BufReader::new(file), batcher, &output))
-        .await?
+    tokio::task::spawn_blocking(move || {
+        read_file(
+            std::io::BufReader::with_capacity(READ_BUFFER, file),
+            batcher,
+            &output,
+        )
+    })
+    .await?
 }
 
 fn read_file(
-    reader: impl BufRead,
+    mut reader: impl BufRead,
     mut batcher: SourceBatcher,
     output: &mpsc::Sender<Msg<SourceBatch>>,
 ) -> anyhow::Result<ReplayStats> {
@@ -63,12 +72,18 @@ fn read_file(
         Ok(())
     };
     let now = Instant::now();
-    for (offset, line) in (0i64..).zip(reader.split(b'\n')) {
-        let line = line?;
+    // One line buffer for the whole file: no allocation per line.
+    let mut buf = Vec::with_capacity(1024);
+    for offset in 0i64.. {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
+        let line = buf.strip_suffix(b"\n").unwrap_or(&buf);
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match decode_event(&line) {
+        match decode_event(line) {
             Ok(event) => {
                 stats.events += 1;
                 batcher.push(

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use fleet_aggregator::{AggregatorMetrics, TumblingWindows};
+use fleet_aggregator::{Aggregation, AggregatorMetrics, PartitionedWindows, TumblingWindows};
 use fleet_core::telemetry::{Channel, Readiness, TelemetryMetrics};
-use fleet_core::{Checkpoint, Msg, SourceBatch, WatermarkTracker, WindowBatch};
+use fleet_core::{Checkpoint, Msg, RevocationFence, SourceBatch, WatermarkTracker, WindowBatch};
 use fleet_enricher::{EnricherMetrics, ReferenceTable, ReferenceWatch, VehicleCatalog};
 use fleet_kafka::SourceMetrics;
 use fleet_remote_write::RemoteWriteMetrics;
@@ -140,7 +140,12 @@ pub fn spawn_core(
         }
         .instrument(tracing::info_span!("enricher")),
     );
-    let windows = TumblingWindows::new(settings.window);
+    let windows: Aggregation = match &settings.kafka {
+        Some(kafka) if kafka.output_mode == fleet_kafka::OutputMode::Partitioned => {
+            PartitionedWindows::new(settings.window).into()
+        }
+        _ => TumblingWindows::new(settings.window).into(),
+    };
     let metrics = telemetry.aggregator.clone();
     tasks.spawn(
         async move {
@@ -199,6 +204,7 @@ pub fn spawn_sink(
     settings: &ValidSettings,
     tail: mpsc::Receiver<WindowBatch>,
     acks: watch::Sender<Option<Checkpoint>>,
+    fence: Arc<RevocationFence>,
     telemetry: &Telemetry,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) {
@@ -220,7 +226,7 @@ pub fn spawn_sink(
             let readiness = telemetry.readiness.clone();
             tasks.spawn(
                 async move {
-                    fleet_remote_write::run(*cfg, tail, acks, metrics, readiness)
+                    fleet_remote_write::run_fenced(*cfg, tail, acks, metrics, readiness, fence)
                         .await
                         .context("remote-write emitter")
                 }
@@ -271,7 +277,15 @@ pub async fn run(
     })?;
     let core = spawn_core(&settings, &reference, &telemetry, &mut tasks);
     let (acks_tx, acks_rx) = watch::channel(None);
-    spawn_sink(&settings, core.tail, acks_tx, &telemetry, &mut tasks);
+    let fence = Arc::new(RevocationFence::default());
+    spawn_sink(
+        &settings,
+        core.tail,
+        acks_tx,
+        Arc::clone(&fence),
+        &telemetry,
+        &mut tasks,
+    );
 
     match (&settings.kafka, generator_fleet) {
         (Some(kafka), _) => {
@@ -282,8 +296,12 @@ pub async fn run(
             let head = core.head;
             tasks.spawn(
                 async move {
+                    let sink = fleet_kafka::source::SinkFeedback {
+                        acks: acks_rx,
+                        fence,
+                    };
                     fleet_kafka::source::run(
-                        kafka, tracker, head, acks_rx, metrics, readiness, shutdown,
+                        kafka, tracker, head, sink, metrics, readiness, shutdown,
                     )
                     .await
                     .context("Kafka source")

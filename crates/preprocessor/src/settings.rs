@@ -119,17 +119,6 @@ pub struct ValidSettings {
 /// What `print-config` writes in place of a secret.
 pub const REDACTED: &str = "<redacted>";
 
-/// `kafka.client` keys whose values are secrets (case-insensitive substrings):
-/// SASL and TLS key passwords, OAUTHBEARER settings (client secrets, tokens),
-/// and a PEM private key given inline.
-const SECRET_CLIENT_KEYS: [&str; 5] = [
-    "password",
-    "secret",
-    "sasl.oauthbearer",
-    "token",
-    "ssl.key.pem",
-];
-
 // The enums below live in crates that only deserialize them; they are written
 // back as the same snake_case words the configuration takes.
 fn serialize_unknown_vehicle<S: Serializer>(
@@ -153,7 +142,7 @@ impl Settings {
     /// The effective configuration as TOML, every secret replaced by
     /// [`REDACTED`]: `remote_write.basic_auth_password`, every value of
     /// `remote_write.headers` (they carry tokens and tenant keys), and the
-    /// `kafka.client` properties named in `SECRET_CLIENT_KEYS`.
+    /// Kafka secrets (see [`KafkaConfig::redacted`]).
     pub fn to_redacted_toml(&self) -> Result<String, toml::ser::Error> {
         let mut shown = self.clone();
         let remote = &mut shown.remote_write;
@@ -163,12 +152,7 @@ impl Settings {
         for value in remote.headers.values_mut() {
             *value = REDACTED.into();
         }
-        for (key, value) in shown.kafka.client.iter_mut() {
-            let key = key.to_ascii_lowercase();
-            if SECRET_CLIENT_KEYS.iter().any(|s| key.contains(s)) {
-                *value = REDACTED.into();
-            }
-        }
+        shown.kafka = shown.kafka.redacted(REDACTED);
         toml::to_string(&shown)
     }
 

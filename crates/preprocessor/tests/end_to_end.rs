@@ -139,7 +139,7 @@ async fn malformed_messages_are_counted_by_reason_and_skipped() {
     let mut messages: Vec<(String, String)> = run
         .events
         .iter()
-        .map(|e| (e.vehicle_id.clone(), e.to_json()))
+        .map(|e| (e.vehicle_id.to_string(), e.to_json()))
         .collect();
     // Interleave the bad messages through the stream.
     let mut at = 0;

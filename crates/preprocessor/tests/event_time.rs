@@ -78,7 +78,11 @@ async fn partitions_revoked_and_reassigned_mid_window() {
     }
     let body = saw_not_ready.expect("not ready while another member holds partitions");
     assert!(body.contains("another member"), "{body}");
+    // It writes nothing while it does not own every partition.
+    let sent = || service.metric("fleet_remote_write_samples_sent_total", &[]);
+    let sent_before = sent().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sent().await, sent_before, "wrote while sharing the group");
     polling.abort();
     intruder.unsubscribe();
     drop(intruder);

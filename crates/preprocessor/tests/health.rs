@@ -247,6 +247,8 @@ async fn not_ready_when_the_broker_goes_away_past_the_progress_timeout() {
         "ready while processing: {body}\nlog:\n{}",
         service.log_tail()
     );
+    // The image's health check command agrees.
+    assert_eq!(service.healthcheck(true), (true, String::new()));
 
     producer.abort();
     kafka.stop();
@@ -260,6 +262,10 @@ async fn not_ready_when_the_broker_goes_away_past_the_progress_timeout() {
         service.log_tail()
     );
     assert_eq!(service.metric("fleet_ready", &[]).await, 0.0);
+    let (ready, why) = service.healthcheck(true);
+    assert!(!ready && why.contains("kafka_progress"), "{why}");
+    let (alive, why) = service.healthcheck(false);
+    assert!(alive, "alive while not ready: {why}");
     // A clean shutdown would wait on the missing broker for its commit.
     service.kill();
     server.abort();

@@ -58,6 +58,7 @@ fn windows(groups: usize, windows: usize) -> Vec<WindowBatch> {
                         group: GroupKey {
                             model: format!("Model{}", g % 8).into(),
                             region: format!("region-{}", g / 8).into(),
+                            partition: None,
                         },
                         vehicles_in_motion: (g * 7 + w) as u64 % 500,
                         warnings: (g + w) % 40,

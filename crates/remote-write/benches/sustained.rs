@@ -57,6 +57,7 @@ fn window(groups: usize, end: i64, n: i64) -> WindowBatch {
                 group: GroupKey {
                     model: format!("Model{}", g % 8).into(),
                     region: format!("region-{}", g / 8).into(),
+                    partition: None,
                 },
                 vehicles_in_motion: (g + n) as u64 % 500,
                 warnings: (g + n) % 40,
@@ -71,6 +72,8 @@ fn window(groups: usize, end: i64, n: i64) -> WindowBatch {
         checkpoint: Checkpoint {
             resume_offsets: [(0, n)].into(),
             closed_through: Some(end),
+            partition_closed_through: Default::default(),
+            epoch: 0,
         },
     }
 }

@@ -8,10 +8,10 @@
 //! before it, only the newest of a completed run is published.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use fleet_core::telemetry::wall_clock_ms;
-use fleet_core::{Checkpoint, TimestampMs};
+use fleet_core::{Checkpoint, RevocationFence, TimestampMs};
 use tokio::sync::watch;
 
 use crate::metrics::RemoteWriteMetrics;
@@ -126,17 +126,21 @@ pub(crate) struct Acknowledger {
     tracker: Mutex<AckTracker>,
     acks: watch::Sender<Option<Checkpoint>>,
     metrics: RemoteWriteMetrics,
+    /// Where the count of batches in flight is kept for the source.
+    fence: Arc<RevocationFence>,
 }
 
 impl Acknowledger {
     pub(crate) fn new(
         acks: watch::Sender<Option<Checkpoint>>,
         metrics: RemoteWriteMetrics,
+        fence: Arc<RevocationFence>,
     ) -> Self {
         Acknowledger {
             tracker: Mutex::new(AckTracker::default()),
             acks,
             metrics,
+            fence,
         }
     }
 
@@ -171,6 +175,7 @@ impl Acknowledger {
                 .batches_acknowledged(done.batches, done.newest_window_end);
         }
         self.metrics.oldest_unsent(tracker.oldest_received_ms());
+        self.fence.set_pending(tracker.in_flight());
         result
     }
 }
@@ -183,6 +188,8 @@ mod tests {
         Checkpoint {
             resume_offsets: [(0, offset)].into(),
             closed_through: None,
+            partition_closed_through: Default::default(),
+            epoch: 0,
         }
     }
 

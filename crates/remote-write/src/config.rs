@@ -16,7 +16,7 @@ use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
 use crate::backoff::Backoff;
-use crate::encode::{SeriesNaming, METRIC_NAME_LABEL, MODEL_LABEL, REGION_LABEL};
+use crate::encode::{is_builtin_label, SeriesNaming};
 
 /// The section name, the prefix of every key in validation problems.
 pub const SECTION: &str = "remote_write";
@@ -420,7 +420,7 @@ fn check_constant_label(name: &str, value: &str) -> Result<(), String> {
     if name.starts_with("__") {
         return Err("label names starting with __ are reserved by Prometheus".into());
     }
-    if matches!(name, METRIC_NAME_LABEL | MODEL_LABEL | REGION_LABEL) {
+    if is_builtin_label(name) {
         return Err(format!("{name:?} is set by the service itself"));
     }
     if value.is_empty() {

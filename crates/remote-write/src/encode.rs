@@ -31,6 +31,8 @@ pub const METRIC_NAME_LABEL: &str = "__name__";
 pub const MODEL_LABEL: &str = "model";
 /// The label carrying the region.
 pub const REGION_LABEL: &str = "region";
+/// The label carrying the Kafka partition in the partitioned output mode.
+pub const PARTITION_LABEL: &str = "kafka_partition";
 
 /// How aggregates are named as series: the metric-name prefix and the labels
 /// added to every series.
@@ -57,6 +59,9 @@ impl SeriesNaming {
         });
         labels.push(label(MODEL_LABEL, &group.model));
         labels.push(label(REGION_LABEL, &group.region));
+        if let Some(partition) = group.partition {
+            labels.push(label(PARTITION_LABEL, &partition.to_string()));
+        }
         labels.extend(
             self.constant_labels
                 .iter()
@@ -70,7 +75,10 @@ impl SeriesNaming {
 
 /// Whether `name` is one of the labels this crate sets itself.
 pub(crate) fn is_builtin_label(name: &str) -> bool {
-    matches!(name, METRIC_NAME_LABEL | MODEL_LABEL | REGION_LABEL)
+    matches!(
+        name,
+        METRIC_NAME_LABEL | MODEL_LABEL | REGION_LABEL | PARTITION_LABEL
+    )
 }
 
 /// The metrics written for every aggregate (DESIGN, "Output").
@@ -475,6 +483,7 @@ pub(crate) mod tests {
             group: GroupKey {
                 model: model.into(),
                 region: region.into(),
+                partition: None,
             },
             vehicles_in_motion: 3,
             warnings: 2,

@@ -49,7 +49,7 @@ pub enum RemoteWriteError {
     #[error("a remote-write shard failed: {0}")]
     Shard(String),
     /// No answer: connection refused or reset, timeout, name resolution.
-    #[error("remote-write request got no answer: {}", error_chain(.0))]
+    #[error("remote-write request got no answer: {}", fleet_core::error_chain(.0))]
     Network(reqwest::Error),
     /// The endpoint answered with a status other than 2xx.
     #[error("remote-write endpoint answered {status}: {answer}")]
@@ -146,19 +146,6 @@ pub fn truncate_answer(body: &[u8]) -> String {
     let mut text = text.trim_end().to_owned();
     if body.len() > ANSWER_LIMIT {
         text.push('…');
-    }
-    text
-}
-
-/// An error and its sources on one line: reqwest's own message is only
-/// "error sending request", the cause (refused, reset, timed out) is below it.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
     }
     text
 }

@@ -53,4 +53,4 @@ pub use health::READY_REMOTE_WRITE;
 pub use metrics::{DropReason, RemoteWriteMetrics, StatusClass};
 pub use proto::{Label, Sample, TimeSeries, WriteRequest};
 pub use sigv4::SigV4Signer;
-pub use stage::run;
+pub use stage::{run, run_fenced};

@@ -184,6 +184,7 @@ pub struct RemoteWriteMetrics {
     samples_dropped: Family<ReasonLabels, Counter>,
     requests: Family<StatusLabels, Counter>,
     retries: Counter,
+    windows_superseded: Counter,
     bytes_sent: Counter,
     request_duration: Histogram,
     last_accepted_window_end: Gauge<f64, AtomicU64>,
@@ -208,6 +209,7 @@ impl RemoteWriteMetrics {
             samples_dropped: Family::default(),
             requests: Family::default(),
             retries: Counter::default(),
+            windows_superseded: Counter::default(),
             bytes_sent: Counter::default(),
             // 5 ms to about 10 s: a loopback Prometheus to a distant AMP at the
             // default 10 s timeout.
@@ -246,6 +248,11 @@ impl RemoteWriteMetrics {
             "retries",
             "Requests sent again after a retryable failure",
             metrics.retries.clone(),
+        );
+        registry.register(
+            "windows_superseded",
+            "Window aggregates built before a Kafka partition revocation and dropped unsent: the partitions' new owner rebuilds them from the committed offsets",
+            metrics.windows_superseded.clone(),
         );
         registry.register(
             "bytes_sent",
@@ -332,6 +339,16 @@ impl RemoteWriteMetrics {
                 "Remote-write request failed."
             );
         }
+    }
+
+    /// `aggregates` window aggregates were built before a partition
+    /// revocation: dropped unsent, rebuilt by the partitions' new owner.
+    pub fn superseded(&self, aggregates: usize) {
+        self.windows_superseded.inc_by(aggregates as u64);
+        tracing::debug!(
+            aggregates,
+            "Windows built before a partition revocation dropped; the new owner rebuilds them."
+        );
     }
 
     /// A failed request will be sent again after `delay`; `retry` counts from 1.

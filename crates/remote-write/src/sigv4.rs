@@ -177,7 +177,7 @@ impl CredentialsCache {
                     .is_some_and(|(c, _)| c.expiry().is_none_or(|expiry| now < expiry));
                 let error = RemoteWriteError::Sign(format!(
                     "no AWS credentials from the default chain: {}",
-                    crate::error::error_chain(&error)
+                    fleet_core::error_chain(&error)
                 ));
                 if still_valid {
                     tracing::warn!(%error, "Cannot refresh AWS credentials; using the current ones until they expire.");

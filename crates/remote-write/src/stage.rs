@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_core::telemetry::Readiness;
-use fleet_core::{Checkpoint, WindowBatch};
+use fleet_core::{Checkpoint, RevocationFence, WindowBatch};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -38,17 +38,33 @@ use crate::RemoteWriteError;
 /// reached with, and if a shard task panics.
 pub async fn run(
     cfg: RemoteWriteConfig,
+    input: mpsc::Receiver<WindowBatch>,
+    acks: watch::Sender<Option<Checkpoint>>,
+    metrics: RemoteWriteMetrics,
+    readiness: Arc<Readiness>,
+) -> Result<(), RemoteWriteError> {
+    let fence = Arc::new(RevocationFence::default());
+    run_fenced(cfg, input, acks, metrics, readiness, fence).await
+}
+
+/// [`run`], sharing `fence` with a Kafka source: batches built before the
+/// source's last partition revocation are dropped unsent (the partitions'
+/// new owner rebuilds their windows), and the count of batches in flight is
+/// kept there for the source to wait on (see [`RevocationFence`]).
+pub async fn run_fenced(
+    cfg: RemoteWriteConfig,
     mut input: mpsc::Receiver<WindowBatch>,
     acks: watch::Sender<Option<Checkpoint>>,
     metrics: RemoteWriteMetrics,
     readiness: Arc<Readiness>,
+    fence: Arc<RevocationFence>,
 ) -> Result<(), RemoteWriteError> {
     let mut emitter = Emitter::new(&cfg, metrics.clone())?.with_readiness(&cfg, readiness);
     if let Some(signer) = SigV4Signer::from_config(&cfg).await? {
         emitter = emitter.with_signer(Arc::new(signer));
     }
     let shard_count = cfg.shards.clamp(1, MAX_SHARDS);
-    let ack = Arc::new(Acknowledger::new(acks, metrics.clone()));
+    let ack = Arc::new(Acknowledger::new(acks, metrics.clone(), Arc::clone(&fence)));
     let mut queues = Vec::with_capacity(shard_count);
     let mut shards = JoinSet::new();
     for index in 0..shard_count {
@@ -68,6 +84,10 @@ pub async fn run(
     let mut series = SeriesTable::new(cfg.series_naming());
     let mut stopped_early = false;
     'input: while let Some(batch) = input.recv().await {
+        if fence.is_stale(batch.checkpoint.epoch) {
+            metrics.superseded(batch.aggregates.len());
+            continue;
+        }
         let samples = series.batch(&batch.aggregates);
         let seq = ack.register(samples.len(), batch.checkpoint, samples.newest_timestamp());
         for (index, part) in samples.split_by_shard(shard_count).into_iter().enumerate() {
@@ -164,6 +184,8 @@ mod tests {
                         checkpoint: Checkpoint {
                             resume_offsets: [(0, n as i64)].into(),
                             closed_through: None,
+                            partition_closed_through: Default::default(),
+                            epoch: 0,
                         },
                     }
                 })
@@ -178,6 +200,7 @@ mod tests {
             group: GroupKey {
                 model: format!("model-{group}").into(),
                 region: ["UK", "FR"][group % 2].into(),
+                partition: None,
             },
             vehicles_in_motion: group as u64,
             warnings: 1,

@@ -270,6 +270,8 @@ async fn a_refused_request_is_dropped_counted_and_the_stage_goes_on() {
     let checkpoint = |offset| Checkpoint {
         resume_offsets: [(0, offset)].into(),
         closed_through: None,
+        partition_closed_through: Default::default(),
+        epoch: 0,
     };
     tx.send(WindowBatch {
         aggregates: vec![aggregate("A", T0)],
@@ -379,6 +381,8 @@ async fn the_stage_fills_requests_across_batches_up_to_the_limit() {
             checkpoint: Checkpoint {
                 resume_offsets: [(0, i as i64)].into(),
                 closed_through: Some(end),
+                partition_closed_through: Default::default(),
+                epoch: 0,
             },
         });
     }
@@ -388,6 +392,8 @@ async fn the_stage_fills_requests_across_batches_up_to_the_limit() {
         checkpoint: Checkpoint {
             resume_offsets: [(0, 99)].into(),
             closed_through: Some(T0 + 35_000),
+            partition_closed_through: Default::default(),
+            epoch: 0,
         },
     });
     for b in batches.iter().cloned() {

@@ -81,6 +81,8 @@ async fn writes_two_windows_of_two_groups_and_reads_them_back() {
     let checkpoint = |offset, end| Checkpoint {
         resume_offsets: [(0, offset)].into(),
         closed_through: Some(end),
+        partition_closed_through: Default::default(),
+        epoch: 0,
     };
     // Per window: its end, the checkpoint's offset, the seeds of both groups.
     for (end, offset, [nebulara, zephyr]) in [(t1, 100, [0, 1]), (t2, 200, [2, 3])] {

@@ -107,6 +107,8 @@ fn checkpoint(offset: i64) -> Checkpoint {
     Checkpoint {
         resume_offsets: [(0, offset)].into(),
         closed_through: None,
+        partition_closed_through: Default::default(),
+        epoch: 0,
     }
 }
 
@@ -370,4 +372,59 @@ async fn a_small_batch_waits_for_the_linger_time_then_goes_as_one_request() {
     let mut acked = stage.acked.clone();
     acked.wait_for(|c| c == &Some(checkpoint(1))).await.unwrap();
     stage.finish().await;
+}
+
+#[tokio::test]
+async fn after_a_revocation_stale_batches_are_dropped_and_in_flight_ones_counted() {
+    let (endpoint, addr) = Endpoint::start(204).await;
+    endpoint.delay_ms.store(300, Ordering::SeqCst);
+    let (root, m) = metrics();
+    let (input, rx) = mpsc::channel(4);
+    let (acks, acked) = watch::channel(None);
+    let fence = Arc::new(fleet_core::RevocationFence::default());
+    let task = tokio::spawn(fleet_remote_write::run_fenced(
+        RemoteWriteConfig {
+            max_linger_ms: 0,
+            ..config(addr)
+        },
+        rx,
+        acks,
+        m,
+        Arc::new(Readiness::default()),
+        Arc::clone(&fence),
+    ));
+    // Registered before the revocation: in flight, counted, then acknowledged.
+    input.send(window(1, 2)).await.unwrap();
+    assert!(eventually(Duration::from_secs(2), || fence.pending() == 1).await);
+    assert_eq!(fence.revoke(), 1);
+    // Built before the revocation, received after it: dropped unsent.
+    input.send(window(2, 2)).await.unwrap();
+    // Built after it (the aggregator stamps the new epoch).
+    let mut fresh = window(3, 2);
+    fresh.checkpoint.epoch = 1;
+    input.send(fresh).await.unwrap();
+    assert!(eventually(Duration::from_secs(5), || fence.pending() == 0).await);
+    drop(input);
+    task.await.unwrap().unwrap();
+    let sent_ends: Vec<i64> = endpoint
+        .accepted()
+        .iter()
+        .flat_map(|(_, r)| r.timeseries.iter().flat_map(|t| t.samples.iter()))
+        .map(|s| s.timestamp)
+        .collect();
+    assert!(sent_ends.contains(&(T0 + 5000)));
+    assert!(
+        !sent_ends.contains(&(T0 + 10_000)),
+        "the stale window was sent"
+    );
+    assert!(sent_ends.contains(&(T0 + 15_000)));
+    assert_eq!(
+        acked.borrow().as_ref().map(|c| c.resume_offsets[&0]),
+        Some(3),
+        "the stale batch never holds acknowledgement back"
+    );
+    assert_eq!(
+        metric(&root, "fleet_remote_write_windows_superseded_total"),
+        2.0
+    );
 }

@@ -5,7 +5,19 @@
 //! watermark, offsets-for-times and commit metadata. Reading back therefore
 //! assigns every partition from its beginning and counts messages, rather
 //! than asking for watermarks or committed offsets.
+//!
+//! [`Tansu::start_tls`] starts a broker that clients reach over TLS only.
+//! Tansu 0.6 cannot serve TLS itself: `tansu broker` refuses `--cert` with
+//! `--key` (both are in one clap argument group, so at most one may be
+//! given), and its listener builds a `TlsAcceptor` from them that it never
+//! uses (`let _acceptor = …` in `tansu-broker` 0.6.0's `Broker::listen`):
+//! every connection is served as plain TCP. So the testkit puts a TLS front
+//! (rustls) on its own loopback port before a plain Tansu, and Tansu
+//! advertises the front's address, so that every connection a client makes —
+//! bootstrap, then the broker from the metadata — goes through TLS.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_core::RawEvent;
@@ -17,7 +29,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::{unique_name, TestkitError};
+use crate::process;
+use crate::{unique_name, Tansu, TestkitError};
 
 /// How long a new topic has to show every partition with a leader.
 const TOPIC_TIMEOUT: Duration = Duration::from_secs(20);
@@ -29,6 +42,10 @@ const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Clone, Debug)]
 pub struct KafkaClient {
     bootstrap_servers: String,
+    /// librdkafka properties of every client it makes (TLS, SASL).
+    properties: Vec<(String, String)>,
+    /// The TLS front of [`Tansu::start_tls`], kept running while a client of it lives.
+    _front: Option<Arc<TlsFront>>,
 }
 
 /// One message read back by [`KafkaClient::consume_all`].
@@ -49,7 +66,21 @@ impl KafkaClient {
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
         KafkaClient {
             bootstrap_servers: bootstrap_servers.into(),
+            properties: Vec::new(),
+            _front: None,
         }
+    }
+
+    /// The same client with one more librdkafka property (for example
+    /// `security.protocol`) on every client it makes.
+    pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// The extra librdkafka properties, as given to [`with_property`](Self::with_property).
+    pub fn properties(&self) -> &[(String, String)] {
+        &self.properties
     }
 
     /// The `bootstrap.servers` value for clients.
@@ -62,6 +93,9 @@ impl KafkaClient {
     pub fn client_config(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.bootstrap_servers);
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
         config
     }
 
@@ -320,5 +354,167 @@ async fn await_delivery(topic: &str, delivery: DeliveryFuture) -> Result<(i32, i
             context: format!("delivering to {topic}: producer dropped"),
             source: KafkaError::Canceled,
         }),
+    }
+}
+
+/// The PEM files of a TLS listener.
+#[derive(Clone, Debug)]
+struct TlsFiles {
+    /// The server's certificate, then any intermediates.
+    cert: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    key: PathBuf,
+    /// The CA certificate that signed `cert`: the testkit's own client trusts it.
+    ca: PathBuf,
+}
+
+/// The service name of Tansu processes (their log file, temporary directory).
+const TANSU: &str = "tansu";
+
+impl Tansu {
+    /// Starts a broker with in-memory storage that clients reach over TLS
+    /// only, presenting the certificate (chain) in the PEM file `cert` with
+    /// the private key in `key`, and waits until the broker answers a Kafka
+    /// metadata request (on its plain port: the certificate is the test's
+    /// business, it may be one that clients refuse on purpose). See the module documentation for why a TLS front
+    /// stands before Tansu: a plain Tansu listens on one free loopback port,
+    /// the front on another, and Tansu advertises the front's
+    /// `127.0.0.1:<port>` (so a certificate that clients accept names
+    /// `IP:127.0.0.1`).
+    /// [`KafkaClient::bootstrap_servers`] is the front; the returned client
+    /// trusts the CA certificate in `ca` (`security.protocol = SSL`,
+    /// `ssl.ca.location`). The front stops when the last client of it is
+    /// dropped.
+    pub async fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Result<Tansu, TestkitError> {
+        let binary = Self::binary()?;
+        let tls = TlsFiles {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            ca: ca.to_path_buf(),
+        };
+        process::start_with_retries(TANSU, || start_tls_once(&binary, &tls)).await
+    }
+}
+
+async fn start_tls_once(binary: &Path, tls: &TlsFiles) -> Result<Tansu, TestkitError> {
+    let port = process::free_port()?;
+    let front = TlsFront::start(tls, port)?;
+    let advertised = format!("tcp://127.0.0.1:{}", front.port);
+    let mut client = KafkaClient::new(format!("127.0.0.1:{}", front.port))
+        .with_property("security.protocol", "SSL")
+        .with_property("ssl.ca.location", tls.ca.to_string_lossy());
+    client._front = Some(Arc::new(front));
+    // Ready once the broker answers on its plain port: whether a client
+    // trusts the front's certificate is for the test to find out.
+    crate::tansu::spawn_broker(binary, port, &advertised, client).await
+}
+
+/// A TLS-terminating TCP proxy on a loopback port, forwarding each
+/// connection to a plain loopback port. It runs on a thread (and runtime)
+/// of its own, so that it serves whatever the test's runtime is doing
+/// (librdkafka's threads connect to it while a test may block), and stops
+/// when dropped.
+#[derive(Debug)]
+struct TlsFront {
+    port: u16,
+    /// Dropping it stops the front.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl TlsFront {
+    fn start(tls: &TlsFiles, upstream: u16) -> Result<TlsFront, TestkitError> {
+        let io = |context: String| move |source| TestkitError::Io { context, source };
+        let config = server_config(&tls.cert, &tls.key)?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(io("binding the TLS front's port".into()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(io("setting the TLS front's listener non-blocking".into()))?;
+        let port = listener
+            .local_addr()
+            .map_err(io("reading the TLS front's port".into()))?
+            .port();
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        std::thread::Builder::new()
+            .name(format!("tls-front-{port}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                match runtime {
+                    Ok(runtime) => {
+                        runtime.block_on(serve_tls(listener, acceptor, upstream, stopped))
+                    }
+                    Err(error) => tracing::warn!(%error, "Cannot start the TLS front's runtime."),
+                }
+            })
+            .map_err(io("starting the TLS front's thread".into()))?;
+        Ok(TlsFront { port, _stop: stop })
+    }
+}
+
+/// A rustls server configuration presenting the certificate chain in `cert`.
+fn server_config(
+    cert: &Path,
+    key: &Path,
+) -> Result<tokio_rustls::rustls::ServerConfig, TestkitError> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{crypto, ServerConfig};
+    let invalid = |context: String| {
+        move |e: &dyn std::fmt::Display| TestkitError::Io {
+            context,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        }
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| invalid(format!("reading certificates from {}", cert.display()))(&e))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| invalid(format!("reading a private key from {}", key.display()))(&e))?;
+    ServerConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| invalid("building the TLS front's configuration".into())(&e))
+}
+
+/// Accepts TLS connections until `stop` resolves (or its sender is dropped)
+/// and pipes each one to `127.0.0.1:upstream`.
+async fn serve_tls(
+    listener: std::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    upstream: u16,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::warn!(%error, "Cannot serve the TLS front.");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else { continue };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let mut tls = match acceptor.accept(tcp).await {
+                        Ok(tls) => tls,
+                        // A client that does not trust the certificate ends here.
+                        Err(error) => {
+                            tracing::debug!(%error, "TLS front: handshake failed.");
+                            return;
+                        }
+                    };
+                    let Ok(mut plain) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                });
+            }
+        }
     }
 }

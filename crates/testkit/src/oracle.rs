@@ -191,15 +191,15 @@ pub fn expected_windows(
     let mut groups: BTreeMap<ExpectedKey, Group> = BTreeMap::new();
     for event in on_time_events(events, window_ms, out_of_orderness_ms) {
         let model = reference
-            .get(&event.vehicle_id)
+            .get(event.vehicle_id.as_str())
             .map_or(UNKNOWN_MODEL, String::as_str);
         let key = (
             window_end(event.timestamp, window_ms),
             model.to_string(),
-            event.region.clone(),
+            event.region.to_string(),
         );
         let group = groups.entry(key).or_default();
-        let vehicle = &event.vehicle_id;
+        let vehicle = &event.vehicle_id.to_string();
         group.events += 1;
         group.reporting.insert(vehicle.clone());
         match event.event_type {

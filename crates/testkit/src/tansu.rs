@@ -55,33 +55,48 @@ impl Tansu {
 
     async fn start_once(binary: &Path) -> Result<Tansu, TestkitError> {
         let port = process::free_port()?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let mut command = Command::new(binary);
-        command
-            .arg("broker")
-            .args(["--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .args(["--cluster-id", &unique_name("fleet-test")]);
-        for name in TANSU_ENV {
-            command.env_remove(name);
-        }
-        let dir = ServiceProcess::temp_dir(SERVICE)?;
         let client = KafkaClient::new(format!("127.0.0.1:{port}"));
-        // A TCP connection first, then a metadata answer listing a broker.
-        let probe = || async {
-            if !process::accepts_connections(port) {
-                return Err(format!("port {port} does not accept connections"));
-            }
-            match client.is_ready().await {
-                Ok(true) => Ok(()),
-                Ok(false) => Err("metadata lists no broker".to_string()),
-                Err(error) => Err(error.to_string()),
-            }
-        };
-        let process = ServiceProcess::spawn(SERVICE, command, dir)?
-            .wait_ready(READY_TIMEOUT, Duration::from_millis(50), probe)
-            .await?;
-        Ok(Tansu::new(process, client))
+        spawn_broker(binary, port, &format!("tcp://127.0.0.1:{port}"), client).await
     }
+}
+
+/// Starts a broker listening on loopback `port` and advertising
+/// `advertised` (a `tcp://host:port` URL: itself, or a proxy in front of
+/// it), ready once its plain port answers a metadata request; `client` is
+/// what the returned [`Tansu`] dereferences to.
+pub(crate) async fn spawn_broker(
+    binary: &Path,
+    port: u16,
+    advertised: &str,
+    client: KafkaClient,
+) -> Result<Tansu, TestkitError> {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut command = Command::new(binary);
+    command
+        .arg("broker")
+        .args(["--listener-url", &url])
+        .args(["--advertised-listener-url", advertised])
+        .args(["--storage-engine", "memory://tansu/"])
+        .args(["--cluster-id", &unique_name("fleet-test")]);
+    for name in TANSU_ENV {
+        command.env_remove(name);
+    }
+    let dir = ServiceProcess::temp_dir(SERVICE)?;
+    // A TCP connection first, then a metadata answer listing a broker, on
+    // the broker's own port (whatever stands in front of it).
+    let plain = KafkaClient::new(format!("127.0.0.1:{port}"));
+    let probe = || async {
+        if !process::accepts_connections(port) {
+            return Err(format!("port {port} does not accept connections"));
+        }
+        match plain.is_ready().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("metadata lists no broker".to_string()),
+            Err(error) => Err(error.to_string()),
+        }
+    };
+    let process = ServiceProcess::spawn(SERVICE, command, dir)?
+        .wait_ready(READY_TIMEOUT, Duration::from_millis(50), probe)
+        .await?;
+    Ok(Tansu::new(process, client))
 }

@@ -1,4 +1,5 @@
 use super::*;
+use fleet_core::{EventType, GroupId, VehicleKey};
 
 fn spec() -> WindowSpec {
     WindowSpec::new(5000).unwrap()
@@ -8,6 +9,7 @@ fn group(model: &str, region: &str) -> GroupKey {
     GroupKey {
         model: model.into(),
         region: region.into(),
+        partition: None,
     }
 }
 

@@ -139,6 +139,30 @@ impl Service {
         Service::start_with_port(config, fleet_testkit::free_port().unwrap())
     }
 
+    /// `fleet-preprocessor healthcheck [--ready]` against this service, as a
+    /// container runtime would run it: whether it exited 0, and its stderr.
+    pub fn healthcheck(&self, ready: bool) -> (bool, String) {
+        let port = self
+            .metrics_url
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .to_string();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_fleet-preprocessor"));
+        command
+            .arg("--config")
+            .arg(&self.config)
+            .arg("healthcheck")
+            .env("FLEET__TELEMETRY__LISTEN", port);
+        if ready {
+            command.arg("--ready");
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// The service's own metrics, empty while it does not answer.
     pub async fn metrics(&self) -> Vec<ExposedSample> {
         match reqwest::get(&self.metrics_url).await {
@@ -170,6 +194,11 @@ impl Service {
 
     /// SIGTERM, then waits for a clean exit.
     pub async fn terminate(mut self) {
+        self.stop_gracefully().await;
+    }
+
+    /// SIGTERM, then waits for a clean exit; the log stays readable.
+    pub async fn stop_gracefully(&mut self) {
         let mut child = self.child.take().unwrap();
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
@@ -199,6 +228,22 @@ impl Service {
 
     pub fn config(&self) -> &Path {
         &self.config
+    }
+
+    /// The log lines about rebalances and everything at WARN or above, for
+    /// a failure report.
+    pub fn log_events(&self) -> String {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| {
+                l.contains("WARN")
+                    || l.contains("ERROR")
+                    || l.contains("Partitions assigned")
+                    || l.contains("Partitions revoked")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 

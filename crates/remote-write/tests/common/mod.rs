@@ -16,6 +16,7 @@ pub fn aggregate(model: &str, region: &str, window_end: i64, seed: u64) -> Windo
         group: GroupKey {
             model: model.into(),
             region: region.into(),
+            partition: None,
         },
         vehicles_in_motion: 10 + seed,
         warnings: 2 + seed as i64,

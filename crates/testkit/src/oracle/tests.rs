@@ -12,8 +12,8 @@ const WINDOW: i64 = 5000;
 fn event(event_type: EventType, vin: &str, ts: i64, measurement: i64) -> RawEvent {
     RawEvent {
         event_type,
-        vehicle_id: vin.to_string(),
-        region: "UK".to_string(),
+        vehicle_id: vin.into(),
+        region: "UK".into(),
         timestamp: ts,
         measurement,
     }
@@ -180,6 +180,7 @@ fn matches_the_core_json_line_of_the_same_aggregate() {
         group: GroupKey {
             model: Arc::from("Nebulara"),
             region: Arc::from("UK"),
+            partition: None,
         },
         vehicles_in_motion: 1,
         warnings: 6,

@@ -1,0 +1,787 @@
+//! MSK IAM tokens for librdkafka's SASL/OAUTHBEARER.
+//!
+//! librdkafka asks its client context for a token when a client starts and
+//! again at 80 % of the token's lifetime, through
+//! [`ClientContext::generate_oauth_token`], synchronously, on the thread that
+//! polls the client: the producer's own polling thread, but for a consumer
+//! the task that awaits its messages, a tokio worker. So the callback never
+//! waits on the network from a runtime thread:
+//!
+//! - [`TokenProvider`] keeps credentials of the standard AWS chain
+//!   (environment, shared files and `AWS_PROFILE`, web identity / IRSA, the
+//!   ECS task role, EC2 instance metadata) in a cache that a background task
+//!   refreshes five minutes before they expire (static keys: every 15
+//!   minutes), as `fleet_remote_write::sigv4::CredentialsCache` does for AMP;
+//! - the callback signs a token with the cached credentials (pure CPU). If
+//!   there are none yet, it starts a refresh; off a runtime thread it waits
+//!   for it (at most [`FIRST_CREDENTIALS_WAIT`]), on one it returns the
+//!   error and librdkafka asks again 10 s later. [`SecurityContext::warm_up`]
+//!   fetches them before the clients start, so that normally never happens.
+//!
+//! A token expires [`crate::msk_iam::TOKEN_LIFETIME`] (15 min) after it was
+//! signed, or when the credentials that signed it expire, whichever is first.
+//!
+//! librdkafka only asks while somebody polls the client. A consumer that is
+//! otherwise never polled (the source's companion consumer of the
+//! closed-windows group) is polled by [`SecurityContext::keep_polled`].
+
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::Credentials;
+use rdkafka::client::OAuthToken;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
+use rdkafka::ClientContext;
+use tokio::runtime::Handle;
+
+use crate::msk_iam::{self, MskIamError};
+use crate::KafkaConfig;
+
+/// Credentials are fetched again this long before they expire (EC2 instance
+/// metadata and the ECS agent offer new ones at least five minutes ahead).
+pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
+
+/// Credentials without an expiry (static keys) are fetched again after this
+/// long, as the SDK's own cache does.
+pub const NO_EXPIRY_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// How often the background task checks whether the credentials need a refresh.
+const CHECK_EVERY: Duration = Duration::from_secs(30);
+
+/// After a failed refresh, the background task tries again this soon.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+
+/// Longest a token request off the runtime threads (the producer's polling
+/// thread) waits for the first credentials.
+pub const FIRST_CREDENTIALS_WAIT: Duration = Duration::from_secs(10);
+
+/// How often a consumer that nobody else polls is polled, for its token refreshes.
+const POLL_IDLE_CONSUMER_EVERY: Duration = Duration::from_secs(1);
+
+/// Why no MSK IAM token could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    /// The clients were created outside a tokio runtime.
+    #[error("MSK IAM authentication needs a tokio runtime to fetch AWS credentials")]
+    NoRuntime,
+    /// No region to sign for.
+    #[error(
+        "kafka.security.aws_region is not set and the brokers' host names do not name a region"
+    )]
+    NoRegion,
+    /// The AWS credential chain gave nothing (yet).
+    #[error("no AWS credentials for MSK IAM authentication: {0}")]
+    Credentials(String),
+    /// librdkafka asked for a token although MSK IAM is not configured.
+    #[error("librdkafka asked for an OAUTHBEARER token, but kafka.security.sasl_mechanism is not \"aws_msk_iam\"")]
+    NotConfigured,
+    /// The token could not be signed.
+    #[error(transparent)]
+    Token(#[from] MskIamError),
+}
+
+/// Whether credentials fetched at `fetched_at` should be fetched again at `now`.
+pub fn needs_refresh(credentials: &Credentials, fetched_at: SystemTime, now: SystemTime) -> bool {
+    match credentials.expiry() {
+        Some(expiry) => now + REFRESH_BEFORE_EXPIRY >= expiry,
+        None => now >= fetched_at + NO_EXPIRY_TTL,
+    }
+}
+
+/// Whether `credentials` can still sign at `now`.
+fn still_valid(credentials: &Credentials, now: SystemTime) -> bool {
+    credentials.expiry().is_none_or(|expiry| now < expiry)
+}
+
+/// The AWS credential chain, built on first use (building it is async).
+type ProviderCell = tokio::sync::OnceCell<SharedCredentialsProvider>;
+
+#[derive(Debug, Default)]
+struct CacheState {
+    /// The credentials in use and when they were fetched.
+    current: Option<(Credentials, SystemTime)>,
+    /// Why the last refresh failed, if it did.
+    last_error: Option<String>,
+    /// Refreshes attempted, for waiters.
+    attempts: u64,
+}
+
+/// Credentials kept until shortly before they expire.
+#[derive(Debug)]
+struct CredentialsCache {
+    /// The region of the chain's own calls (STS for web identity and roles).
+    region: String,
+    provider: ProviderCell,
+    state: Mutex<CacheState>,
+    /// Signalled after every refresh attempt.
+    attempted: Condvar,
+    /// Held while fetching: one call to the chain at a time.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl CredentialsCache {
+    fn state(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        // A poisoned lock only means a panic elsewhere while it was held;
+        // the state itself is always consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fresh(&self, now: SystemTime) -> bool {
+        self.state()
+            .current
+            .as_ref()
+            .is_some_and(|(c, at)| !needs_refresh(c, *at, now))
+    }
+
+    /// The credentials in use, if they can still sign at `now`.
+    fn usable(&self, now: SystemTime) -> Option<Credentials> {
+        self.state()
+            .current
+            .as_ref()
+            .map(|(c, _)| c.clone())
+            .filter(|c| still_valid(c, now))
+    }
+
+    async fn provider(&self) -> Result<&SharedCredentialsProvider, String> {
+        self.provider
+            .get_or_try_init(|| default_chain(&self.region))
+            .await
+    }
+
+    /// Makes sure the credentials are not about to expire, asking the chain
+    /// only if they are. When the chain fails while the old credentials are
+    /// still valid, they are kept (with a warning).
+    async fn refresh(&self) -> Result<(), SecurityError> {
+        if self.fresh(SystemTime::now()) {
+            return Ok(());
+        }
+        let _one_at_a_time = self.refreshing.lock().await;
+        let now = SystemTime::now();
+        if self.fresh(now) {
+            return Ok(());
+        }
+        let fetched = match self.provider().await {
+            Ok(provider) => provider
+                .provide_credentials()
+                .await
+                .map_err(|e| fleet_core::error_chain(&e)),
+            Err(e) => Err(e),
+        };
+        let mut state = self.state();
+        state.attempts += 1;
+        let result = match fetched {
+            Ok(credentials) => {
+                tracing::debug!(expiry = ?credentials.expiry(), "Fetched AWS credentials for MSK IAM.");
+                state.current = Some((credentials, now));
+                state.last_error = None;
+                Ok(())
+            }
+            Err(error) => {
+                let first = state.last_error.is_none();
+                state.last_error = Some(error.clone());
+                let valid = state
+                    .current
+                    .as_ref()
+                    .is_some_and(|(c, _)| still_valid(c, now));
+                if valid {
+                    if first {
+                        tracing::warn!(%error, "Cannot refresh the AWS credentials for MSK IAM; using the current ones until they expire.");
+                    }
+                    Ok(())
+                } else {
+                    Err(SecurityError::Credentials(error))
+                }
+            }
+        };
+        drop(state);
+        self.attempted.notify_all();
+        result
+    }
+
+    /// Waits (blocking the thread) until credentials are usable or a refresh
+    /// attempt started after the call has failed, at most `timeout`.
+    fn wait_usable(&self, timeout: Duration) -> Option<Credentials> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut state = self.state();
+        let attempts = state.attempts;
+        loop {
+            let now = SystemTime::now();
+            if let Some((c, _)) = state.current.as_ref().filter(|(c, _)| still_valid(c, now)) {
+                return Some(c.clone());
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if state.attempts > attempts || left.is_zero() {
+                return None;
+            }
+            state = match self.attempted.wait_timeout(state, left) {
+                Ok((state, _)) => state,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.state().last_error.clone()
+    }
+}
+
+/// The standard AWS credential chain, with rustls on ring as its HTTP
+/// client (as `fleet-remote-write` builds it: no second TLS stack).
+async fn default_chain(region: &str) -> Result<SharedCredentialsProvider, String> {
+    let http_client = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http_client)
+        .region(aws_config::Region::new(region.to_string()))
+        .load()
+        .await
+        .credentials_provider()
+        .ok_or_else(|| "the AWS configuration has no credential chain".to_string())
+}
+
+/// Makes MSK IAM tokens for one region from cached AWS credentials.
+pub struct TokenProvider {
+    region: String,
+    cache: Arc<CredentialsCache>,
+    handle: Handle,
+}
+
+impl std::fmt::Debug for TokenProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenProvider")
+            .field("region", &self.region)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenProvider {
+    /// Tokens for a cluster in `region`, signed with credentials of the
+    /// standard AWS chain. Must be called within a tokio runtime, which the
+    /// credential refreshes run on: the background refresh starts at once.
+    pub fn from_default_chain(region: impl Into<String>) -> Result<Self, SecurityError> {
+        let region = region.into();
+        Self::start(region, ProviderCell::new())
+    }
+
+    /// Tokens signed with credentials from `provider` (tests, or an
+    /// embedding application with its own chain).
+    pub fn with_provider(
+        region: impl Into<String>,
+        provider: SharedCredentialsProvider,
+    ) -> Result<Self, SecurityError> {
+        Self::start(region.into(), ProviderCell::new_with(Some(provider)))
+    }
+
+    fn start(region: String, provider: ProviderCell) -> Result<Self, SecurityError> {
+        let handle = Handle::try_current().map_err(|_| SecurityError::NoRuntime)?;
+        let cache = Arc::new(CredentialsCache {
+            region: region.clone(),
+            provider,
+            state: Mutex::new(CacheState::default()),
+            attempted: Condvar::new(),
+            refreshing: tokio::sync::Mutex::new(()),
+        });
+        handle.spawn(keep_fresh(Arc::downgrade(&cache)));
+        Ok(TokenProvider {
+            region,
+            cache,
+            handle,
+        })
+    }
+
+    /// The region the tokens are signed for.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// Fetches credentials now unless fresh ones are cached.
+    pub async fn warm_up(&self) -> Result<(), SecurityError> {
+        self.cache.refresh().await
+    }
+
+    /// A token signed now.
+    pub fn token(&self) -> Result<OAuthToken, SecurityError> {
+        self.token_at(SystemTime::now())
+    }
+
+    /// A token signed at `now`: see the module documentation for when it waits.
+    pub fn token_at(&self, now: SystemTime) -> Result<OAuthToken, SecurityError> {
+        let credentials = match self.cache.usable(now) {
+            Some(credentials) => {
+                if !self.cache.fresh(now) {
+                    self.refresh_in_background();
+                }
+                credentials
+            }
+            None => {
+                self.refresh_in_background();
+                let waited = if Handle::try_current().is_err() {
+                    self.cache.wait_usable(FIRST_CREDENTIALS_WAIT)
+                } else {
+                    None // a runtime thread: never block it
+                };
+                waited.ok_or_else(|| {
+                    SecurityError::Credentials(self.cache.last_error().unwrap_or_else(|| {
+                        "not fetched yet (librdkafka asks again in 10 s)".to_string()
+                    }))
+                })?
+            }
+        };
+        let token = msk_iam::auth_token(&self.region, &credentials, now)?;
+        let expiry = match credentials.expiry() {
+            Some(expiry) => msk_iam::token_expiry(now).min(expiry),
+            None => msk_iam::token_expiry(now),
+        };
+        let lifetime_ms = expiry
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        tracing::debug!(region = %self.region, lifetime_ms, "Made an MSK IAM token.");
+        Ok(OAuthToken {
+            token,
+            // Informative only: MSK takes the identity from the signature.
+            principal_name: credentials.access_key_id().to_string(),
+            lifetime_ms,
+        })
+    }
+
+    fn refresh_in_background(&self) {
+        let cache = self.cache.clone();
+        self.handle.spawn(async move {
+            if let Err(error) = cache.refresh().await {
+                tracing::debug!(%error, "Refreshing the AWS credentials for MSK IAM failed.");
+            }
+        });
+    }
+}
+
+/// The background refresh: checks every [`CHECK_EVERY`] (sooner after a
+/// failure) while any [`TokenProvider`] of the cache lives.
+async fn keep_fresh(cache: Weak<CredentialsCache>) {
+    let mut failing = false;
+    loop {
+        let Some(strong) = cache.upgrade() else {
+            return;
+        };
+        let next = match strong.refresh().await {
+            Ok(()) => {
+                failing = false;
+                CHECK_EVERY
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "Cannot fetch AWS credentials for MSK IAM; retrying.");
+                }
+                failing = true;
+                RETRY_AFTER_FAILURE
+            }
+        };
+        drop(strong);
+        tokio::time::sleep(next).await;
+    }
+}
+
+/// The client context of the Kafka clients that have no other work for
+/// one (the producer, the source's companion consumer), and the part of the
+/// source's context that answers librdkafka's OAUTHBEARER token requests.
+/// Without MSK IAM it holds nothing and librdkafka never asks.
+#[derive(Clone, Debug, Default)]
+pub struct SecurityContext {
+    tokens: Option<Arc<TokenProvider>>,
+}
+
+impl SecurityContext {
+    /// The context `cfg.security` asks for: with `aws_msk_iam`, a
+    /// [`TokenProvider`] on the default AWS chain (call within a tokio runtime).
+    pub fn for_config(cfg: &KafkaConfig) -> Result<Self, SecurityError> {
+        if !cfg.security.uses_msk_iam() {
+            return Ok(SecurityContext::default());
+        }
+        let region = cfg
+            .security
+            .msk_region(&cfg.brokers)
+            .ok_or(SecurityError::NoRegion)?;
+        tracing::info!(%region, "Authenticating to Kafka with MSK IAM (SASL/OAUTHBEARER).");
+        Ok(SecurityContext::with_tokens(
+            TokenProvider::from_default_chain(region)?,
+        ))
+    }
+
+    /// A context answering token requests with `tokens`.
+    pub fn with_tokens(tokens: TokenProvider) -> Self {
+        SecurityContext {
+            tokens: Some(Arc::new(tokens)),
+        }
+    }
+
+    /// The token provider, with MSK IAM.
+    pub fn tokens(&self) -> Option<&TokenProvider> {
+        self.tokens.as_deref()
+    }
+
+    /// Fetches the AWS credentials before the clients start (with MSK IAM).
+    /// A failure is logged, not returned: the background refresh and
+    /// librdkafka's own retries go on.
+    pub async fn warm_up(&self) {
+        if let Some(tokens) = &self.tokens {
+            if let Err(error) = tokens.warm_up().await {
+                tracing::warn!(%error, "No AWS credentials for MSK IAM yet; Kafka connections wait for them.");
+            }
+        }
+    }
+
+    /// The answer to librdkafka's token request.
+    pub fn oauth_token(&self) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        let tokens = self.tokens.as_ref().ok_or(SecurityError::NotConfigured)?;
+        tokens.token().map_err(|error| {
+            tracing::warn!(%error, "Cannot make an MSK IAM token for Kafka.");
+            Box::new(error) as Box<dyn std::error::Error>
+        })
+    }
+
+    /// Polls `consumer` in the background (every second, while it lives), for
+    /// a consumer nobody else polls: it then answers its token refreshes
+    /// (MSK IAM), and the events librdkafka queues for it (statistics every
+    /// `statistics.interval.ms`, errors) do not pile up. Does nothing
+    /// outside a tokio runtime.
+    pub fn keep_polled<C>(&self, consumer: &Arc<BaseConsumer<C>>)
+    where
+        C: ConsumerContext + 'static,
+    {
+        let Ok(handle) = Handle::try_current() else {
+            return;
+        };
+        let consumer = Arc::downgrade(consumer);
+        handle.spawn(async move {
+            let mut tick = tokio::time::interval(POLL_IDLE_CONSUMER_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(consumer) = consumer.upgrade() else {
+                    return;
+                };
+                if let Some(Err(error)) = consumer.poll(Duration::ZERO) {
+                    tracing::debug!(%error, "Idle consumer.");
+                }
+            }
+        });
+    }
+}
+
+impl ClientContext for SecurityContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _oauthbearer_config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        self.oauth_token()
+    }
+}
+
+impl ConsumerContext for SecurityContext {}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use aws_credential_types::provider::{error::CredentialsError, future};
+    use base64::Engine;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::Consumer;
+    use rdkafka::error::KafkaError;
+
+    use super::*;
+
+    /// Answers call `n` with credentials `AK<n>` valid for `valid_for`
+    /// (after `delay`), or fails from call `fail_from` on.
+    #[derive(Debug)]
+    struct Chain {
+        calls: Arc<AtomicUsize>,
+        valid_for: Option<Duration>,
+        fail_from: usize,
+        delay: Duration,
+    }
+
+    impl ProvideCredentials for Chain {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            let (valid_for, fail, delay) = (self.valid_for, call >= self.fail_from, self.delay);
+            future::ProvideCredentials::new(async move {
+                tokio::time::sleep(delay).await;
+                if fail {
+                    return Err(CredentialsError::not_loaded(
+                        "instance metadata unavailable",
+                    ));
+                }
+                Ok(Credentials::new(
+                    format!("AK{call}"),
+                    "SK",
+                    Some("session".into()),
+                    valid_for.map(|d| SystemTime::now() + d),
+                    "test",
+                ))
+            })
+        }
+    }
+
+    fn chain(
+        valid_for: Option<Duration>,
+        fail_from: usize,
+        delay: Duration,
+    ) -> (Arc<AtomicUsize>, SharedCredentialsProvider) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let provider = SharedCredentialsProvider::new(Chain {
+            calls: calls.clone(),
+            valid_for,
+            fail_from,
+            delay,
+        });
+        (calls, provider)
+    }
+
+    /// The query parameters of a token's presigned URL.
+    fn params(token: &str) -> BTreeMap<String, String> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .unwrap();
+        let url = url::Url::parse(&String::from_utf8(bytes).unwrap()).unwrap();
+        assert_eq!(url.host_str(), Some("kafka.eu-west-1.amazonaws.com"));
+        url.query_pairs().into_owned().collect()
+    }
+
+    fn ms(t: SystemTime) -> i64 {
+        t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    }
+
+    #[tokio::test]
+    async fn tokens_are_signed_with_the_cached_credentials_and_expire_with_them() {
+        let (calls, provider) = chain(Some(Duration::from_secs(3600)), usize::MAX, Duration::ZERO);
+        let tokens = TokenProvider::with_provider("eu-west-1", provider).unwrap();
+        tokens.warm_up().await.unwrap();
+        let now = SystemTime::now();
+        let token = tokens.token_at(now).unwrap();
+        let p = params(&token.token);
+        assert_eq!(p["Action"], "kafka-cluster:Connect");
+        assert!(p["X-Amz-Credential"].starts_with("AK0/"), "{p:?}");
+        assert_eq!(p["X-Amz-Security-Token"], "session");
+        assert_eq!(token.principal_name, "AK0");
+        assert_eq!(token.lifetime_ms, ms(msk_iam::token_expiry(now)));
+        for _ in 0..3 {
+            tokens.token().unwrap();
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one call to the chain");
+
+        // Credentials expiring before the token would: the token expires with them.
+        let (_, provider) = chain(Some(Duration::from_secs(400)), usize::MAX, Duration::ZERO);
+        let short = TokenProvider::with_provider("eu-west-1", provider).unwrap();
+        short.warm_up().await.unwrap();
+        let now = SystemTime::now();
+        let token = short.token_at(now).unwrap();
+        assert!(token.lifetime_ms < ms(msk_iam::token_expiry(now)));
+        assert!(token.lifetime_ms > ms(now + Duration::from_secs(390)));
+    }
+
+    #[tokio::test]
+    async fn credentials_are_fetched_again_before_they_expire() {
+        // Valid for less than REFRESH_BEFORE_EXPIRY: due for a refresh at once.
+        let (calls, provider) = chain(Some(Duration::from_secs(290)), usize::MAX, Duration::ZERO);
+        let tokens = TokenProvider::with_provider("eu-west-1", provider).unwrap();
+        tokens.warm_up().await.unwrap();
+        let before = calls.load(Ordering::SeqCst);
+        // Still valid: the token is signed with them at once, and a refresh
+        // starts in the background.
+        let token = tokens.token().unwrap();
+        assert!(token.principal_name.starts_with("AK"));
+        let refreshed = eventually(|| calls.load(Ordering::SeqCst) > before).await;
+        assert!(refreshed, "a background refresh");
+    }
+
+    /// Polls `check` for up to 5 s.
+    async fn eventually(check: impl Fn() -> bool) -> bool {
+        for _ in 0..100 {
+            if check() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        check()
+    }
+
+    #[tokio::test]
+    async fn a_failing_chain_keeps_valid_credentials_and_reports_when_there_are_none() {
+        // The first call succeeds with credentials about to expire; later calls fail.
+        let (_, provider) = chain(Some(Duration::from_secs(120)), 1, Duration::ZERO);
+        let tokens = TokenProvider::with_provider("eu-west-1", provider).unwrap();
+        tokens.warm_up().await.unwrap();
+        // Needs a refresh (2 min left), which fails: the old ones still sign.
+        tokens.warm_up().await.unwrap();
+        assert_eq!(tokens.token().unwrap().principal_name, "AK0");
+
+        let (_, failing) = chain(None, 0, Duration::ZERO);
+        let none = TokenProvider::with_provider("eu-west-1", failing).unwrap();
+        let error = none.warm_up().await.unwrap_err();
+        assert!(
+            error.to_string().contains("instance metadata unavailable"),
+            "{error}"
+        );
+        // On a runtime thread the request does not wait; it says why.
+        let Err(error) = none.token() else {
+            panic!("a token without credentials")
+        };
+        assert!(matches!(error, SecurityError::Credentials(_)), "{error}");
+        assert!(
+            error.to_string().contains("instance metadata unavailable"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_runtime_thread_never_waits_for_credentials() {
+        let (_, slow) = chain(None, usize::MAX, Duration::from_secs(3600));
+        let tokens = TokenProvider::with_provider("eu-west-1", slow).unwrap();
+        let started = tokio::time::Instant::now();
+        let Err(error) = tokens.token() else {
+            panic!("a token without credentials")
+        };
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(error.to_string().contains("not fetched yet"), "{error}");
+    }
+
+    #[test]
+    fn another_thread_waits_for_the_first_credentials() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (calls, provider) = chain(None, usize::MAX, Duration::from_millis(300));
+        let tokens = runtime
+            .block_on(async { TokenProvider::with_provider("eu-west-1", provider) })
+            .unwrap();
+        // As librdkafka's producer thread: no runtime here, so it may wait.
+        let token = std::thread::spawn(move || tokens.token())
+            .join()
+            .unwrap()
+            .unwrap();
+        assert_eq!(token.principal_name, "AK0");
+        assert!(calls.load(Ordering::SeqCst) >= 1);
+    }
+
+    #[test]
+    fn needs_a_runtime_and_a_region() {
+        let (_, provider) = chain(None, usize::MAX, Duration::ZERO);
+        assert!(matches!(
+            TokenProvider::with_provider("eu-west-1", provider),
+            Err(SecurityError::NoRuntime)
+        ));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cfg = KafkaConfig {
+            brokers: "localhost:9098".into(),
+            security: crate::KafkaSecurity {
+                protocol: crate::SecurityProtocol::SaslSsl,
+                sasl_mechanism: Some(crate::SaslMechanism::AwsMskIam),
+                ..crate::KafkaSecurity::default()
+            },
+            ..KafkaConfig::default()
+        };
+        runtime.block_on(async {
+            assert!(matches!(
+                SecurityContext::for_config(&cfg),
+                Err(SecurityError::NoRegion)
+            ));
+            let msk = KafkaConfig {
+                brokers: "b-1.c.x.c2.kafka.eu-west-1.amazonaws.com:9098".into(),
+                ..cfg.clone()
+            };
+            let context = SecurityContext::for_config(&msk).unwrap();
+            assert_eq!(context.tokens().unwrap().region(), "eu-west-1");
+            // Without MSK IAM: no tokens, and a request is refused.
+            let plain = SecurityContext::for_config(&KafkaConfig::default()).unwrap();
+            assert!(plain.tokens().is_none());
+            assert!(plain.oauth_token().is_err());
+        });
+    }
+
+    /// Counts librdkafka's token requests and keeps its errors.
+    struct Probe {
+        inner: SecurityContext,
+        requests: AtomicUsize,
+        errors: Mutex<Vec<String>>,
+    }
+
+    impl ClientContext for Probe {
+        const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+        fn generate_oauth_token(
+            &self,
+            config: Option<&str>,
+        ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+            self.requests.fetch_add(1, Ordering::SeqCst);
+            self.inner.generate_oauth_token(config)
+        }
+
+        fn error(&self, error: KafkaError, reason: &str) {
+            self.errors
+                .lock()
+                .unwrap()
+                .push(format!("{error}: {reason}"));
+        }
+    }
+
+    impl ConsumerContext for Probe {}
+
+    /// librdkafka asks the context for a token as soon as the client starts,
+    /// and takes it: no "Failed to acquire SASL OAUTHBEARER token" error.
+    /// (No broker answers: the token is requested before any connection.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn librdkafka_asks_the_context_for_tokens_and_takes_them() {
+        let (calls, provider) = chain(Some(Duration::from_secs(3600)), usize::MAX, Duration::ZERO);
+        let context = SecurityContext::with_tokens(
+            TokenProvider::with_provider("eu-west-1", provider).unwrap(),
+        );
+        context.warm_up().await;
+        let probe = Probe {
+            inner: context.clone(),
+            requests: AtomicUsize::new(0),
+            errors: Mutex::new(Vec::new()),
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(); // closed again: nothing listens there
+        let consumer: Arc<BaseConsumer<Probe>> = Arc::new(
+            ClientConfig::new()
+                .set("bootstrap.servers", format!("127.0.0.1:{port}"))
+                .set("group.id", "fleet-security-test")
+                .set("security.protocol", "SASL_PLAINTEXT")
+                .set("sasl.mechanisms", "OAUTHBEARER")
+                .create_with_context(probe)
+                .unwrap(),
+        );
+        // As the source's companion consumer: polled only in the background.
+        context.keep_polled(&consumer);
+        let asked = eventually(|| consumer.context().requests.load(Ordering::SeqCst) > 0).await;
+        assert!(asked, "librdkafka asked for a token");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let errors = consumer.context().errors.lock().unwrap().clone();
+        assert!(
+            !errors.iter().any(|e| e.contains("OAUTHBEARER")),
+            "{errors:?}"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Measures the Kafka path: a backlog of generated events in a real broker
+# (Tansu, in memory), consumed by 1, then 2, … instances of fleet-preprocessor
+# in one consumer group (output_mode = "partitioned", console sink, so the
+# broker and the service are what is measured, not an endpoint). For each
+# run it prints wall time, events/s, the instances' CPU seconds and CPU-µs
+# per event, their peak RSS, and the broker's CPU seconds over the same time.
+#
+# The same events are replayed through `fleet-preprocessor replay` first, so
+# the Kafka path's CPU per event can be compared with replay's in one run.
+#
+# Settings (environment, with defaults):
+#   EVENTS=2000000   events in the backlog
+#   VEHICLES=100000  fleet size
+#   PARTITIONS=12    partitions of the topic
+#   INSTANCES="1 2"  instance counts to measure, in order
+#   KAFKA_PORT=19192 Tansu's listener
+#   METRICS_PORT=19564  first instance's /metrics (the next ones count up)
+#   SEED=11
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+EVENTS="${EVENTS:-2000000}"
+VEHICLES="${VEHICLES:-100000}"
+PARTITIONS="${PARTITIONS:-12}"
+INSTANCES="${INSTANCES:-1 2}"
+KAFKA_PORT="${KAFKA_PORT:-19192}"
+METRICS_PORT="${METRICS_PORT:-19564}"
+SEED="${SEED:-11}"
+
+log() { printf '\n== %s\n' "$*"; }
+fail() { printf 'bench-kafka: %s\n' "$*" >&2; exit 1; }
+
+for var in EVENTS VEHICLES PARTITIONS KAFKA_PORT METRICS_PORT SEED; do
+    [[ "${!var}" =~ ^[0-9]+$ ]] || fail "$var must be a whole number, not '${!var}'"
+done
+
+STATE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/fleet-bench-kafka.XXXXXX")"
+# shellcheck source=scripts/lib/processes.sh
+. "$ROOT/scripts/lib/processes.sh"
+
+port_open "$KAFKA_PORT" && fail "port $KAFKA_PORT is in use; set KAFKA_PORT"
+TANSU="$(command -v tansu 2>/dev/null || echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu")"
+[ -x "$TANSU" ] || fail "tansu not found; run scripts/install-test-deps.sh"
+
+log "Building (release)"
+(cd "$ROOT" && cargo build --release -p fleet-generator -p fleet-preprocessor)
+TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+GENERATOR="$TARGET_DIR/release/fleet-generator"
+PREPROCESSOR="$TARGET_DIR/release/fleet-preprocessor"
+CLK_TCK="$(getconf CLK_TCK)"
+
+# CPU seconds (user + system) a live process has used.
+cpu_seconds() { awk -v hz="$CLK_TCK" '{ printf "%.2f\n", ($14 + $15) / hz }' "/proc/$1/stat"; }
+# Peak resident set size of a live process, MiB.
+peak_rss_mib() { awk '/^VmHWM:/ { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status"; }
+# One unlabelled counter's value from a /metrics page.
+metric_value() {
+    curl --noproxy '*' -fsS --max-time 2 "$1" 2>/dev/null |
+        awk -v name="$2" '$1 == name { printf "%d\n", $2; found = 1; exit } END { if (!found) print 0 }'
+}
+
+log "Generating $EVENTS events of $VEHICLES vehicles (seed $SEED)"
+START_MS=$(( ($(date +%s) - 3600) * 1000 ))
+"$GENERATOR" --vehicles "$VEHICLES" --events "$EVENTS" --seed "$SEED" --start-ms "$START_MS" \
+    --output "$STATE_DIR/events.jsonl" --reference-out "$STATE_DIR/vehicles.csv"
+
+log "Replay of the same events (the baseline)"
+/usr/bin/time -f '%U %S %e %M' -o "$STATE_DIR/replay.time" \
+    "$PREPROCESSOR" replay --input "$STATE_DIR/events.jsonl" \
+    --reference "$STATE_DIR/vehicles.csv" >"$STATE_DIR/replay.jsonl"
+read -r user sys wall rss_kib <"$STATE_DIR/replay.time"
+REPLAY_CPU="$(python3 -c "print(f'{$user + $sys:.2f}')")"
+REPLAY_US="$(python3 -c "print(f'{($user + $sys) * 1e6 / $EVENTS:.3f}')")"
+printf '   replay: %s CPU-s, %s CPU-µs/event, %s s wall, peak RSS %s MiB\n' \
+    "$REPLAY_CPU" "$REPLAY_US" "$wall" "$((rss_kib / 1024))"
+
+log "Starting Tansu on 127.0.0.1:$KAFKA_PORT and loading the backlog"
+KAFKA_URL="tcp://127.0.0.1:$KAFKA_PORT"
+start tansu env -u LISTENER_URL -u ADVERTISED_LISTENER_URL -u STORAGE_ENGINE -u CLUSTER_ID \
+    "$TANSU" broker --listener-url "$KAFKA_URL" --advertised-listener-url "$KAFKA_URL" \
+    --storage-engine memory://tansu/
+wait_for tansu 20 port_open "$KAFKA_PORT"
+"$TANSU" topic create bench --broker "$KAFKA_URL" --partitions "$PARTITIONS" \
+    >>"$STATE_DIR/tansu-admin.log" 2>&1 || fail "cannot create the topic; see $STATE_DIR/tansu-admin.log"
+produce_started=$SECONDS
+"$GENERATOR" --vehicles "$VEHICLES" --events "$EVENTS" --seed "$SEED" --start-ms "$START_MS" \
+    --brokers "127.0.0.1:$KAFKA_PORT" --topic bench --rate 0 >"$STATE_DIR/producer.log" 2>&1 ||
+    fail "producing failed; see $STATE_DIR/producer.log"
+printf '   %s events produced in %ss\n' "$EVENTS" "$((SECONDS - produce_started))"
+
+printf '\n%-9s %8s %10s %8s %12s %12s %9s %9s\n' instances "wall s" "events/s" "CPU s" "CPU-µs/event" "vs replay" "RSS MiB" "broker s"
+for n in $INSTANCES; do
+    names=()
+    tansu_cpu_before="$(cpu_seconds "$(pid_of tansu)")"
+    started=$SECONDS
+    started_ns="$(date +%s%N)"
+    for ((i = 0; i < n; i++)); do
+        name="run$n-instance$i"
+        start "$name" env \
+            FLEET__KAFKA__BROKERS="127.0.0.1:$KAFKA_PORT" \
+            FLEET__KAFKA__TOPIC=bench \
+            FLEET__KAFKA__GROUP_ID="bench-$n-$RANDOM" \
+            FLEET__KAFKA__OUTPUT_MODE=partitioned \
+            FLEET__REFERENCE__CSV_PATH="$STATE_DIR/vehicles.csv" \
+            FLEET__TELEMETRY__LISTEN="127.0.0.1:$((METRICS_PORT + i))" \
+            "$PREPROCESSOR" run
+        names+=("$name")
+    done
+    # Wait until the group has consumed the whole backlog.
+    while :; do
+        consumed=0
+        for ((i = 0; i < n; i++)); do
+            check_alive "${names[$i]}"
+            c="$(metric_value "http://127.0.0.1:$((METRICS_PORT + i))/metrics" fleet_source_messages_total)"
+            consumed=$((consumed + c))
+        done
+        [ "$consumed" -ge "$EVENTS" ] && break
+        [ $((SECONDS - started)) -lt 600 ] || fail "$n instance(s) did not consume the backlog in 600 s"
+        sleep 0.2
+    done
+    wall="$(python3 -c "print(f'{($(date +%s%N) - $started_ns) / 1e9:.2f}')")"
+    cpu=0
+    rss=0
+    for name in "${names[@]}"; do
+        pid="$(pid_of "$name")"
+        cpu="$(python3 -c "print(f'{$cpu + $(cpu_seconds "$pid"):.2f}')")"
+        rss="$(python3 -c "print(max($rss, $(peak_rss_mib "$pid")))")"
+    done
+    broker="$(python3 -c "print(f'{$(cpu_seconds "$(pid_of tansu)") - $tansu_cpu_before:.2f}')")"
+    python3 -c "
+events, wall, cpu, replay = $EVENTS, $wall, $cpu, $REPLAY_CPU
+print(f'{$n:<9} {wall:8.2f} {events / wall:10,.0f} {cpu:8.2f} {cpu * 1e6 / events:12.3f} {cpu / replay:11.2f}x {$rss:9.1f} {$broker:9.2f}')
+"
+    for name in "${names[@]}"; do
+        stop "$name" 20 >/dev/null
+    done
+done
+printf '\nCPU s and CPU-µs/event include start-up (reading the reference CSV) and the\ngroup join; "vs replay" is the instances'"'"' CPU over replay'"'"'s for the same events.\n'
