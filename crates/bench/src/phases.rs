@@ -330,7 +330,7 @@ pub fn threaded_pipeline(
 
     let enricher = runtime.spawn(fleet_enricher::run(
         catalog,
-        None,
+        fleet_enricher::ReferenceFeed::Fixed,
         enricher_in,
         enricher_out,
         enricher_metrics,

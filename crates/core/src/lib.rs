@@ -16,6 +16,7 @@ pub mod config;
 pub mod event;
 pub mod fence;
 pub mod pipeline;
+pub mod reference;
 pub mod small_str;
 pub mod telemetry;
 pub mod watermark;
@@ -30,6 +31,7 @@ pub use pipeline::{
     Checkpoint, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, Msg, SourceBatch, SourceEvent,
     VehicleKey,
 };
+pub use reference::{ReferenceChange, ReferenceChanges, VehicleRecord};
 pub use small_str::SmallStr;
 pub use watermark::{Watermark, WatermarkRules, WatermarkTracker};
 pub use window::{WindowAggregate, WindowBatch, WindowSpec};

@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use fleet_core::{
-    EnrichedBatch, EnrichedEvent, GroupId, GroupKey, SmallStr, SourceBatch, VehicleKey,
+    EnrichedBatch, EnrichedEvent, GroupId, GroupKey, ReferenceChange, SmallStr, SourceBatch,
+    VehicleKey, VehicleRecord,
 };
 
 use crate::table::IdTable;
@@ -103,6 +104,40 @@ impl VehicleCatalog {
             }
         }
         self.reference_len = reference.len();
+    }
+
+    /// Replaces the reference data with a log-following source's snapshot
+    /// (see [`load`](Self::load)).
+    pub fn load_records(&mut self, records: &[VehicleRecord]) {
+        let table = ReferenceTable::from_pairs(
+            records
+                .iter()
+                .map(|r| (r.vehicle_id.as_str(), r.model.as_str())),
+        );
+        self.load(&table);
+    }
+
+    /// Applies one change of a log-following source (the reference topic):
+    /// an upsert gives the vehicle its (new) model from the next event on, a
+    /// delete makes it unknown. Vehicles keep their keys either way.
+    pub fn apply(&mut self, change: &ReferenceChange) {
+        let (vehicle_id, model) = match change {
+            ReferenceChange::Upsert(record) => (&record.vehicle_id, Some(&record.model)),
+            ReferenceChange::Delete { vehicle_id } => (vehicle_id, None),
+        };
+        let model = model.map_or(NO_MODEL, |m| self.intern_model(m));
+        let next = self.next_vehicle;
+        let (meta, inserted) = self.vehicles.entry_str(vehicle_id, next, NO_MODEL);
+        let had_model = meta.value != NO_MODEL;
+        meta.value = model;
+        if inserted {
+            self.next_vehicle = next.saturating_add(1);
+        }
+        match (had_model, model != NO_MODEL) {
+            (false, true) => self.reference_len += 1,
+            (true, false) => self.reference_len = self.reference_len.saturating_sub(1),
+            _ => {}
+        }
     }
 
     /// Rows in the reference data in force.
@@ -374,5 +409,44 @@ mod tests {
         assert_eq!(b1.events[0].vehicle, b2.events[0].vehicle);
         assert_eq!(&*b2.new_groups[0].model, "Aurex");
         assert_eq!(&*b2.new_groups[1].model, UNKNOWN_MODEL, "V2 was retired");
+    }
+
+    #[test]
+    fn topic_changes_move_add_and_retire_vehicles_without_renumbering() {
+        let mut c = VehicleCatalog::new(&table(), UnknownVehiclePolicy::Unknown);
+        let (b1, _) = c.enrich_batch(vec![ev(0, "V1", "UK")]);
+        let upsert = |vin: &str, model: &str| {
+            ReferenceChange::Upsert(VehicleRecord {
+                vehicle_id: vin.into(),
+                model: model.into(),
+                attributes: Default::default(),
+            })
+        };
+        c.apply(&upsert("V1", "Zephyr"));
+        c.apply(&upsert("V3", "Zephyr"));
+        c.apply(&ReferenceChange::Delete {
+            vehicle_id: "V2".into(),
+        });
+        c.apply(&ReferenceChange::Delete {
+            vehicle_id: "V9".into(),
+        });
+        assert_eq!(c.reference_len(), 2, "V1 and V3");
+        let (b2, stats) = c.enrich_batch(vec![
+            ev(1, "V1", "UK"),
+            ev(2, "V3", "UK"),
+            ev(3, "V2", "UK"),
+        ]);
+        assert_eq!(b1.events[0].vehicle, b2.events[0].vehicle);
+        assert_eq!(b2.events[0].group, b2.events[1].group);
+        assert_eq!(&*b2.new_groups[0].model, "Zephyr");
+        assert_eq!(&*b2.new_groups[1].model, UNKNOWN_MODEL, "V2 was retired");
+        assert_eq!(stats.unknown, 1);
+        // A snapshot replaces everything.
+        c.load_records(&[VehicleRecord {
+            vehicle_id: "V2".into(),
+            model: "Aurex".into(),
+            attributes: Default::default(),
+        }]);
+        assert_eq!(c.reference_len(), 1);
     }
 }

@@ -22,7 +22,7 @@ pub use metrics::EnricherMetrics;
 pub use reference::{ReferenceError, ReferenceTable};
 pub use reload::ReferenceWatch;
 
-use fleet_core::{EnrichedBatch, Msg, SourceBatch};
+use fleet_core::{EnrichedBatch, Msg, ReferenceChanges, SourceBatch};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
@@ -48,52 +48,96 @@ pub enum EnricherError {
     DownstreamClosed,
 }
 
-/// Completes at the next reload tick; never without a watch.
-async fn next_reload(reload: &mut Option<tokio::time::Interval>) {
-    match reload {
-        Some(every) => {
-            every.tick().await;
+/// Where changes of the reference data come from while the stage runs.
+#[derive(Debug, Default)]
+pub enum ReferenceFeed {
+    /// The table given at start stays in force.
+    #[default]
+    Fixed,
+    /// The CSV file, re-read when it changes.
+    File(ReferenceWatch),
+    /// A log-following source (the compacted Kafka topic): a snapshot, then
+    /// deltas. Until the snapshot, events see the table given at start.
+    Changes(mpsc::Receiver<ReferenceChanges>),
+}
+
+impl ReferenceFeed {
+    /// Waits for the next change and applies it to `catalog` (between
+    /// batches: no event ever sees half a change). Never completes for
+    /// [`ReferenceFeed::Fixed`] or a closed change channel.
+    async fn next_change(
+        &mut self,
+        reload: &mut Option<tokio::time::Interval>,
+        catalog: &mut VehicleCatalog,
+        metrics: &EnricherMetrics,
+    ) {
+        let closed = match self {
+            ReferenceFeed::File(watch) => {
+                let Some(every) = reload else {
+                    return std::future::pending().await;
+                };
+                every.tick().await;
+                match watch.poll() {
+                    Some(Ok(table)) => {
+                        catalog.load(&table);
+                        metrics.reference_reloaded(catalog.reference_len());
+                    }
+                    Some(Err(error)) => metrics.reference_reload_failed(watch.path(), &error),
+                    None => {}
+                }
+                false
+            }
+            ReferenceFeed::Changes(changes) => match changes.recv().await {
+                Some(ReferenceChanges::Snapshot(records)) => {
+                    catalog.load_records(&records);
+                    metrics.reference_reloaded(catalog.reference_len());
+                    false
+                }
+                Some(ReferenceChanges::Delta(delta)) => {
+                    for change in &delta {
+                        catalog.apply(change);
+                    }
+                    metrics.reference_changed(delta.len(), catalog.reference_len());
+                    false
+                }
+                // The source stopped (shutdown): the table stays in force.
+                None => true,
+            },
+            ReferenceFeed::Fixed => std::future::pending().await,
+        };
+        if closed {
+            *self = ReferenceFeed::Fixed;
         }
-        None => std::future::pending().await,
     }
 }
 
 /// Runs the stage until `input` closes, then returns (dropping `output`,
-/// which closes the next stage in turn). With a `watch`, the reference data
-/// is reloaded between batches whenever its file changes.
+/// which closes the next stage in turn). Changes of the reference data from
+/// `feed` are applied between batches.
 pub async fn run(
     mut catalog: VehicleCatalog,
-    mut watch: Option<ReferenceWatch>,
+    mut feed: ReferenceFeed,
     mut input: mpsc::Receiver<Msg<SourceBatch>>,
     output: mpsc::Sender<Msg<EnrichedBatch>>,
     metrics: EnricherMetrics,
 ) -> Result<(), EnricherError> {
     metrics.reference_loaded(catalog.reference_len());
-    // No timer without a watch: the stage then runs on any tokio runtime.
-    let mut reload = watch.as_ref().map(|w| {
-        let mut every = tokio::time::interval(w.interval());
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        every
-    });
+    // No timer without a file to watch: the stage then runs on any tokio runtime.
+    let mut reload = match &feed {
+        ReferenceFeed::File(w) => {
+            let mut every = tokio::time::interval(w.interval());
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            Some(every)
+        }
+        _ => None,
+    };
     loop {
         let msg = tokio::select! {
             msg = input.recv() => match msg {
                 Some(msg) => msg,
                 None => break,
             },
-            () = next_reload(&mut reload) => {
-                if let Some(watch) = watch.as_mut() {
-                    match watch.poll() {
-                        Some(Ok(table)) => {
-                            catalog.load(&table);
-                            metrics.reference_reloaded(catalog.reference_len());
-                        }
-                        Some(Err(error)) => metrics.reference_reload_failed(watch.path(), &error),
-                        None => {}
-                    }
-                }
-                continue;
-            }
+            () = feed.next_change(&mut reload, &mut catalog, &metrics) => continue,
         };
         let out = match msg {
             Msg::Data(batch) => {

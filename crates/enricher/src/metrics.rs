@@ -29,6 +29,7 @@ pub struct EnricherMetrics {
     distinct_unknown: Gauge,
     reference_vehicles: Gauge,
     reference_reloads: Family<ReloadLabels, Counter>,
+    reference_changes: Counter,
 }
 
 impl EnricherMetrics {
@@ -64,6 +65,11 @@ impl EnricherMetrics {
             m.reference_reloads.clone(),
         );
         registry.register(
+            "reference_changes",
+            "Vehicle records applied from the reference topic after its snapshot (upserts and tombstones)",
+            m.reference_changes.clone(),
+        );
+        registry.register(
             "reference_vehicles",
             "Vehicles in the reference data in force",
             m.reference_vehicles.clone(),
@@ -74,6 +80,14 @@ impl EnricherMetrics {
     /// Reference data was loaded.
     pub fn reference_loaded(&self, vehicles: usize) {
         tracing::info!(vehicles, "Reference data loaded.");
+        self.reference_vehicles
+            .set(i64::try_from(vehicles).unwrap_or(i64::MAX));
+    }
+
+    /// `changes` records of the reference topic were applied.
+    pub fn reference_changed(&self, changes: usize, vehicles: usize) {
+        self.reference_changes.inc_by(changes as u64);
+        tracing::debug!(changes, vehicles, "Reference changes applied.");
         self.reference_vehicles
             .set(i64::try_from(vehicles).unwrap_or(i64::MAX));
     }

@@ -156,7 +156,6 @@ impl IdTable {
     }
 
     /// [`Self::entry`] for a `&str`.
-    #[cfg(test)]
     pub fn entry_str(&mut self, id: &str, next_id: u32, value: u32) -> (&mut Meta, bool) {
         match SmallStr::words_of_str(id) {
             Some(key) if key != EMPTY => self.entry_inline(key, next_id, value),

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use fleet_core::{EventType, Msg, RawEvent, SourceEvent};
 use fleet_enricher::{
-    EnricherMetrics, ReferenceTable, ReferenceWatch, UnknownVehiclePolicy, VehicleCatalog,
+    EnricherMetrics, ReferenceFeed, ReferenceTable, ReferenceWatch, UnknownVehiclePolicy,
+    VehicleCatalog,
 };
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
@@ -44,7 +45,13 @@ async fn a_moved_vehicle_counts_under_its_new_model_and_a_broken_file_changes_no
     let metrics = EnricherMetrics::register(&mut registry);
     let (tx, rx) = mpsc::channel(4);
     let (out, mut enriched) = mpsc::channel(4);
-    let stage = tokio::spawn(fleet_enricher::run(catalog, Some(watch), rx, out, metrics));
+    let stage = tokio::spawn(fleet_enricher::run(
+        catalog,
+        ReferenceFeed::File(watch),
+        rx,
+        out,
+        metrics,
+    ));
 
     tx.send(batch(0)).await.unwrap();
     assert_eq!(models_announced(&mut enriched).await, vec!["Aurex"]);

@@ -18,6 +18,7 @@ mod metrics;
 pub mod msk_iam;
 pub mod producer;
 mod progress;
+pub mod reference;
 pub mod security;
 pub mod source;
 
@@ -36,6 +37,12 @@ pub enum KafkaStageError {
     /// The client could not be created or subscribed (bad configuration).
     #[error("cannot set up the Kafka client: {0}")]
     Setup(rdkafka::error::KafkaError),
+    /// The topic does not exist (or has no partition).
+    #[error("topic {0} does not exist")]
+    NoSuchTopic(String),
+    /// The enricher stopped taking reference data.
+    #[error("the reference data's consumer went away")]
+    ReferenceClosed,
     /// MSK IAM authentication cannot start (no runtime, no region).
     #[error("cannot set up Kafka authentication: {0}")]
     Security(#[from] SecurityError),

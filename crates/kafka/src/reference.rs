@@ -12,6 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
+use std::sync::Arc;
+
+use fleet_core::telemetry::Readiness;
 use fleet_core::{ReferenceChange, ReferenceChanges, VehicleRecord};
 use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -23,6 +26,9 @@ use crate::security::SecurityContext;
 use crate::{KafkaConfig, KafkaStageError};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Readiness condition: the reference topic has been read to the end it had at start.
+pub const READY_REFERENCE_TOPIC: &str = "reference_topic";
 
 /// Most records handed over in one delta.
 const MAX_DELTA: usize = 4096;
@@ -102,14 +108,20 @@ impl Table {
 }
 
 /// Follows `topic` until `shutdown` completes, sending the table and then its
-/// changes on `output`. Records that cannot be parsed are logged (at most one
-/// line per partition and second) and skipped.
+/// changes on `output`; [`READY_REFERENCE_TOPIC`] fails on `readiness` until
+/// the table is sent. Records that cannot be parsed are logged (at most one
+/// line a second) and skipped.
 pub async fn follow(
     cfg: &KafkaConfig,
     topic: &str,
     output: mpsc::Sender<ReferenceChanges>,
+    readiness: Arc<Readiness>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), KafkaStageError> {
+    readiness.require(
+        READY_REFERENCE_TOPIC,
+        format!("reading the reference topic {topic} from the beginning"),
+    );
     let security = SecurityContext::for_config(cfg)?;
     security.warm_up().await;
     let consumer: StreamConsumer<SecurityContext> = cfg
@@ -138,12 +150,16 @@ pub async fn follow(
     consumer
         .assign(&assignment)
         .map_err(KafkaStageError::Setup)?;
-    tracing::info!(topic, partitions = assignment.count(), "Reading the reference topic from the beginning.");
+    tracing::info!(
+        topic,
+        partitions = assignment.count(),
+        "Reading the reference topic from the beginning."
+    );
 
     let mut table = Some(Table::default());
     let mut skipped = SkipLog::default();
     if catch_up.is_empty() {
-        send_snapshot(&mut table, &output).await?;
+        send_snapshot(&mut table, &output, &readiness).await?;
     }
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -159,7 +175,10 @@ pub async fn follow(
                     if let Some(change) = skipped.parse(&m) {
                         changes.push(change);
                     }
-                    if catch_up.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+                    if catch_up
+                        .get(&m.partition())
+                        .is_some_and(|end| m.offset() + 1 >= *end)
+                    {
                         catch_up.remove(&m.partition());
                     }
                 }
@@ -173,7 +192,7 @@ pub async fn follow(
             Some(t) => {
                 changes.into_iter().for_each(|c| t.apply(c));
                 if catch_up.is_empty() {
-                    send_snapshot(&mut table, &output).await?;
+                    send_snapshot(&mut table, &output, &readiness).await?;
                 }
             }
             None if !changes.is_empty() => output
@@ -189,6 +208,7 @@ pub async fn follow(
 async fn send_snapshot(
     table: &mut Option<Table>,
     output: &mpsc::Sender<ReferenceChanges>,
+    readiness: &Readiness,
 ) -> Result<(), KafkaStageError> {
     let Some(Table(records)) = table.take() else {
         return Ok(());
@@ -197,7 +217,9 @@ async fn send_snapshot(
     output
         .send(ReferenceChanges::Snapshot(records.into_values().collect()))
         .await
-        .map_err(|_| KafkaStageError::ReferenceClosed)
+        .map_err(|_| KafkaStageError::ReferenceClosed)?;
+    readiness.ok(READY_REFERENCE_TOPIC);
+    Ok(())
 }
 
 fn partitions_of(

@@ -220,7 +220,7 @@ async fn replay(
         Default::default()
     })?;
     let mut tasks = tokio::task::JoinSet::new();
-    let core = service::spawn_core(&settings, &reference, &telemetry, &mut tasks);
+    let core = service::spawn_core(&settings, &reference, None, &telemetry, &mut tasks);
     let (acks, _) = tokio::sync::watch::channel(None);
     let fence = std::sync::Arc::new(fleet_core::RevocationFence::default());
     service::spawn_sink(&settings, core.tail, acks, fence, &telemetry, &mut tasks);

@@ -17,8 +17,12 @@ use std::time::Duration;
 use anyhow::Context;
 use fleet_aggregator::{Aggregation, AggregatorMetrics, PartitionedWindows, TumblingWindows};
 use fleet_core::telemetry::{Channel, Readiness, TelemetryMetrics};
-use fleet_core::{Checkpoint, Msg, RevocationFence, SourceBatch, WatermarkTracker, WindowBatch};
-use fleet_enricher::{EnricherMetrics, ReferenceTable, ReferenceWatch, VehicleCatalog};
+use fleet_core::{
+    Checkpoint, Msg, ReferenceChanges, RevocationFence, SourceBatch, WatermarkTracker, WindowBatch,
+};
+use fleet_enricher::{
+    EnricherMetrics, ReferenceFeed, ReferenceTable, ReferenceWatch, VehicleCatalog,
+};
 use fleet_kafka::SourceMetrics;
 use fleet_remote_write::RemoteWriteMetrics;
 use prometheus_client::registry::Registry;
@@ -34,6 +38,9 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// The readiness condition of the reference data.
 const READY_REFERENCE: &str = "reference_data";
+
+/// Reference-topic messages (a snapshot, then deltas) waiting for the enricher.
+const REFERENCE_CHANGES_CAPACITY: usize = 16;
 
 /// How often the channels' fill is sampled.
 const CHANNEL_SAMPLE_EVERY: Duration = Duration::from_secs(1);
@@ -105,6 +112,7 @@ pub fn load_reference(
 pub fn spawn_core(
     settings: &ValidSettings,
     reference: &ReferenceTable,
+    reference_changes: Option<mpsc::Receiver<ReferenceChanges>>,
     telemetry: &Telemetry,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> Core {
@@ -123,18 +131,20 @@ pub fn spawn_core(
     let catalog = VehicleCatalog::new(reference, settings.raw.reference.unknown_vehicle);
     telemetry.readiness.ok(READY_REFERENCE);
     let metrics = telemetry.enricher.clone();
-    let watch = match (
+    let feed = match (
+        reference_changes,
         &settings.reference_csv,
         settings.raw.reference.reload_interval_ms,
     ) {
-        (Some(path), ms) if ms > 0 => {
-            Some(ReferenceWatch::new(path.clone(), Duration::from_millis(ms)))
+        (Some(changes), _, _) => ReferenceFeed::Changes(changes),
+        (None, Some(path), ms) if ms > 0 => {
+            ReferenceFeed::File(ReferenceWatch::new(path.clone(), Duration::from_millis(ms)))
         }
-        _ => None,
+        _ => ReferenceFeed::Fixed,
     };
     tasks.spawn(
         async move {
-            fleet_enricher::run(catalog, watch, enricher_in, enricher_out, metrics)
+            fleet_enricher::run(catalog, feed, enricher_in, enricher_out, metrics)
                 .await
                 .context("enricher")
         }
@@ -250,32 +260,53 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let stopped = {
+    let stop_requested = |stop_rx: &watch::Receiver<bool>| {
         let mut stop_rx = stop_rx.clone();
         async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         }
     };
-    let shutdown = {
-        let mut stop_rx = stop_rx;
-        async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        }
-    };
+    let stopped = stop_requested(&stop_rx);
+    let shutdown = stop_requested(&stop_rx);
     let generator_fleet = settings
         .kafka
         .is_none()
         .then(|| fleet_generator::Fleet::from_config(&settings.raw.generator));
     let reference = load_reference(&settings, || match &generator_fleet {
         Some(fleet) => ReferenceTable::from_pairs(fleet.reference_map()),
+        None if settings.reference_topic.is_some() => ReferenceTable::default(),
         None => {
             tracing::warn!(
-                "No reference data configured (reference.csv_path): every vehicle is unknown."
+                "No reference data configured (reference.csv_path or reference.topic): every vehicle is unknown."
             );
             ReferenceTable::default()
         }
     })?;
-    let core = spawn_core(&settings, &reference, &telemetry, &mut tasks);
+    let reference_changes = match (&settings.kafka, &settings.reference_topic) {
+        (Some(kafka), Some(topic)) => {
+            let (changes_tx, changes_rx) = mpsc::channel(REFERENCE_CHANGES_CAPACITY);
+            let (kafka, topic) = (kafka.clone(), topic.clone());
+            let readiness = telemetry.readiness.clone();
+            let stop = stop_requested(&stop_rx);
+            tasks.spawn(
+                async move {
+                    fleet_kafka::reference::follow(&kafka, &topic, changes_tx, readiness, stop)
+                        .await
+                        .with_context(|| format!("reference topic {topic}"))
+                }
+                .instrument(tracing::info_span!("reference_topic")),
+            );
+            Some(changes_rx)
+        }
+        _ => None,
+    };
+    let core = spawn_core(
+        &settings,
+        &reference,
+        reference_changes,
+        &telemetry,
+        &mut tasks,
+    );
     let (acks_tx, acks_rx) = watch::channel(None);
     let fence = Arc::new(RevocationFence::default());
     spawn_sink(

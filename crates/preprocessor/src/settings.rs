@@ -47,6 +47,9 @@ pub struct ReferenceSettings {
     pub unknown_vehicle: UnknownVehiclePolicy,
     /// How often the file is checked for changes and reloaded, ms; 0: never.
     pub reload_interval_ms: u64,
+    /// A compacted Kafka topic of reference data (key = vehicle id, value =
+    /// `{"model":…}`, empty = retired), instead of the file; empty: none.
+    pub topic: String,
 }
 
 /// `[windows]`
@@ -106,6 +109,8 @@ pub struct ValidSettings {
     pub kafka: Option<KafkaConfig>,
     /// The reference CSV, when configured.
     pub reference_csv: Option<PathBuf>,
+    /// The reference topic, when configured (requires Kafka).
+    pub reference_topic: Option<String>,
     /// Window geometry.
     pub window: WindowSpec,
     /// Watermark rules.
@@ -221,6 +226,20 @@ impl Settings {
                 format!("{} is not a readable file", path.display()),
             );
         }
+        let reference_topic = (!self.reference.topic.trim().is_empty())
+            .then(|| self.reference.topic.trim().to_string());
+        if reference_topic.is_some() {
+            p.check(
+                self.kafka.enabled(),
+                "reference.topic",
+                "needs Kafka (kafka.brokers)",
+            );
+            p.check(
+                reference_csv.is_none(),
+                "reference.topic",
+                "cannot be combined with reference.csv_path: choose one source",
+            );
+        }
         if !self.kafka.enabled() {
             if let Err(e) = self.generator.validate() {
                 for problem in e.problems {
@@ -280,6 +299,7 @@ impl Settings {
         p.finish(ValidSettings {
             kafka,
             reference_csv,
+            reference_topic,
             window,
             watermarks,
             sink,
