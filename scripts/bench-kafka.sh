@@ -17,6 +17,8 @@
 #   KAFKA_PORT=19192 Tansu's listener
 #   METRICS_PORT=19564  first instance's /metrics (the next ones count up)
 #   SEED=11
+#   CLIENT="" librdkafka consumer properties for the instances, as
+#                    "key=value key=value" (e.g. "fetch.wait.max.ms=10")
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +29,7 @@ INSTANCES="${INSTANCES:-1 2}"
 KAFKA_PORT="${KAFKA_PORT:-19192}"
 METRICS_PORT="${METRICS_PORT:-19564}"
 SEED="${SEED:-11}"
+CLIENT="${CLIENT:-}"
 
 log() { printf '\n== %s\n' "$*"; }
 fail() { printf 'bench-kafka: %s\n' "$*" >&2; exit 1; }
@@ -57,7 +60,7 @@ cpu_seconds() { awk -v hz="$CLK_TCK" '{ printf "%.2f\n", ($14 + $15) / hz }' "/p
 peak_rss_mib() { awk '/^VmHWM:/ { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status"; }
 # One unlabelled counter's value from a /metrics page.
 metric_value() {
-    curl --noproxy '*' -fsS --max-time 2 "$1" 2>/dev/null |
+    { curl --noproxy '*' -fsS --max-time 2 "$1" 2>/dev/null || true; } |
         awk -v name="$2" '$1 == name { printf "%d\n", $2; found = 1; exit } END { if (!found) print 0 }'
 }
 
@@ -90,6 +93,14 @@ produce_started=$SECONDS
     fail "producing failed; see $STATE_DIR/producer.log"
 printf '   %s events produced in %ss\n' "$EVENTS" "$((SECONDS - produce_started))"
 
+# The instances' configuration file: [kafka.client] from $CLIENT.
+{
+    echo "[kafka.client]"
+    for pair in $CLIENT; do
+        printf '"%s" = "%s"\n' "${pair%%=*}" "${pair#*=}"
+    done
+} >"$STATE_DIR/instance.toml"
+
 printf '\n%-9s %8s %10s %8s %12s %12s %9s %9s\n' instances "wall s" "events/s" "CPU s" "CPU-µs/event" "vs replay" "RSS MiB" "broker s"
 for n in $INSTANCES; do
     names=()
@@ -105,7 +116,7 @@ for n in $INSTANCES; do
             FLEET__KAFKA__OUTPUT_MODE=partitioned \
             FLEET__REFERENCE__CSV_PATH="$STATE_DIR/vehicles.csv" \
             FLEET__TELEMETRY__LISTEN="127.0.0.1:$((METRICS_PORT + i))" \
-            "$PREPROCESSOR" run
+            "$PREPROCESSOR" --config "$STATE_DIR/instance.toml" run
         names+=("$name")
     done
     # Wait until the group has consumed the whole backlog.
