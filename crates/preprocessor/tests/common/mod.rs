@@ -215,6 +215,11 @@ impl Service {
 
     /// SIGKILL: no chance to drain or commit.
     pub fn kill(mut self) {
+        self.kill_now();
+    }
+
+    /// SIGKILL; the log stays readable.
+    pub fn kill_now(&mut self) {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();
         child.wait().unwrap();
