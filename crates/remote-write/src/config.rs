@@ -83,8 +83,10 @@ pub struct RemoteWriteConfig {
     pub max_samples_per_request: usize,
     /// Longest a sample waits for its request to fill up before it is sent
     /// anyway, in milliseconds; 0 sends at once whatever is waiting. Default
-    /// 500: a 5 s window's samples arrive together, so waiting longer saves
-    /// few requests and delays every sample.
+    /// 100: a window's samples arrive together (per partition in the
+    /// partitioned mode, within milliseconds of each other), so waiting
+    /// longer saves few requests and delays every sample; measured at a live
+    /// 100,000 events/s, 500 put windows 3–5 s after their end, 100 under 3 s.
     pub max_linger_ms: u64,
     /// Series are spread over this many shards by a hash of their full label
     /// set; each shard sends one request at a time, so this is the number of
@@ -137,7 +139,7 @@ impl Default for RemoteWriteConfig {
             url: "http://localhost:9090/api/v1/write".into(),
             timeout_ms: 10_000,
             max_samples_per_request: 2000,
-            max_linger_ms: 500,
+            max_linger_ms: 100,
             shards: 4,
             shard_queue_capacity: 4,
             unready_after_ms: 30_000,
