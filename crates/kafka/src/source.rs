@@ -492,11 +492,7 @@ pub async fn run(
                 if let Some(msg) = task.batcher.pop() {
                     permit.send(msg);
                 }
-                // The pipeline took what was waiting: fetch again now, not
-                // at the next tick.
-                if task.backpressured_since.is_some() || task.paused {
-                    task.apply_backpressure(Instant::now());
-                }
+
             }
             _ = tick.tick() => {
                 task.on_tick(&acks);

@@ -474,6 +474,11 @@ impl SecurityContext {
 impl ClientContext for SecurityContext {
     const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
 
+    /// The clients with this context (the companion and reference-topic
+    /// consumers, the producer) have no use for statistics; the default
+    /// would log every one at INFO.
+    fn stats(&self, _statistics: rdkafka::Statistics) {}
+
     fn generate_oauth_token(
         &self,
         _oauthbearer_config: Option<&str>,
