@@ -11,10 +11,18 @@
 //! before it are then skipped as already seen. On Kafka a rewind happens
 //! only where offsets legitimately have gaps (compaction, transaction
 //! markers), once per assignment, and costs one extra fetch.
+//!
+//! When the asked offset lies in the partition's *last* batch, such a broker
+//! answers with nothing at all, so no message ever shows the skip. The source
+//! then asks [`FetchGuard::silent`] whether a fetch that the broker's end
+//! offset says should have delivered has stayed silent too long, and rewinds
+//! the same way.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use fleet_core::PartitionId;
+use tokio::time::Instant;
 
 /// The first rewind goes this many offsets back; each further one twice as far.
 const FIRST_REWIND: i64 = 1024;
@@ -27,6 +35,8 @@ struct Expectation {
     step: i64,
     /// Where the last rewind went.
     rewound_to: Option<i64>,
+    /// When the fetch (or the last rewind) was asked for.
+    since: Instant,
 }
 
 /// What to do with a message.
@@ -59,6 +69,7 @@ impl FetchGuard {
                 expected: offset,
                 step: FIRST_REWIND,
                 rewound_to: None,
+                since: Instant::now(),
             },
         );
     }
@@ -82,10 +93,34 @@ impl FetchGuard {
             self.pending.remove(&partition);
             return Verdict::Gap { expected };
         }
-        let target = e.expected.saturating_sub(e.step).max(0);
-        e.step = e.step.saturating_mul(2);
-        e.rewound_to = Some(target);
-        Verdict::RewindTo(target)
+        Verdict::RewindTo(e.rewind())
+    }
+
+    /// `partition` has had messages waiting on the broker (its end offset is
+    /// past what was delivered) since at least `after` ago, yet the fetch
+    /// asked for has delivered nothing: where to rewind, if so.
+    pub(crate) fn silent(
+        &mut self,
+        partition: PartitionId,
+        now: Instant,
+        after: Duration,
+    ) -> Option<i64> {
+        let e = self.pending.get_mut(&partition)?;
+        if now.saturating_duration_since(e.since) < after || e.rewound_to == Some(0) {
+            return None;
+        }
+        Some(e.rewind())
+    }
+}
+
+impl Expectation {
+    /// The next rewind target, each further back than the last.
+    fn rewind(&mut self) -> i64 {
+        let target = self.expected.saturating_sub(self.step).max(0);
+        self.step = self.step.saturating_mul(2);
+        self.rewound_to = Some(target);
+        self.since = Instant::now();
+        target
     }
 }
 
@@ -114,6 +149,24 @@ mod tests {
         assert_eq!(g.check(3, 5600), Verdict::RewindTo(5000 - 2048));
         // The broker now answers from a batch starting before 5000.
         assert_eq!(g.check(3, 2500), Verdict::Accept);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_fetch_of_the_last_batch_rewinds_after_a_while() {
+        let mut g = FetchGuard::default();
+        g.expect(0, 5000);
+        let after = Duration::from_secs(1);
+        assert_eq!(g.silent(0, Instant::now(), after), None, "not yet");
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert_eq!(g.silent(0, Instant::now(), after), Some(5000 - 1024));
+        assert_eq!(g.silent(0, Instant::now(), after), None, "waits again");
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert_eq!(g.silent(0, Instant::now(), after), Some(5000 - 2048));
+        // A message before the asked offset ends it.
+        assert_eq!(g.check(0, 3000), Verdict::Accept);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(g.silent(0, Instant::now(), after), None);
+        assert_eq!(g.silent(7, Instant::now(), after), None, "never asked");
     }
 
     #[test]

@@ -49,6 +49,10 @@ pub const READY_PARTITIONS: &str = "kafka_partitions";
 
 /// The readiness condition: this instance owns every partition of the topic.
 pub const READY_OWNERSHIP: &str = "kafka_ownership";
+/// How long a fetch may deliver nothing while the broker holds messages
+/// past it before it is taken for a skipped last batch (see `fetch_guard`).
+const SILENT_FETCH: Duration = Duration::from_secs(1);
+
 /// Readiness condition: messages waiting get consumed and a broker is reachable.
 pub const READY_PROGRESS: &str = "kafka_progress";
 
@@ -635,6 +639,7 @@ impl SourceTask {
             consumed: self.consumed,
             ..ProgressSample::default()
         };
+        let mut silent = Vec::new();
         if let Ok(mut shared) = self.consumer.context().shared.lock() {
             shared.accepted.clone_from(&acks.borrow());
             sample.broker_up = shared.broker_up;
@@ -648,8 +653,17 @@ impl SourceTask {
                 if lag > 0 {
                     // Data is waiting for this partition: it is behind, not idle.
                     self.batcher.tracker_mut().touch(*p, now);
+                    // (Only while fetching: paused or backpressured, nothing arrives anyway.)
+                    if !self.paused && self.backpressured_since.is_none() {
+                        if let Some(target) = self.guard.silent(*p, now, SILENT_FETCH) {
+                            silent.push((*p, target));
+                        }
+                    }
                 }
             }
+        }
+        for (partition, target) in silent {
+            self.rewind(partition, target);
         }
         self.check_progress(now, sample);
         self.apply_backpressure(now);
