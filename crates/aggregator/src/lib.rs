@@ -79,25 +79,17 @@ impl Aggregation {
                 return Vec::new();
             }
             (
-                Aggregation::Single(w),
+                _,
                 Msg::Rewind {
                     written_through, ..
                 },
             ) => {
-                let dropped = w.rewind(written_through);
-                metrics.rewound(written_through, dropped);
-                return Vec::new();
-            }
-            (
-                Aggregation::Partitioned(w),
-                Msg::Rewind {
-                    written_through,
-                    partitions,
-                    ..
-                },
-            ) => {
-                let dropped = w.rewind(partitions);
-                metrics.rewound(written_through, dropped);
+                let newest = written_through.values().max().copied();
+                let dropped = match self {
+                    Aggregation::Single(w) => w.rewind(newest),
+                    Aggregation::Partitioned(w) => w.rewind(written_through),
+                };
+                metrics.rewound(newest, dropped);
                 return Vec::new();
             }
         };

@@ -157,7 +157,7 @@ fn run_pipeline(s: &Scenario) -> (Vec<WindowAggregate>, usize) {
                     Msg::Rewind {
                         written_through, ..
                     } => {
-                        windows.rewind(written_through);
+                        windows.rewind(written_through.values().max().copied());
                     }
                 }
             }

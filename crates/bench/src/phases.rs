@@ -196,7 +196,7 @@ impl Stages {
             Msg::Rewind {
                 written_through, ..
             } => {
-                self.windows.rewind(written_through);
+                self.windows.rewind(written_through.values().max().copied());
             }
         }
         Ok(())

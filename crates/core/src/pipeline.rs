@@ -25,12 +25,10 @@ pub enum Msg<T> {
     /// before `written_through` (known from the commit metadata) were written
     /// before and are neither rebuilt nor written again.
     Rewind {
-        /// End of the last window written before, if known: the newest over
-        /// the assigned partitions.
-        written_through: Option<TimestampMs>,
-        /// The same per assigned partition, for the partitioned output mode,
-        /// where each partition's windows close on their own.
-        partitions: BTreeMap<PartitionId, TimestampMs>,
+        /// Per assigned partition, the end of the last window written before,
+        /// where known. The partitioned output mode skips per partition; the
+        /// single mode, whose windows span every partition, up to the newest.
+        written_through: BTreeMap<PartitionId, TimestampMs>,
         /// The assignment epoch of the [`RevocationFence`](crate::RevocationFence)
         /// this input belongs to; checkpoints built from it carry it.
         epoch: u64,

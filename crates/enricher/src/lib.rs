@@ -155,11 +155,9 @@ pub async fn run(
             Msg::PartitionWatermark(p, w) => Msg::PartitionWatermark(p, w),
             Msg::Rewind {
                 written_through,
-                partitions,
                 epoch,
             } => Msg::Rewind {
                 written_through,
-                partitions,
                 epoch,
             },
         };

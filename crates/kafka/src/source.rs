@@ -852,16 +852,14 @@ impl SourceTask {
         topic_partitions: Option<usize>,
         now: Instant,
     ) {
-        let mut resume_through = None;
-        let mut partition_resume_through = BTreeMap::new();
+        let mut written_through = BTreeMap::new();
         if let Ok(mut shared) = self.consumer.context().shared.lock() {
             for a in &partitions {
                 if let Some(offset) = a.committed {
                     shared.ledger.restore(a.partition, offset, a.metadata);
                 }
                 if let Some(m) = a.metadata {
-                    resume_through = resume_through.max(Some(m.closed_through));
-                    partition_resume_through.insert(a.partition, m.closed_through);
+                    written_through.insert(a.partition, m.closed_through);
                 }
             }
         }
@@ -881,9 +879,13 @@ impl SourceTask {
         if let Some(timestamp) = self.start_at.take() {
             self.seek_to_time(timestamp);
         }
+        tracing::info!(
+            assigned = ?partitions.iter().map(|a| (a.partition, a.committed)).collect::<Vec<_>>(),
+            ?written_through,
+            "Partitions assigned."
+        );
         self.batcher.push_msg(Msg::Rewind {
-            written_through: resume_through,
-            partitions: partition_resume_through,
+            written_through,
             epoch: self.consumer.context().fence.epoch(),
         });
         // Single output mode: one instance writes every (model, region)
@@ -912,11 +914,6 @@ impl SourceTask {
             self.paused = false;
             self.pause_all();
         }
-        tracing::info!(
-            assigned = ?partitions.iter().map(|a| (a.partition, a.committed)).collect::<Vec<_>>(),
-            resume_through,
-            "Partitions assigned."
-        );
     }
 
     fn commit_accepted(&mut self, acks: &watch::Receiver<Option<Checkpoint>>, mode: CommitMode) {
