@@ -23,7 +23,7 @@ mod windows;
 
 pub use metrics::AggregatorMetrics;
 pub use partitioned::PartitionedWindows;
-pub use windows::{Admit, BatchOutcome, TumblingWindows};
+pub use windows::{Admit, BatchOutcome, Folds, TumblingWindows};
 
 use fleet_core::{EnrichedBatch, Msg, WindowAggregate, WindowBatch};
 use tokio::sync::mpsc;
@@ -96,7 +96,15 @@ impl Aggregation {
         if let Some(watermark) = watermark {
             metrics.advanced(watermark, closed.len(), self.open_windows());
         }
+        metrics.folded(self.take_folds());
         closed
+    }
+
+    fn take_folds(&mut self) -> Folds {
+        match self {
+            Aggregation::Single(w) => w.take_folds(),
+            Aggregation::Partitioned(w) => w.take_folds(),
+        }
     }
 
     fn open_windows(&self) -> usize {

@@ -5,7 +5,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::windows::BatchOutcome;
+use crate::windows::{BatchOutcome, Folds};
 use fleet_core::{TimestampMs, Watermark};
 
 /// Counters and gauges of the aggregator (`fleet_aggregator_*`).
@@ -16,6 +16,8 @@ pub struct AggregatorMetrics {
     late_lag: Histogram,
     already_written: Counter,
     windows_emitted: Counter,
+    folded_groups: Counter,
+    folded_events: Counter,
     open_windows: Gauge,
     watermark: Gauge,
 }
@@ -31,6 +33,8 @@ impl AggregatorMetrics {
             late_lag: Histogram::new(buckets),
             already_written: Counter::default(),
             windows_emitted: Counter::default(),
+            folded_groups: Counter::default(),
+            folded_events: Counter::default(),
             open_windows: Gauge::default(),
             watermark: Gauge::default(),
         };
@@ -55,6 +59,16 @@ impl AggregatorMetrics {
             "windows_emitted",
             "Window aggregates emitted, one per window and group",
             m.windows_emitted.clone(),
+        );
+        registry.register(
+            "folded_groups",
+            "Groups of a window over windows.max_label_sets, folded into the group labelled other",
+            m.folded_groups.clone(),
+        );
+        registry.register(
+            "folded_events",
+            "Events of the groups folded into other",
+            m.folded_events.clone(),
         );
         registry.register(
             "open_windows",
@@ -99,6 +113,31 @@ impl AggregatorMetrics {
             .set(i64::try_from(open).unwrap_or(i64::MAX));
         if watermark != Watermark::END_OF_INPUT {
             self.watermark.set(watermark.0);
+        }
+    }
+
+    /// Windows over their group limit were folded (nothing when `folds` is empty).
+    pub fn folded(&self, folds: Folds) {
+        if folds.windows == 0 {
+            return;
+        }
+        let first = self.folded_groups.get() == 0;
+        self.folded_groups.inc_by(folds.groups);
+        self.folded_events.inc_by(folds.events);
+        if first {
+            tracing::warn!(
+                windows = folds.windows,
+                groups = folds.groups,
+                events = folds.events,
+                "More label sets in a window than windows.max_label_sets: the excess is folded into model=\"other\" (counted in fleet_aggregator_folded_groups_total; logged once)."
+            );
+        } else {
+            tracing::debug!(
+                windows = folds.windows,
+                groups = folds.groups,
+                events = folds.events,
+                "Label sets folded into other."
+            );
         }
     }
 

@@ -16,7 +16,7 @@ use fleet_core::{
     WindowSpec,
 };
 
-use crate::windows::{Admit, BatchOutcome, TumblingWindows};
+use crate::windows::{Admit, BatchOutcome, Folds, TumblingWindows};
 
 /// The windows of every partition this instance has seen.
 #[derive(Debug)]
@@ -28,6 +28,8 @@ pub struct PartitionedWindows {
     /// Per partition, the end of the last window written before (from the
     /// commit metadata of the last assignment), for partitions not seen yet.
     written_through: BTreeMap<PartitionId, TimestampMs>,
+    /// Each partition's group limit per window (see [`TumblingWindows::with_max_groups`]).
+    max_groups: usize,
 }
 
 impl PartitionedWindows {
@@ -38,13 +40,31 @@ impl PartitionedWindows {
             groups: Vec::new(),
             partitions: BTreeMap::new(),
             written_through: BTreeMap::new(),
+            max_groups: usize::MAX,
         }
+    }
+
+    /// Emits at most `max_groups` groups per window and partition, folding
+    /// the excess (see [`TumblingWindows::with_max_groups`]).
+    pub fn with_max_groups(mut self, max_groups: usize) -> Self {
+        self.max_groups = max_groups;
+        self
+    }
+
+    /// The folds of every partition since the last call.
+    pub fn take_folds(&mut self) -> Folds {
+        let mut folds = Folds::default();
+        for windows in self.partitions.values_mut() {
+            folds.add(windows.take_folds());
+        }
+        folds
     }
 
     fn windows_of(&mut self, partition: PartitionId) -> &mut TumblingWindows {
         let (spec, groups, written) = (self.spec, &self.groups, &self.written_through);
+        let max_groups = self.max_groups;
         self.partitions.entry(partition).or_insert_with(|| {
-            let mut windows = TumblingWindows::new(spec);
+            let mut windows = TumblingWindows::new(spec).with_max_groups(max_groups);
             windows.record_batch(EnrichedBatch {
                 new_groups: groups.clone(),
                 ..EnrichedBatch::default()
@@ -155,11 +175,7 @@ mod tests {
     use fleet_core::{EnrichedEvent, EventType, GroupId, VehicleKey};
 
     fn group(model: &str) -> GroupKey {
-        GroupKey {
-            model: model.into(),
-            region: "UK".into(),
-            partition: None,
-        }
+        GroupKey::new(model, "UK")
     }
 
     fn event(partition: PartitionId, offset: i64, vehicle: u32, ts: i64) -> EnrichedEvent {

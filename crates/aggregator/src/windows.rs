@@ -11,8 +11,8 @@ mod acc;
 use std::collections::{BTreeMap, VecDeque};
 
 use fleet_core::{
-    Checkpoint, EnrichedBatch, EnrichedEvent, GroupKey, PartitionId, TimestampMs, Watermark,
-    WindowAggregate, WindowSpec,
+    Checkpoint, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, PartitionId, TimestampMs,
+    Watermark, WindowAggregate, WindowSpec,
 };
 
 use acc::{GroupAcc, OffsetMap, OpenWindow, VehicleTable};
@@ -30,6 +30,26 @@ pub enum Admit {
     },
     /// Its window was written before a restart; skipped.
     AlreadyWritten,
+}
+
+/// Groups folded into `other` by the per-window group limit, since last taken.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Folds {
+    /// Windows that had more groups than the limit.
+    pub windows: u64,
+    /// Groups folded away.
+    pub groups: u64,
+    /// Events of those groups.
+    pub events: u64,
+}
+
+impl Folds {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: Folds) {
+        self.windows += other.windows;
+        self.groups += other.groups;
+        self.events += other.events;
+    }
 }
 
 /// Totals of one [`TumblingWindows::record_batch`] call.
@@ -83,6 +103,9 @@ pub struct TumblingWindows {
     resumed_through: Option<TimestampMs>,
     /// Per partition, one past the highest offset consumed.
     next_offsets: OffsetMap,
+    /// Most groups one window emits; the excess is folded into `other`.
+    max_groups: usize,
+    folds: Folds,
 }
 
 impl TumblingWindows {
@@ -96,7 +119,24 @@ impl TumblingWindows {
             watermark: None,
             resumed_through: None,
             next_offsets: OffsetMap::default(),
+            max_groups: usize::MAX,
+            folds: Folds::default(),
         }
+    }
+
+    /// Emits at most `max_groups` (at least 1) groups per window: when a
+    /// window has more, the `max_groups − 1` with the most events (ties: in
+    /// label order) keep their own series and the rest are folded into one
+    /// group labelled `other` (see [`GroupKey::other`]). The choice depends
+    /// only on the window's events, so a replay folds the same way.
+    pub fn with_max_groups(mut self, max_groups: usize) -> Self {
+        self.max_groups = max_groups.max(1);
+        self
+    }
+
+    /// The folds since the last call.
+    pub fn take_folds(&mut self) -> Folds {
+        std::mem::take(&mut self.folds)
     }
 
     /// The current watermark.
@@ -225,17 +265,39 @@ impl TumblingWindows {
                 break;
             };
             let first = out.len();
-            for (group, acc) in window.groups() {
-                // Groups are announced before the events that use them.
-                let Some(key) = self.groups.get(group.0 as usize) else {
-                    continue;
-                };
-                out.push(finish(acc, start, end, key.clone()));
-            }
+            self.close(&window, end, &mut out);
             out[first..].sort_by(|a, b| a.group.cmp(&b.group));
             self.recycle(window);
         }
         out
+    }
+
+    /// The aggregates of a closing window, its groups over the limit folded.
+    fn close(&mut self, window: &OpenWindow, end: TimestampMs, out: &mut Vec<WindowAggregate>) {
+        // Groups are announced before the events that use them.
+        let mut groups: Vec<(GroupId, &GroupAcc, &GroupKey)> = window
+            .groups()
+            .filter_map(|(g, acc)| Some((g, acc, self.groups.get(g.0 as usize)?)))
+            .collect();
+        if groups.len() > self.max_groups {
+            groups.sort_by(|a, b| b.1.events.cmp(&a.1.events).then_with(|| a.2.cmp(b.2)));
+            let (kept, folded) = groups.split_at(self.max_groups - 1);
+            let mut is_folded = vec![false; self.groups.len()];
+            for (g, _, _) in folded {
+                is_folded[g.0 as usize] = true;
+            }
+            let acc = window.fold(|g| is_folded.get(g.0 as usize).copied().unwrap_or(false));
+            self.folds.add(Folds {
+                windows: 1,
+                groups: folded.len() as u64,
+                events: acc.events,
+            });
+            out.push(finish(&acc, window.start, end, folded[0].2.other()));
+            groups.truncate(kept.len());
+        }
+        for (_, acc, key) in groups {
+            out.push(finish(acc, window.start, end, key.clone()));
+        }
     }
 
     /// What may be acknowledged once everything emitted so far is accepted.

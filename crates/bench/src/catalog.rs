@@ -158,7 +158,7 @@ pub fn run(args: &CatalogArgs) -> anyhow::Result<()> {
     let rss0 = rss_bytes()?;
     eprintln!("Parsing the CSV…");
     let t0 = thread_cpu()?;
-    let table = ReferenceTable::from_csv_reader(csv.as_slice()).context("parsing the CSV")?;
+    let table = ReferenceTable::from_csv_reader(csv.as_slice(), &[]).context("parsing the CSV")?;
     let t1 = thread_cpu()?;
     let rss1 = rss_bytes()?;
     eprintln!("Building the catalog…");

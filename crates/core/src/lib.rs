@@ -28,8 +28,8 @@ pub use event::{
 };
 pub use fence::RevocationFence;
 pub use pipeline::{
-    Checkpoint, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, Msg, SourceBatch, SourceEvent,
-    VehicleKey,
+    Checkpoint, Dimensions, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, Msg, SourceBatch,
+    SourceEvent, VehicleKey, OTHER_GROUP,
 };
 pub use reference::{ReferenceChange, ReferenceChanges, VehicleRecord};
 pub use small_str::SmallStr;

@@ -59,15 +59,57 @@ pub struct VehicleKey(pub u32);
 pub struct GroupId(pub u32);
 
 /// The labels an aggregate is grouped by: one output series per metric and group.
+///
+/// Fields are in output order: the design orders records by model, then
+/// region; configured dimensions and the partition come after.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupKey {
     /// The vehicle model from the reference data, or `unknown`.
     pub model: Arc<str>,
     /// The region the event reported.
     pub region: Arc<str>,
+    /// Extra dimensions from the reference data (configured by name, for
+    /// example `fuel_type`): `(label name, value)` in configured order; empty
+    /// unless configured.
+    pub dimensions: Dimensions,
     /// Partitioned output mode: the Kafka partition whose events these are
     /// (label `kafka_partition`); `None` in the single output mode.
     pub partition: Option<PartitionId>,
+}
+
+/// Extra grouping labels of a [`GroupKey`]: `(name, value)` pairs.
+pub type Dimensions = Arc<[(Arc<str>, Arc<str>)]>;
+
+/// The label value of everything folded together once a window has more
+/// groups than its configured limit (see [`GroupKey::other`]).
+pub const OTHER_GROUP: &str = "other";
+
+impl GroupKey {
+    /// The group of `model` and `region`, with no dimensions, not partitioned.
+    pub fn new(model: impl Into<Arc<str>>, region: impl Into<Arc<str>>) -> Self {
+        GroupKey {
+            model: model.into(),
+            region: region.into(),
+            dimensions: Arc::from([]),
+            partition: None,
+        }
+    }
+
+    /// The group that stands for every group folded away by a cardinality
+    /// limit: every label of `self` set to [`OTHER_GROUP`], the partition kept.
+    pub fn other(&self) -> Self {
+        let other: Arc<str> = Arc::from(OTHER_GROUP);
+        GroupKey {
+            model: other.clone(),
+            region: other.clone(),
+            dimensions: self
+                .dimensions
+                .iter()
+                .map(|(name, _)| (name.clone(), other.clone()))
+                .collect(),
+            partition: self.partition,
+        }
+    }
 }
 
 /// An event after the VIN → model join, reduced to what the windows need.

@@ -71,41 +71,42 @@ impl WindowAggregate {
     }
 
     /// The JSON-lines record of the design (replay output, console sink).
+    /// Configured dimensions follow `region`, under their own names.
     pub fn to_json_line(&self) -> String {
-        #[derive(Serialize)]
-        struct Line<'a> {
-            window_start: i64,
-            window_end: i64,
-            model: &'a str,
-            region: &'a str,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            kafka_partition: Option<crate::PartitionId>,
-            vehicles_in_motion: u64,
-            warnings: i64,
-            vehicles_reporting: u64,
-            ic_engine_rpm_avg: Option<f64>,
-            electric_motor_rpm_avg: Option<f64>,
-            events: u64,
-        }
-        let line = Line {
-            window_start: self.window_start,
-            window_end: self.window_end,
-            model: &self.group.model,
-            region: &self.group.region,
-            kafka_partition: self.group.partition,
-            vehicles_in_motion: self.vehicles_in_motion,
-            warnings: self.warnings,
-            vehicles_reporting: self.vehicles_reporting,
-            ic_engine_rpm_avg: self.ic_rpm_avg(),
-            electric_motor_rpm_avg: self.electric_rpm_avg(),
-            events: self.events,
-        };
-        serde_json::to_string(&line).unwrap_or_default()
+        serde_json::to_string(&JsonLine(self)).unwrap_or_default()
     }
 
     /// The order of the design's JSON-lines output: window end, model, region.
     pub fn output_order(&self) -> (TimestampMs, &str, &str) {
         (self.window_end, &self.group.model, &self.group.region)
+    }
+}
+
+/// [`WindowAggregate::to_json_line`]'s record, field by field in the design's order.
+struct JsonLine<'a>(&'a WindowAggregate);
+
+impl Serialize for JsonLine<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let a = self.0;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("window_start", &a.window_start)?;
+        map.serialize_entry("window_end", &a.window_end)?;
+        map.serialize_entry("model", &*a.group.model)?;
+        map.serialize_entry("region", &*a.group.region)?;
+        for (name, value) in a.group.dimensions.iter() {
+            map.serialize_entry(&**name, &**value)?;
+        }
+        if let Some(partition) = a.group.partition {
+            map.serialize_entry("kafka_partition", &partition)?;
+        }
+        map.serialize_entry("vehicles_in_motion", &a.vehicles_in_motion)?;
+        map.serialize_entry("warnings", &a.warnings)?;
+        map.serialize_entry("vehicles_reporting", &a.vehicles_reporting)?;
+        map.serialize_entry("ic_engine_rpm_avg", &a.ic_rpm_avg())?;
+        map.serialize_entry("electric_motor_rpm_avg", &a.electric_rpm_avg())?;
+        map.serialize_entry("events", &a.events)?;
+        map.end()
     }
 }
 
@@ -143,11 +144,7 @@ mod tests {
         let a = WindowAggregate {
             window_start: 0,
             window_end: 5000,
-            group: GroupKey {
-                model: "Nebulara".into(),
-                region: "UK".into(),
-                partition: None,
-            },
+            group: GroupKey::new("Nebulara", "UK"),
             vehicles_in_motion: 1,
             warnings: 3,
             vehicles_reporting: 2,
@@ -161,5 +158,18 @@ mod tests {
             a.to_json_line(),
             r#"{"window_start":0,"window_end":5000,"model":"Nebulara","region":"UK","vehicles_in_motion":1,"warnings":3,"vehicles_reporting":2,"ic_engine_rpm_avg":1500.0,"electric_motor_rpm_avg":null,"events":4}"#
         );
+        let with_dimensions = WindowAggregate {
+            group: GroupKey {
+                dimensions: [("fuel_type".into(), "diesel".into())]
+                    .into_iter()
+                    .collect(),
+                partition: Some(3),
+                ..a.group.clone()
+            },
+            ..a
+        };
+        assert!(with_dimensions
+            .to_json_line()
+            .starts_with(r#"{"window_start":0,"window_end":5000,"model":"Nebulara","region":"UK","fuel_type":"diesel","kafka_partition":3,"vehicles_in_motion":1,"#));
     }
 }

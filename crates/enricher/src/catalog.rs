@@ -2,26 +2,35 @@
 //!
 //! Every VIN ever seen keeps its [`VehicleKey`] for the life of the process.
 //! The VIN table ([`IdTable`]) holds, next to each VIN, its key and its
-//! model, so the join of one event is one probe of one cache line. Loading
-//! new reference data re-points the models without renumbering vehicles.
-//! Regions are interned in a second, small table, and (model, region) pairs
-//! in a dense two-level array.
+//! profile (its model and configured dimension values, interned: a fleet has
+//! few distinct ones), so the join of one event is one probe of one cache
+//! line. Loading new reference data re-points the profiles without
+//! renumbering vehicles. Regions are interned in a second, small table, and
+//! (profile, region) pairs in a dense two-level array.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use fleet_core::{
-    EnrichedBatch, EnrichedEvent, GroupId, GroupKey, ReferenceChange, SmallStr, SourceBatch,
-    VehicleKey, VehicleRecord,
+    Dimensions, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, ReferenceChange, SmallStr,
+    SourceBatch, VehicleKey, VehicleRecord,
 };
 
+use crate::reference::{attribute, dimension_labels, profile_key};
 use crate::table::IdTable;
 use crate::{ReferenceTable, UnknownVehiclePolicy, UNKNOWN_MODEL};
 
-/// The model of a vehicle that is not in the reference data in force.
+/// The profile of a vehicle that is not in the reference data in force.
 const NO_MODEL: u32 = u32::MAX;
-/// No group yet for a (model, region) pair.
+/// No group yet for a (profile, region) pair.
 const NO_GROUP: u32 = u32::MAX;
+
+/// What the reference data says about a vehicle: its model and dimensions.
+#[derive(Debug)]
+struct Profile {
+    model: Arc<str>,
+    dimensions: Dimensions,
+}
 
 /// What one batch did, for the metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -34,11 +43,11 @@ pub struct Enrichment {
     pub dropped: u64,
 }
 
-/// VIN → model lookup with interning; owned by the enricher task.
+/// VIN → (model, dimensions) lookup with interning; owned by the enricher task.
 #[derive(Debug)]
 pub struct VehicleCatalog {
     policy: UnknownVehiclePolicy,
-    /// VIN → (vehicle key, model index or [`NO_MODEL`]).
+    /// VIN → (vehicle key, profile index or [`NO_MODEL`]).
     vehicles: IdTable,
     /// Keys handed out so far: the next vehicle gets this one.
     next_vehicle: u32,
@@ -46,19 +55,25 @@ pub struct VehicleCatalog {
     unknown_seen: Vec<u64>,
     distinct_unknown: u64,
     reference_len: usize,
-    models: Vec<Arc<str>>,
-    model_index: HashMap<Arc<str>, u32>,
-    unknown_model: u32,
+    /// The configured dimensions, in order.
+    dimension_names: Vec<String>,
+    /// The same, as label names.
+    dimension_labels: Arc<[Arc<str>]>,
+    profiles: Vec<Profile>,
+    /// [`profile_key`] → profile index.
+    profile_index: HashMap<Box<str>, u32>,
+    key_buffer: String,
+    unknown_profile: u32,
     /// Region → region index.
     regions: IdTable,
     region_names: Vec<Arc<str>>,
-    /// `group_ids[model][region]`: the group's id, or [`NO_GROUP`].
+    /// `group_ids[profile][region]`: the group's id, or [`NO_GROUP`].
     group_ids: Vec<Vec<u32>>,
     next_group: u32,
 }
 
 impl VehicleCatalog {
-    /// A catalog over `reference`.
+    /// A catalog over `reference`, grouping by the dimensions it was read with.
     pub fn new(reference: &ReferenceTable, policy: UnknownVehiclePolicy) -> Self {
         let mut catalog = VehicleCatalog {
             policy,
@@ -67,36 +82,53 @@ impl VehicleCatalog {
             unknown_seen: Vec::new(),
             distinct_unknown: 0,
             reference_len: 0,
-            models: Vec::new(),
-            model_index: HashMap::new(),
-            unknown_model: 0,
+            dimension_names: Vec::new(),
+            dimension_labels: Arc::from([]),
+            profiles: Vec::new(),
+            profile_index: HashMap::new(),
+            key_buffer: String::new(),
+            unknown_profile: 0,
             regions: IdTable::with_capacity(64),
             region_names: Vec::new(),
             group_ids: Vec::new(),
             next_group: 0,
         };
-        catalog.unknown_model = catalog.intern_model(UNKNOWN_MODEL);
         catalog.load(reference);
         catalog
+    }
+
+    /// Groups by `names` from now on (the unknown profile has one `unknown`
+    /// per dimension).
+    fn set_dimensions(&mut self, names: &[String]) {
+        self.dimension_names = names.to_vec();
+        self.dimension_labels = dimension_labels(names);
+        let unknown = vec![UNKNOWN_MODEL; 1 + names.len()];
+        self.unknown_profile = self.intern_profile(&unknown);
     }
 
     /// Replaces the reference data. Vehicles keep their keys; vehicles no
     /// longer listed become unknown.
     pub fn load(&mut self, reference: &ReferenceTable) {
+        if self.profiles.is_empty() || reference.dimension_names() != self.dimension_names {
+            self.set_dimensions(reference.dimension_names());
+        }
         for meta in self.vehicles.values_mut() {
             meta.value = NO_MODEL;
         }
-        let models: Vec<u32> = reference
-            .model_names()
+        let profiles: Vec<u32> = reference
+            .profiles()
             .iter()
-            .map(|m| self.intern_model(m))
+            .map(|p| {
+                let values: Vec<&str> = p.iter().map(|v| &**v).collect();
+                self.intern_profile(&values)
+            })
             .collect();
         self.vehicles
             .reserve(reference.len().saturating_sub(self.vehicles.len()));
-        for (vin, model) in reference.indexed_rows() {
+        for (vin, profile) in reference.indexed_rows() {
             let next = self.next_vehicle;
             let (meta, inserted) = self.vehicles.entry(vin, next, NO_MODEL);
-            meta.value = models.get(model as usize).copied().unwrap_or(NO_MODEL);
+            meta.value = profiles.get(profile as usize).copied().unwrap_or(NO_MODEL);
             if inserted {
                 // More than 4 billion distinct VINs cannot happen in one
                 // process's life for a real fleet; saturate rather than wrap.
@@ -109,11 +141,7 @@ impl VehicleCatalog {
     /// Replaces the reference data with a log-following source's snapshot
     /// (see [`load`](Self::load)).
     pub fn load_records(&mut self, records: &[VehicleRecord]) {
-        let table = ReferenceTable::from_pairs(
-            records
-                .iter()
-                .map(|r| (r.vehicle_id.as_str(), r.model.as_str())),
-        );
+        let table = ReferenceTable::from_records(records, &self.dimension_names);
         self.load(&table);
     }
 
@@ -122,10 +150,9 @@ impl VehicleCatalog {
     /// delete makes it unknown. Vehicles keep their keys either way.
     pub fn apply(&mut self, change: &ReferenceChange) {
         let (vehicle_id, model) = match change {
-            ReferenceChange::Upsert(record) => (&record.vehicle_id, Some(&record.model)),
-            ReferenceChange::Delete { vehicle_id } => (vehicle_id, None),
+            ReferenceChange::Upsert(record) => (&record.vehicle_id, self.profile_of(record)),
+            ReferenceChange::Delete { vehicle_id } => (vehicle_id, NO_MODEL),
         };
-        let model = model.map_or(NO_MODEL, |m| self.intern_model(m));
         let next = self.next_vehicle;
         let (meta, inserted) = self.vehicles.entry_str(vehicle_id, next, NO_MODEL);
         let had_model = meta.value != NO_MODEL;
@@ -160,7 +187,7 @@ impl VehicleCatalog {
     /// an unknown vehicle. A read-only lookup, for benchmarks and tools.
     pub fn model_of(&self, vehicle_id: &SmallStr) -> Option<&str> {
         let meta = self.vehicles.get(vehicle_id)?;
-        self.models.get(meta.value as usize).map(|m| &**m)
+        self.profiles.get(meta.value as usize).map(|p| &*p.model)
     }
 
     /// Heap bytes of the VIN table, the part that grows with the fleet.
@@ -168,15 +195,33 @@ impl VehicleCatalog {
         self.vehicles.heap_bytes() + self.unknown_seen.capacity() * 8
     }
 
-    fn intern_model(&mut self, model: &str) -> u32 {
-        if let Some(m) = self.model_index.get(model) {
-            return *m;
+    /// The profile of `values`: the model, then one value per dimension.
+    fn intern_profile(&mut self, values: &[&str]) -> u32 {
+        let key = profile_key(&mut self.key_buffer, values.iter().copied());
+        if let Some(&p) = self.profile_index.get(key) {
+            return p;
         }
-        let idx = u32::try_from(self.models.len()).unwrap_or(u32::MAX);
-        let name: Arc<str> = model.into();
-        self.models.push(name.clone());
-        self.model_index.insert(name, idx);
+        let idx = u32::try_from(self.profiles.len()).unwrap_or(u32::MAX);
+        self.profile_index.insert(key.into(), idx);
+        self.profiles.push(Profile {
+            model: values.first().copied().unwrap_or(UNKNOWN_MODEL).into(),
+            dimensions: self
+                .dimension_labels
+                .iter()
+                .zip(values.iter().skip(1))
+                .map(|(name, &value)| (name.clone(), Arc::from(value)))
+                .collect(),
+        });
         idx
+    }
+
+    /// The profile of a log-following source's record.
+    fn profile_of(&mut self, record: &VehicleRecord) -> u32 {
+        let names = Arc::clone(&self.dimension_labels);
+        let mut values = Vec::with_capacity(1 + names.len());
+        values.push(record.model.as_str());
+        values.extend(names.iter().map(|d| attribute(record, d)));
+        self.intern_profile(&values)
     }
 
     #[inline]
@@ -204,19 +249,19 @@ impl VehicleCatalog {
     }
 
     #[inline]
-    fn group(&mut self, model: u32, region: u32, new: &mut Vec<GroupKey>) -> GroupId {
-        let (m, r) = (model as usize, region as usize);
+    fn group(&mut self, profile: u32, region: u32, new: &mut Vec<GroupKey>) -> GroupId {
+        let (m, r) = (profile as usize, region as usize);
         if let Some(&g) = self.group_ids.get(m).and_then(|row| row.get(r)) {
             if g != NO_GROUP {
                 return GroupId(g);
             }
         }
-        self.new_group(model, region, new)
+        self.new_group(profile, region, new)
     }
 
     #[cold]
-    fn new_group(&mut self, model: u32, region: u32, new: &mut Vec<GroupKey>) -> GroupId {
-        let (m, r) = (model as usize, region as usize);
+    fn new_group(&mut self, profile: u32, region: u32, new: &mut Vec<GroupKey>) -> GroupId {
+        let (m, r) = (profile as usize, region as usize);
         if self.group_ids.len() <= m {
             self.group_ids.resize(m + 1, Vec::new());
         }
@@ -227,9 +272,11 @@ impl VehicleCatalog {
         let id = self.next_group;
         row[r] = id;
         self.next_group = id.saturating_add(1);
+        let profile = &self.profiles[m];
         new.push(GroupKey {
-            model: self.models[m].clone(),
+            model: profile.model.clone(),
             region: self.region_names[r].clone(),
+            dimensions: profile.dimensions.clone(),
             partition: None,
         });
         GroupId(id)
@@ -247,13 +294,13 @@ impl VehicleCatalog {
             let event = &source.event;
             let next = self.next_vehicle;
             let (meta, inserted) = self.vehicles.entry(&event.vehicle_id, next, NO_MODEL);
-            let (vehicle, model) = (meta.id, meta.value);
+            let (vehicle, profile) = (meta.id, meta.value);
             if inserted {
                 self.next_vehicle = next.saturating_add(1);
             }
-            let model = if model != NO_MODEL {
+            let profile = if profile != NO_MODEL {
                 stats.known += 1;
-                model
+                profile
             } else {
                 stats.unknown += 1;
                 self.saw_unknown(vehicle);
@@ -263,10 +310,10 @@ impl VehicleCatalog {
                         .push((source.partition, source.offset));
                     continue;
                 }
-                self.unknown_model
+                self.unknown_profile
             };
             let region = self.intern_region(&event.region);
-            let group = self.group(model, region, &mut out.new_groups);
+            let group = self.group(profile, region, &mut out.new_groups);
             out.events.push(EnrichedEvent {
                 partition: source.partition,
                 offset: source.offset,
@@ -448,5 +495,60 @@ mod tests {
             attributes: Default::default(),
         }]);
         assert_eq!(c.reference_len(), 1);
+    }
+
+    #[test]
+    fn dimensions_split_groups_and_follow_the_reference_data() {
+        let dims = ["fuel_type".to_string()];
+        let table = ReferenceTable::from_csv_reader(
+            "vehicle_id,model,fuel_type\nV1,Aurex,diesel\nV2,Aurex,electric\n".as_bytes(),
+            &dims,
+        )
+        .unwrap();
+        let mut c = VehicleCatalog::new(&table, UnknownVehiclePolicy::Unknown);
+        let (b, _) = c.enrich_batch(vec![
+            ev(0, "V1", "UK"),
+            ev(1, "V2", "UK"),
+            ev(2, "X9", "UK"),
+        ]);
+        fn labels(g: &GroupKey) -> (String, Vec<(&str, &str)>) {
+            let dims = g.dimensions.iter().map(|(n, v)| (&**n, &**v)).collect();
+            (g.model.to_string(), dims)
+        }
+        assert_eq!(
+            b.new_groups.iter().map(labels).collect::<Vec<_>>(),
+            [
+                ("Aurex".to_string(), vec![("fuel_type", "diesel")]),
+                ("Aurex".to_string(), vec![("fuel_type", "electric")]),
+                (UNKNOWN_MODEL.to_string(), vec![("fuel_type", "unknown")]),
+            ]
+        );
+        // A topic record re-fuels V1; one without the attribute reads unknown.
+        let mut attributes = std::collections::BTreeMap::new();
+        attributes.insert("fuel_type".to_string(), "electric".to_string());
+        c.apply(&ReferenceChange::Upsert(VehicleRecord {
+            vehicle_id: "V1".into(),
+            model: "Aurex".into(),
+            attributes,
+        }));
+        c.apply(&ReferenceChange::Upsert(VehicleRecord {
+            vehicle_id: "V3".into(),
+            model: "Aurex".into(),
+            attributes: Default::default(),
+        }));
+        let (b2, _) = c.enrich_batch(vec![ev(3, "V1", "UK"), ev(4, "V3", "UK")]);
+        assert_eq!(b2.events[0].group, b.events[1].group, "V1 is electric now");
+        assert_eq!(
+            labels(&b2.new_groups[0]),
+            ("Aurex".to_string(), vec![("fuel_type", "unknown")])
+        );
+        // A snapshot keeps the dimensions too.
+        c.load_records(&[VehicleRecord {
+            vehicle_id: "V3".into(),
+            model: "Aurex".into(),
+            attributes: [("fuel_type".to_string(), "diesel".to_string())].into(),
+        }]);
+        let (b3, _) = c.enrich_batch(vec![ev(5, "V3", "UK")]);
+        assert_eq!(b3.events[0].group, b.events[0].group);
     }
 }

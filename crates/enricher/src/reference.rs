@@ -1,54 +1,88 @@
-//! Reference data: which model each vehicle is.
+//! Reference data: which model each vehicle is, and its other attributes.
 //!
-//! Read from a CSV with a `vehicle_id,model` header (more columns are allowed
-//! and ignored). A file that fails to parse is refused whole, naming the line,
-//! so a half-read table never replaces a good one.
+//! Read from a CSV with a `vehicle_id,model` header. More columns are
+//! allowed: those named as dimensions in the configuration are kept (they
+//! become labels of the aggregates), the others are ignored. A file that
+//! fails to parse is refused whole, naming the line, so a half-read table
+//! never replaces a good one.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use fleet_core::SmallStr;
+use fleet_core::{SmallStr, VehicleRecord};
 
-/// A loaded VIN → model table, in file order.
+use crate::UNKNOWN_MODEL;
+
+/// A loaded reference table, in file order.
 ///
 /// Compact, because a fleet may have ten million vehicles: each row is its
 /// VIN (inline, no allocation for ids of up to 23 bytes) and the index of its
-/// model among the distinct model names, 28 bytes per row.
+/// *profile*, 28 bytes per row. A profile is one distinct combination of
+/// model and dimension values; a fleet has few of them, so they are interned.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReferenceTable {
     vins: Vec<SmallStr>,
-    /// Per row, an index into `model_names`.
-    models: Vec<u32>,
-    model_names: Vec<Box<str>>,
+    /// Per row, an index into `profiles`.
+    profile_of: Vec<u32>,
+    /// Distinct profiles: the model, then one value per dimension.
+    profiles: Vec<Box<[Box<str>]>>,
+    /// The dimensions kept, in configured order.
+    dimension_names: Vec<String>,
 }
 
-/// Builds a [`ReferenceTable`] row by row, interning model names.
+/// The interning key of a profile: its values joined by a separator no
+/// reference value is expected to contain; built in a reused buffer.
+pub(crate) fn profile_key<'a>(
+    buffer: &mut String,
+    values: impl IntoIterator<Item = &'a str>,
+) -> &str {
+    buffer.clear();
+    for (i, v) in values.into_iter().enumerate() {
+        if i > 0 {
+            buffer.push('\u{1f}');
+        }
+        buffer.push_str(v);
+    }
+    buffer
+}
+
+/// Builds a [`ReferenceTable`] row by row, interning profiles.
 #[derive(Debug, Default)]
 struct Builder {
     table: ReferenceTable,
-    model_index: HashMap<Box<str>, u32>,
+    profile_index: HashMap<Box<str>, u32>,
+    key: String,
 }
 
 impl Builder {
-    fn push(&mut self, vin: &str, model: &str) {
-        let names = &mut self.table.model_names;
-        let index = match self.model_index.get(model) {
+    fn new(dimension_names: &[String]) -> Self {
+        let mut builder = Builder::default();
+        builder.table.dimension_names = dimension_names.to_vec();
+        builder
+    }
+
+    /// Adds a row: `values` are the model, then the dimensions in order.
+    fn push<'v>(&mut self, vin: &str, values: impl Iterator<Item = &'v str> + Clone) {
+        let key = profile_key(&mut self.key, values.clone());
+        let index = match self.profile_index.get(key) {
             Some(&i) => i,
             None => {
-                let i = u32::try_from(names.len()).unwrap_or(u32::MAX);
-                names.push(model.into());
-                self.model_index.insert(model.into(), i);
+                let profiles = &mut self.table.profiles;
+                let i = u32::try_from(profiles.len()).unwrap_or(u32::MAX);
+                profiles.push(values.map(Box::from).collect());
+                self.profile_index.insert(key.into(), i);
                 i
             }
         };
         self.table.vins.push(SmallStr::new(vin));
-        self.table.models.push(index);
+        self.table.profile_of.push(index);
     }
 
     fn finish(mut self) -> ReferenceTable {
         self.table.vins.shrink_to_fit();
-        self.table.models.shrink_to_fit();
+        self.table.profile_of.shrink_to_fit();
         self.table
     }
 }
@@ -64,11 +98,11 @@ pub enum ReferenceError {
         /// The cause.
         cause: std::io::Error,
     },
-    /// The header lacks a required column.
+    /// The header lacks a required column, or a configured dimension.
     #[error("reference data has no `{column}` column in its header")]
     MissingColumn {
         /// The missing column.
-        column: &'static str,
+        column: String,
     },
     /// A row is malformed.
     #[error("reference data line {line}: {reason}")]
@@ -81,42 +115,64 @@ pub enum ReferenceError {
 }
 
 impl ReferenceTable {
-    /// A table from `(vehicle_id, model)` pairs.
+    /// A table from `(vehicle_id, model)` pairs, without dimensions.
     pub fn from_pairs<V: AsRef<str>, M: AsRef<str>>(
         pairs: impl IntoIterator<Item = (V, M)>,
     ) -> Self {
         let mut builder = Builder::default();
         for (vin, model) in pairs {
-            builder.push(vin.as_ref(), model.as_ref());
+            builder.push(vin.as_ref(), std::iter::once(model.as_ref()));
         }
         builder.finish()
     }
 
-    /// Reads a CSV file.
-    pub fn from_csv_file(path: &Path) -> Result<Self, ReferenceError> {
+    /// A table from a log-following source's records, keeping the attributes
+    /// named in `dimensions` (a record without one gets `unknown`).
+    pub fn from_records(records: &[VehicleRecord], dimensions: &[String]) -> Self {
+        let mut builder = Builder::new(dimensions);
+        for record in records {
+            let values = std::iter::once(record.model.as_str())
+                .chain(dimensions.iter().map(|d| attribute(record, d)));
+            builder.push(&record.vehicle_id, values);
+        }
+        builder.finish()
+    }
+
+    /// Reads a CSV file, keeping the columns named in `dimensions`.
+    pub fn from_csv_file(path: &Path, dimensions: &[String]) -> Result<Self, ReferenceError> {
         let file = std::fs::File::open(path).map_err(|cause| ReferenceError::Io {
             path: path.to_path_buf(),
             cause,
         })?;
-        Self::from_csv_reader(std::io::BufReader::new(file))
+        Self::from_csv_reader(std::io::BufReader::new(file), dimensions)
     }
 
-    /// Reads CSV from any reader.
-    pub fn from_csv_reader(reader: impl Read) -> Result<Self, ReferenceError> {
+    /// Reads CSV from any reader, keeping the columns named in `dimensions`;
+    /// an empty dimension value reads as `unknown`.
+    pub fn from_csv_reader(
+        reader: impl Read,
+        dimensions: &[String],
+    ) -> Result<Self, ReferenceError> {
         let mut csv = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
             .trim(csv::Trim::All)
             .from_reader(reader);
         let headers = csv.headers().map_err(|e| bad_row(1, e))?.clone();
-        let column = |name: &'static str| {
+        let column = |name: &str| {
             headers
                 .iter()
                 .position(|h| h == name)
-                .ok_or(ReferenceError::MissingColumn { column: name })
+                .ok_or_else(|| ReferenceError::MissingColumn {
+                    column: name.to_owned(),
+                })
         };
         let (vin_col, model_col) = (column("vehicle_id")?, column("model")?);
-        let mut builder = Builder::default();
+        let dimension_cols = dimensions
+            .iter()
+            .map(|d| column(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut builder = Builder::new(dimensions);
         // One record, reused: no allocation per row.
         let mut record = csv::StringRecord::new();
         loop {
@@ -136,7 +192,16 @@ impl ReferenceTable {
                     reason: format!("empty or missing {name}"),
                 }),
             };
-            builder.push(field(vin_col, "vehicle_id")?, field(model_col, "model")?);
+            let vin = field(vin_col, "vehicle_id")?;
+            let model = field(model_col, "model")?;
+            let values =
+                std::iter::once(model).chain(dimension_cols.iter().map(
+                    |&col| match record.get(col) {
+                        Some(v) if !v.is_empty() => v,
+                        _ => UNKNOWN_MODEL,
+                    },
+                ));
+            builder.push(vin, values);
         }
         Ok(builder.finish())
     }
@@ -151,27 +216,32 @@ impl ReferenceTable {
         self.vins.is_empty()
     }
 
+    /// The dimensions this table was read with, in configured order.
+    pub fn dimension_names(&self) -> &[String] {
+        &self.dimension_names
+    }
+
     /// The rows `(vehicle_id, model)`, in file order; a later row for the
     /// same vehicle wins.
     pub fn rows(&self) -> impl ExactSizeIterator<Item = (&str, &str)> + '_ {
-        self.vins
-            .iter()
-            .zip(&self.models)
-            .map(|(vin, &m)| (vin.as_str(), self.model_name(m)))
+        self.vins.iter().zip(&self.profile_of).map(|(vin, &p)| {
+            let model = self
+                .profiles
+                .get(p as usize)
+                .and_then(|values| values.first());
+            (vin.as_str(), model.map_or("", |m| &**m))
+        })
     }
 
-    fn model_name(&self, index: u32) -> &str {
-        self.model_names.get(index as usize).map_or("", |m| m)
+    /// The distinct profiles (model, then dimension values);
+    /// [`Self::indexed_rows`] refers to them by index.
+    pub(crate) fn profiles(&self) -> &[Box<[Box<str>]>] {
+        &self.profiles
     }
 
-    /// The distinct model names; [`Self::indexed_rows`] refers to them by index.
-    pub(crate) fn model_names(&self) -> &[Box<str>] {
-        &self.model_names
-    }
-
-    /// The rows as `(vehicle_id, index into model_names)`.
+    /// The rows as `(vehicle_id, index into profiles)`.
     pub(crate) fn indexed_rows(&self) -> impl Iterator<Item = (&SmallStr, u32)> + '_ {
-        self.vins.iter().zip(self.models.iter().copied())
+        self.vins.iter().zip(self.profile_of.iter().copied())
     }
 
     /// Heap bytes held by the table.
@@ -183,9 +253,26 @@ impl ReferenceTable {
                 .filter(|v| !v.is_inline())
                 .map(|v| v.len())
                 .sum::<usize>()
-            + self.models.capacity() * std::mem::size_of::<u32>()
-            + self.model_names.iter().map(|m| m.len() + 16).sum::<usize>()
+            + self.profile_of.capacity() * std::mem::size_of::<u32>()
+            + self
+                .profiles
+                .iter()
+                .map(|p| 16 + p.iter().map(|v| v.len() + 16).sum::<usize>())
+                .sum::<usize>()
     }
+}
+
+/// The value of attribute `name` of `record`; `unknown` when it has none.
+pub(crate) fn attribute<'a>(record: &'a VehicleRecord, name: &str) -> &'a str {
+    match record.attributes.get(name) {
+        Some(v) if !v.is_empty() => v,
+        _ => UNKNOWN_MODEL,
+    }
+}
+
+/// The configured dimension names as the label names of a group.
+pub(crate) fn dimension_labels(names: &[String]) -> Arc<[Arc<str>]> {
+    names.iter().map(|n| Arc::from(n.as_str())).collect()
 }
 
 fn bad_row(line: u64, e: csv::Error) -> ReferenceError {
@@ -203,25 +290,57 @@ mod tests {
     fn reads_required_columns_and_ignores_others() {
         let t = ReferenceTable::from_csv_reader(
             "market,vehicle_id,model\nEU,V1,Nebulara\nUS,V2,Aurex\n".as_bytes(),
+            &[],
         )
         .unwrap();
         assert_eq!(
             t.rows().collect::<Vec<_>>(),
             [("V1", "Nebulara"), ("V2", "Aurex")]
         );
-        assert_eq!(t.model_names().len(), 2);
+        assert_eq!(t.profiles().len(), 2);
+    }
+
+    #[test]
+    fn keeps_configured_dimensions_as_interned_profiles() {
+        let dims = ["fuel_type".to_string(), "market".to_string()];
+        let t = ReferenceTable::from_csv_reader(
+            "market,vehicle_id,model,fuel_type,colour\n\
+             EU,V1,Nebulara,diesel,red\n\
+             US,V2,Aurex,electric,blue\n\
+             EU,V3,Nebulara,diesel,green\n\
+             ,V4,Nebulara,diesel,green\n"
+                .as_bytes(),
+            &dims,
+        )
+        .unwrap();
+        assert_eq!(t.dimension_names(), dims);
+        let profiles: Vec<Vec<&str>> = t
+            .profiles()
+            .iter()
+            .map(|p| p.iter().map(|v| &**v).collect())
+            .collect();
+        assert_eq!(
+            profiles,
+            [
+                vec!["Nebulara", "diesel", "EU"],
+                vec!["Aurex", "electric", "US"],
+                vec!["Nebulara", "diesel", "unknown"],
+            ],
+            "V1 and V3 share a profile; V4's empty market reads unknown"
+        );
+        let e = ReferenceTable::from_csv_reader("vehicle_id,model\nV1,A\n".as_bytes(), &dims)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "reference data has no `fuel_type` column in its header"
+        );
     }
 
     #[test]
     fn refuses_a_missing_column_and_names_bad_lines() {
-        let e = ReferenceTable::from_csv_reader("vin,model\nV1,A\n".as_bytes()).unwrap_err();
-        assert!(matches!(
-            e,
-            ReferenceError::MissingColumn {
-                column: "vehicle_id"
-            }
-        ));
-        let e = ReferenceTable::from_csv_reader("vehicle_id,model\nV1,A\nV2,\n".as_bytes())
+        let e = ReferenceTable::from_csv_reader("vin,model\nV1,A\n".as_bytes(), &[]).unwrap_err();
+        assert!(matches!(e, ReferenceError::MissingColumn { column } if column == "vehicle_id"));
+        let e = ReferenceTable::from_csv_reader("vehicle_id,model\nV1,A\nV2,\n".as_bytes(), &[])
             .unwrap_err();
         assert_eq!(
             e.to_string(),

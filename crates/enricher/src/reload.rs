@@ -21,17 +21,20 @@ struct FileStamp {
 #[derive(Debug)]
 pub struct ReferenceWatch {
     path: PathBuf,
+    dimensions: Vec<String>,
     interval: Duration,
     seen: Option<FileStamp>,
 }
 
 impl ReferenceWatch {
-    /// Watches `path`, checking every `interval`; the file as it is now
-    /// counts as already loaded.
-    pub fn new(path: PathBuf, interval: Duration) -> Self {
+    /// Watches `path`, checking every `interval` and reading the columns
+    /// named in `dimensions` besides the model; the file as it is now counts
+    /// as already loaded.
+    pub fn new(path: PathBuf, interval: Duration, dimensions: Vec<String>) -> Self {
         let seen = stamp(&path);
         ReferenceWatch {
             path,
+            dimensions,
             interval,
             seen,
         }
@@ -54,7 +57,7 @@ impl ReferenceWatch {
             return None;
         }
         self.seen = now;
-        Some(ReferenceTable::from_csv_file(&self.path))
+        Some(ReferenceTable::from_csv_file(&self.path, &self.dimensions))
     }
 }
 
@@ -75,7 +78,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vehicles.csv");
         std::fs::write(&path, "vehicle_id,model\nV1,Aurex\n").unwrap();
-        let mut watch = ReferenceWatch::new(path.clone(), Duration::from_millis(10));
+        let mut watch = ReferenceWatch::new(path.clone(), Duration::from_millis(10), Vec::new());
         assert!(watch.poll().is_none(), "the file at start counts as loaded");
         std::fs::write(&path, "vehicle_id,model\nV1,Nebulara\nV2,Aurex\n").unwrap();
         let table = watch.poll().unwrap().unwrap();

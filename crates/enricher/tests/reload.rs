@@ -37,10 +37,10 @@ async fn a_moved_vehicle_counts_under_its_new_model_and_a_broken_file_changes_no
     let path = dir.path().join("vehicles.csv");
     std::fs::write(&path, "vehicle_id,model\nV1,Aurex\n").unwrap();
     let catalog = VehicleCatalog::new(
-        &ReferenceTable::from_csv_file(&path).unwrap(),
+        &ReferenceTable::from_csv_file(&path, &[]).unwrap(),
         UnknownVehiclePolicy::Unknown,
     );
-    let watch = ReferenceWatch::new(path.clone(), Duration::from_millis(20));
+    let watch = ReferenceWatch::new(path.clone(), Duration::from_millis(20), Vec::new());
     let mut registry = Registry::default();
     let metrics = EnricherMetrics::register(&mut registry);
     let (tx, rx) = mpsc::channel(4);

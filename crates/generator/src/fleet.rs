@@ -4,11 +4,12 @@
 //! events and the reference CSV that the enricher reads always agree, even when
 //! they are produced by different processes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Write};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use serde::Serialize;
 
 use crate::config::GeneratorConfig;
 use crate::vin;
@@ -39,8 +40,12 @@ pub const REGIONS: [(&str, u32); 20] = [
     ("AE", 10),
 ];
 
-/// A vehicle model: its name, its share of the fleet (relative weight) and the
-/// world manufacturer identifier (VIN positions 1–3) of the plant that builds it.
+/// The fuel types of [`Model::fuel_type`], each used by at least one model.
+pub const FUEL_TYPES: [&str; 4] = ["petrol", "diesel", "hybrid", "electric"];
+
+/// A vehicle model: its name, its share of the fleet (relative weight), the
+/// world manufacturer identifier (VIN positions 1–3) of the plant that builds
+/// it and its fuel type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Model {
     /// The model name, as it appears in the reference data and in the `model` label.
@@ -51,58 +56,84 @@ pub struct Model {
     /// (J Japan, W Germany, S UK, V France, 5 USA, K Korea, 9 Brazil, M India);
     /// the rest is invented.
     pub wmi: &'static str,
+    /// One of [`FUEL_TYPES`]: a reference attribute (the `fuel_type` column of
+    /// the reference data) only. The simulated events do not depend on it.
+    pub fuel_type: &'static str,
 }
 
-/// The models of the fleet. Names and weights are invented; none contains a
-/// comma or a quote, so the reference CSV needs no quoting.
+/// The models of the fleet. Names, weights and fuel types are invented; none
+/// contains a comma or a quote, so the reference CSV needs no quoting.
 pub const MODELS: [Model; 8] = [
     Model {
         name: "Nebulara",
         weight: 22,
         wmi: "JFX",
+        fuel_type: "hybrid",
     },
     Model {
         name: "Aurelis",
         weight: 18,
         wmi: "WFX",
+        fuel_type: "diesel",
     },
     Model {
         name: "Solenne",
         weight: 14,
         wmi: "VFX",
+        fuel_type: "hybrid",
     },
     Model {
         name: "Kestrel",
         weight: 12,
         wmi: "SFX",
+        fuel_type: "petrol",
     },
     Model {
         name: "Marisol",
         weight: 11,
         wmi: "5FX",
+        fuel_type: "electric",
     },
     Model {
         name: "Zephyra",
         weight: 10,
         wmi: "KFX",
+        fuel_type: "electric",
     },
     Model {
         name: "Tundrix",
         weight: 8,
         wmi: "9FX",
+        fuel_type: "diesel",
     },
     Model {
         name: "Lumora",
         weight: 5,
         wmi: "MFX",
+        fuel_type: "petrol",
     },
 ];
 
-/// Model-year codes (VIN position 10) for 2022–2026.
+/// Model-year codes (VIN position 10) for [`FIRST_MODEL_YEAR`] and the years after it.
 const MODEL_YEARS: &[u8] = b"NPRST";
 
-/// The header of the reference CSV (DESIGN: reference data).
-pub const REFERENCE_CSV_HEADER: &str = "vehicle_id,model";
+/// The model year of the first code of [`MODEL_YEARS`].
+const FIRST_MODEL_YEAR: u16 = 2022;
+
+/// Index of the model-year code (position 10, counted from 1).
+const MODEL_YEAR_INDEX: usize = 9;
+
+/// The model year that the VIN code `code` (position 10) stands for, `None`
+/// for a code the fleet does not use.
+fn model_year(code: u8) -> Option<u16> {
+    let index = MODEL_YEARS.iter().position(|&c| c == code)?;
+    Some(FIRST_MODEL_YEAR + u16::try_from(index).ok()?)
+}
+
+/// The header of the reference CSV (DESIGN: reference data): `vehicle_id,model`
+/// first, as every consumer expects, then the attributes that consumers knowing
+/// only those two columns ignore.
+pub const REFERENCE_CSV_HEADER: &str = "vehicle_id,model,fuel_type,model_year";
 
 /// One vehicle of the fleet.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,6 +144,43 @@ pub struct Vehicle {
     pub model: &'static str,
     /// The region, one of [`REGIONS`].
     pub region: &'static str,
+    /// The fuel type of the model, one of [`FUEL_TYPES`].
+    pub fuel_type: &'static str,
+    /// The model year, 2022–2026, as coded at position 10 of the VIN.
+    pub model_year: u16,
+}
+
+/// A vehicle's reference data as a JSON object, in the reference CSV's column order.
+#[derive(Serialize)]
+struct ReferenceRecord<'a> {
+    model: &'a str,
+    fuel_type: &'a str,
+    model_year: u16,
+}
+
+impl Vehicle {
+    /// The vehicle's reference data as the value of a message in the reference
+    /// topic (DESIGN: reference data; key = VIN):
+    /// `{"model":"…","fuel_type":"…","model_year":2024}`, the year a number.
+    pub fn reference_json(&self) -> String {
+        let record = ReferenceRecord {
+            model: self.model,
+            fuel_type: self.fuel_type,
+            model_year: self.model_year,
+        };
+        // Serialising a struct of strings and an integer cannot fail.
+        serde_json::to_string(&record).unwrap_or_default()
+    }
+
+    /// The vehicle's reference attributes, the CSV's columns after
+    /// `vehicle_id`: `model`, `fuel_type` and `model_year` (decimal).
+    pub fn reference_attributes(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("model".to_string(), self.model.to_string()),
+            ("fuel_type".to_string(), self.fuel_type.to_string()),
+            ("model_year".to_string(), self.model_year.to_string()),
+        ])
+    }
 }
 
 /// A deterministic set of vehicles with distinct VINs.
@@ -141,6 +209,12 @@ impl Fleet {
                 vin: String::from_utf8_lossy(&vin).into_owned(),
                 model: model.name,
                 region,
+                fuel_type: model.fuel_type,
+                // Read back from the VIN, not drawn: the random sequence, hence
+                // every VIN, region and event of a seed, stays what it was.
+                // `random_vin` writes a code of `MODEL_YEARS`, so the fallback
+                // is never taken.
+                model_year: model_year(vin[MODEL_YEAR_INDEX]).unwrap_or(FIRST_MODEL_YEAR),
             });
         }
         Fleet { vehicles: fleet }
@@ -166,20 +240,36 @@ impl Fleet {
         self.vehicles.is_empty()
     }
 
-    /// Writes the reference CSV: the header `vehicle_id,model`, then one row per vehicle.
+    /// Writes the reference CSV: the header [`REFERENCE_CSV_HEADER`]
+    /// (`vehicle_id,model,fuel_type,model_year`), then one row per vehicle.
     pub fn write_reference_csv(&self, mut out: impl Write) -> io::Result<()> {
         writeln!(out, "{REFERENCE_CSV_HEADER}")?;
-        for vehicle in &self.vehicles {
-            writeln!(out, "{},{}", vehicle.vin, vehicle.model)?;
+        for v in &self.vehicles {
+            writeln!(
+                out,
+                "{},{},{},{}",
+                v.vin, v.model, v.fuel_type, v.model_year
+            )?;
         }
         out.flush()
     }
 
-    /// VIN → model, the content of the reference data.
+    /// VIN → model, the reference data as consumers that know only
+    /// `vehicle_id,model` see it.
     pub fn reference_map(&self) -> HashMap<String, String> {
         self.vehicles
             .iter()
             .map(|v| (v.vin.clone(), v.model.to_string()))
+            .collect()
+    }
+
+    /// VIN → every reference attribute (`model`, `fuel_type`, `model_year`),
+    /// the content of the reference CSV after `vehicle_id`; see
+    /// [`Vehicle::reference_attributes`].
+    pub fn reference_attributes(&self) -> HashMap<String, BTreeMap<String, String>> {
+        self.vehicles
+            .iter()
+            .map(|v| (v.vin.clone(), v.reference_attributes()))
             .collect()
     }
 }
@@ -207,7 +297,7 @@ fn random_vin(rng: &mut SmallRng, wmi: &[u8]) -> [u8; vin::LENGTH] {
     for c in &mut out[3..8] {
         *c = vin::ALPHABET[rng.random_range(0..vin::ALPHABET.len())];
     }
-    out[9] = MODEL_YEARS[rng.random_range(0..MODEL_YEARS.len())];
+    out[MODEL_YEAR_INDEX] = MODEL_YEARS[rng.random_range(0..MODEL_YEARS.len())];
     out[10] = vin::ALPHABET[rng.random_range(10..vin::ALPHABET.len())];
     // North American serial numbers (positions 12–17) are digits.
     for c in &mut out[11..] {
@@ -272,14 +362,129 @@ mod tests {
         fleet.write_reference_csv(&mut csv).unwrap();
         let text = String::from_utf8(csv).unwrap();
         let mut lines = text.lines();
-        assert_eq!(lines.next(), Some("vehicle_id,model"));
+        assert_eq!(lines.next(), Some("vehicle_id,model,fuel_type,model_year"));
         let map = fleet.reference_map();
+        let attributes = fleet.reference_attributes();
         let rows: Vec<&str> = lines.collect();
         assert_eq!(rows.len(), 1_000);
         assert_eq!(map.len(), 1_000);
+        assert_eq!(attributes.len(), 1_000);
+        let columns: Vec<&str> = REFERENCE_CSV_HEADER.split(',').collect();
         for (row, vehicle) in rows.iter().zip(fleet.vehicles()) {
-            assert_eq!(*row, format!("{},{}", vehicle.vin, vehicle.model));
+            assert_eq!(
+                *row,
+                format!(
+                    "{},{},{},{}",
+                    vehicle.vin, vehicle.model, vehicle.fuel_type, vehicle.model_year
+                )
+            );
             assert_eq!(map[&vehicle.vin], vehicle.model);
+            // The attributes are the row's columns after vehicle_id, by name.
+            let by_column: BTreeMap<String, String> = columns[1..]
+                .iter()
+                .zip(row.split(',').skip(1))
+                .map(|(c, v)| (c.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(attributes[&vehicle.vin], by_column, "{row}");
+        }
+    }
+
+    #[test]
+    fn model_year_codes_map_to_2022_through_2026() {
+        let years: Vec<Option<u16>> = b"NPRST".iter().map(|&c| model_year(c)).collect();
+        assert_eq!(
+            years,
+            [Some(2022), Some(2023), Some(2024), Some(2025), Some(2026)]
+        );
+        assert_eq!(model_year(b'M'), None);
+        assert_eq!(model_year(b'V'), None);
+        assert_eq!(model_year(b'n'), None);
+    }
+
+    #[test]
+    fn vehicles_take_fuel_type_from_their_model_and_year_from_their_vin() {
+        let fleet = Fleet::new(10_000, 13);
+        let mut years = HashSet::new();
+        let mut fuels = HashSet::new();
+        for v in fleet.vehicles() {
+            let model = MODELS.iter().find(|m| m.name == v.model).unwrap();
+            assert_eq!(v.fuel_type, model.fuel_type);
+            assert_eq!(model_year(v.vin.as_bytes()[9]), Some(v.model_year));
+            years.insert(v.model_year);
+            fuels.insert(v.fuel_type);
+        }
+        assert_eq!(years.len(), 5, "{years:?}");
+        assert_eq!(fuels.len(), FUEL_TYPES.len(), "{fuels:?}");
+    }
+
+    #[test]
+    fn every_fuel_type_has_a_model_and_every_model_a_fuel_type() {
+        for fuel in FUEL_TYPES {
+            assert!(MODELS.iter().any(|m| m.fuel_type == fuel), "{fuel}");
+        }
+        for model in MODELS {
+            assert!(FUEL_TYPES.contains(&model.fuel_type), "{}", model.name);
+        }
+    }
+
+    /// Values produced before the fuel type and model year were added: deriving
+    /// them draws no random number, so a seed's fleet and events are unchanged.
+    #[test]
+    fn a_seed_gives_the_same_vins_models_regions_and_events_as_before() {
+        let fleet = Fleet::new(1_000, 42);
+        let pinned = [
+            (0, "KFXAZPTK3NP295860", "Zephyra", "UK", 2022),
+            (1, "SFX71KF56TS581495", "Kestrel", "AU", 2026),
+            (2, "JFXMP9ZP3SK578145", "Nebulara", "US-East", 2025),
+            (999, "SFXJWMV15SD756730", "Kestrel", "PL", 2025),
+        ];
+        for (i, vin, model, region, year) in pinned {
+            let v = &fleet.vehicles()[i];
+            assert_eq!(
+                (v.vin.as_str(), v.model, v.region, v.model_year),
+                (vin, model, region, year),
+                "vehicle {i}"
+            );
+        }
+        let config = GeneratorConfig {
+            vehicles: 1_000,
+            seed: 42,
+            start_ms: Some(1_764_000_000_000),
+            ..GeneratorConfig::default()
+        };
+        let mut generator = crate::EventGenerator::new(&fleet, &config).unwrap();
+        let mut out = Vec::new();
+        crate::jsonl::write_events(generator.take_exact(20_000), &mut out, |_| {}).unwrap();
+        // FNV-1a of the JSON lines.
+        let hash = out.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        assert_eq!((hash, out.len()), (0xb8a7_bae9_82af_9fd7, 2_341_895));
+    }
+
+    #[test]
+    fn the_reference_json_has_every_attribute_and_a_numeric_year() {
+        let vehicle = Vehicle {
+            vin: "JFXMP9ZP3SK578145".to_string(),
+            model: "Nebulara",
+            region: "US-East",
+            fuel_type: "hybrid",
+            model_year: 2025,
+        };
+        assert_eq!(
+            vehicle.reference_json(),
+            r#"{"model":"Nebulara","fuel_type":"hybrid","model_year":2025}"#
+        );
+        for v in Fleet::new(200, 2).vehicles() {
+            let value: serde_json::Value = serde_json::from_str(&v.reference_json()).unwrap();
+            assert_eq!(
+                value,
+                serde_json::json!({
+                    "model": v.model,
+                    "fuel_type": v.fuel_type,
+                    "model_year": v.model_year,
+                })
+            );
         }
     }
 

@@ -1,14 +1,16 @@
 //! A deterministic synthetic fleet of connected hybrid vehicles.
 //!
 //! It produces what the preprocessor consumes: raw events (DESIGN: wire formats)
-//! and the reference data mapping each VIN to its model. Everything is a pure
-//! function of the seed and the event-time origin, so a test, a golden file or
-//! a demo can be reproduced exactly; no I/O happens here except through the
-//! writers a caller passes in. Kafka delivery lives in another crate, which
+//! and the reference data mapping each VIN to its model, fuel type and model
+//! year. Everything is a pure function of the seed and the event-time origin,
+//! so a test, a golden file or a demo can be reproduced exactly; no I/O happens
+//! here except through the writers a caller passes in. Kafka delivery lives in another crate, which
 //! paces [`EventGenerator`] against the wall clock.
 //!
 //! - [`Fleet`]: N vehicles with valid, distinct VINs ([`vin`]), each with a
-//!   model and a region drawn with uneven weights; writes the reference CSV.
+//!   model and a region drawn with uneven weights, the model's fuel type and
+//!   the model year coded in the VIN; writes the reference CSV and the
+//!   reference topic's JSON values.
 //! - [`EventGenerator`]: one event per vehicle per simulated second, from a
 //!   small per-vehicle state machine (parked, electric, engine, hybrid); about
 //!   10 % are warning-light counts. A simulated network disorders events within
@@ -30,5 +32,5 @@ mod vehicle;
 pub mod vin;
 
 pub use config::GeneratorConfig;
-pub use fleet::{Fleet, Model, Vehicle, MODELS, REFERENCE_CSV_HEADER, REGIONS};
+pub use fleet::{Fleet, Model, Vehicle, FUEL_TYPES, MODELS, REFERENCE_CSV_HEADER, REGIONS};
 pub use generator::{Bounded, EventGenerator};

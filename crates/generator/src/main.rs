@@ -56,7 +56,7 @@ const DEFAULT_MESSAGE_TIMEOUT_MS: &str = "30000";
 
 /// Writes a deterministic synthetic fleet's raw events (JSON lines to a file or
 /// stdout, or messages to Kafka keyed by VIN) and its reference CSV
-/// (`vehicle_id,model`).
+/// (`vehicle_id,model,fuel_type,model_year`).
 #[derive(Debug, Parser)]
 #[command(name = "fleet-generator", version)]
 #[command(group(ArgGroup::new("sink").required(true).args(["output", "brokers"])))]
@@ -89,12 +89,14 @@ struct Cli {
     /// or `compression.type=zstd`; repeatable.
     #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
     kafka_properties: Vec<(String, String)>,
-    /// Also write the fleet's reference CSV to this file.
+    /// Also write the fleet's reference CSV to this file (header
+    /// `vehicle_id,model,fuel_type,model_year`).
     #[arg(long, value_name = "PATH")]
     reference_out: Option<PathBuf>,
     /// Kafka only: first publish the fleet's reference data to this
     /// (compacted) topic, one message per vehicle: key = VIN, value =
-    /// `{"model":"…"}`. With `--events 0`, only that.
+    /// `{"model":"…","fuel_type":"…","model_year":2024}`. With `--events 0`,
+    /// only that.
     #[arg(long, value_name = "TOPIC")]
     reference_topic: Option<String>,
     /// Event-time origin, epoch milliseconds [default: now, floored to the second].
@@ -353,8 +355,9 @@ fn written_summary(written: u64, progress: &Progress, start_ms: TimestampMs) -> 
     )
 }
 
-/// Publishes the fleet's reference data to `topic`: key = VIN, value = the
-/// vehicle's attributes as a JSON object.
+/// Publishes the fleet's reference data to `topic`, in the fleet's order: key =
+/// VIN, value = the vehicle's attributes as a JSON object
+/// ([`fleet_generator::Vehicle::reference_json`]).
 async fn publish_reference(kafka: &KafkaOutput, topic: &str, fleet: &Fleet) -> anyhow::Result<()> {
     let config = fleet_kafka::KafkaConfig {
         topic: topic.to_string(),
@@ -362,10 +365,10 @@ async fn publish_reference(kafka: &KafkaOutput, topic: &str, fleet: &Fleet) -> a
     };
     let publisher = EventPublisher::new(&config)
         .map_err(|error| ConfigError::single("kafka_property", error.to_string()))?;
-    let records: Vec<(String, String)> = fleet
-        .reference_map()
-        .into_iter()
-        .map(|(vin, model)| (vin, serde_json::json!({ "model": model }).to_string()))
+    let records: Vec<(&str, String)> = fleet
+        .vehicles()
+        .iter()
+        .map(|v| (v.vin.as_str(), v.reference_json()))
         .collect();
     for chunk in records.chunks(MAX_BATCH) {
         publisher

@@ -28,7 +28,7 @@ fn file_mode_writes_exactly_the_requested_events_and_the_reference_csv() {
     assert_eq!(events.lines().count(), 30_001);
     let csv = std::fs::read_to_string(&csv_path).unwrap();
     let mut rows = csv.lines();
-    assert_eq!(rows.next(), Some("vehicle_id,model"));
+    assert_eq!(rows.next(), Some("vehicle_id,model,fuel_type,model_year"));
     let vins: std::collections::HashSet<&str> =
         rows.map(|row| row.split(',').next().unwrap()).collect();
     assert_eq!(vins.len(), 300);

@@ -221,22 +221,28 @@ async fn the_fleets_reference_data_goes_to_its_topic_keyed_by_vin() {
         "{stderr}"
     );
     let records = consume_exactly(&tansu, "vehicles-ref", 300).await;
-    let published: BTreeMap<String, String> = records
+    let published: BTreeMap<String, serde_json::Value> = records
         .iter()
         .map(|r| {
             let key = String::from_utf8(r.key.clone().unwrap()).unwrap();
-            let value: serde_json::Value =
-                serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
-            (key, value["model"].as_str().unwrap().to_string())
+            let value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+            (key, value)
         })
         .collect();
-    let csv: BTreeMap<String, String> = std::fs::read_to_string(&csv_path)
-        .unwrap()
-        .lines()
-        .skip(1)
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    let mut rows = csv.lines();
+    assert_eq!(rows.next(), Some("vehicle_id,model,fuel_type,model_year"));
+    // Every attribute, the model year a JSON number.
+    let csv: BTreeMap<String, serde_json::Value> = rows
         .map(|l| {
-            let (vin, model) = l.split_once(',').unwrap();
-            (vin.to_string(), model.to_string())
+            let [vin, model, fuel_type, model_year] =
+                <[&str; 4]>::try_from(l.split(',').collect::<Vec<_>>()).unwrap();
+            let value = serde_json::json!({
+                "model": model,
+                "fuel_type": fuel_type,
+                "model_year": model_year.parse::<u16>().unwrap(),
+            });
+            (vin.to_string(), value)
         })
         .collect();
     assert_eq!(published, csv, "the topic holds the same fleet as the CSV");

@@ -217,7 +217,7 @@ async fn replay(
     let telemetry = service::Telemetry::new();
     let reference = service::load_reference(&settings, || {
         tracing::warn!("No reference data given (--reference): every vehicle is unknown.");
-        Default::default()
+        fleet_enricher::ReferenceTable::from_records(&[], &settings.raw.reference.dimensions)
     })?;
     let mut tasks = tokio::task::JoinSet::new();
     let core = service::spawn_core(&settings, &reference, None, &telemetry, &mut tasks);

@@ -102,10 +102,23 @@ pub fn load_reference(
     fallback: impl FnOnce() -> ReferenceTable,
 ) -> anyhow::Result<ReferenceTable> {
     match &settings.reference_csv {
-        Some(path) => ReferenceTable::from_csv_file(path)
+        Some(path) => ReferenceTable::from_csv_file(path, &settings.raw.reference.dimensions)
             .with_context(|| format!("reference.csv_path {}", path.display())),
         None => Ok(fallback()),
     }
+}
+
+/// The embedded generator's fleet as reference records, every attribute kept.
+fn fleet_records(fleet: &fleet_generator::Fleet) -> Vec<fleet_core::VehicleRecord> {
+    fleet
+        .vehicles()
+        .iter()
+        .map(|v| fleet_core::VehicleRecord {
+            vehicle_id: v.vin.clone(),
+            model: v.model.to_string(),
+            attributes: v.reference_attributes(),
+        })
+        .collect()
 }
 
 /// Spawns the enricher and the aggregator.
@@ -137,9 +150,11 @@ pub fn spawn_core(
         settings.raw.reference.reload_interval_ms,
     ) {
         (Some(changes), _, _) => ReferenceFeed::Changes(changes),
-        (None, Some(path), ms) if ms > 0 => {
-            ReferenceFeed::File(ReferenceWatch::new(path.clone(), Duration::from_millis(ms)))
-        }
+        (None, Some(path), ms) if ms > 0 => ReferenceFeed::File(ReferenceWatch::new(
+            path.clone(),
+            Duration::from_millis(ms),
+            settings.raw.reference.dimensions.clone(),
+        )),
         _ => ReferenceFeed::Fixed,
     };
     tasks.spawn(
@@ -150,11 +165,16 @@ pub fn spawn_core(
         }
         .instrument(tracing::info_span!("enricher")),
     );
+    let max_label_sets = settings.raw.windows.max_label_sets;
     let windows: Aggregation = match &settings.kafka {
         Some(kafka) if kafka.output_mode == fleet_kafka::OutputMode::Partitioned => {
-            PartitionedWindows::new(settings.window).into()
+            PartitionedWindows::new(settings.window)
+                .with_max_groups(max_label_sets)
+                .into()
         }
-        _ => TumblingWindows::new(settings.window).into(),
+        _ => TumblingWindows::new(settings.window)
+            .with_max_groups(max_label_sets)
+            .into(),
     };
     let metrics = telemetry.aggregator.clone();
     tasks.spawn(
@@ -272,14 +292,15 @@ pub async fn run(
         .kafka
         .is_none()
         .then(|| fleet_generator::Fleet::from_config(&settings.raw.generator));
+    let dimensions = &settings.raw.reference.dimensions;
     let reference = load_reference(&settings, || match &generator_fleet {
-        Some(fleet) => ReferenceTable::from_pairs(fleet.reference_map()),
-        None if settings.reference_topic.is_some() => ReferenceTable::default(),
+        Some(fleet) => ReferenceTable::from_records(&fleet_records(fleet), dimensions),
+        None if settings.reference_topic.is_some() => ReferenceTable::from_records(&[], dimensions),
         None => {
             tracing::warn!(
                 "No reference data configured (reference.csv_path or reference.topic): every vehicle is unknown."
             );
-            ReferenceTable::default()
+            ReferenceTable::from_records(&[], dimensions)
         }
     })?;
     let reference_changes = match (&settings.kafka, &settings.reference_topic) {

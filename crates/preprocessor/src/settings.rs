@@ -50,6 +50,49 @@ pub struct ReferenceSettings {
     /// A compacted Kafka topic of reference data (key = vehicle id, value =
     /// `{"model":…}`, empty = retired), instead of the file; empty: none.
     pub topic: String,
+    /// Reference columns (CSV) or attributes (topic) that become labels and
+    /// grouping keys of the aggregates, besides model and region.
+    pub dimensions: Vec<String>,
+}
+
+/// Names the aggregates use themselves, as labels or JSON-lines fields: a
+/// dimension may not take one.
+const RESERVED_DIMENSION_NAMES: [&str; 12] = [
+    "vehicle_id",
+    "window_start",
+    "window_end",
+    "vehicles_in_motion",
+    "warnings",
+    "vehicles_reporting",
+    "ic_engine_rpm_avg",
+    "electric_motor_rpm_avg",
+    "events",
+    "model",
+    "region",
+    "kafka_partition",
+];
+
+impl ReferenceSettings {
+    fn validate_dimensions(&self, remote_write: &RemoteWriteConfig, p: &mut Problems) {
+        for (i, name) in self.dimensions.iter().enumerate() {
+            let problem = if let Err(problem) = fleet_remote_write::check_label_name(name) {
+                Some(problem)
+            } else if RESERVED_DIMENSION_NAMES.contains(&name.as_str()) {
+                Some(format!("{name:?} is a name the service uses itself"))
+            } else if self.dimensions[..i].contains(name) {
+                Some(format!("{name:?} is named twice"))
+            } else if remote_write.constant_labels.contains_key(name) {
+                Some(format!(
+                    "{name:?} is also a constant label (remote_write.constant_labels)"
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                p.add("reference.dimensions", problem);
+            }
+        }
+    }
 }
 
 /// `[windows]`
@@ -64,6 +107,9 @@ pub struct WindowSettings {
     pub idle_timeout_ms: u64,
     /// All-idle wall-clock close delay, ms; 0 disables it.
     pub all_idle_close_after_ms: u64,
+    /// Most label sets (groups) one window writes; the excess is folded
+    /// into one group labelled `other`.
+    pub max_label_sets: usize,
 }
 
 /// `[channels]`: capacities in batches.
@@ -226,6 +272,13 @@ impl Settings {
                 format!("{} is not a readable file", path.display()),
             );
         }
+        p.check(
+            w.max_label_sets > 0,
+            "windows.max_label_sets",
+            "must be at least 1",
+        );
+        self.reference
+            .validate_dimensions(&self.remote_write, &mut p);
         let reference_topic = (!self.reference.topic.trim().is_empty())
             .then(|| self.reference.topic.trim().to_string());
         if reference_topic.is_some() {
@@ -369,6 +422,35 @@ mod tests {
             back.remote_write.basic_auth_password.as_deref(),
             Some(REDACTED)
         );
+    }
+
+    #[test]
+    fn dimensions_must_be_label_names_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dims.toml");
+        std::fs::write(
+            &file,
+            "[reference]\ndimensions = [\"fuel_type\", \"model\", \"fuel-type\", \"fuel_type\", \"zone\"]\n[windows]\nmax_label_sets = 0\n[remote_write]\nconstant_labels = { zone = \"eu\" }\n",
+        )
+        .unwrap();
+        let err = Settings::load(Some(&file)).unwrap().validate().unwrap_err();
+        let text = err.to_string();
+        for expected in [
+            "windows.max_label_sets",
+            "\"model\" is set by the service itself",
+            "\"fuel-type\" is not a label name",
+            "\"fuel_type\" is named twice",
+            "\"zone\" is also a constant label",
+        ] {
+            assert!(text.contains(expected), "{expected} missing from: {text}");
+        }
+        std::fs::write(
+            &file,
+            "[reference]\ndimensions = [\"fuel_type\", \"model_year\"]\n",
+        )
+        .unwrap();
+        let ok = Settings::load(Some(&file)).unwrap().validate().unwrap();
+        assert_eq!(ok.raw.reference.dimensions, ["fuel_type", "model_year"]);
     }
 
     #[test]

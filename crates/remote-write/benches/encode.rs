@@ -55,11 +55,10 @@ fn windows(groups: usize, windows: usize) -> Vec<WindowBatch> {
                     .map(|g| WindowAggregate {
                         window_start: end - 5000,
                         window_end: end,
-                        group: GroupKey {
-                            model: format!("Model{}", g % 8).into(),
-                            region: format!("region-{}", g / 8).into(),
-                            partition: None,
-                        },
+                        group: GroupKey::new(
+                            format!("Model{}", g % 8),
+                            format!("region-{}", g / 8),
+                        ),
                         vehicles_in_motion: (g * 7 + w) as u64 % 500,
                         warnings: (g + w) % 40,
                         vehicles_reporting: 600 + (g * 3 + w) as u64 % 100,

@@ -54,11 +54,7 @@ fn window(groups: usize, end: i64, n: i64) -> WindowBatch {
             .map(|g| WindowAggregate {
                 window_start: end - 5000,
                 window_end: end,
-                group: GroupKey {
-                    model: format!("Model{}", g % 8).into(),
-                    region: format!("region-{}", g / 8).into(),
-                    partition: None,
-                },
+                group: GroupKey::new(format!("Model{}", g % 8), format!("region-{}", g / 8)),
                 vehicles_in_motion: (g + n) as u64 % 500,
                 warnings: (g + n) % 40,
                 vehicles_reporting: 600,

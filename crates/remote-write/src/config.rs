@@ -409,6 +409,17 @@ fn valid_metric_prefix(prefix: &str) -> bool {
 }
 
 fn check_constant_label(name: &str, value: &str) -> Result<(), String> {
+    check_label_name(name)?;
+    if value.is_empty() {
+        return Err("an empty value is the same as no label to Prometheus".into());
+    }
+    Ok(())
+}
+
+/// Whether `name` may be a label this service adds to its series (a constant
+/// label or a reference dimension): Prometheus's syntax, not reserved, not
+/// one of the labels the service sets itself.
+pub fn check_label_name(name: &str) -> Result<(), String> {
     let mut chars = name.chars();
     let valid = chars
         .next()
@@ -424,9 +435,6 @@ fn check_constant_label(name: &str, value: &str) -> Result<(), String> {
     }
     if is_builtin_label(name) {
         return Err(format!("{name:?} is set by the service itself"));
-    }
-    if value.is_empty() {
-        return Err("an empty value is the same as no label to Prometheus".into());
     }
     Ok(())
 }

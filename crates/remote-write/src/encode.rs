@@ -52,13 +52,21 @@ impl SeriesNaming {
             name: name.to_owned(),
             value: value.to_owned(),
         };
-        let mut labels = Vec::with_capacity(3 + self.constant_labels.len());
+        let mut labels =
+            Vec::with_capacity(4 + group.dimensions.len() + self.constant_labels.len());
         labels.push(Label {
             name: METRIC_NAME_LABEL.to_owned(),
             value: format!("{}{}", self.metric_prefix, metric.name()),
         });
         labels.push(label(MODEL_LABEL, &group.model));
         labels.push(label(REGION_LABEL, &group.region));
+        labels.extend(
+            group
+                .dimensions
+                .iter()
+                .filter(|(name, _)| !is_builtin_label(name))
+                .map(|(name, value)| label(name, value)),
+        );
         if let Some(partition) = group.partition {
             labels.push(label(PARTITION_LABEL, &partition.to_string()));
         }
@@ -480,11 +488,7 @@ pub(crate) mod tests {
         WindowAggregate {
             window_start: window_end - 5000,
             window_end,
-            group: GroupKey {
-                model: model.into(),
-                region: region.into(),
-                partition: None,
-            },
+            group: GroupKey::new(model, region),
             vehicles_in_motion: 3,
             warnings: 2,
             vehicles_reporting: 4,
@@ -554,6 +558,38 @@ pub(crate) mod tests {
             assert_eq!(label(ts, "env"), "prod");
         }
         series(&req, "fleet_vehicles_in_motion", "Nebulara");
+    }
+
+    #[test]
+    fn dimensions_are_labels_of_their_own() {
+        let mut a = aggregate("Nebulara", "UK", 10_000);
+        a.group.dimensions = [
+            ("model_year".into(), "2024".into()),
+            ("fuel_type".into(), "diesel".into()),
+        ]
+        .into_iter()
+        .collect();
+        let b = WindowAggregate {
+            group: GroupKey {
+                dimensions: [
+                    ("model_year".into(), "2025".into()),
+                    ("fuel_type".into(), "diesel".into()),
+                ]
+                .into_iter()
+                .collect(),
+                ..a.group.clone()
+            },
+            ..a.clone()
+        };
+        let req = encode(&[a, b], &SeriesNaming::default());
+        assert_eq!(req.timeseries.len(), 18, "two groups, one per model year");
+        for ts in &req.timeseries {
+            assert_eq!(
+                names(ts),
+                ["__name__", "fuel_type", "model", "model_year", "region"]
+            );
+            assert_eq!(label(ts, "fuel_type"), "diesel");
+        }
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub mod sigv4;
 pub mod stage;
 
 pub use bisect::{Delivery, DroppedSamples};
-pub use config::{OnRetryExhausted, RemoteWriteConfig, SigV4Config};
+pub use config::{check_label_name, OnRetryExhausted, RemoteWriteConfig, SigV4Config};
 pub use emitter::{Emitter, RequestSigner, RetryPolicy, SignFuture};
 pub use encode::{compress, encode, Metric, RemoteWriteBatch, Series, SeriesNaming, SeriesTable};
 pub use error::{RemoteWriteError, Retry};

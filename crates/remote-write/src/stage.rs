@@ -197,11 +197,7 @@ mod tests {
         WindowAggregate {
             window_start: window_end - 5000,
             window_end,
-            group: GroupKey {
-                model: format!("model-{group}").into(),
-                region: ["UK", "FR"][group % 2].into(),
-                partition: None,
-            },
+            group: GroupKey::new(format!("model-{group}"), ["UK", "FR"][group % 2]),
             vehicles_in_motion: group as u64,
             warnings: 1,
             vehicles_reporting: 2,

@@ -246,6 +246,46 @@ impl OpenWindow {
         }
     }
 
+    /// The totals of every group for which `folded` holds, merged into one
+    /// group: sums and counts add up; a vehicle in several of them counts
+    /// once, moving if it moved in any, with its latest warnings reading
+    /// among them. Walks the window's vehicles, so only for the rare window
+    /// over its group limit.
+    pub fn fold(&self, folded: impl Fn(GroupId) -> bool) -> GroupAcc {
+        let mut acc = GroupAcc::default();
+        for (g, group) in self.groups() {
+            if folded(g) {
+                acc.events += group.events;
+                acc.ic_sum = acc.ic_sum.saturating_add(group.ic_sum);
+                acc.ic_count += group.ic_count;
+                acc.electric_sum = acc.electric_sum.saturating_add(group.electric_sum);
+                acc.electric_count += group.electric_count;
+            }
+        }
+        let mut slots: Vec<&VehicleSlot> = self
+            .vehicles
+            .slots
+            .iter()
+            .filter(|s| s.flags != 0 && folded(GroupId(s.group)))
+            .collect();
+        slots.sort_unstable_by_key(|s| s.vehicle);
+        for same in slots.chunk_by(|a, b| a.vehicle == b.vehicle) {
+            acc.reporting += 1;
+            if same.iter().any(|s| s.flags & MOVING != 0) {
+                acc.in_motion += 1;
+            }
+            let latest = same
+                .iter()
+                .filter(|s| s.flags & WARNED != 0)
+                .map(|s| (s.warn_ts, s.warn_value))
+                .max();
+            if let Some((_, value)) = latest {
+                acc.warnings = acc.warnings.wrapping_add(value);
+            }
+        }
+        acc
+    }
+
     /// The groups with data, with their totals.
     pub fn groups(&self) -> impl Iterator<Item = (GroupId, &GroupAcc)> + '_ {
         (0u32..)

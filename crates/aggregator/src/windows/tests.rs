@@ -6,11 +6,7 @@ fn spec() -> WindowSpec {
 }
 
 fn group(model: &str, region: &str) -> GroupKey {
-    GroupKey {
-        model: model.into(),
-        region: region.into(),
-        partition: None,
-    }
+    GroupKey::new(model, region)
 }
 
 fn ev(offset: i64, vehicle: u32, group: u32, t: EventType, ts: i64, m: i64) -> EnrichedEvent {
@@ -177,4 +173,67 @@ fn dropped_unknown_vehicles_still_advance_offsets() {
         ..Default::default()
     });
     assert_eq!(w.checkpoint().resume_offsets, BTreeMap::from([(3, 100)]));
+}
+
+#[test]
+fn groups_over_the_limit_fold_into_other_with_distinct_vehicles_counted_once() {
+    use EventType::*;
+    let mut w = TumblingWindows::new(spec()).with_max_groups(3);
+    w.record_batch(EnrichedBatch {
+        new_groups: vec![
+            group("A", "UK"),
+            group("B", "UK"),
+            group("C", "UK"),
+            group("D", "UK"),
+        ],
+        ..Default::default()
+    });
+    let events = [
+        // A: 3 events, B: 2, C: 1, D: 2 → A and (B, D tie → B by label) keep theirs.
+        ev(0, 1, 0, IcRpm, 100, 900),
+        ev(1, 1, 0, IcRpm, 200, 900),
+        ev(2, 2, 0, IcRpm, 300, 0),
+        ev(3, 3, 1, IcRpm, 400, 700),
+        ev(4, 4, 1, Warnings, 500, 1),
+        // Vehicle 5 is in both folded groups (it changed region or model).
+        ev(5, 5, 2, Warnings, 600, 4),
+        ev(6, 5, 3, Warnings, 700, 2),
+        ev(7, 6, 3, ElectricRpm, 800, -50),
+    ];
+    for e in &events {
+        w.record(e);
+    }
+    let out = w.advance(Watermark(4999));
+    let models: Vec<&str> = out.iter().map(|a| &*a.group.model).collect();
+    assert_eq!(models, ["A", "B", "other"]);
+    let other = &out[2];
+    assert_eq!(&*other.group.region, "other");
+    assert_eq!(other.events, 3);
+    assert_eq!(other.vehicles_reporting, 2, "vehicle 5 once, vehicle 6");
+    assert_eq!(other.vehicles_in_motion, 1, "vehicle 6 moved");
+    assert_eq!(other.warnings, 2, "vehicle 5's latest reading");
+    assert_eq!((other.electric_rpm_sum, other.electric_rpm_count), (-50, 1));
+    assert_eq!(
+        w.take_folds(),
+        Folds {
+            windows: 1,
+            groups: 2,
+            events: 3
+        }
+    );
+    assert_eq!(w.take_folds(), Folds::default());
+    let total: u64 = out.iter().map(|a| a.events).sum();
+    assert_eq!(total, events.len() as u64, "nothing lost by folding");
+}
+
+#[test]
+fn a_window_within_the_limit_is_not_folded() {
+    use EventType::*;
+    let mut w = windows_with_groups().with_max_groups(2);
+    w.record(&ev(0, 1, 0, IcRpm, 100, 900));
+    w.record(&ev(1, 2, 1, IcRpm, 100, 900));
+    let out = w.advance(Watermark(4999));
+    assert_eq!(out.len(), 2);
+    assert!(out.iter().all(|a| &*a.group.model != "other"));
+    assert_eq!(w.take_folds(), Folds::default());
 }

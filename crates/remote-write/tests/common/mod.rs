@@ -13,11 +13,7 @@ pub fn aggregate(model: &str, region: &str, window_end: i64, seed: u64) -> Windo
     WindowAggregate {
         window_start: window_end - 5000,
         window_end,
-        group: GroupKey {
-            model: model.into(),
-            region: region.into(),
-            partition: None,
-        },
+        group: GroupKey::new(model, region),
         vehicles_in_motion: 10 + seed,
         warnings: 2 + seed as i64,
         vehicles_reporting: 20 + seed,

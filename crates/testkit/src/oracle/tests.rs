@@ -1,7 +1,6 @@
 //! Hand-computed cases for the oracle.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use fleet_core::{EventType, GroupKey, RawEvent, WindowAggregate};
 
@@ -177,11 +176,7 @@ fn matches_the_core_json_line_of_the_same_aggregate() {
     let aggregate = WindowAggregate {
         window_start: 0,
         window_end: 5000,
-        group: GroupKey {
-            model: Arc::from("Nebulara"),
-            region: Arc::from("UK"),
-            partition: None,
-        },
+        group: GroupKey::new("Nebulara", "UK"),
         vehicles_in_motion: 1,
         warnings: 6,
         vehicles_reporting: 2,
