@@ -23,9 +23,12 @@ mod windows;
 
 pub use metrics::AggregatorMetrics;
 pub use partitioned::PartitionedWindows;
-pub use windows::{Admit, BatchOutcome, Folds, TumblingWindows};
+pub use windows::{Admit, BatchOutcome, Folds, PendingVehicleSample, TumblingWindows};
 
-use fleet_core::{EnrichedBatch, Msg, WindowAggregate, WindowBatch};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fleet_core::{EnrichedBatch, Msg, VehicleKey, VehicleSample, WindowAggregate, WindowBatch};
 use tokio::sync::mpsc;
 
 /// The windows of one of the two output modes (DESIGN: scale-out).
@@ -100,6 +103,20 @@ impl Aggregation {
         closed
     }
 
+    fn take_vehicle_samples(&mut self) -> Vec<PendingVehicleSample> {
+        match self {
+            Aggregation::Single(w) => w.take_vehicle_samples(),
+            Aggregation::Partitioned(w) => w.take_vehicle_samples(),
+        }
+    }
+
+    fn drilldown_duplicates(&self) -> u64 {
+        match self {
+            Aggregation::Single(w) => w.drilldown_duplicates(),
+            Aggregation::Partitioned(w) => w.drilldown_duplicates(),
+        }
+    }
+
     fn take_folds(&mut self) -> Folds {
         match self {
             Aggregation::Single(w) => w.take_folds(),
@@ -147,9 +164,12 @@ pub async fn run(
     let mut windows = windows.into();
     // The assignment epoch of the input (see `fleet_core::RevocationFence`).
     let mut epoch = 0;
+    // The ids of the drilled-down vehicles, as the enricher announced them.
+    let mut vehicle_ids: HashMap<VehicleKey, Arc<str>> = HashMap::new();
     while let Some(msg) = input.recv().await {
         match msg {
-            Msg::Data(batch) => {
+            Msg::Data(mut batch) => {
+                vehicle_ids.extend(batch.new_vehicles.drain(..));
                 let outcome = windows.record_batch(batch);
                 metrics.recorded(&outcome, windows.watermark());
                 continue;
@@ -161,8 +181,23 @@ pub async fn run(
         if aggregates.is_empty() {
             continue;
         }
+        let vehicle_samples: Vec<VehicleSample> = windows
+            .take_vehicle_samples()
+            .into_iter()
+            .filter_map(|s| {
+                Some(VehicleSample {
+                    vehicle_id: Arc::clone(vehicle_ids.get(&s.vehicle)?),
+                    group: s.group,
+                    sensor: s.sensor,
+                    timestamp: s.timestamp,
+                    value: s.value,
+                })
+            })
+            .collect();
+        metrics.vehicle_samples(vehicle_samples.len(), windows.drilldown_duplicates());
         let batch = WindowBatch {
             aggregates,
+            vehicle_samples,
             checkpoint: fleet_core::Checkpoint {
                 epoch,
                 ..windows.checkpoint()

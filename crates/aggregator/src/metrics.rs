@@ -18,6 +18,8 @@ pub struct AggregatorMetrics {
     windows_emitted: Counter,
     folded_groups: Counter,
     folded_events: Counter,
+    vehicle_samples: Counter,
+    vehicle_duplicates: Counter,
     open_windows: Gauge,
     watermark: Gauge,
 }
@@ -35,6 +37,8 @@ impl AggregatorMetrics {
             windows_emitted: Counter::default(),
             folded_groups: Counter::default(),
             folded_events: Counter::default(),
+            vehicle_samples: Counter::default(),
+            vehicle_duplicates: Counter::default(),
             open_windows: Gauge::default(),
             watermark: Gauge::default(),
         };
@@ -69,6 +73,16 @@ impl AggregatorMetrics {
             "folded_events",
             "Events of the groups folded into other",
             m.folded_events.clone(),
+        );
+        registry.register(
+            "vehicle_samples",
+            "Samples of the per-vehicle drill-down output emitted",
+            m.vehicle_samples.clone(),
+        );
+        registry.register(
+            "vehicle_duplicate_samples",
+            "Raw drill-down samples dropped for sharing a vehicle series and timestamp with another (the larger reading is kept)",
+            m.vehicle_duplicates.clone(),
         );
         registry.register(
             "open_windows",
@@ -138,6 +152,15 @@ impl AggregatorMetrics {
                 events = folds.events,
                 "Label sets folded into other."
             );
+        }
+    }
+
+    /// Drill-down samples were emitted; `duplicates` dropped so far in total.
+    pub fn vehicle_samples(&self, emitted: usize, duplicates: u64) {
+        self.vehicle_samples.inc_by(emitted as u64);
+        let before = self.vehicle_duplicates.get();
+        if duplicates > before {
+            self.vehicle_duplicates.inc_by(duplicates - before);
         }
     }
 

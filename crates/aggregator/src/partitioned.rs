@@ -16,7 +16,8 @@ use fleet_core::{
     WindowSpec,
 };
 
-use crate::windows::{Admit, BatchOutcome, Folds, TumblingWindows};
+use crate::windows::{Admit, BatchOutcome, Folds, PendingVehicleSample, TumblingWindows};
+use fleet_drilldown::SampleFrequency;
 
 /// The windows of every partition this instance has seen.
 #[derive(Debug)]
@@ -30,6 +31,8 @@ pub struct PartitionedWindows {
     written_through: BTreeMap<PartitionId, TimestampMs>,
     /// Each partition's group limit per window (see [`TumblingWindows::with_max_groups`]).
     max_groups: usize,
+    /// Each partition's drill-down (see [`TumblingWindows::with_drilldown`]).
+    drilldown: Option<SampleFrequency>,
 }
 
 impl PartitionedWindows {
@@ -41,7 +44,36 @@ impl PartitionedWindows {
             partitions: BTreeMap::new(),
             written_through: BTreeMap::new(),
             max_groups: usize::MAX,
+            drilldown: None,
         }
+    }
+
+    /// Keeps drill-down samples per partition (see [`TumblingWindows::with_drilldown`]).
+    pub fn with_drilldown(mut self, frequency: Option<SampleFrequency>) -> Self {
+        self.drilldown = frequency;
+        self
+    }
+
+    /// Every partition's drill-down samples since the last call, labelled
+    /// with the partition like its aggregates.
+    pub fn take_vehicle_samples(&mut self) -> Vec<PendingVehicleSample> {
+        let mut samples = Vec::new();
+        for (p, windows) in &mut self.partitions {
+            let first = samples.len();
+            samples.extend(windows.take_vehicle_samples());
+            for s in &mut samples[first..] {
+                s.group.partition = Some(*p);
+            }
+        }
+        samples
+    }
+
+    /// Raw drill-down samples dropped as duplicates, over all partitions.
+    pub fn drilldown_duplicates(&self) -> u64 {
+        self.partitions
+            .values()
+            .map(TumblingWindows::drilldown_duplicates)
+            .sum()
     }
 
     /// Emits at most `max_groups` groups per window and partition, folding
@@ -62,9 +94,11 @@ impl PartitionedWindows {
 
     fn windows_of(&mut self, partition: PartitionId) -> &mut TumblingWindows {
         let (spec, groups, written) = (self.spec, &self.groups, &self.written_through);
-        let max_groups = self.max_groups;
+        let (max_groups, drilldown) = (self.max_groups, self.drilldown);
         self.partitions.entry(partition).or_insert_with(|| {
-            let mut windows = TumblingWindows::new(spec).with_max_groups(max_groups);
+            let mut windows = TumblingWindows::new(spec)
+                .with_max_groups(max_groups)
+                .with_drilldown(drilldown);
             windows.record_batch(EnrichedBatch {
                 new_groups: groups.clone(),
                 ..EnrichedBatch::default()
@@ -180,6 +214,7 @@ mod tests {
 
     fn event(partition: PartitionId, offset: i64, vehicle: u32, ts: i64) -> EnrichedEvent {
         EnrichedEvent {
+            drilldown: false,
             partition,
             offset,
             vehicle: VehicleKey(vehicle),
@@ -192,6 +227,7 @@ mod tests {
 
     fn batch(events: Vec<EnrichedEvent>, new_groups: Vec<GroupKey>) -> EnrichedBatch {
         EnrichedBatch {
+            new_vehicles: Vec::new(),
             new_groups,
             events,
             consumed_without_output: Vec::new(),

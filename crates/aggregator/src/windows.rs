@@ -11,11 +11,28 @@ mod acc;
 use std::collections::{BTreeMap, VecDeque};
 
 use fleet_core::{
-    Checkpoint, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, PartitionId, TimestampMs,
-    Watermark, WindowAggregate, WindowSpec,
+    Checkpoint, EnrichedBatch, EnrichedEvent, EventType, GroupId, GroupKey, PartitionId,
+    TimestampMs, VehicleKey, Watermark, WindowAggregate, WindowSpec,
 };
 
 use acc::{GroupAcc, OffsetMap, OpenWindow, VehicleTable};
+use fleet_drilldown::{ReducedSample, SampleFrequency, VehicleWindows};
+
+/// A drill-down sample of a closed window; its vehicle is still a key (the
+/// stage knows the ids).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingVehicleSample {
+    /// The vehicle.
+    pub vehicle: VehicleKey,
+    /// Its labels when it sent the reading.
+    pub group: GroupKey,
+    /// The sensor.
+    pub sensor: EventType,
+    /// Sample time, epoch ms.
+    pub timestamp: TimestampMs,
+    /// Sample value.
+    pub value: f64,
+}
 
 /// What happened to one event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,6 +123,11 @@ pub struct TumblingWindows {
     /// Most groups one window emits; the excess is folded into `other`.
     max_groups: usize,
     folds: Folds,
+    /// The drill-down samples of the open windows, when that output is on.
+    drilldown: Option<VehicleWindows>,
+    /// Drill-down samples of closed windows, not taken yet.
+    vehicle_samples: Vec<PendingVehicleSample>,
+    reduced: Vec<ReducedSample>,
 }
 
 impl TumblingWindows {
@@ -121,7 +143,33 @@ impl TumblingWindows {
             next_offsets: OffsetMap::default(),
             max_groups: usize::MAX,
             folds: Folds::default(),
+            drilldown: None,
+            vehicle_samples: Vec::new(),
+            reduced: Vec::new(),
         }
+    }
+
+    /// Also keeps the samples of drilled-down vehicles (events marked
+    /// [`EnrichedEvent::drilldown`]), reduced per window as `frequency` says;
+    /// they are taken with [`take_vehicle_samples`](Self::take_vehicle_samples)
+    /// after each [`advance`](Self::advance).
+    pub fn with_drilldown(mut self, frequency: Option<SampleFrequency>) -> Self {
+        self.drilldown = frequency.map(VehicleWindows::new);
+        self
+    }
+
+    /// The drill-down samples of the windows closed since the last call,
+    /// window by window, each vehicle series in timestamp order.
+    pub fn take_vehicle_samples(&mut self) -> Vec<PendingVehicleSample> {
+        std::mem::take(&mut self.vehicle_samples)
+    }
+
+    /// Raw drill-down samples dropped for sharing a series and timestamp
+    /// with another, so far.
+    pub fn drilldown_duplicates(&self) -> u64 {
+        self.drilldown
+            .as_ref()
+            .map_or(0, VehicleWindows::duplicates_dropped)
     }
 
     /// Emits at most `max_groups` (at least 1) groups per window: when a
@@ -163,6 +211,9 @@ impl TumblingWindows {
         let dropped = self.open.len();
         while let Some(window) = self.open.pop_front() {
             self.recycle(window);
+        }
+        if let Some(drilldown) = &mut self.drilldown {
+            drilldown.clear();
         }
         self.next_offsets.clear();
         let emitted = self
@@ -243,6 +294,18 @@ impl TumblingWindows {
         }
         let i = self.window_index(start);
         self.open[i].add(e);
+        if e.drilldown {
+            if let Some(drilldown) = &mut self.drilldown {
+                drilldown.record(
+                    start,
+                    e.vehicle,
+                    e.group,
+                    e.event_type,
+                    e.timestamp,
+                    e.measurement,
+                );
+            }
+        }
         Admit::Counted
     }
 
@@ -267,9 +330,30 @@ impl TumblingWindows {
             let first = out.len();
             self.close(&window, end, &mut out);
             out[first..].sort_by(|a, b| a.group.cmp(&b.group));
+            self.close_drilldown(start, end);
             self.recycle(window);
         }
         out
+    }
+
+    /// The drill-down samples of a closing window, labelled.
+    fn close_drilldown(&mut self, start: TimestampMs, end: TimestampMs) {
+        let Some(drilldown) = &mut self.drilldown else {
+            return;
+        };
+        drilldown.close_into(start, end, &mut self.reduced);
+        for r in self.reduced.drain(..) {
+            let Some(group) = self.groups.get(r.group.0 as usize) else {
+                continue;
+            };
+            self.vehicle_samples.push(PendingVehicleSample {
+                vehicle: r.vehicle,
+                group: group.clone(),
+                sensor: r.sensor,
+                timestamp: r.timestamp,
+                value: r.value,
+            });
+        }
     }
 
     /// The aggregates of a closing window, its groups over the limit folded.

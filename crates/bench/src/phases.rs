@@ -185,6 +185,7 @@ impl Stages {
                 let aggregates = self.windows.advance(watermark);
                 if !aggregates.is_empty() {
                     let batch = WindowBatch {
+                        vehicle_samples: Vec::new(),
                         aggregates,
                         checkpoint: self.windows.checkpoint(),
                     };

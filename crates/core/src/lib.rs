@@ -34,7 +34,7 @@ pub use pipeline::{
 pub use reference::{ReferenceChange, ReferenceChanges, VehicleRecord};
 pub use small_str::SmallStr;
 pub use watermark::{Watermark, WatermarkRules, WatermarkTracker};
-pub use window::{WindowAggregate, WindowBatch, WindowSpec};
+pub use window::{VehicleSample, WindowAggregate, WindowBatch, WindowSpec};
 
 /// Event time and window bounds: milliseconds since the Unix epoch.
 pub type TimestampMs = i64;

@@ -129,6 +129,8 @@ pub struct EnrichedEvent {
     pub timestamp: TimestampMs,
     /// The measured value.
     pub measurement: i64,
+    /// The vehicle is selected for the per-vehicle drill-down output.
+    pub drilldown: bool,
 }
 
 /// What the enricher sends to the aggregator.
@@ -140,6 +142,9 @@ pub struct EnrichedEvent {
 pub struct EnrichedBatch {
     /// Groups first used in this batch, in id order.
     pub new_groups: Vec<GroupKey>,
+    /// Vehicles of the drill-down output first seen in this batch, with
+    /// their ids, so the receiver can label their series.
+    pub new_vehicles: Vec<(VehicleKey, Arc<str>)>,
     /// The events.
     pub events: Vec<EnrichedEvent>,
     /// Events of this batch that were consumed but produce no output (for

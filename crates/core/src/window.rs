@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
-use crate::{Checkpoint, GroupKey, TimestampMs};
+use std::sync::Arc;
+
+use crate::{Checkpoint, EventType, GroupKey, TimestampMs};
 
 /// Tumbling windows of a fixed length, aligned to the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +116,23 @@ fn mean(sum: i64, count: u64) -> Option<f64> {
     (count > 0).then(|| sum as f64 / count as f64)
 }
 
+/// One sample of the per-vehicle drill-down output: a vehicle's sensor
+/// reading, raw or reduced over a window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VehicleSample {
+    /// The vehicle id (label `vehicle_id`).
+    pub vehicle_id: Arc<str>,
+    /// The vehicle's model, region and dimensions when it sent the reading.
+    pub group: GroupKey,
+    /// Which sensor: the series is `vehicle_ic_engine_rpm`,
+    /// `vehicle_electric_motor_rpm` or `vehicle_warnings`.
+    pub sensor: EventType,
+    /// The reading's event time, or the window end for a reduction, epoch ms.
+    pub timestamp: TimestampMs,
+    /// The reading, or the reduction's value.
+    pub value: f64,
+}
+
 /// What the aggregator sends to the sink: windows that just closed, in
 /// `(window_end, model, region)` order, and the checkpoint that becomes safe
 /// to commit once they (and every earlier batch) are accepted.
@@ -121,6 +140,9 @@ fn mean(sum: i64, count: u64) -> Option<f64> {
 pub struct WindowBatch {
     /// Closed windows.
     pub aggregates: Vec<WindowAggregate>,
+    /// The drill-down samples of the same windows, each vehicle series in
+    /// timestamp order; empty unless the drill-down output is on.
+    pub vehicle_samples: Vec<VehicleSample>,
     /// Offsets and window boundary to acknowledge after acceptance.
     pub checkpoint: Checkpoint,
 }

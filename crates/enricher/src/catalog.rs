@@ -16,6 +16,7 @@ use fleet_core::{
     SourceBatch, VehicleKey, VehicleRecord,
 };
 
+use crate::drilldown::DrilldownSelector;
 use crate::reference::{attribute, dimension_labels, profile_key};
 use crate::table::IdTable;
 use crate::{ReferenceTable, UnknownVehiclePolicy, UNKNOWN_MODEL};
@@ -70,6 +71,8 @@ pub struct VehicleCatalog {
     /// `group_ids[profile][region]`: the group's id, or [`NO_GROUP`].
     group_ids: Vec<Vec<u32>>,
     next_group: u32,
+    /// The vehicles of the per-vehicle drill-down output.
+    drilldown: DrilldownSelector,
 }
 
 impl VehicleCatalog {
@@ -92,6 +95,7 @@ impl VehicleCatalog {
             region_names: Vec::new(),
             group_ids: Vec::new(),
             next_group: 0,
+            drilldown: DrilldownSelector::default(),
         };
         catalog.load(reference);
         catalog
@@ -104,6 +108,18 @@ impl VehicleCatalog {
         self.dimension_labels = dimension_labels(names);
         let unknown = vec![UNKNOWN_MODEL; 1 + names.len()];
         self.unknown_profile = self.intern_profile(&unknown);
+    }
+
+    /// Marks the events of the vehicles `drilldown` selects for the
+    /// per-vehicle drill-down output.
+    pub fn with_drilldown(mut self, drilldown: DrilldownSelector) -> Self {
+        self.drilldown = drilldown;
+        self
+    }
+
+    /// The drill-down selection, for its reloads.
+    pub fn drilldown_mut(&mut self) -> &mut DrilldownSelector {
+        &mut self.drilldown
     }
 
     /// Replaces the reference data. Vehicles keep their keys; vehicles no
@@ -285,6 +301,7 @@ impl VehicleCatalog {
     /// Joins a batch; returns the enriched batch and what happened.
     pub fn enrich_batch(&mut self, batch: SourceBatch) -> (EnrichedBatch, Enrichment) {
         let mut out = EnrichedBatch {
+            new_vehicles: Vec::new(),
             new_groups: Vec::new(),
             events: Vec::with_capacity(batch.len()),
             consumed_without_output: Vec::new(),
@@ -314,7 +331,11 @@ impl VehicleCatalog {
             };
             let region = self.intern_region(&event.region);
             let group = self.group(profile, region, &mut out.new_groups);
+            let drilldown =
+                self.drilldown
+                    .selects(vehicle, &event.vehicle_id, &mut out.new_vehicles);
             out.events.push(EnrichedEvent {
+                drilldown,
                 partition: source.partition,
                 offset: source.offset,
                 vehicle: VehicleKey(vehicle),

@@ -12,12 +12,14 @@
 #![deny(missing_docs)]
 
 mod catalog;
+mod drilldown;
 mod metrics;
 mod reference;
 mod reload;
 mod table;
 
 pub use catalog::{Enrichment, VehicleCatalog};
+pub use drilldown::DrilldownSelector;
 pub use metrics::EnricherMetrics;
 pub use reference::{ReferenceError, ReferenceTable};
 pub use reload::ReferenceWatch;
@@ -131,6 +133,15 @@ pub async fn run(
         }
         _ => None,
     };
+    let mut allow_list_reload = catalog
+        .drilldown_mut()
+        .selection_mut()
+        .reload_interval()
+        .map(|every| {
+            let mut every = tokio::time::interval(every);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every
+        });
     loop {
         let msg = tokio::select! {
             msg = input.recv() => match msg {
@@ -138,11 +149,26 @@ pub async fn run(
                 None => break,
             },
             () = feed.next_change(&mut reload, &mut catalog, &metrics) => continue,
+            () = tick(&mut allow_list_reload) => {
+                let drilldown = catalog.drilldown_mut();
+                match drilldown.selection_mut().poll_reload() {
+                    Some(Ok(vehicles)) => {
+                        drilldown.reselect();
+                        metrics.allow_list_reloaded(vehicles);
+                    }
+                    Some(Err(error)) => metrics.allow_list_reload_failed(&error),
+                    None => {}
+                }
+                continue;
+            }
         };
         let out = match msg {
             Msg::Data(batch) => {
                 let (enriched, stats) = catalog.enrich_batch(batch);
                 metrics.enriched(&stats, catalog.distinct_unknown_vehicles());
+                if !enriched.new_vehicles.is_empty() {
+                    metrics.drilldown_followed(catalog.drilldown_mut().vehicles());
+                }
                 if enriched.events.is_empty()
                     && enriched.new_groups.is_empty()
                     && enriched.consumed_without_output.is_empty()
@@ -167,4 +193,14 @@ pub async fn run(
             .map_err(|_| EnricherError::DownstreamClosed)?;
     }
     Ok(())
+}
+
+/// The next tick of `interval`; never, without one.
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval {
+        Some(every) => {
+            every.tick().await;
+        }
+        None => std::future::pending().await,
+    }
 }

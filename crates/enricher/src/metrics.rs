@@ -30,6 +30,8 @@ pub struct EnricherMetrics {
     reference_vehicles: Gauge,
     reference_reloads: Family<ReloadLabels, Counter>,
     reference_changes: Counter,
+    drilldown_vehicles: Gauge,
+    allow_list_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl EnricherMetrics {
@@ -68,6 +70,16 @@ impl EnricherMetrics {
             "reference_changes",
             "Vehicle records applied from the reference topic after its snapshot (upserts and tombstones)",
             m.reference_changes.clone(),
+        );
+        registry.register(
+            "drilldown_vehicles",
+            "Distinct vehicles the per-vehicle drill-down output has followed",
+            m.drilldown_vehicles.clone(),
+        );
+        registry.register(
+            "drilldown_allow_list_reloads",
+            "Reloads of the drill-down allow list after it changed, by outcome",
+            m.allow_list_reloads.clone(),
         );
         registry.register(
             "reference_vehicles",
@@ -111,6 +123,33 @@ impl EnricherMetrics {
             })
             .inc();
         tracing::warn!(path = %path.display(), %error, "Reference file not reloaded; the previous table stays in force.");
+    }
+
+    /// The drill-down allow list changed and was loaded: `vehicles` listed.
+    pub fn allow_list_reloaded(&self, vehicles: usize) {
+        self.allow_list_reloads
+            .get_or_create(&ReloadLabels {
+                outcome: ReloadOutcome::ok,
+            })
+            .inc();
+        tracing::info!(vehicles, "Drill-down allow list reloaded.");
+    }
+
+    /// The drill-down allow list changed but could not be read; the previous
+    /// list stays in force.
+    pub fn allow_list_reload_failed(&self, error: &fleet_drilldown::DrilldownError) {
+        self.allow_list_reloads
+            .get_or_create(&ReloadLabels {
+                outcome: ReloadOutcome::failed,
+            })
+            .inc();
+        tracing::warn!(%error, "Drill-down allow list not reloaded; the previous list stays in force.");
+    }
+
+    /// The drill-down output follows `vehicles` distinct vehicles so far.
+    pub fn drilldown_followed(&self, vehicles: usize) {
+        self.drilldown_vehicles
+            .set(i64::try_from(vehicles).unwrap_or(i64::MAX));
     }
 
     /// A batch was enriched.

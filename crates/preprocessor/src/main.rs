@@ -214,13 +214,14 @@ async fn replay(
     // reference data is the file as it is at the start.
     settings.sink = SinkKind::Console;
     settings.raw.reference.reload_interval_ms = 0;
+    settings.raw.drilldown.enabled = false;
     let telemetry = service::Telemetry::new();
     let reference = service::load_reference(&settings, || {
         tracing::warn!("No reference data given (--reference): every vehicle is unknown.");
         fleet_enricher::ReferenceTable::from_records(&[], &settings.raw.reference.dimensions)
     })?;
     let mut tasks = tokio::task::JoinSet::new();
-    let core = service::spawn_core(&settings, &reference, None, &telemetry, &mut tasks);
+    let core = service::spawn_core(&settings, &reference, None, &telemetry, &mut tasks)?;
     let (acks, _) = tokio::sync::watch::channel(None);
     let fence = std::sync::Arc::new(fleet_core::RevocationFence::default());
     service::spawn_sink(&settings, core.tail, acks, fence, &telemetry, &mut tasks);

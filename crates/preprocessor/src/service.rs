@@ -20,8 +20,10 @@ use fleet_core::telemetry::{Channel, Readiness, TelemetryMetrics};
 use fleet_core::{
     Checkpoint, Msg, ReferenceChanges, RevocationFence, SourceBatch, WatermarkTracker, WindowBatch,
 };
+use fleet_drilldown::VehicleSelection;
 use fleet_enricher::{
-    EnricherMetrics, ReferenceFeed, ReferenceTable, ReferenceWatch, VehicleCatalog,
+    DrilldownSelector, EnricherMetrics, ReferenceFeed, ReferenceTable, ReferenceWatch,
+    VehicleCatalog,
 };
 use fleet_kafka::SourceMetrics;
 use fleet_remote_write::RemoteWriteMetrics;
@@ -128,7 +130,10 @@ pub fn spawn_core(
     reference_changes: Option<mpsc::Receiver<ReferenceChanges>>,
     telemetry: &Telemetry,
     tasks: &mut JoinSet<anyhow::Result<()>>,
-) -> Core {
+) -> anyhow::Result<Core> {
+    let drilldown = &settings.raw.drilldown;
+    let selection = VehicleSelection::from_config(drilldown).context("drilldown")?;
+    let drilldown_frequency = selection.is_enabled().then_some(drilldown.frequency);
     let ch = &settings.raw.channels;
     let (head, enricher_in) = mpsc::channel(ch.source_to_enricher);
     let (enricher_out, aggregator_in) = mpsc::channel(ch.enricher_to_aggregator);
@@ -141,7 +146,8 @@ pub fn spawn_core(
         ],
         telemetry.service.clone(),
     );
-    let catalog = VehicleCatalog::new(reference, settings.raw.reference.unknown_vehicle);
+    let catalog = VehicleCatalog::new(reference, settings.raw.reference.unknown_vehicle)
+        .with_drilldown(DrilldownSelector::new(selection));
     telemetry.readiness.ok(READY_REFERENCE);
     let metrics = telemetry.enricher.clone();
     let feed = match (
@@ -170,10 +176,12 @@ pub fn spawn_core(
         Some(kafka) if kafka.output_mode == fleet_kafka::OutputMode::Partitioned => {
             PartitionedWindows::new(settings.window)
                 .with_max_groups(max_label_sets)
+                .with_drilldown(drilldown_frequency)
                 .into()
         }
         _ => TumblingWindows::new(settings.window)
             .with_max_groups(max_label_sets)
+            .with_drilldown(drilldown_frequency)
             .into(),
     };
     let metrics = telemetry.aggregator.clone();
@@ -185,7 +193,7 @@ pub fn spawn_core(
         }
         .instrument(tracing::info_span!("aggregator")),
     );
-    Core { head, tail }
+    Ok(Core { head, tail })
 }
 
 /// Reads a channel's free and total capacity, or `None` once it is closed.
@@ -327,7 +335,7 @@ pub async fn run(
         reference_changes,
         &telemetry,
         &mut tasks,
-    );
+    )?;
     let (acks_tx, acks_rx) = watch::channel(None);
     let fence = Arc::new(RevocationFence::default());
     spawn_sink(

@@ -7,6 +7,7 @@ use std::time::Duration;
 use fleet_core::config::{ConfigError, Layers, Problems};
 use fleet_core::telemetry::LogFormat;
 use fleet_core::{WatermarkRules, WindowSpec};
+use fleet_drilldown::DrilldownConfig;
 use fleet_enricher::UnknownVehiclePolicy;
 use fleet_generator::GeneratorConfig;
 use fleet_kafka::KafkaConfig;
@@ -28,6 +29,8 @@ pub struct Settings {
     pub windows: WindowSettings,
     /// `[remote_write]`
     pub remote_write: RemoteWriteConfig,
+    /// `[drilldown]`: the optional per-vehicle output.
+    pub drilldown: DrilldownConfig,
     /// `[generator]`: the embedded generator.
     pub generator: GeneratorConfig,
     /// `[channels]`
@@ -263,6 +266,12 @@ impl Settings {
         if remote {
             self.remote_write.validate(&mut p);
         }
+        self.drilldown.validate(&mut p);
+        p.check(
+            !self.drilldown.enabled || remote,
+            "drilldown.enabled",
+            "needs remote_write.url: the console output carries the aggregates only",
+        );
         let reference_csv = (!self.reference.csv_path.trim().is_empty())
             .then(|| PathBuf::from(self.reference.csv_path.trim()));
         if let Some(path) = &reference_csv {

@@ -10,7 +10,10 @@ use common::*;
 use fleet_testkit::oracle;
 
 /// The dashboards whose queries are checked, relative to the workspace root.
-const DASHBOARDS: [&str; 1] = ["grafana/dashboards/fleet-overview.json"];
+const DASHBOARDS: [&str; 2] = [
+    "grafana/dashboards/fleet-overview.json",
+    "grafana/dashboards/vehicle-drilldown.json",
+];
 
 fn workspace_file(relative: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,7 +61,15 @@ async fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
         .await
         .unwrap();
     let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
-    let config = config_for(&run, &kafka, &prom, "dashboards");
+    // The drill-down output on for every vehicle, for the drill-down dashboard.
+    let config = service_config(
+        run.dir.path(),
+        &kafka.bootstrap_servers(),
+        "dashboards",
+        &prom.remote_write_url(),
+        &run.reference_csv,
+        "[drilldown]\nenabled = true\nvehicles = \"all\"\n",
+    );
     let service = Service::start(&config);
     assert_prometheus_holds(&prom, &service, &expected).await;
     let (_, end) = time_range(&expected);
@@ -107,7 +118,7 @@ async fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
             }
         }
     }
-    assert!(checked >= 14, "queries checked: {checked}");
+    assert!(checked >= 20, "queries checked: {checked}");
     assert!(
         failures.is_empty(),
         "{} of {checked} dashboard queries fail:\n{}",
@@ -190,6 +201,8 @@ fn to_promql(expr: &str) -> String {
         ("$region", ".*"),
         ("${model}", ".*"),
         ("$model", ".*"),
+        ("${vehicle_id}", ".*"),
+        ("$vehicle_id", ".*"),
         ("${__rate_interval}", "1m"),
         ("$__rate_interval", "1m"),
         ("${__interval}", "1m"),

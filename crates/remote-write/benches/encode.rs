@@ -51,6 +51,7 @@ fn windows(groups: usize, windows: usize) -> Vec<WindowBatch> {
         .map(|w| {
             let end = 1_764_000_005_000 + w * 5000;
             WindowBatch {
+                vehicle_samples: Vec::new(),
                 aggregates: (0..groups as i64)
                     .map(|g| WindowAggregate {
                         window_start: end - 5000,

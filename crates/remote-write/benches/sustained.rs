@@ -50,6 +50,7 @@ fn args() -> Args {
 
 fn window(groups: usize, end: i64, n: i64) -> WindowBatch {
     WindowBatch {
+        vehicle_samples: Vec::new(),
         aggregates: (0..groups as i64)
             .map(|g| WindowAggregate {
                 window_start: end - 5000,

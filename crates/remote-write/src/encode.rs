@@ -19,7 +19,7 @@ use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use fleet_core::{GroupKey, TimestampMs, WindowAggregate};
+use fleet_core::{GroupKey, TimestampMs, VehicleSample, WindowAggregate, WindowBatch};
 use prost::Message;
 
 use crate::proto::{Label, Sample, TimeSeries, WriteRequest};
@@ -31,6 +31,8 @@ pub const METRIC_NAME_LABEL: &str = "__name__";
 pub const MODEL_LABEL: &str = "model";
 /// The label carrying the region.
 pub const REGION_LABEL: &str = "region";
+/// The label carrying the vehicle id of a drill-down series.
+pub const VEHICLE_ID_LABEL: &str = fleet_drilldown::VEHICLE_ID_LABEL;
 /// The label carrying the Kafka partition in the partitioned output mode.
 pub const PARTITION_LABEL: &str = "kafka_partition";
 
@@ -48,16 +50,34 @@ pub struct SeriesNaming {
 impl SeriesNaming {
     /// The series of `metric` for `group`.
     fn series(&self, group: &GroupKey, metric: Metric) -> Series {
+        self.labelled(metric.name(), group, None)
+    }
+
+    /// The drill-down series of `sample`'s vehicle and sensor.
+    fn vehicle_series(&self, sample: &VehicleSample) -> Series {
+        self.labelled(
+            fleet_drilldown::metric_name(sample.sensor),
+            &sample.group,
+            Some(&sample.vehicle_id),
+        )
+    }
+
+    /// A series named `metric` (after the prefix), labelled with `group`,
+    /// the vehicle if given, and the constant labels.
+    fn labelled(&self, metric: &str, group: &GroupKey, vehicle: Option<&str>) -> Series {
         let label = |name: &str, value: &str| Label {
             name: name.to_owned(),
             value: value.to_owned(),
         };
         let mut labels =
-            Vec::with_capacity(4 + group.dimensions.len() + self.constant_labels.len());
+            Vec::with_capacity(5 + group.dimensions.len() + self.constant_labels.len());
         labels.push(Label {
             name: METRIC_NAME_LABEL.to_owned(),
-            value: format!("{}{}", self.metric_prefix, metric.name()),
+            value: format!("{}{metric}", self.metric_prefix),
         });
+        if let Some(vehicle) = vehicle {
+            labels.push(label(VEHICLE_ID_LABEL, vehicle));
+        }
         labels.push(label(MODEL_LABEL, &group.model));
         labels.push(label(REGION_LABEL, &group.region));
         labels.extend(
@@ -85,7 +105,7 @@ impl SeriesNaming {
 pub(crate) fn is_builtin_label(name: &str) -> bool {
     matches!(
         name,
-        METRIC_NAME_LABEL | MODEL_LABEL | REGION_LABEL | PARTITION_LABEL
+        METRIC_NAME_LABEL | MODEL_LABEL | REGION_LABEL | PARTITION_LABEL | VEHICLE_ID_LABEL
     )
 }
 
@@ -274,6 +294,36 @@ impl SeriesTable {
             }
         }
         RemoteWriteBatch { samples }
+    }
+}
+
+impl SeriesTable {
+    /// The samples of a window batch: its aggregates, then its drill-down
+    /// samples (series built per batch, not remembered: a fleet has far
+    /// more vehicle series than groups).
+    pub fn window_batch(&mut self, batch: &WindowBatch) -> RemoteWriteBatch {
+        let mut out = self.batch(&batch.aggregates);
+        out.samples.reserve(batch.vehicle_samples.len());
+        let mut last: Option<(&VehicleSample, Arc<Series>)> = None;
+        for sample in &batch.vehicle_samples {
+            let series = match &last {
+                Some((prev, series))
+                    if prev.sensor == sample.sensor
+                        && prev.vehicle_id == sample.vehicle_id
+                        && prev.group == sample.group =>
+                {
+                    Arc::clone(series)
+                }
+                _ => Arc::new(self.naming.vehicle_series(sample)),
+            };
+            out.samples.push(BatchSample {
+                series: Arc::clone(&series),
+                timestamp: sample.timestamp,
+                value: sample.value,
+            });
+            last = Some((sample, series));
+        }
+        out
     }
 }
 
@@ -558,6 +608,45 @@ pub(crate) mod tests {
             assert_eq!(label(ts, "env"), "prod");
         }
         series(&req, "fleet_vehicles_in_motion", "Nebulara");
+    }
+
+    #[test]
+    fn drill_down_samples_follow_the_aggregates_with_vehicle_labels() {
+        let a = aggregate("Nebulara", "UK", 10_000);
+        let sample = |sensor, timestamp, value| VehicleSample {
+            vehicle_id: "V1".into(),
+            group: a.group.clone(),
+            sensor,
+            timestamp,
+            value,
+        };
+        let batch = WindowBatch {
+            aggregates: vec![a.clone()],
+            vehicle_samples: vec![
+                sample(fleet_core::EventType::IcRpm, 6_000, 900.0),
+                sample(fleet_core::EventType::IcRpm, 7_000, 950.0),
+                sample(fleet_core::EventType::Warnings, 10_000, 2.0),
+            ],
+            checkpoint: Default::default(),
+        };
+        let naming = SeriesNaming {
+            constant_labels: BTreeMap::from([("env".to_string(), "prod".to_string())]),
+            ..SeriesNaming::default()
+        };
+        let req = SeriesTable::new(naming).window_batch(&batch).to_write_request();
+        assert_eq!(req.timeseries.len(), 9 + 2);
+        let rpm = series(&req, "vehicle_ic_engine_rpm", "Nebulara");
+        assert_eq!(
+            names(rpm),
+            ["__name__", "env", "model", "region", "vehicle_id"]
+        );
+        assert_eq!(label(rpm, "vehicle_id"), "V1");
+        let points: Vec<(i64, f64)> = rpm.samples.iter().map(|s| (s.timestamp, s.value)).collect();
+        assert_eq!(points, [(6_000, 900.0), (7_000, 950.0)]);
+        assert_eq!(
+            series(&req, "vehicle_warnings", "Nebulara").samples[0].value,
+            2.0
+        );
     }
 
     #[test]

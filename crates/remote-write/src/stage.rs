@@ -88,7 +88,7 @@ pub async fn run_fenced(
             metrics.superseded(batch.aggregates.len());
             continue;
         }
-        let samples = series.batch(&batch.aggregates);
+        let samples = series.window_batch(&batch);
         let seq = ack.register(samples.len(), batch.checkpoint, samples.newest_timestamp());
         for (index, part) in samples.split_by_shard(shard_count).into_iter().enumerate() {
             if part.is_empty() {
@@ -180,6 +180,7 @@ mod tests {
                         aggregates.swap(i, (rng % (i as u64 + 1)) as usize);
                     }
                     WindowBatch {
+                        vehicle_samples: Vec::new(),
                         aggregates,
                         checkpoint: Checkpoint {
                             resume_offsets: [(0, n as i64)].into(),

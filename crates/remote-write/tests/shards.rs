@@ -96,6 +96,7 @@ const T0: i64 = 1_764_000_000_000;
 /// Window `w` of `groups` groups (9 samples each), acknowledging offset `w`.
 fn window(w: i64, groups: usize) -> WindowBatch {
     WindowBatch {
+        vehicle_samples: Vec::new(),
         aggregates: (0..groups)
             .map(|g| common::aggregate(&format!("model-{g}"), "UK", T0 + w * 5000, 0))
             .collect(),

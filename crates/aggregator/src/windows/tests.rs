@@ -11,6 +11,7 @@ fn group(model: &str, region: &str) -> GroupKey {
 
 fn ev(offset: i64, vehicle: u32, group: u32, t: EventType, ts: i64, m: i64) -> EnrichedEvent {
     EnrichedEvent {
+        drilldown: false,
         partition: 0,
         offset,
         vehicle: VehicleKey(vehicle),
@@ -236,4 +237,34 @@ fn a_window_within_the_limit_is_not_folded() {
     assert_eq!(out.len(), 2);
     assert!(out.iter().all(|a| &*a.group.model != "other"));
     assert_eq!(w.take_folds(), Folds::default());
+}
+
+#[test]
+fn drilled_down_vehicles_leave_samples_of_each_closed_window() {
+    use EventType::*;
+    let mut w = windows_with_groups().with_drilldown(Some(fleet_drilldown::SampleFrequency::Raw));
+    let drilled = |e: EnrichedEvent| EnrichedEvent {
+        drilldown: true,
+        ..e
+    };
+    w.record(&drilled(ev(0, 1, 0, IcRpm, 1200, 900)));
+    w.record(&drilled(ev(1, 1, 0, IcRpm, 1000, 800))); // out of order, in bound
+    w.record(&ev(2, 2, 0, IcRpm, 1100, 700)); // not drilled down
+    w.record(&drilled(ev(3, 1, 0, IcRpm, 6000, 600))); // next window
+    assert_eq!(w.advance(Watermark(4999)).len(), 1);
+    let samples = w.take_vehicle_samples();
+    let got: Vec<(u32, i64, f64)> = samples
+        .iter()
+        .map(|s| (s.vehicle.0, s.timestamp, s.value))
+        .collect();
+    assert_eq!(got, [(1, 1000, 800.0), (1, 1200, 900.0)], "in time order");
+    assert_eq!(&*samples[0].group.model, "Nebulara");
+    // Late for its window: dropped with the window's other late events.
+    assert!(matches!(
+        w.record(&drilled(ev(4, 1, 0, IcRpm, 1300, 500))),
+        Admit::Late { .. }
+    ));
+    w.rewind(None);
+    assert!(w.advance(Watermark(20_000)).is_empty());
+    assert!(w.take_vehicle_samples().is_empty(), "the rewind dropped them");
 }

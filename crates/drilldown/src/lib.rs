@@ -1,0 +1,64 @@
+//! The optional per-vehicle drill-down: raw per-vehicle series besides the
+//! window aggregates.
+//!
+//! The reference demo this service replaces wrote every raw event to
+//! Prometheus as its own per-vehicle series. DESIGN.md replaces that with
+//! aggregates per (model, region), which is what dashboards of a fleet need;
+//! but looking at one vehicle still needs its own series. The drill-down
+//! brings them back under control: it writes `vehicle_ic_engine_rpm`,
+//! `vehicle_electric_motor_rpm` and `vehicle_warnings` (labels `vehicle_id`,
+//! `model`, `region`, …) for a chosen set of vehicles only (cardinality:
+//! [`VehicleScope`]) and at a chosen rate (samples: [`SampleFrequency`]).
+//!
+//! This crate holds the pure parts; the stages wire them:
+//! - [`DrilldownConfig`], the `[drilldown]` section, off by default;
+//! - [`VehicleSelection`] decides per VIN whether a vehicle is drilled down,
+//!   stably across processes for a sample ([`vin_hash`]), and re-reads an
+//!   allow list when it changes ([`AllowListWatch`]);
+//! - [`VehicleWindows`] keeps the drilled-down events of the aggregator's
+//!   open windows and reduces each window at close to [`ReducedSample`]s,
+//!   sorted so that every series is in timestamp order, whatever the
+//!   arrival order of the events.
+#![deny(missing_docs)]
+
+mod config;
+mod reduce;
+mod select;
+
+pub use config::{DrilldownConfig, SampleFrequency, VehicleScope, SECTION};
+pub use reduce::{ReducedSample, VehicleWindows};
+pub use select::{vin_hash, AllowList, AllowListWatch, DrilldownError, Sample, VehicleSelection};
+
+use fleet_core::EventType;
+
+/// The label that carries the VIN on drill-down series.
+pub const VEHICLE_ID_LABEL: &str = "vehicle_id";
+
+/// The metric name of a sensor's drill-down series (before any configured
+/// metric-name prefix).
+pub fn metric_name(sensor: EventType) -> &'static str {
+    match sensor {
+        EventType::IcRpm => "vehicle_ic_engine_rpm",
+        EventType::ElectricRpm => "vehicle_electric_motor_rpm",
+        EventType::Warnings => "vehicle_warnings",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_names_match_the_dashboards() {
+        let dashboard = include_str!("../../../grafana/dashboards/vehicle-drilldown.json");
+        for sensor in [
+            EventType::IcRpm,
+            EventType::ElectricRpm,
+            EventType::Warnings,
+        ] {
+            let name = metric_name(sensor);
+            assert!(dashboard.contains(name), "{name}");
+        }
+        assert!(dashboard.contains(VEHICLE_ID_LABEL));
+    }
+}
