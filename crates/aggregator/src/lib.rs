@@ -146,6 +146,35 @@ impl Aggregation {
     }
 }
 
+/// The ids of the drilled-down vehicles, as the enricher announces them
+/// ([`EnrichedBatch::new_vehicles`]), to label their samples.
+#[derive(Debug, Default)]
+pub struct VehicleIds(HashMap<VehicleKey, Arc<str>>);
+
+impl VehicleIds {
+    /// Takes the vehicles `batch` announces.
+    pub fn announce(&mut self, batch: &mut EnrichedBatch) {
+        self.0.extend(batch.new_vehicles.drain(..));
+    }
+
+    /// Labels pending samples with their vehicle ids (a vehicle never
+    /// announced has no samples: its events were not marked).
+    pub fn resolve(&self, pending: Vec<PendingVehicleSample>) -> Vec<VehicleSample> {
+        pending
+            .into_iter()
+            .filter_map(|s| {
+                Some(VehicleSample {
+                    vehicle_id: Arc::clone(self.0.get(&s.vehicle)?),
+                    group: s.group,
+                    sensor: s.sensor,
+                    timestamp: s.timestamp,
+                    value: s.value,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Why the aggregator stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum AggregatorError {
@@ -164,12 +193,11 @@ pub async fn run(
     let mut windows = windows.into();
     // The assignment epoch of the input (see `fleet_core::RevocationFence`).
     let mut epoch = 0;
-    // The ids of the drilled-down vehicles, as the enricher announced them.
-    let mut vehicle_ids: HashMap<VehicleKey, Arc<str>> = HashMap::new();
+    let mut vehicle_ids = VehicleIds::default();
     while let Some(msg) = input.recv().await {
         match msg {
             Msg::Data(mut batch) => {
-                vehicle_ids.extend(batch.new_vehicles.drain(..));
+                vehicle_ids.announce(&mut batch);
                 let outcome = windows.record_batch(batch);
                 metrics.recorded(&outcome, windows.watermark());
                 continue;
@@ -181,19 +209,7 @@ pub async fn run(
         if aggregates.is_empty() {
             continue;
         }
-        let vehicle_samples: Vec<VehicleSample> = windows
-            .take_vehicle_samples()
-            .into_iter()
-            .filter_map(|s| {
-                Some(VehicleSample {
-                    vehicle_id: Arc::clone(vehicle_ids.get(&s.vehicle)?),
-                    group: s.group,
-                    sensor: s.sensor,
-                    timestamp: s.timestamp,
-                    value: s.value,
-                })
-            })
-            .collect();
+        let vehicle_samples = vehicle_ids.resolve(windows.take_vehicle_samples());
         metrics.vehicle_samples(vehicle_samples.len(), windows.drilldown_duplicates());
         let batch = WindowBatch {
             aggregates,

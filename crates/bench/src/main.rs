@@ -64,6 +64,10 @@ struct Cli {
     /// Also run the pipeline through the real tokio stages and bounded channels.
     #[arg(long)]
     threaded: bool,
+    /// Turn the per-vehicle drill-down output on for every vehicle, at this
+    /// frequency: `raw`, `window_last` or `window_mean`.
+    #[arg(long, value_parser = parse_frequency)]
+    drilldown: Option<fleet_drilldown::SampleFrequency>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -76,6 +80,14 @@ enum Command {
     /// catalog and measures load time, resident bytes per vehicle and
     /// lookup time (the scale target: 10,000,000 vehicles).
     Catalog(catalog::CatalogArgs),
+}
+
+fn parse_frequency(s: &str) -> Result<fleet_drilldown::SampleFrequency, String> {
+    use fleet_drilldown::SampleFrequency::*;
+    [Raw, WindowLast, WindowMean]
+        .into_iter()
+        .find(|f| f.as_str() == s)
+        .ok_or_else(|| format!("`{s}` is not raw, window_last or window_mean"))
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {
@@ -110,6 +122,7 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
     };
     let params = PipelineParams {
         batch_events: cli.batch_events,
+        drilldown: cli.drilldown,
         ..PipelineParams::service_defaults()?
     };
     eprintln!(

@@ -23,13 +23,14 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use anyhow::Context;
-use fleet_aggregator::{AggregatorMetrics, TumblingWindows};
+use fleet_aggregator::{AggregatorMetrics, TumblingWindows, VehicleIds};
 use fleet_core::{
     decode_event, decode_event_serde, Msg, SourceBatch, SourceBatcher, SourceEvent, Watermark,
     WatermarkRules, WatermarkTracker, WindowBatch, WindowSpec,
 };
-use fleet_enricher::{EnricherMetrics, UnknownVehiclePolicy, VehicleCatalog};
-use fleet_remote_write::{compress, RemoteWriteBatch, RemoteWriteConfig, SeriesNaming};
+use fleet_drilldown::{SampleFrequency, VehicleSelection};
+use fleet_enricher::{DrilldownSelector, EnricherMetrics, UnknownVehiclePolicy, VehicleCatalog};
+use fleet_remote_write::{compress, RemoteWriteConfig, SeriesNaming, SeriesTable};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -51,6 +52,8 @@ pub struct PipelineParams {
     pub max_samples_per_request: usize,
     /// Capacity of each stage channel, in batches (threaded phase only).
     pub channel_capacity: usize,
+    /// The per-vehicle drill-down output for every vehicle, at this frequency.
+    pub drilldown: Option<SampleFrequency>,
 }
 
 /// `windows.length_ms` in `config/default.toml`.
@@ -69,6 +72,7 @@ impl PipelineParams {
             batch_events: BATCH_EVENTS,
             max_samples_per_request: RemoteWriteConfig::default().max_samples_per_request,
             channel_capacity: CHANNEL_CAPACITY,
+            drilldown: None,
         })
     }
 
@@ -139,6 +143,8 @@ pub struct PipelineWork {
     pub aggregates: u64,
     /// Remote-Write samples.
     pub samples: u64,
+    /// Of those, samples of the per-vehicle drill-down.
+    pub vehicle_samples: u64,
     /// Remote-Write requests (at most `max_samples_per_request` samples each).
     pub requests: u64,
     /// Snappy-compressed request bodies, bytes: what would go on the wire.
@@ -160,15 +166,22 @@ impl PipelineWork {
 pub struct Stages {
     catalog: VehicleCatalog,
     windows: TumblingWindows,
+    vehicle_ids: VehicleIds,
     sink: EncodingSink,
 }
 
 impl Stages {
     /// Fresh stages over the corpus's reference data.
     pub fn new(corpus: &Corpus, params: &PipelineParams) -> Stages {
+        let selection = match params.drilldown {
+            Some(_) => VehicleSelection::All,
+            None => VehicleSelection::Disabled,
+        };
         Stages {
-            catalog: VehicleCatalog::new(corpus.reference(), UnknownVehiclePolicy::Unknown),
-            windows: TumblingWindows::new(params.window),
+            catalog: VehicleCatalog::new(corpus.reference(), UnknownVehiclePolicy::Unknown)
+                .with_drilldown(DrilldownSelector::new(selection)),
+            windows: TumblingWindows::new(params.window).with_drilldown(params.drilldown),
+            vehicle_ids: VehicleIds::default(),
             sink: EncodingSink::new(params.max_samples_per_request),
         }
     }
@@ -178,14 +191,18 @@ impl Stages {
     fn handle(&mut self, msg: Msg<SourceBatch>) -> anyhow::Result<()> {
         match msg {
             Msg::Data(batch) => {
-                let (enriched, _stats) = self.catalog.enrich_batch(batch);
+                let (mut enriched, _stats) = self.catalog.enrich_batch(batch);
+                self.vehicle_ids.announce(&mut enriched);
                 black_box(self.windows.record_batch(enriched));
             }
             Msg::Watermark(watermark) => {
                 let aggregates = self.windows.advance(watermark);
                 if !aggregates.is_empty() {
+                    let vehicle_samples = self
+                        .vehicle_ids
+                        .resolve(self.windows.take_vehicle_samples());
                     let batch = WindowBatch {
-                        vehicle_samples: Vec::new(),
+                        vehicle_samples,
                         aggregates,
                         checkpoint: self.windows.checkpoint(),
                     };
@@ -210,7 +227,7 @@ impl Stages {
 /// HTTP call.
 #[derive(Debug)]
 struct EncodingSink {
-    naming: SeriesNaming,
+    series: SeriesTable,
     max_samples: usize,
     work: PipelineWork,
 }
@@ -218,7 +235,7 @@ struct EncodingSink {
 impl EncodingSink {
     fn new(max_samples: usize) -> EncodingSink {
         EncodingSink {
-            naming: SeriesNaming::default(),
+            series: SeriesTable::new(SeriesNaming::default()),
             max_samples,
             work: PipelineWork::default(),
         }
@@ -228,7 +245,8 @@ impl EncodingSink {
         self.work.window_batches += 1;
         self.work.aggregates += batch.aggregates.len() as u64;
         self.work.windowed_events += batch.aggregates.iter().map(|a| a.events).sum::<u64>();
-        let samples = RemoteWriteBatch::from_aggregates(&batch.aggregates, &self.naming);
+        self.work.vehicle_samples += batch.vehicle_samples.len() as u64;
+        let samples = self.series.window_batch(batch);
         for request in samples.chunks(self.max_samples) {
             let body = compress(&request.to_write_request()).context("encoding a request")?;
             self.work.samples += request.len() as u64;
@@ -318,6 +336,7 @@ pub fn threaded_pipeline(
         catalog,
         windows,
         mut sink,
+        ..
     } = stages;
     let capacity = params.channel_capacity.max(1);
     let (head, enricher_in) = mpsc::channel(capacity);

@@ -279,13 +279,14 @@ impl Report {
         let w = &self.pipeline_work;
         let _ = writeln!(
             out,
-            "\npipeline work: {} events ({} malformed, {} late), {} aggregates in {} window batches,\n               {} samples in {} requests, {} bytes compressed",
+            "\npipeline work: {} events ({} malformed, {} late), {} aggregates in {} window batches,\n               {} samples ({} of them drill-down) in {} requests, {} bytes compressed",
             thousands(w.events),
             thousands(w.malformed),
             thousands(w.late_events()),
             thousands(w.aggregates),
             thousands(w.window_batches),
             thousands(w.samples),
+            thousands(w.vehicle_samples),
             thousands(w.requests),
             thousands(w.request_bytes),
         );

@@ -122,7 +122,10 @@ mod tests {
         if let VehicleSelection::AllowList { list, .. } = s.selection_mut() {
             *list = AllowList::from_vins(["V2"]);
         }
-        assert!(s.selects(0, &"V1".into(), &mut new), "decided before the reload");
+        assert!(
+            s.selects(0, &"V1".into(), &mut new),
+            "decided before the reload"
+        );
         s.reselect();
         assert!(!s.selects(0, &"V1".into(), &mut new));
         assert!(s.selects(200, &"V2".into(), &mut new));

@@ -217,3 +217,110 @@ async fn raw_samples_of_a_stable_sample_of_the_fleet() {
 async fn one_sample_per_window_of_an_allow_list() {
     drill_down("window_last", "allow_list", 72).await;
 }
+
+/// The cardinality argument, measured: the same events through each output
+/// mode into a fresh Prometheus, and the series each creates (its
+/// `prometheus_tsdb_head_series`), the samples written and the service's CPU
+/// and peak memory. Sized by `FLEET_DRILLDOWN_BENCH_VEHICLES` (default 300)
+/// and `FLEET_DRILLDOWN_BENCH_SECONDS` (default 30); `docs/BENCHMARKS.md`
+/// records a full-size run. Only the series counts are asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn series_and_cost_of_each_output_mode() {
+    let _serial = SERIAL.lock().await;
+    let size = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let vehicles = size("FLEET_DRILLDOWN_BENCH_VEHICLES", 300) as usize;
+    let seconds = size("FLEET_DRILLDOWN_BENCH_SECONDS", 30);
+    let run = generate(vehicles, seconds, 73, in_bound);
+    let everyone: BTreeSet<String> = run.reference.keys().cloned().collect();
+    let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
+    let aggregate_samples = oracle::expected_samples(&expected, "");
+    let aggregate_series: BTreeSet<(String, String, String)> = aggregate_samples
+        .iter()
+        .flat_map(|((_, model, region), metrics)| {
+            metrics
+                .keys()
+                .map(|m| (model.clone(), region.clone(), m.clone()))
+        })
+        .collect();
+    let aggregate_sample_count: usize = aggregate_samples.values().map(BTreeMap::len).sum();
+    let mut table = vec![format!(
+        "{} vehicles, {} events, {} s of fleet time\n{:<28} {:>9} {:>10} {:>8} {:>9}",
+        vehicles,
+        run.events.len(),
+        seconds,
+        "mode",
+        "series",
+        "samples",
+        "CPU s",
+        "peak MiB"
+    )];
+    for (mode, section) in [
+        ("aggregates only", ""),
+        (
+            "window_last, every vehicle",
+            "[drilldown]\nenabled = true\nvehicles = \"all\"\nfrequency = \"window_last\"\n",
+        ),
+        (
+            "raw, every vehicle",
+            "[drilldown]\nenabled = true\nvehicles = \"all\"\nfrequency = \"raw\"\n",
+        ),
+    ] {
+        let Some((kafka, prom)) = services().await else {
+            return;
+        };
+        let vehicle_series = match mode {
+            "aggregates only" => VehicleSeries::new(),
+            m if m.starts_with("raw") => expected_raw(&run.events, &everyone),
+            _ => expected_window_last(&run.events, &everyone),
+        };
+        let series = aggregate_series.len() + vehicle_series.len();
+        let samples = aggregate_sample_count + vehicle_series.values().map(Vec::len).sum::<usize>();
+        kafka.create_topic("cost", 2).await.unwrap();
+        kafka.produce_events("cost", &run.events).await.unwrap();
+        let config = service_config(
+            run.dir.path(),
+            &kafka.bootstrap_servers(),
+            "cost",
+            &prom.remote_write_url(),
+            &run.reference_csv,
+            section,
+        );
+        let service = Service::start(&config);
+        // Generous for a full-size run: the service reads a backlog.
+        let patience = std::time::Duration::from_secs(120 + run.events.len() as u64 / 5_000);
+        let sent = fleet_testkit::poll_until(patience, || async {
+            let sent = service
+                .metric("fleet_remote_write_samples_sent_total", &[])
+                .await;
+            (sent >= samples as f64).then_some(sent)
+        })
+        .await;
+        assert_eq!(
+            sent,
+            Some(samples as f64),
+            "{mode}: samples written; log:\n{}",
+            service.log_tail()
+        );
+        let head_series = prom
+            .own_metric("prometheus_tsdb_head_series")
+            .await
+            .unwrap();
+        let head_series = head_series.first().map_or(0.0, |(_, v)| *v);
+        assert_eq!(head_series, series as f64, "{mode}: series in Prometheus");
+        let (cpu, peak_kib) = service.usage().unwrap_or_default();
+        table.push(format!(
+            "{mode:<28} {:>9} {:>10} {:>8.2} {:>9.1}",
+            head_series,
+            samples,
+            cpu,
+            peak_kib as f64 / 1024.0
+        ));
+        service.terminate().await;
+    }
+    eprintln!("{}", table.join("\n"));
+}

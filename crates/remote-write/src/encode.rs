@@ -633,7 +633,9 @@ pub(crate) mod tests {
             constant_labels: BTreeMap::from([("env".to_string(), "prod".to_string())]),
             ..SeriesNaming::default()
         };
-        let req = SeriesTable::new(naming).window_batch(&batch).to_write_request();
+        let req = SeriesTable::new(naming)
+            .window_batch(&batch)
+            .to_write_request();
         assert_eq!(req.timeseries.len(), 9 + 2);
         let rpm = series(&req, "vehicle_ic_engine_rpm", "Nebulara");
         assert_eq!(

@@ -266,5 +266,8 @@ fn drilled_down_vehicles_leave_samples_of_each_closed_window() {
     ));
     w.rewind(None);
     assert!(w.advance(Watermark(20_000)).is_empty());
-    assert!(w.take_vehicle_samples().is_empty(), "the rewind dropped them");
+    assert!(
+        w.take_vehicle_samples().is_empty(),
+        "the rewind dropped them"
+    );
 }

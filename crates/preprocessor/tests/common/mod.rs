@@ -187,6 +187,29 @@ impl Service {
             .contains(text)
     }
 
+    /// The process's CPU seconds (user + system) and peak resident set, KiB,
+    /// from `/proc`; `None` once it has exited.
+    pub fn usage(&self) -> Option<(f64, u64)> {
+        let pid = self.child.as_ref()?.id();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name, which is in parentheses.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        // /proc reports CPU time in USER_HZ, 100 per second on Linux.
+        let per_second = 100.0;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let peak_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some((ticks / per_second, peak_kib))
+    }
+
     /// One metric, summed over series matching `filter`.
     pub async fn metric(&self, name: &str, filter: &[(&str, &str)]) -> f64 {
         fleet_testkit::exposed_value(&self.metrics().await, name, filter)
