@@ -496,7 +496,10 @@ pub async fn run(
                 if let Some(msg) = task.batcher.pop() {
                     permit.send(msg);
                 }
-
+                // Fetch again as soon as the pipeline has taken what waited,
+                // not at the next tick: catching up on a backlog is then paced
+                // by the pipeline, not by the timer.
+                task.apply_backpressure(Instant::now());
             }
             _ = tick.tick() => {
                 task.on_tick(&acks);
