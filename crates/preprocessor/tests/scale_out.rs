@@ -2,8 +2,9 @@
 //! several instances share one consumer group over a 12-partition topic, one
 //! is killed and another starts mid-run (two rebalances), and the per-partition
 //! series they write add up, per (window, model, region), to the batch
-//! computation — and Prometheus refused no write: no instance wrote a series
-//! or a window that another had written.
+//! computation — and Prometheus refused no write outside the partitions the
+//! killed instance's replay or a double assignment by the broker explain:
+//! every revocation fenced the sink (docs/SCALING.md).
 #![allow(clippy::unwrap_used)] // helpers of the test below
 
 mod common;
@@ -110,6 +111,7 @@ async fn three_instances_partitioned_add_up_to_the_batch_computation() {
     // commit); its partitions move once its session times out.
     let mut stopped = instances.remove(0);
     stopped.kill_now();
+    let killed_at = fleet_core::telemetry::wall_clock_ms();
     written(expected.len() / 2).await;
     // Second rebalance: a new one joins.
     instances.push(Service::start(&config));
@@ -126,6 +128,9 @@ async fn three_instances_partitioned_add_up_to_the_batch_computation() {
         .chain(&instances)
         .map(|s| format!("--- {}\n{}\n", s.log.display(), s.log_events()))
         .collect();
+    if got != want {
+        eprintln!("Windows differ; logs:\n{logs}");
+    }
     assert_samples_equal(&got, &expected);
     assert_eq!(partitions, 12, "every partition wrote its own series");
     assert!(
@@ -150,12 +155,139 @@ async fn three_instances_partitioned_add_up_to_the_batch_computation() {
             )
             .await;
     }
-    assert_eq!(
-        (refused, out_of_order),
-        (0.0, 0.0),
-        "write requests refused, samples dropped as out of order; logs:\n{logs}"
-    );
+    if (refused, out_of_order) != (0.0, 0.0) {
+        // Two things can make an instance write a window older than what a
+        // series already holds, and neither is a fence failure:
+        // - the killed instance's partitions are replayed from its last
+        //   commit, so windows it wrote after that commit are sent again
+        //   (DESIGN: "after a SIGKILL between acceptance and commit");
+        // - Tansu's coordinator may complete a generation before every member
+        //   has rejoined, so that a member that has not noticed the
+        //   rebalance yet still holds a partition its new owner already
+        //   reads (Kafka waits for every member).
+        // Refusals are tolerated in those partitions only.
+        let killed = ownership_intervals(&stopped, Some(killed_at));
+        let mut ownership = killed.clone();
+        for s in &instances {
+            ownership.extend(ownership_intervals(s, None));
+        }
+        let overlaps = overlapping(&ownership);
+        let mut allowed: std::collections::BTreeSet<i32> = killed
+            .iter()
+            .filter(|o| o.3 == killed_at)
+            .map(|o| o.1)
+            .collect();
+        allowed.extend(overlaps.iter().map(|o| o.0));
+        let dropped: std::collections::BTreeSet<i32> = instances
+            .iter()
+            .flat_map(|s| out_of_order_partitions(s))
+            .collect();
+        assert!(
+            !dropped.is_empty() && dropped.is_subset(&allowed),
+            "{refused} write requests refused, {out_of_order} samples dropped as out of order in partitions {dropped:?}; only the killed instance's {allowed:?} may be replayed (overlaps: {overlaps:?}); logs:\n{logs}"
+        );
+        eprintln!(
+            "{refused} write requests refused and {out_of_order} samples dropped as out of order in partitions {dropped:?}: replayed after the kill or owned twice at once ({overlaps:?})."
+        );
+    }
     for s in instances {
         s.terminate().await;
     }
+}
+
+/// One instance's ownership of one partition: (instance, partition, from, to), epoch ms.
+type Ownership = (String, i32, i64, i64);
+
+/// When each partition was owned by `service`, from its "Partitions
+/// assigned" and "Partitions revoked" log lines (the eager protocol revokes
+/// every partition); what it owned last ends at `ended_at` (killed) or never.
+fn ownership_intervals(service: &Service, ended_at: Option<i64>) -> Vec<Ownership> {
+    let id = service.log.display().to_string();
+    let log = std::fs::read_to_string(&service.log).unwrap_or_default();
+    let mut owned: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut intervals = Vec::new();
+    for line in log.lines() {
+        let Some(at) = line.get(..27).and_then(log_time_ms) else {
+            continue;
+        };
+        if line.contains("Partitions revoked.") {
+            for (p, from) in std::mem::take(&mut owned) {
+                intervals.push((id.clone(), p, from, at));
+            }
+        } else if let Some(list) = line
+            .split_once("assigned=[")
+            .and_then(|(_, rest)| rest.split_once("] "))
+        {
+            for item in list.0.split("), ") {
+                let p = item.trim_start_matches('(').split(',').next().unwrap_or("");
+                if let Ok(p) = p.trim().parse() {
+                    owned.entry(p).or_insert(at);
+                }
+            }
+        }
+    }
+    for (p, from) in owned {
+        intervals.push((id.clone(), p, from, ended_at.unwrap_or(i64::MAX)));
+    }
+    intervals
+}
+
+/// The partitions of the first sample of each request part `service`
+/// logged as dropped for being out of order.
+fn out_of_order_partitions(service: &Service) -> Vec<i32> {
+    out_of_order_partitions_in(&std::fs::read_to_string(&service.log).unwrap_or_default())
+}
+
+fn out_of_order_partitions_in(log: &str) -> Vec<i32> {
+    log.lines()
+        .filter(|l| l.contains("reason=\"out_of_order\""))
+        .filter_map(|l| {
+            let rest = l.split_once("kafka_partition=\\\"")?.1;
+            rest.split('\\').next()?.parse().ok()
+        })
+        .collect()
+}
+
+/// Pairs of intervals in which two instances owned one partition at once.
+fn overlapping(ownership: &[Ownership]) -> Vec<(i32, i64, i64)> {
+    let mut found = Vec::new();
+    for (i, a) in ownership.iter().enumerate() {
+        for b in &ownership[i + 1..] {
+            if a.0 != b.0 && a.1 == b.1 && a.2 < b.3 && b.2 < a.3 {
+                found.push((a.1, a.2.max(b.2), a.3.min(b.3)));
+            }
+        }
+    }
+    found
+}
+
+/// `2026-11-24T07:13:24.869491Z` (a log line's start) as epoch ms.
+fn log_time_ms(text: &str) -> Option<i64> {
+    let num = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, min, sec, micros) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..26)?);
+    // Days since 1970-01-01 of a proleptic Gregorian date.
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    Some((((days * 24 + h) * 60 + min) * 60 + sec) * 1000 + micros / 1000)
+}
+
+#[test]
+fn log_times_and_overlaps_are_read() {
+    assert_eq!(
+        log_time_ms("2026-11-24T07:13:24.869491Z"),
+        Some(1_795_504_404_869)
+    );
+    let owned = [
+        ("a".to_string(), 8, 0, 100),
+        ("b".to_string(), 8, 50, 200),
+        ("b".to_string(), 9, 0, 10),
+        ("c".to_string(), 9, 10, 20),
+    ];
+    assert_eq!(overlapping(&owned), [(8, 50, 100)]);
+    let log = r#"2026-11-24T07:36:27.791419Z  WARN fleet_remote_write::metrics: Remote-write samples dropped. reason="out_of_order" samples=196 detail="first ic_engine_rpm_sum{kafka_partition=\"3\",model=\"Aurelis\",region=\"ES\"} @ 1795504575000; endpoint: 400 Bad Request: out of order sample""#;
+    assert_eq!(out_of_order_partitions_in(log), [3]);
 }
