@@ -180,7 +180,7 @@ async fn three_instances_partitioned_add_up_to_the_batch_computation() {
         allowed.extend(overlaps.iter().map(|o| o.0));
         let dropped: std::collections::BTreeSet<i32> = instances
             .iter()
-            .flat_map(|s| out_of_order_partitions(s))
+            .flat_map(out_of_order_partitions)
             .collect();
         assert!(
             !dropped.is_empty() && dropped.is_subset(&allowed),
