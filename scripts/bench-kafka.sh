@@ -52,12 +52,6 @@ TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 GENERATOR="$TARGET_DIR/release/fleet-generator"
 PREPROCESSOR="$TARGET_DIR/release/fleet-preprocessor"
-CLK_TCK="$(getconf CLK_TCK)"
-
-# CPU seconds (user + system) a live process has used.
-cpu_seconds() { awk -v hz="$CLK_TCK" '{ printf "%.2f\n", ($14 + $15) / hz }' "/proc/$1/stat"; }
-# Peak resident set size of a live process, MiB.
-peak_rss_mib() { awk '/^VmHWM:/ { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status"; }
 # One unlabelled counter's value from a /metrics page.
 metric_value() {
     { curl --noproxy '*' -fsS --max-time 2 "$1" 2>/dev/null || true; } |

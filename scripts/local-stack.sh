@@ -168,6 +168,10 @@ fi
 # window: with no more data its partitions go idle and the open windows close
 # on the wall clock (windows.all_idle_close_after_ms, 7 s by default), so even
 # the last, partial window reaches Prometheus. Then it stops gracefully.
+PREPROCESSOR_PID="$(pid_of preprocessor)"
+printf '   fleet-preprocessor while the fleet sent: %s CPU-s, peak RSS %s MiB\n' \
+    "$(cpu_seconds "$PREPROCESSOR_PID")" "$(peak_rss_mib "$PREPROCESSOR_PID")"
+
 log "Stopping the generator"
 stop generator 15
 PRODUCED="$(sed -n 's/.* \([0-9][0-9]*\) events produced to topic.*/\1/p' "$STATE_DIR/generator.log" | tail -n 1)"

@@ -43,6 +43,12 @@ pid_of() {
 
 running() { kill -0 "$1" 2>/dev/null; }
 
+CLK_TCK="$(getconf CLK_TCK)"
+# CPU seconds (user + system) a live process has used.
+cpu_seconds() { awk -v hz="$CLK_TCK" '{ printf "%.2f\n", ($14 + $15) / hz }' "/proc/$1/stat"; }
+# Peak resident set size of a live process, MiB.
+peak_rss_mib() { awk '/^VmHWM:/ { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status"; }
+
 # SIGTERM, then SIGKILL after a grace period (seconds). Prints how it ended.
 stop() {
     local name="$1" grace="${2:-15}" pid status=0 waited=0
