@@ -178,10 +178,8 @@ async fn three_instances_partitioned_add_up_to_the_batch_computation() {
             .map(|o| o.1)
             .collect();
         allowed.extend(overlaps.iter().map(|o| o.0));
-        let dropped: std::collections::BTreeSet<i32> = instances
-            .iter()
-            .flat_map(out_of_order_partitions)
-            .collect();
+        let dropped: std::collections::BTreeSet<i32> =
+            instances.iter().flat_map(out_of_order_partitions).collect();
         assert!(
             !dropped.is_empty() && dropped.is_subset(&allowed),
             "{refused} write requests refused, {out_of_order} samples dropped as out of order in partitions {dropped:?}; only the killed instance's {allowed:?} may be replayed (overlaps: {overlaps:?}); logs:\n{logs}"
