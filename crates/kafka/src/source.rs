@@ -22,9 +22,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, MessageStream, Rebalance, StreamConsumer,
 };
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -379,7 +379,7 @@ impl ConsumerContext for SourceContext {
 /// The consumer loop's state.
 struct SourceTask {
     cfg: KafkaConfig,
-    consumer: StreamConsumer<SourceContext>,
+    consumer: Arc<StreamConsumer<SourceContext>>,
     /// Decoded events and watermarks waiting for the enricher's channel.
     batcher: SourceBatcher,
     owned: BTreeSet<PartitionId>,
@@ -443,10 +443,11 @@ pub async fn run(
         acks: acks.clone(),
         revoke_wait: Duration::from_millis(cfg.drain_timeout_ms),
     };
-    let consumer: StreamConsumer<SourceContext> = cfg
-        .consumer_config()
-        .create_with_context(context)
-        .map_err(KafkaStageError::Setup)?;
+    let consumer: Arc<StreamConsumer<SourceContext>> = Arc::new(
+        cfg.consumer_config()
+            .create_with_context(context)
+            .map_err(KafkaStageError::Setup)?,
+    );
     consumer
         .subscribe(&[&cfg.topic])
         .map_err(KafkaStageError::Setup)?;
@@ -478,6 +479,10 @@ pub async fn run(
         readiness,
         cfg,
     };
+    // One message stream for the task's life: a `recv()` per message would
+    // register and unregister a waker (two mutex round trips) each time.
+    let consumer = Arc::clone(&task.consumer);
+    let mut messages = consumer.stream();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let commit_every = Duration::from_millis(task.cfg.commit_interval_ms);
@@ -508,9 +513,11 @@ pub async fn run(
                     last_commit = Instant::now();
                 }
             }
-            received = task.consumer.recv(), if task.paused || task.backpressured_since.is_none() => {
+            received = messages.next(), if task.paused || task.backpressured_since.is_none() => {
+                // The stream never ends while its consumer lives.
+                let Some(received) = received else { break };
                 let first = received.map(|m| decode(&mut task.next_offset, &mut task.guard, &task.metrics, &m));
-                task.on_received(first);
+                task.on_received(first, &mut messages);
             }
         }
     }
@@ -529,7 +536,7 @@ pub async fn run(
                 break;
             }
             // Keep serving the group while waiting.
-            _ = task.consumer.recv() => {}
+            _ = messages.next() => {}
         }
     }
     task.commit_accepted(&acks, CommitMode::Sync);
@@ -582,7 +589,11 @@ fn decode(
 
 impl SourceTask {
     /// Handles the first received message and everything else already waiting.
-    fn on_received(&mut self, first: Result<Decoded, rdkafka::error::KafkaError>) {
+    fn on_received(
+        &mut self,
+        first: Result<Decoded, rdkafka::error::KafkaError>,
+        stream: &mut MessageStream<'_, SourceContext>,
+    ) {
         self.apply_rebalances();
         if !self.owns_all {
             // Paused; anything still arriving is fetched again from the
@@ -605,7 +616,7 @@ impl SourceTask {
                 Err(error) => tracing::warn!(%error, "Kafka consumer error."),
             }
             if (messages as usize) < self.cfg.max_batch_events {
-                next = self.consumer.recv().now_or_never().map(|r| {
+                next = stream.next().now_or_never().flatten().map(|r| {
                     r.map(|m| decode(&mut self.next_offset, &mut self.guard, &self.metrics, &m))
                 });
             }
@@ -942,7 +953,7 @@ impl SourceTask {
         let context = self.consumer.context();
         let verify = !context.metadata_known();
         let mode = if verify { CommitMode::Sync } else { mode };
-        let result = context.commit(&self.consumer, &plan, mode);
+        let result = context.commit(&*self.consumer, &plan, mode);
         self.metrics.committed(
             result.is_ok(),
             plan.offsets.len(),
@@ -978,7 +989,7 @@ impl SourceTask {
                     let result =
                         self.consumer
                             .context()
-                            .commit(&self.consumer, plan, CommitMode::Sync);
+                            .commit(&*self.consumer, plan, CommitMode::Sync);
                     if let Err(error) = result {
                         tracing::warn!(%error, "Cannot commit the window boundary to the companion group.");
                     }
