@@ -15,6 +15,7 @@ pub mod batcher;
 pub mod config;
 pub mod event;
 pub mod fence;
+pub mod file_watch;
 pub mod pipeline;
 pub mod reference;
 pub mod small_str;
@@ -27,6 +28,7 @@ pub use event::{
     decode_event, decode_event_serde, DecodeError, DecodeErrorKind, EventType, RawEvent,
 };
 pub use fence::RevocationFence;
+pub use file_watch::FileWatch;
 pub use pipeline::{
     Checkpoint, Dimensions, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, Msg, SourceBatch,
     SourceEvent, VehicleKey, OTHER_GROUP,

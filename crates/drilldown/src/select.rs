@@ -9,7 +9,9 @@
 use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+use fleet_core::FileWatch;
 
 use crate::config::{valid_fraction, DrilldownConfig, VehicleScope};
 
@@ -188,28 +190,11 @@ impl AllowList {
     }
 }
 
-/// What identifies a version of the file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileStamp {
-    modified: Option<SystemTime>,
-    len: u64,
-}
-
-fn stamp(path: &Path) -> Option<FileStamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some(FileStamp {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-    })
-}
-
 /// Watches the allow-list file for changes, as the enricher watches the
-/// reference CSV: a change of modification time or size means a new version.
+/// reference CSV ([`FileWatch`]).
 #[derive(Debug)]
 pub struct AllowListWatch {
-    path: PathBuf,
-    interval: Duration,
-    seen: Option<FileStamp>,
+    file: FileWatch,
 }
 
 impl AllowListWatch {
@@ -218,37 +203,27 @@ impl AllowListWatch {
     /// The file is stamped before it is read, so a change made while it is
     /// being read is picked up by the next [`poll`](Self::poll).
     pub fn load(path: PathBuf, interval: Duration) -> Result<(AllowList, Self), DrilldownError> {
-        let seen = stamp(&path);
-        let list = AllowList::from_file(&path)?;
-        Ok((
-            list,
-            AllowListWatch {
-                path,
-                interval,
-                seen,
-            },
-        ))
+        let watch = AllowListWatch::new(path, interval);
+        let list = AllowList::from_file(watch.path())?;
+        Ok((list, watch))
     }
 
     /// Watches `path`, checking every `interval`; the file as it is now
     /// counts as already loaded.
     pub fn new(path: PathBuf, interval: Duration) -> Self {
-        let seen = stamp(&path);
         AllowListWatch {
-            path,
-            interval,
-            seen,
+            file: FileWatch::new(path, interval),
         }
     }
 
     /// How often to check.
     pub fn interval(&self) -> Duration {
-        self.interval
+        self.file.interval()
     }
 
     /// The file watched.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// If the file changed since the last look, reads it and, only if that
@@ -256,12 +231,10 @@ impl AllowListWatch {
     /// A file that cannot be read leaves `list` as it was and gives
     /// `Some(Err(_))`, once per change. `None` when nothing changed.
     pub fn poll(&mut self, list: &mut AllowList) -> Option<Result<usize, DrilldownError>> {
-        let now = stamp(&self.path);
-        if now == self.seen {
+        if !self.file.changed() {
             return None;
         }
-        self.seen = now;
-        Some(AllowList::from_file(&self.path).map(|fresh| {
+        Some(AllowList::from_file(self.file.path()).map(|fresh| {
             *list = fresh;
             list.len()
         }))

@@ -75,10 +75,7 @@ impl ReferenceFeed {
     ) {
         let closed = match self {
             ReferenceFeed::File(watch) => {
-                let Some(every) = reload else {
-                    return std::future::pending().await;
-                };
-                every.tick().await;
+                tick(reload).await;
                 match watch.poll() {
                     Some(Ok(table)) => {
                         catalog.load(&table);
@@ -126,22 +123,15 @@ pub async fn run(
     metrics.reference_loaded(catalog.reference_len());
     // No timer without a file to watch: the stage then runs on any tokio runtime.
     let mut reload = match &feed {
-        ReferenceFeed::File(w) => {
-            let mut every = tokio::time::interval(w.interval());
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            Some(every)
-        }
+        ReferenceFeed::File(w) => Some(w.interval()),
         _ => None,
-    };
+    }
+    .map(reload_timer);
     let mut allow_list_reload = catalog
         .drilldown_mut()
         .selection_mut()
         .reload_interval()
-        .map(|every| {
-            let mut every = tokio::time::interval(every);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            every
-        });
+        .map(reload_timer);
     loop {
         let msg = tokio::select! {
             msg = input.recv() => match msg {
@@ -193,6 +183,13 @@ pub async fn run(
             .map_err(|_| EnricherError::DownstreamClosed)?;
     }
     Ok(())
+}
+
+/// A timer for a file reload every `every`; a late tick does not bunch up.
+fn reload_timer(every: std::time::Duration) -> tokio::time::Interval {
+    let mut timer = tokio::time::interval(every);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer
 }
 
 /// The next tick of `interval`; never, without one.

@@ -6,24 +6,17 @@
 //! file; a file that fails to parse leaves the previous table in force.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
+
+use fleet_core::FileWatch;
 
 use crate::{ReferenceError, ReferenceTable};
-
-/// What identifies a version of the file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileStamp {
-    modified: Option<SystemTime>,
-    len: u64,
-}
 
 /// Watches the reference CSV for changes.
 #[derive(Debug)]
 pub struct ReferenceWatch {
-    path: PathBuf,
+    file: FileWatch,
     dimensions: Vec<String>,
-    interval: Duration,
-    seen: Option<FileStamp>,
 }
 
 impl ReferenceWatch {
@@ -31,42 +24,28 @@ impl ReferenceWatch {
     /// named in `dimensions` besides the model; the file as it is now counts
     /// as already loaded.
     pub fn new(path: PathBuf, interval: Duration, dimensions: Vec<String>) -> Self {
-        let seen = stamp(&path);
         ReferenceWatch {
-            path,
+            file: FileWatch::new(path, interval),
             dimensions,
-            interval,
-            seen,
         }
     }
 
     /// How often to check.
     pub fn interval(&self) -> Duration {
-        self.interval
+        self.file.interval()
     }
 
     /// The file watched.
     pub fn path(&self) -> &std::path::Path {
-        &self.path
+        self.file.path()
     }
 
     /// Reads the file if it changed since the last call.
     pub fn poll(&mut self) -> Option<Result<ReferenceTable, ReferenceError>> {
-        let now = stamp(&self.path);
-        if now == self.seen {
-            return None;
-        }
-        self.seen = now;
-        Some(ReferenceTable::from_csv_file(&self.path, &self.dimensions))
+        self.file
+            .changed()
+            .then(|| ReferenceTable::from_csv_file(self.file.path(), &self.dimensions))
     }
-}
-
-fn stamp(path: &std::path::Path) -> Option<FileStamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some(FileStamp {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-    })
 }
 
 #[cfg(test)]
