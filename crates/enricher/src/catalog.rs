@@ -17,7 +17,7 @@ use fleet_core::{
 };
 
 use crate::drilldown::DrilldownSelector;
-use crate::reference::{attribute, dimension_labels, profile_key};
+use crate::reference::{attribute, profile_key};
 use crate::table::IdTable;
 use crate::{ReferenceTable, UnknownVehiclePolicy, UNKNOWN_MODEL};
 
@@ -56,10 +56,8 @@ pub struct VehicleCatalog {
     unknown_seen: Vec<u64>,
     distinct_unknown: u64,
     reference_len: usize,
-    /// The configured dimensions, in order.
-    dimension_names: Vec<String>,
-    /// The same, as label names.
-    dimension_labels: Arc<[Arc<str>]>,
+    /// The configured dimensions, in order: the label names of the groups.
+    dimensions: Arc<[Arc<str>]>,
     profiles: Vec<Profile>,
     /// [`profile_key`] → profile index.
     profile_index: HashMap<Box<str>, u32>,
@@ -85,8 +83,7 @@ impl VehicleCatalog {
             unknown_seen: Vec::new(),
             distinct_unknown: 0,
             reference_len: 0,
-            dimension_names: Vec::new(),
-            dimension_labels: Arc::from([]),
+            dimensions: Arc::from([]),
             profiles: Vec::new(),
             profile_index: HashMap::new(),
             key_buffer: String::new(),
@@ -103,9 +100,8 @@ impl VehicleCatalog {
 
     /// Groups by `names` from now on (the unknown profile has one `unknown`
     /// per dimension).
-    fn set_dimensions(&mut self, names: &[String]) {
-        self.dimension_names = names.to_vec();
-        self.dimension_labels = dimension_labels(names);
+    fn set_dimensions(&mut self, names: &Arc<[Arc<str>]>) {
+        self.dimensions = Arc::clone(names);
         let unknown = vec![UNKNOWN_MODEL; 1 + names.len()];
         self.unknown_profile = self.intern_profile(&unknown);
     }
@@ -125,7 +121,7 @@ impl VehicleCatalog {
     /// Replaces the reference data. Vehicles keep their keys; vehicles no
     /// longer listed become unknown.
     pub fn load(&mut self, reference: &ReferenceTable) {
-        if self.profiles.is_empty() || reference.dimension_names() != self.dimension_names {
+        if self.profiles.is_empty() || reference.dimension_names() != &self.dimensions {
             self.set_dimensions(reference.dimension_names());
         }
         for meta in self.vehicles.values_mut() {
@@ -157,7 +153,7 @@ impl VehicleCatalog {
     /// Replaces the reference data with a log-following source's snapshot
     /// (see [`load`](Self::load)).
     pub fn load_records(&mut self, records: &[VehicleRecord]) {
-        let table = ReferenceTable::from_records(records, &self.dimension_names);
+        let table = ReferenceTable::from_records(records, &self.dimensions);
         self.load(&table);
     }
 
@@ -222,7 +218,7 @@ impl VehicleCatalog {
         self.profiles.push(Profile {
             model: values.first().copied().unwrap_or(UNKNOWN_MODEL).into(),
             dimensions: self
-                .dimension_labels
+                .dimensions
                 .iter()
                 .zip(values.iter().skip(1))
                 .map(|(name, &value)| (name.clone(), Arc::from(value)))
@@ -233,7 +229,7 @@ impl VehicleCatalog {
 
     /// The profile of a log-following source's record.
     fn profile_of(&mut self, record: &VehicleRecord) -> u32 {
-        let names = Arc::clone(&self.dimension_labels);
+        let names = Arc::clone(&self.dimensions);
         let mut values = Vec::with_capacity(1 + names.len());
         values.push(record.model.as_str());
         values.extend(names.iter().map(|d| attribute(record, d)));

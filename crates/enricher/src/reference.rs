@@ -28,8 +28,9 @@ pub struct ReferenceTable {
     profile_of: Vec<u32>,
     /// Distinct profiles: the model, then one value per dimension.
     profiles: Vec<Box<[Box<str>]>>,
-    /// The dimensions kept, in configured order.
-    dimension_names: Vec<String>,
+    /// The dimensions kept, in configured order (shared with the labels of
+    /// the groups built from the table).
+    dimension_names: Arc<[Arc<str>]>,
 }
 
 /// The interning key of a profile: its values joined by a separator no
@@ -57,9 +58,12 @@ struct Builder {
 }
 
 impl Builder {
-    fn new(dimension_names: &[String]) -> Self {
+    fn new(dimension_names: &[impl AsRef<str>]) -> Self {
         let mut builder = Builder::default();
-        builder.table.dimension_names = dimension_names.to_vec();
+        builder.table.dimension_names = dimension_names
+            .iter()
+            .map(|d| Arc::from(d.as_ref()))
+            .collect();
         builder
     }
 
@@ -128,11 +132,11 @@ impl ReferenceTable {
 
     /// A table from a log-following source's records, keeping the attributes
     /// named in `dimensions` (a record without one gets `unknown`).
-    pub fn from_records(records: &[VehicleRecord], dimensions: &[String]) -> Self {
+    pub fn from_records(records: &[VehicleRecord], dimensions: &[impl AsRef<str>]) -> Self {
         let mut builder = Builder::new(dimensions);
         for record in records {
             let values = std::iter::once(record.model.as_str())
-                .chain(dimensions.iter().map(|d| attribute(record, d)));
+                .chain(dimensions.iter().map(|d| attribute(record, d.as_ref())));
             builder.push(&record.vehicle_id, values);
         }
         builder.finish()
@@ -217,7 +221,7 @@ impl ReferenceTable {
     }
 
     /// The dimensions this table was read with, in configured order.
-    pub fn dimension_names(&self) -> &[String] {
+    pub fn dimension_names(&self) -> &Arc<[Arc<str>]> {
         &self.dimension_names
     }
 
@@ -270,11 +274,6 @@ pub(crate) fn attribute<'a>(record: &'a VehicleRecord, name: &str) -> &'a str {
     }
 }
 
-/// The configured dimension names as the label names of a group.
-pub(crate) fn dimension_labels(names: &[String]) -> Arc<[Arc<str>]> {
-    names.iter().map(|n| Arc::from(n.as_str())).collect()
-}
-
 fn bad_row(line: u64, e: csv::Error) -> ReferenceError {
     ReferenceError::BadRow {
         line,
@@ -313,7 +312,11 @@ mod tests {
             &dims,
         )
         .unwrap();
-        assert_eq!(t.dimension_names(), dims);
+        assert!(t
+            .dimension_names()
+            .iter()
+            .map(|d| &**d)
+            .eq(dims.iter().map(String::as_str)));
         let profiles: Vec<Vec<&str>> = t
             .profiles()
             .iter()

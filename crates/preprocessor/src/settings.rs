@@ -58,10 +58,10 @@ pub struct ReferenceSettings {
     pub dimensions: Vec<String>,
 }
 
-/// Names the aggregates use themselves, as labels or JSON-lines fields: a
-/// dimension may not take one.
-const RESERVED_DIMENSION_NAMES: [&str; 12] = [
-    "vehicle_id",
+/// Fields of the JSON-lines record (replay, console): a dimension, which
+/// becomes a field too, may not take one. The labels the service sets
+/// (`model`, `region`, …) are refused by `check_label_name`.
+const RESERVED_DIMENSION_NAMES: [&str; 8] = [
     "window_start",
     "window_end",
     "vehicles_in_motion",
@@ -70,9 +70,6 @@ const RESERVED_DIMENSION_NAMES: [&str; 12] = [
     "ic_engine_rpm_avg",
     "electric_motor_rpm_avg",
     "events",
-    "model",
-    "region",
-    "kafka_partition",
 ];
 
 impl ReferenceSettings {
