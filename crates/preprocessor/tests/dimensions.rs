@@ -13,7 +13,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 
 use common::*;
-use fleet_testkit::oracle::{self, Expected, ExpectedKey};
+use fleet_testkit::oracle::{self, Expected};
 
 const DIMENSIONS: [&str; 2] = ["fuel_type", "model_year"];
 
@@ -43,27 +43,6 @@ fn joined_labels(labels: &BTreeMap<String, String>) -> String {
         parts.push(value.cloned().unwrap_or_default());
     }
     parts.join("|")
-}
-
-/// What Prometheus holds, keyed like the oracle: (window end, joined model, region).
-async fn joined_samples(
-    prom: &fleet_testkit::Prometheus,
-    start: i64,
-    end: i64,
-) -> BTreeMap<ExpectedKey, BTreeMap<String, f64>> {
-    let mut got: BTreeMap<ExpectedKey, BTreeMap<String, f64>> = BTreeMap::new();
-    for metric in METRICS {
-        for series in prom.series_samples(metric, start, end).await.unwrap() {
-            let model = joined_labels(&series.labels);
-            let region = series.labels.get("region").cloned().unwrap_or_default();
-            for (ts, value) in series.samples {
-                got.entry((ts, model.clone(), region.clone()))
-                    .or_default()
-                    .insert(metric.to_string(), value);
-            }
-        }
-    }
-    got
 }
 
 fn config_with(
@@ -104,27 +83,7 @@ async fn dimensions_are_labels_and_grouping_keys() {
         plain.len()
     );
     let service = Service::start(&config_with(&run, &kafka, &prom, "dims", ""));
-    let (start, end) = time_range(&expected);
-    let n = wait_for_windows(
-        &prom,
-        start,
-        end,
-        expected.len(),
-        std::time::Duration::from_secs(90),
-    )
-    .await;
-    assert_eq!(n, expected.len(), "log:\n{}", service.log_tail());
-    let want = oracle::expected_samples(&expected, "");
-    let got = fleet_testkit::poll_until(std::time::Duration::from_secs(30), || async {
-        let got = joined_samples(&prom, start, end).await;
-        (got == want).then_some(got)
-    })
-    .await;
-    let got = match got {
-        Some(got) => got,
-        None => joined_samples(&prom, start, end).await,
-    };
-    assert_samples_equal(&got, &expected);
+    assert_prometheus_holds_keyed(&prom, &service, &expected, joined_labels).await;
     assert_eq!(refused_writes(&prom).await, 0.0);
     service.terminate().await;
 }
@@ -202,7 +161,7 @@ async fn label_sets_over_the_limit_fold_into_other_and_are_counted() {
         service.log_tail()
     );
     let got = fleet_testkit::poll_until(std::time::Duration::from_secs(30), || async {
-        let got = joined_samples(&prom, start, end).await;
+        let got = prometheus_samples_keyed(&prom, start, end, joined_labels).await;
         let complete = got.values().all(|m| m.len() >= 7);
         (got.len() == written && complete).then_some(got)
     })

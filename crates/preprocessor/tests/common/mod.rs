@@ -284,16 +284,32 @@ impl Drop for Service {
     }
 }
 
+/// A series' `model` label: what the oracle groups by.
+pub fn model_label(labels: &BTreeMap<String, String>) -> String {
+    labels.get("model").cloned().unwrap_or_default()
+}
+
 /// Every (window end, model, region) → metric → value that Prometheus holds.
 pub async fn prometheus_samples(
     prom: &Prometheus,
     start_ms: i64,
     end_ms: i64,
 ) -> BTreeMap<ExpectedKey, BTreeMap<String, f64>> {
+    prometheus_samples_keyed(prom, start_ms, end_ms, model_label).await
+}
+
+/// The same, with the oracle's "model" taken from each series' labels by
+/// `model_of` (a test whose oracle groups by more than the model joins them).
+pub async fn prometheus_samples_keyed(
+    prom: &Prometheus,
+    start_ms: i64,
+    end_ms: i64,
+    model_of: impl Fn(&BTreeMap<String, String>) -> String,
+) -> BTreeMap<ExpectedKey, BTreeMap<String, f64>> {
     let mut got: BTreeMap<ExpectedKey, BTreeMap<String, f64>> = BTreeMap::new();
     for metric in METRICS {
         for series in prom.series_samples(metric, start_ms, end_ms).await.unwrap() {
-            let model = series.labels.get("model").cloned().unwrap_or_default();
+            let model = model_of(&series.labels);
             let region = series.labels.get("region").cloned().unwrap_or_default();
             for (ts, value) in series.samples {
                 got.entry((ts, model.clone(), region.clone()))
@@ -390,6 +406,16 @@ pub async fn assert_prometheus_holds(
     service: &Service,
     expected: &BTreeMap<ExpectedKey, Expected>,
 ) {
+    assert_prometheus_holds_keyed(prom, service, expected, model_label).await;
+}
+
+/// [`assert_prometheus_holds`], keying series as [`prometheus_samples_keyed`] does.
+pub async fn assert_prometheus_holds_keyed(
+    prom: &Prometheus,
+    service: &Service,
+    expected: &BTreeMap<ExpectedKey, Expected>,
+    model_of: impl Fn(&BTreeMap<String, String>) -> String + Copy,
+) {
     let (start, end) = time_range(expected);
     let n = wait_for_windows(prom, start, end, expected.len(), Duration::from_secs(90)).await;
     assert_eq!(
@@ -400,10 +426,10 @@ pub async fn assert_prometheus_holds(
     );
     let want = oracle::expected_samples(expected, "");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut got = prometheus_samples(prom, start, end).await;
+    let mut got = prometheus_samples_keyed(prom, start, end, model_of).await;
     while got != want && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        got = prometheus_samples(prom, start, end).await;
+        got = prometheus_samples_keyed(prom, start, end, model_of).await;
     }
     assert_samples_equal(&got, expected);
 }
