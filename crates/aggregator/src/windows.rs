@@ -105,6 +105,9 @@ fn finish(
 /// grows to the fleet's size, and reusing it saves growing and faulting in
 /// a new one every window.
 const SPARE_TABLES: usize = 2;
+/// How many events ahead `record_batch` asks for the vehicle slot
+/// (see [`fleet_core::prefetch`]).
+const PREFETCH_DISTANCE: usize = 16;
 
 /// The windows of one aggregator.
 #[derive(Debug)]
@@ -237,7 +240,14 @@ impl TumblingWindows {
     pub fn record_batch(&mut self, batch: EnrichedBatch) -> BatchOutcome {
         self.groups.extend(batch.new_groups);
         let mut outcome = BatchOutcome::default();
-        for e in &batch.events {
+        for (i, e) in batch.events.iter().enumerate() {
+            // Most events fall in the newest window: start loading the
+            // vehicle slot of an event ahead there while this one is added.
+            if let (Some(ahead), Some(w)) =
+                (batch.events.get(i + PREFETCH_DISTANCE), self.open.back())
+            {
+                w.prefetch(ahead);
+            }
             match self.record(e) {
                 Admit::Counted => outcome.counted += 1,
                 Admit::Late { lag_ms } => outcome.late_lags_ms.push(lag_ms),

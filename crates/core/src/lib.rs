@@ -5,6 +5,7 @@
 //! - what flows between stages: enriched events, watermarks, window aggregates
 //!   and the offset checkpoints that travel with them ([`pipeline`], [`window`]),
 //! - the per-partition watermark tracker with idleness ([`watermark`]),
+//! - the one `unsafe` block of the workspace, a cache prefetch hint ([`prefetch`]),
 //! - layered configuration loading ([`config`]) and telemetry ([`telemetry`]).
 //!
 //! Everything here is synchronous and free of I/O except [`telemetry`]'s HTTP
@@ -17,6 +18,7 @@ pub mod event;
 pub mod fence;
 pub mod file_watch;
 pub mod pipeline;
+pub mod prefetch;
 pub mod reference;
 pub mod small_str;
 pub mod telemetry;

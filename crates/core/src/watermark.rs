@@ -129,11 +129,14 @@ impl WatermarkTracker {
     /// close a window, so only then must [`advance`](Self::advance) run before
     /// the next event is judged late or not.
     pub fn observe(&mut self, partition: PartitionId, ts: TimestampMs, now: Instant) -> bool {
-        let clock = self.partitions.entry(partition).or_insert(PartitionClock {
-            max_ts: None,
-            last_active: now,
-            emitted: None,
-        });
+        let clock = match self.partitions.get_mut(&partition) {
+            Some(clock) => clock,
+            None => self.partitions.entry(partition).or_insert(PartitionClock {
+                max_ts: None,
+                last_active: now,
+                emitted: None,
+            }),
+        };
         clock.last_active = now;
         let before = clock.max_ts;
         if before.is_some_and(|m| m >= ts) {

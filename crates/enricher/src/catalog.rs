@@ -23,6 +23,8 @@ use crate::{ReferenceTable, UnknownVehiclePolicy, UNKNOWN_MODEL};
 
 /// The profile of a vehicle that is not in the reference data in force.
 const NO_MODEL: u32 = u32::MAX;
+/// How many events ahead `enrich_batch` asks for the VIN slot.
+const PREFETCH_DISTANCE: usize = 16;
 /// No group yet for a (profile, region) pair.
 const NO_GROUP: u32 = u32::MAX;
 
@@ -303,7 +305,10 @@ impl VehicleCatalog {
             consumed_without_output: Vec::new(),
         };
         let mut stats = Enrichment::default();
-        for source in &batch {
+        for (i, source) in batch.iter().enumerate() {
+            if let Some(ahead) = batch.get(i + PREFETCH_DISTANCE) {
+                self.vehicles.prefetch(&ahead.event.vehicle_id);
+            }
             let event = &source.event;
             let next = self.next_vehicle;
             let (meta, inserted) = self.vehicles.entry(&event.vehicle_id, next, NO_MODEL);

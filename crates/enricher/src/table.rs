@@ -133,6 +133,17 @@ impl IdTable {
         }
     }
 
+    /// Starts loading the home slot of `id` (see [`fleet_core::prefetch`]),
+    /// for an `entry` or `get` of it shortly after.
+    #[inline(always)]
+    pub fn prefetch(&self, id: &SmallStr) {
+        if let Some(key) = id.inline_words() {
+            if let Some(slot) = self.slots.get(self.home(&key)) {
+                fleet_core::prefetch::prefetch_read(slot);
+            }
+        }
+    }
+
     /// The data of `id`, if present.
     #[inline]
     pub fn get(&self, id: &SmallStr) -> Option<Meta> {

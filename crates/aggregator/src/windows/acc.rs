@@ -78,6 +78,14 @@ impl VehicleTable {
         }
     }
 
+    /// Starts loading the home slot of `(vehicle, group)`.
+    #[inline(always)]
+    fn prefetch(&self, vehicle: u32, group: u32) {
+        if let Some(slot) = self.slots.get(self.home(vehicle, group)) {
+            fleet_core::prefetch::prefetch_read(slot);
+        }
+    }
+
     #[cold]
     #[inline(never)]
     fn grow(&mut self) {
@@ -195,6 +203,12 @@ impl OpenWindow {
     pub fn recycle(mut self) -> VehicleTable {
         self.vehicles.clear();
         self.vehicles
+    }
+
+    /// Starts loading what [`Self::add`] of `e` will read.
+    #[inline(always)]
+    pub fn prefetch(&self, e: &EnrichedEvent) {
+        self.vehicles.prefetch(e.vehicle.0, e.group.0);
     }
 
     /// Adds an event.
