@@ -7,7 +7,9 @@
 # per event, their peak RSS, and the broker's CPU seconds over the same time.
 #
 # The same events are replayed through `fleet-preprocessor replay` first, so
-# the Kafka path's CPU per event can be compared with replay's in one run.
+# the Kafka path's CPU per event can be compared with replay's in one run, and
+# read by `fleet-bench consume` (the client alone, with the service's consumer
+# properties), so the part of the difference that is the client's own shows.
 #
 # Settings (environment, with defaults):
 #   EVENTS=2000000   events in the backlog
@@ -47,11 +49,12 @@ TANSU="$(command -v tansu 2>/dev/null || echo "${CARGO_HOME:-$HOME/.cargo}/bin/t
 [ -x "$TANSU" ] || fail "tansu not found; run scripts/install-test-deps.sh"
 
 log "Building (release)"
-(cd "$ROOT" && cargo build --release -p fleet-generator -p fleet-preprocessor)
+(cd "$ROOT" && cargo build --release -p fleet-generator -p fleet-preprocessor -p fleet-bench)
 TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 GENERATOR="$TARGET_DIR/release/fleet-generator"
 PREPROCESSOR="$TARGET_DIR/release/fleet-preprocessor"
+BENCH="$TARGET_DIR/release/fleet-bench"
 # One unlabelled counter's value from a /metrics page.
 metric_value() {
     { curl --noproxy '*' -fsS --max-time 2 "$1" 2>/dev/null || true; } |
@@ -86,6 +89,14 @@ produce_started=$SECONDS
     --brokers "127.0.0.1:$KAFKA_PORT" --topic bench --rate 0 >"$STATE_DIR/producer.log" 2>&1 ||
     fail "producing failed; see $STATE_DIR/producer.log"
 printf '   %s events produced in %ss\n' "$EVENTS" "$((SECONDS - produce_started))"
+
+log "The Kafka client alone on the same backlog (fleet-bench consume)"
+client_args=()
+for pair in $CLIENT; do
+    client_args+=(--client "$pair")
+done
+"$BENCH" consume --brokers "127.0.0.1:$KAFKA_PORT" --topic bench --events "$EVENTS" \
+    "${client_args[@]}" | sed 's/^/   /'
 
 # The instances' configuration file: [kafka.client] from $CLIENT.
 {

@@ -13,12 +13,15 @@
 //! - `corpus`: the generated input, serialised before any clock starts.
 //! - `phases`: decode floor, inline pipeline, threaded pipeline; all call the
 //!   stage crates' own code, none re-implements it.
+//! - `catalog`, `consume`: the VIN table at fleet scale; the Kafka client's
+//!   own cost per message.
 //! - `usage`: wall time, process CPU time and peak RSS (`getrusage`).
 //! - `report`: best and median per phase, the table and the JSON object.
 //!
 //! CI builds this binary and never runs it; `docs/BENCHMARKS.md` records runs.
 
 mod catalog;
+mod consume;
 mod corpus;
 mod phases;
 mod report;
@@ -40,7 +43,7 @@ use usage::{measure, ProcessUsage, Timing};
 #[derive(Debug, Parser)]
 #[command(name = "fleet-bench", version)]
 struct Cli {
-    /// `catalog`: the VIN table at fleet scale instead of the pipeline phases.
+    /// `catalog` or `consume`: another measurement instead of the pipeline phases.
     #[command(subcommand)]
     command: Option<Command>,
     /// Fleet size.
@@ -80,6 +83,10 @@ enum Command {
     /// catalog and measures load time, resident bytes per vehicle and
     /// lookup time (the scale target: 10,000,000 vehicles).
     Catalog(catalog::CatalogArgs),
+    /// Reads a backlog from Kafka with the service's consumer properties and
+    /// does nothing else: the client's own CPU per message, against which
+    /// the Kafka path's cost above `replay` is judged.
+    Consume(consume::ConsumeArgs),
 }
 
 fn parse_frequency(s: &str) -> Result<fleet_drilldown::SampleFrequency, String> {
@@ -99,8 +106,10 @@ fn parse_positive(s: &str) -> Result<usize, String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Catalog(args)) = &cli.command {
-        return catalog::run(args);
+    match &cli.command {
+        Some(Command::Catalog(args)) => return catalog::run(args),
+        Some(Command::Consume(args)) => return consume::run(args),
+        None => {}
     }
     let report = run(&cli)?;
     let mut stdout = std::io::stdout().lock();
