@@ -109,7 +109,7 @@ impl Default for KafkaConfig {
 }
 
 /// Consumer properties the service sets unless `[kafka.client]` does.
-const CONSUMER_DEFAULTS: [(&str, &str); 2] = [
+const CONSUMER_DEFAULTS: [(&str, &str); 3] = [
     // Consumer lag per partition, once a second: a partition with data
     // waiting is behind, not idle.
     ("statistics.interval.ms", "1000"),
@@ -119,6 +119,11 @@ const CONSUMER_DEFAULTS: [(&str, &str); 2] = [
     // bounded by `queued.max.messages.kbytes` (docs/BENCHMARKS.md, "Kafka
     // path").
     ("queued.min.messages", "500000"),
+    // How long the broker may hold a fetch for more data (librdkafka's
+    // default: 500 ms). Tansu holds it that long even with data waiting, which
+    // put windows 3-5 s behind their end at the live rate instead of within
+    // out-of-orderness + 1 s; a broker that answers at once is not affected.
+    ("fetch.wait.max.ms", "100"),
 ];
 
 /// librdkafka properties the source sets itself; overriding them would break
@@ -282,6 +287,7 @@ mod tests {
         let defaults = KafkaConfig::default().consumer_config();
         assert_eq!(defaults.get("queued.min.messages"), Some("500000"));
         assert_eq!(defaults.get("statistics.interval.ms"), Some("1000"));
+        assert_eq!(defaults.get("fetch.wait.max.ms"), Some("100"));
         let cfg = KafkaConfig {
             client: BTreeMap::from([("queued.min.messages".to_string(), "1000".to_string())]),
             ..KafkaConfig::default()
