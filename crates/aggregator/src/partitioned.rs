@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 
 use fleet_core::{
-    Checkpoint, EnrichedBatch, GroupKey, PartitionId, TimestampMs, Watermark, WindowAggregate,
-    WindowSpec,
+    Checkpoint, EnrichedBatch, GroupKey, PartitionId, PartitionMap, TimestampMs, Watermark,
+    WindowAggregate, WindowSpec,
 };
 
 use crate::windows::{Admit, BatchOutcome, Folds, PendingVehicleSample, TumblingWindows};
@@ -25,7 +25,7 @@ pub struct PartitionedWindows {
     spec: WindowSpec,
     /// Every group announced so far, for partitions seen later.
     groups: Vec<GroupKey>,
-    partitions: BTreeMap<PartitionId, TumblingWindows>,
+    partitions: PartitionMap<TumblingWindows>,
     /// Per partition, the end of the last window written before (from the
     /// commit metadata of the last assignment), for partitions not seen yet.
     written_through: BTreeMap<PartitionId, TimestampMs>,
@@ -41,7 +41,7 @@ impl PartitionedWindows {
         PartitionedWindows {
             spec,
             groups: Vec::new(),
-            partitions: BTreeMap::new(),
+            partitions: PartitionMap::default(),
             written_through: BTreeMap::new(),
             max_groups: usize::MAX,
             drilldown: None,
@@ -58,11 +58,11 @@ impl PartitionedWindows {
     /// with the partition like its aggregates.
     pub fn take_vehicle_samples(&mut self) -> Vec<PendingVehicleSample> {
         let mut samples = Vec::new();
-        for (p, windows) in &mut self.partitions {
+        for (p, windows) in self.partitions.iter_mut() {
             let first = samples.len();
             samples.extend(windows.take_vehicle_samples());
             for s in &mut samples[first..] {
-                s.group.partition = Some(*p);
+                s.group.partition = Some(p);
             }
         }
         samples
@@ -95,7 +95,7 @@ impl PartitionedWindows {
     fn windows_of(&mut self, partition: PartitionId) -> &mut TumblingWindows {
         let (spec, groups, written) = (self.spec, &self.groups, &self.written_through);
         let (max_groups, drilldown) = (self.max_groups, self.drilldown);
-        self.partitions.entry(partition).or_insert_with(|| {
+        self.partitions.get_or_insert_with(partition, || {
             let mut windows = TumblingWindows::new(spec)
                 .with_max_groups(max_groups)
                 .with_drilldown(drilldown);
@@ -153,7 +153,7 @@ impl PartitionedWindows {
     /// Moves every partition's event time to `watermark` (the end of a
     /// bounded input), in (window end, partition, model, region) order.
     pub fn advance_all(&mut self, watermark: Watermark) -> Vec<WindowAggregate> {
-        let partitions: Vec<PartitionId> = self.partitions.keys().copied().collect();
+        let partitions: Vec<PartitionId> = self.partitions.keys().collect();
         let mut closed: Vec<WindowAggregate> = partitions
             .into_iter()
             .flat_map(|p| self.advance_partition(p, watermark))
@@ -167,8 +167,8 @@ impl PartitionedWindows {
     /// per assigned partition). Returns how many windows were dropped.
     pub fn rewind(&mut self, written_through: BTreeMap<PartitionId, TimestampMs>) -> usize {
         let mut dropped = 0;
-        for (p, windows) in &mut self.partitions {
-            dropped += windows.rewind(written_through.get(p).copied());
+        for (p, windows) in self.partitions.iter_mut() {
+            dropped += windows.rewind(written_through.get(&p).copied());
         }
         self.written_through = written_through;
         dropped
@@ -178,11 +178,11 @@ impl PartitionedWindows {
     /// each partition's offsets and window boundary.
     pub fn checkpoint(&self) -> Checkpoint {
         let mut merged = Checkpoint::default();
-        for (p, windows) in &self.partitions {
+        for (p, windows) in self.partitions.iter() {
             let own = windows.checkpoint();
             merged.resume_offsets.extend(own.resume_offsets);
             if let Some(closed) = own.closed_through {
-                merged.partition_closed_through.insert(*p, closed);
+                merged.partition_closed_through.insert(p, closed);
             }
         }
         merged

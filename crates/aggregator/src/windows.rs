@@ -284,7 +284,7 @@ impl TumblingWindows {
     }
 
     /// Adds one event (its group must have been announced).
-    #[inline]
+    #[inline(always)]
     pub fn record(&mut self, e: &EnrichedEvent) -> Admit {
         self.next_offsets
             .raise(e.partition, e.offset.saturating_add(1));

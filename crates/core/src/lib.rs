@@ -17,6 +17,7 @@ pub mod config;
 pub mod event;
 pub mod fence;
 pub mod file_watch;
+pub mod partition_map;
 pub mod pipeline;
 pub mod prefetch;
 pub mod reference;
@@ -31,6 +32,7 @@ pub use event::{
 };
 pub use fence::RevocationFence;
 pub use file_watch::FileWatch;
+pub use partition_map::PartitionMap;
 pub use pipeline::{
     Checkpoint, Dimensions, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, Msg, SourceBatch,
     SourceEvent, VehicleKey, OTHER_GROUP,

@@ -15,12 +15,11 @@
 //! A paused partition is not idle: the source calls [`WatermarkTracker::hold_active`]
 //! while it is backpressured, otherwise a slow sink would close windows early.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::{PartitionId, TimestampMs, WindowSpec};
+use crate::{PartitionId, PartitionMap, TimestampMs, WindowSpec};
 
 /// A point in event time: every event at or before it has been seen, except
 /// late ones. A window `[start, end)` closes once the watermark reaches `end − 1`.
@@ -78,12 +77,23 @@ struct PartitionClock {
     emitted: Option<Watermark>,
 }
 
+impl PartitionClock {
+    /// A partition that has sent nothing yet, active as of `now`.
+    fn new(now: Instant) -> Self {
+        PartitionClock {
+            max_ts: None,
+            last_active: now,
+            emitted: None,
+        }
+    }
+}
+
 /// Tracks every assigned partition's event-time progress and merges them.
 #[derive(Debug)]
 pub struct WatermarkTracker {
     rules: WatermarkRules,
     window: WindowSpec,
-    partitions: BTreeMap<PartitionId, PartitionClock>,
+    partitions: PartitionMap<PartitionClock>,
     emitted: Option<Watermark>,
 }
 
@@ -93,7 +103,7 @@ impl WatermarkTracker {
         WatermarkTracker {
             rules,
             window,
-            partitions: BTreeMap::new(),
+            partitions: PartitionMap::default(),
             emitted: None,
         }
     }
@@ -106,21 +116,18 @@ impl WatermarkTracker {
     /// A partition joins. Until it sends data or turns idle it holds the
     /// pipeline watermark back, as Flink's does.
     pub fn assign(&mut self, partition: PartitionId, now: Instant) {
-        self.partitions.entry(partition).or_insert(PartitionClock {
-            max_ts: None,
-            last_active: now,
-            emitted: None,
-        });
+        self.partitions
+            .get_or_insert_with(partition, || PartitionClock::new(now));
     }
 
     /// A partition leaves and stops holding the watermark back.
     pub fn revoke(&mut self, partition: PartitionId) {
-        self.partitions.remove(&partition);
+        self.partitions.remove(partition);
     }
 
     /// The partitions currently tracked.
     pub fn partitions(&self) -> impl Iterator<Item = PartitionId> + '_ {
-        self.partitions.keys().copied()
+        self.partitions.keys()
     }
 
     /// An event with event time `ts` arrived on `partition` (assigning it if
@@ -129,14 +136,9 @@ impl WatermarkTracker {
     /// close a window, so only then must [`advance`](Self::advance) run before
     /// the next event is judged late or not.
     pub fn observe(&mut self, partition: PartitionId, ts: TimestampMs, now: Instant) -> bool {
-        let clock = match self.partitions.get_mut(&partition) {
-            Some(clock) => clock,
-            None => self.partitions.entry(partition).or_insert(PartitionClock {
-                max_ts: None,
-                last_active: now,
-                emitted: None,
-            }),
-        };
+        let clock = self
+            .partitions
+            .get_or_insert_with(partition, || PartitionClock::new(now));
         clock.last_active = now;
         let before = clock.max_ts;
         if before.is_some_and(|m| m >= ts) {
@@ -154,7 +156,7 @@ impl WatermarkTracker {
     /// `partition` has data waiting (consumer lag) that has not arrived yet:
     /// it is behind, not idle.
     pub fn touch(&mut self, partition: PartitionId, now: Instant) {
-        if let Some(clock) = self.partitions.get_mut(&partition) {
+        if let Some(clock) = self.partitions.get_mut(partition) {
             clock.last_active = now;
         }
     }
@@ -170,7 +172,7 @@ impl WatermarkTracker {
     /// Whether `partition` is idle at `now`.
     pub fn is_idle(&self, partition: PartitionId, now: Instant) -> bool {
         self.partitions
-            .get(&partition)
+            .get(partition)
             .is_some_and(|c| self.clock_is_idle(c, now))
     }
 
@@ -181,7 +183,7 @@ impl WatermarkTracker {
     /// The watermark a partition holds, `None` before its first event.
     pub fn partition_watermark(&self, partition: PartitionId) -> Option<Watermark> {
         self.partitions
-            .get(&partition)
+            .get(partition)
             .and_then(|c| c.max_ts)
             .map(|m| self.rules.partition_watermark(m))
     }
@@ -214,7 +216,7 @@ impl WatermarkTracker {
         let wall_close = self.wall_clock_close(wall_ms);
         let idle_timeout = self.rules.idle_timeout;
         let mut moved = Vec::new();
-        for (partition, clock) in &mut self.partitions {
+        for (partition, clock) in self.partitions.iter_mut() {
             let Some(max_ts) = clock.max_ts else {
                 continue;
             };
@@ -226,7 +228,7 @@ impl WatermarkTracker {
             };
             if clock.emitted.is_none_or(|e| e < candidate) {
                 clock.emitted = Some(candidate);
-                moved.push((*partition, candidate));
+                moved.push((partition, candidate));
             }
         }
         moved

@@ -33,8 +33,8 @@ use tokio::time::Instant;
 
 use fleet_core::telemetry::{wall_clock_ms, Readiness};
 use fleet_core::{
-    decode_event, Checkpoint, Msg, PartitionId, RevocationFence, SourceBatch, SourceBatcher,
-    SourceEvent, WatermarkTracker,
+    decode_event, Checkpoint, Msg, PartitionId, PartitionMap, RevocationFence, SourceBatch,
+    SourceBatcher, SourceEvent, WatermarkTracker,
 };
 
 use crate::commit::CommitPlan;
@@ -384,7 +384,7 @@ struct SourceTask {
     batcher: SourceBatcher,
     owned: BTreeSet<PartitionId>,
     /// Per partition, the next offset expected; lower ones are re-deliveries.
-    next_offset: HashMap<PartitionId, i64>,
+    next_offset: PartitionMap<i64>,
     paused: bool,
     /// Whether this instance owns every partition of the topic; it processes
     /// nothing otherwise.
@@ -464,7 +464,7 @@ pub async fn run(
         },
         consumer,
         owned: BTreeSet::new(),
-        next_offset: HashMap::new(),
+        next_offset: PartitionMap::default(),
         paused: false,
         owns_all: false,
         start_at: match cfg.start_from {
@@ -557,7 +557,7 @@ enum Decoded {
 
 /// Decodes one message.
 fn decode(
-    next_offset: &mut HashMap<PartitionId, i64>,
+    next_offset: &mut PartitionMap<i64>,
     guard: &mut FetchGuard,
     metrics: &SourceMetrics,
     m: &BorrowedMessage<'_>,
@@ -568,7 +568,7 @@ fn decode(
         Verdict::RewindTo(target) => return Decoded::Rewind(partition, target),
         Verdict::Gap { expected } => metrics.fetch_gap(partition, expected, offset),
     }
-    let expected = next_offset.entry(partition).or_insert(offset);
+    let expected = next_offset.get_or_insert_with(partition, || offset);
     if offset < *expected {
         metrics.duplicates(1);
         return Decoded::Skipped;
@@ -658,7 +658,7 @@ impl SourceTask {
             shared.accepted.clone_from(&acks.borrow());
             sample.broker_up = shared.broker_up;
             for (p, end) in &shared.end_offsets {
-                let Some(next) = self.next_offset.get(p).filter(|_| self.owned.contains(p)) else {
+                let Some(next) = self.next_offset.get(*p).filter(|_| self.owned.contains(p)) else {
                     continue;
                 };
                 let lag = (end - next).max(0);
@@ -773,7 +773,7 @@ impl SourceTask {
     fn seek_to_next_offsets(&mut self) {
         let mut tpl = TopicPartitionList::new();
         for p in &self.owned {
-            if let Some(next) = self.next_offset.get(p) {
+            if let Some(next) = self.next_offset.get(*p) {
                 self.guard.expect(*p, *next);
                 if tpl
                     .add_partition_offset(&self.cfg.topic, *p, Offset::Offset(*next))
@@ -840,7 +840,7 @@ impl SourceTask {
                     for p in partitions {
                         self.owned.remove(&p);
                         self.batcher.tracker_mut().revoke(p);
-                        self.next_offset.remove(&p);
+                        self.next_offset.remove(p);
                         self.guard.forget(p);
                         self.metrics.partition_revoked(p);
                     }
@@ -886,7 +886,7 @@ impl SourceTask {
                     self.guard.expect(a.partition, offset);
                 }
                 None => {
-                    self.next_offset.remove(&a.partition);
+                    self.next_offset.remove(a.partition);
                 }
             }
         }

@@ -10,7 +10,7 @@
 //! The distinct counts and the warnings sum are kept up to date as events
 //! arrive, so closing a window never walks its vehicles.
 
-use fleet_core::{EnrichedEvent, EventType, GroupId, PartitionId, TimestampMs};
+use fleet_core::{EnrichedEvent, EventType, GroupId, PartitionId, PartitionMap, TimestampMs};
 
 /// Sums and counts of one group in one window.
 #[derive(Clone, Copy, Debug, Default)]
@@ -128,52 +128,31 @@ impl VehicleTable {
     }
 }
 
-/// Per partition, one offset, in a short vector: a window or a stage sees
-/// few partitions, and consecutive events mostly come from the same one.
+/// Per partition, the smallest or the largest offset seen.
 #[derive(Clone, Debug, Default)]
-pub(super) struct OffsetMap {
-    entries: Vec<(PartitionId, i64)>,
-    last: usize,
-}
+pub(super) struct OffsetMap(PartitionMap<i64>);
 
 impl OffsetMap {
-    #[inline(always)]
-    fn slot(&mut self, partition: PartitionId, initial: i64) -> &mut i64 {
-        let i = match self.entries.get(self.last) {
-            Some(&(p, _)) if p == partition => self.last,
-            _ => match self.entries.binary_search_by_key(&partition, |e| e.0) {
-                Ok(i) => i,
-                Err(i) => {
-                    self.entries.insert(i, (partition, initial));
-                    i
-                }
-            },
-        };
-        self.last = i;
-        &mut self.entries[i].1
-    }
-
     /// Keeps the largest value per partition.
     #[inline]
     pub fn raise(&mut self, partition: PartitionId, value: i64) {
-        let v = self.slot(partition, value);
+        let v = self.0.get_or_insert_with(partition, || value);
         *v = (*v).max(value);
     }
 
     /// Keeps the smallest value per partition.
     #[inline]
     pub fn lower(&mut self, partition: PartitionId, value: i64) {
-        let v = self.slot(partition, value);
+        let v = self.0.get_or_insert_with(partition, || value);
         *v = (*v).min(value);
     }
 
     pub fn clear(&mut self) {
-        self.entries.clear();
-        self.last = 0;
+        self.0.clear();
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (PartitionId, i64)> + '_ {
-        self.entries.iter().copied()
+        self.0.iter().map(|(p, v)| (p, *v))
     }
 }
 
