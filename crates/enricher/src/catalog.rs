@@ -18,6 +18,7 @@ use fleet_core::{
 
 use crate::drilldown::DrilldownSelector;
 use crate::reference::{attribute, profile_key};
+use crate::region_index::RegionIndex;
 use crate::table::IdTable;
 use crate::{ReferenceTable, UnknownVehiclePolicy, UNKNOWN_MODEL};
 
@@ -67,6 +68,8 @@ pub struct VehicleCatalog {
     unknown_profile: u32,
     /// Region → region index.
     regions: IdTable,
+    /// The same for the regions seen so far, in front of `regions`.
+    region_index: RegionIndex,
     region_names: Vec<Arc<str>>,
     /// `group_ids[profile][region]`: the group's id, or [`NO_GROUP`].
     group_ids: Vec<Vec<u32>>,
@@ -91,6 +94,7 @@ impl VehicleCatalog {
             key_buffer: String::new(),
             unknown_profile: 0,
             regions: IdTable::with_capacity(64),
+            region_index: RegionIndex::default(),
             region_names: Vec::new(),
             group_ids: Vec::new(),
             next_group: 0,
@@ -238,13 +242,27 @@ impl VehicleCatalog {
         self.intern_profile(&values)
     }
 
-    #[inline]
+    #[inline(always)]
     fn intern_region(&mut self, region: &SmallStr) -> u32 {
+        match region
+            .inline_words()
+            .and_then(|key| self.region_index.get(&key))
+        {
+            Some(index) => index,
+            None => self.intern_region_slow(region),
+        }
+    }
+
+    #[inline(never)]
+    fn intern_region_slow(&mut self, region: &SmallStr) -> u32 {
         let next = u32::try_from(self.region_names.len()).unwrap_or(u32::MAX);
         let (meta, inserted) = self.regions.entry(region, next, 0);
         let idx = meta.id;
         if inserted {
             self.region_names.push(region.as_str().into());
+        }
+        if let Some(key) = region.inline_words() {
+            self.region_index.insert(key, idx);
         }
         idx
     }

@@ -15,6 +15,7 @@ mod catalog;
 mod drilldown;
 mod metrics;
 mod reference;
+mod region_index;
 mod reload;
 mod table;
 
