@@ -11,13 +11,14 @@
 //! of the two plus `replay` is the project's; the rest is the client's.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use fleet_kafka::KafkaConfig;
 use futures::StreamExt;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::Message;
+use tokio::time::Instant;
 
 use crate::usage::ProcessUsage;
 
