@@ -211,9 +211,19 @@ impl KafkaConfig {
     /// Properties common to every client: brokers, the extra properties and
     /// the security section's (which win).
     pub fn base_client_config(&self) -> ClientConfig {
+        self.client_config_over(&[])
+    }
+
+    /// [`Self::base_client_config`] over `defaults`: the service's own
+    /// choices for one kind of client, which `[kafka.client]` overrides.
+    pub(crate) fn client_config_over(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
-        for (k, v) in &self.client {
+        for (k, v) in defaults
+            .iter()
+            .copied()
+            .chain(self.client.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        {
             c.set(k, v);
         }
         self.security.apply(&mut c);
@@ -244,7 +254,7 @@ impl KafkaConfig {
 
     /// The consumer's properties: manual offset management, no auto commit.
     pub fn consumer_config(&self) -> ClientConfig {
-        let mut c = self.base_client_config();
+        let mut c = self.client_config_over(&CONSUMER_DEFAULTS);
         c.set("group.id", &self.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -260,11 +270,6 @@ impl KafkaConfig {
                 "max.poll.interval.ms",
                 self.max_poll_interval_ms.to_string(),
             );
-        for (key, value) in CONSUMER_DEFAULTS {
-            if !self.client.contains_key(key) {
-                c.set(key, value);
-            }
-        }
         c
     }
 }

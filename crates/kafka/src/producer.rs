@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 
 use fleet_core::RawEvent;
 
@@ -23,6 +22,16 @@ impl std::fmt::Debug for EventPublisher {
     }
 }
 
+/// Producer properties the generator sets unless `[kafka.client]` does:
+/// batching and lz4 for throughput, every replica's acknowledgement.
+const PRODUCER_DEFAULTS: [(&str, &str); 5] = [
+    ("linger.ms", "5"),
+    ("batch.num.messages", "10000"),
+    ("queue.buffering.max.messages", "1000000"),
+    ("compression.type", "lz4"),
+    ("acks", "all"),
+];
+
 impl EventPublisher {
     /// A producer for `cfg.topic`, tuned for throughput (batching, lz4),
     /// authenticated as `cfg.security` says. With MSK IAM it must be created
@@ -30,19 +39,8 @@ impl EventPublisher {
     /// token waits for them (on librdkafka's polling thread, not the runtime).
     pub fn new(cfg: &KafkaConfig) -> Result<Self, KafkaStageError> {
         let context = SecurityContext::for_config(cfg)?;
-        let mut c: ClientConfig = cfg.base_client_config();
-        for (k, v) in [
-            ("linger.ms", "5"),
-            ("batch.num.messages", "10000"),
-            ("queue.buffering.max.messages", "1000000"),
-            ("compression.type", "lz4"),
-            ("acks", "all"),
-        ] {
-            if !cfg.client.contains_key(k) {
-                c.set(k, v);
-            }
-        }
-        let producer = c
+        let producer = cfg
+            .client_config_over(&PRODUCER_DEFAULTS)
             .create_with_context(context)
             .map_err(KafkaStageError::Setup)?;
         Ok(EventPublisher {
