@@ -20,7 +20,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::Message;
 use tokio::time::Instant;
 
-use crate::usage::ProcessUsage;
+use crate::usage::{measure, Timing};
 
 /// Arguments of `fleet-bench consume`.
 #[derive(Debug, clap::Args)]
@@ -56,20 +56,26 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
 /// One way of reading the backlog, and what it cost.
 struct Pass {
     way: &'static str,
+    read: Read,
+    cost: Timing,
+}
+
+/// Messages read, and of them malformed (only counted with `--decode`).
+#[derive(Clone, Copy, Debug)]
+struct Read {
     messages: u64,
     malformed: u64,
-    wall: Duration,
-    cpu: Duration,
 }
 
 /// Reads the backlog once per way, each time in a new consumer group, and
 /// prints CPU-µs per message.
 pub fn run(args: &ConsumeArgs) -> anyhow::Result<()> {
     let deadline = Duration::from_secs(args.timeout_s);
-    let passes = [
-        measure_pass("stream", args, |cfg| stream_pass(cfg, args, deadline))?,
-        measure_pass("poll", args, |cfg| poll_pass(cfg, args, deadline))?,
-    ];
+    let pass = |way: &'static str, read: fn(_, _, _) -> anyhow::Result<Read>| {
+        let (read, cost) = measure(|| read(consumer_config(args, way), args, deadline))?;
+        anyhow::Ok(Pass { way, read, cost })
+    };
+    let passes = [pass("stream", stream_pass)?, pass("poll", poll_pass)?];
     println!(
         "fleet-bench consume: {} messages of topic {} per way{}",
         args.events,
@@ -81,18 +87,18 @@ pub fn run(args: &ConsumeArgs) -> anyhow::Result<()> {
         "way", "messages", "wall s", "CPU s", "CPU-µs/msg", "msgs/s"
     );
     for p in &passes {
-        let per = p.messages.max(1) as f64;
+        let per = p.read.messages.max(1) as f64;
         println!(
             "{:<8} {:>10} {:>9.2} {:>8.2} {:>13.3} {:>12.0}",
             p.way,
-            p.messages,
-            p.wall.as_secs_f64(),
-            p.cpu.as_secs_f64(),
-            p.cpu.as_secs_f64() * 1e6 / per,
-            per / p.wall.as_secs_f64().max(1e-9),
+            p.read.messages,
+            p.cost.wall_s,
+            p.cost.cpu_s,
+            p.cost.cpu_s * 1e6 / per,
+            per / p.cost.wall_s.max(1e-9),
         );
-        if p.malformed > 0 {
-            println!("         ({} of them malformed)", p.malformed);
+        if p.read.malformed > 0 {
+            println!("         ({} of them malformed)", p.read.malformed);
         }
     }
     Ok(())
@@ -110,25 +116,6 @@ fn consumer_config(args: &ConsumeArgs, way: &str) -> rdkafka::ClientConfig {
     cfg.consumer_config()
 }
 
-fn measure_pass(
-    way: &'static str,
-    args: &ConsumeArgs,
-    read: impl FnOnce(rdkafka::ClientConfig) -> anyhow::Result<(u64, u64)>,
-) -> anyhow::Result<Pass> {
-    let before = ProcessUsage::now()?;
-    let started = Instant::now();
-    let (messages, malformed) = read(consumer_config(args, way))?;
-    let wall = started.elapsed();
-    let after = ProcessUsage::now()?;
-    Ok(Pass {
-        way,
-        messages,
-        malformed,
-        wall,
-        cpu: after.cpu.saturating_sub(before.cpu),
-    })
-}
-
 /// Counts a payload; returns whether it was malformed (only with `--decode`).
 fn take(payload: Option<&[u8]>, decode: bool) -> bool {
     decode && fleet_core::decode_event(payload.unwrap_or_default()).is_err()
@@ -139,7 +126,7 @@ fn stream_pass(
     cfg: rdkafka::ClientConfig,
     args: &ConsumeArgs,
     deadline: Duration,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<Read> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -167,7 +154,10 @@ fn stream_pass(
         tokio::time::timeout(deadline, read_all)
             .await
             .map_err(|_| anyhow::anyhow!("read {messages} of {} messages", args.events))??;
-        Ok((messages, malformed))
+        Ok(Read {
+            messages,
+            malformed,
+        })
     })
 }
 
@@ -176,7 +166,7 @@ fn poll_pass(
     cfg: rdkafka::ClientConfig,
     args: &ConsumeArgs,
     deadline: Duration,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<Read> {
     let consumer: BaseConsumer = cfg.create().context("creating the consumer")?;
     consumer
         .subscribe(&[&args.topic])
@@ -196,5 +186,8 @@ fn poll_pass(
             None => {}
         }
     }
-    Ok((messages, malformed))
+    Ok(Read {
+        messages,
+        malformed,
+    })
 }
