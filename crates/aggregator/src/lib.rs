@@ -110,10 +110,10 @@ impl Aggregation {
         }
     }
 
-    fn drilldown_duplicates(&self) -> u64 {
+    fn take_drilldown_duplicates(&mut self) -> u64 {
         match self {
-            Aggregation::Single(w) => w.drilldown_duplicates(),
-            Aggregation::Partitioned(w) => w.drilldown_duplicates(),
+            Aggregation::Single(w) => w.take_drilldown_duplicates(),
+            Aggregation::Partitioned(w) => w.take_drilldown_duplicates(),
         }
     }
 
@@ -210,7 +210,7 @@ pub async fn run(
             continue;
         }
         let vehicle_samples = vehicle_ids.resolve(windows.take_vehicle_samples());
-        metrics.vehicle_samples(vehicle_samples.len(), windows.drilldown_duplicates());
+        metrics.vehicle_samples(vehicle_samples.len(), windows.take_drilldown_duplicates());
         let batch = WindowBatch {
             aggregates,
             vehicle_samples,

@@ -155,13 +155,11 @@ impl AggregatorMetrics {
         }
     }
 
-    /// Drill-down samples were emitted; `duplicates` dropped so far in total.
+    /// Drill-down samples were emitted, and `duplicates` dropped since the
+    /// last call.
     pub fn vehicle_samples(&self, emitted: usize, duplicates: u64) {
         self.vehicle_samples.inc_by(emitted as u64);
-        let before = self.vehicle_duplicates.get();
-        if duplicates > before {
-            self.vehicle_duplicates.inc_by(duplicates - before);
-        }
+        self.vehicle_duplicates.inc_by(duplicates);
     }
 
     /// The input restarts from the committed offsets.

@@ -68,11 +68,12 @@ impl PartitionedWindows {
         samples
     }
 
-    /// Raw drill-down samples dropped as duplicates, over all partitions.
-    pub fn drilldown_duplicates(&self) -> u64 {
+    /// Raw drill-down samples dropped as duplicates, over all partitions,
+    /// since last taken.
+    pub fn take_drilldown_duplicates(&mut self) -> u64 {
         self.partitions
-            .values()
-            .map(TumblingWindows::drilldown_duplicates)
+            .values_mut()
+            .map(TumblingWindows::take_drilldown_duplicates)
             .sum()
     }
 

@@ -168,11 +168,11 @@ impl TumblingWindows {
     }
 
     /// Raw drill-down samples dropped for sharing a series and timestamp
-    /// with another, so far.
-    pub fn drilldown_duplicates(&self) -> u64 {
+    /// with another, since last taken (as [`Self::take_folds`]).
+    pub fn take_drilldown_duplicates(&mut self) -> u64 {
         self.drilldown
-            .as_ref()
-            .map_or(0, VehicleWindows::duplicates_dropped)
+            .as_mut()
+            .map_or(0, VehicleWindows::take_duplicates_dropped)
     }
 
     /// Emits at most `max_groups` (at least 1) groups per window: when a

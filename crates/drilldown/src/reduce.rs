@@ -311,10 +311,10 @@ impl VehicleWindows {
         self.open.values().map(Window::len).sum()
     }
 
-    /// Raw events dropped since creation because another event of their
-    /// series had the same timestamp (the larger measurement is kept).
-    pub fn duplicates_dropped(&self) -> u64 {
-        self.duplicates_dropped
+    /// Raw events dropped since the last call because another event of
+    /// their series had the same timestamp (the larger measurement is kept).
+    pub fn take_duplicates_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.duplicates_dropped)
     }
 
     fn recycle(&mut self, mut window: Window, used: usize) {
@@ -409,7 +409,7 @@ mod tests {
                 s(2, 0, IC, 4000, 800.0),
             ]
         );
-        assert_eq!(windows.duplicates_dropped(), 3);
+        assert_eq!(windows.take_duplicates_dropped(), 3);
         assert_eq!(windows.open_windows(), 0);
         assert_eq!(windows.pending_samples(), 0);
     }
@@ -440,7 +440,7 @@ mod tests {
                 s(1, 1, IC, 5000, -5.0),
             ]
         );
-        assert_eq!(windows.duplicates_dropped(), 0);
+        assert_eq!(windows.take_duplicates_dropped(), 0);
     }
 
     #[test]
@@ -564,7 +564,7 @@ mod tests {
         record_all(&mut windows, &[(0, 1, 0, IC, 1, 1), (0, 1, 0, IC, 1, 2)]);
         assert_eq!(windows.close(0, 5000), [s(1, 0, IC, 1, 2.0)]);
         windows.clear();
-        assert_eq!(windows.duplicates_dropped(), 1);
+        assert_eq!(windows.take_duplicates_dropped(), 1);
         assert_eq!(windows.frequency(), SampleFrequency::Raw);
     }
 
@@ -667,7 +667,7 @@ mod tests {
                     prop_assert!(key(&pair[0]) < key(&pair[1]), "{:?}", pair);
                 }
             }
-            prop_assert_eq!(a.duplicates_dropped(), b.duplicates_dropped());
+            prop_assert_eq!(a.take_duplicates_dropped(), b.take_duplicates_dropped());
             prop_assert_eq!(a.open_windows(), 0);
         }
     }
