@@ -18,10 +18,9 @@
 //! offset says should have delivered has stayed silent too long, and rewinds
 //! the same way.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use fleet_core::PartitionId;
+use fleet_core::{PartitionId, PartitionMap};
 use tokio::time::Instant;
 
 /// The first rewind goes this many offsets back; each further one twice as far.
@@ -57,7 +56,7 @@ pub(crate) enum Verdict {
 /// Per partition, the offset a fetch should start at, until it is seen.
 #[derive(Debug, Default)]
 pub(crate) struct FetchGuard {
-    pending: HashMap<PartitionId, Expectation>,
+    pending: PartitionMap<Expectation>,
 }
 
 impl FetchGuard {
@@ -76,21 +75,21 @@ impl FetchGuard {
 
     /// The partition was revoked.
     pub(crate) fn forget(&mut self, partition: PartitionId) {
-        self.pending.remove(&partition);
+        self.pending.remove(partition);
     }
 
     /// Judges a message at `offset` of `partition`.
     pub(crate) fn check(&mut self, partition: PartitionId, offset: i64) -> Verdict {
-        let Some(e) = self.pending.get_mut(&partition) else {
+        let Some(e) = self.pending.get_mut(partition) else {
             return Verdict::Accept;
         };
         if offset <= e.expected {
-            self.pending.remove(&partition);
+            self.pending.remove(partition);
             return Verdict::Accept;
         }
         if e.rewound_to == Some(0) || e.expected == 0 {
             let expected = e.expected;
-            self.pending.remove(&partition);
+            self.pending.remove(partition);
             return Verdict::Gap { expected };
         }
         Verdict::RewindTo(e.rewind())
@@ -105,7 +104,7 @@ impl FetchGuard {
         now: Instant,
         after: Duration,
     ) -> Option<i64> {
-        let e = self.pending.get_mut(&partition)?;
+        let e = self.pending.get_mut(partition)?;
         if now.saturating_duration_since(e.since) < after || e.rewound_to == Some(0) {
             return None;
         }
