@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
@@ -36,7 +36,7 @@ async fn summed_over_partitions(
     end_ms: i64,
 ) -> (BTreeMap<ExpectedKey, BTreeMap<String, f64>>, usize) {
     let mut got: BTreeMap<ExpectedKey, BTreeMap<String, f64>> = BTreeMap::new();
-    let mut partitions = std::collections::BTreeSet::new();
+    let mut partitions = BTreeSet::new();
     for metric in ADDITIVE {
         for series in prom.series_samples(metric, start_ms, end_ms).await.unwrap() {
             let label = |name: &str| series.labels.get(name).cloned().unwrap_or_default();
@@ -73,11 +73,31 @@ async fn summed_over_partitions(
     (got, partitions.len())
 }
 
-fn partitioned(config: &std::path::Path) {
-    let toml = std::fs::read_to_string(config).unwrap().replace(
-        "drain_timeout_ms = 5000",
-        "drain_timeout_ms = 5000\noutput_mode = \"partitioned\"",
-    );
+/// The group's session timeout in this test, ms.
+///
+/// Tansu 0.6 holds every follower's JoinGroup for 3 s and counts only
+/// heartbeats of the current generation as contact, so one rebalance can
+/// leave a live follower silent for 3 s (its last heartbeat) + 3 s per join
+/// round + the next heartbeat. With the other tests' 6 s session it was
+/// evicted, which started another rebalance: the group never settled. 12 s
+/// with 1 s heartbeats leaves room for three join rounds.
+const SESSION_TIMEOUT_MS: i64 = 12_000;
+
+const PARTITIONS: i32 = 12;
+
+/// The partitioned output mode, and a session that outlives Tansu's rebalances.
+fn scale_out_config(config: &std::path::Path) {
+    let toml = std::fs::read_to_string(config)
+        .unwrap()
+        .replace(
+            "drain_timeout_ms = 5000",
+            "drain_timeout_ms = 5000\noutput_mode = \"partitioned\"",
+        )
+        .replace(
+            "session_timeout_ms = 6000",
+            &format!("session_timeout_ms = {SESSION_TIMEOUT_MS}"),
+        )
+        + "\n[kafka.client]\n\"heartbeat.interval.ms\" = \"1000\"\n";
     std::fs::write(config, toml).unwrap();
 }
 
@@ -93,28 +113,58 @@ async fn three_instances_partitioned_add_up_to_the_batch_computation() {
         oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
     let (start, end) = time_range(&expected);
     let config = config_for(&run, &kafka, &prom, "fleet12");
-    partitioned(&config);
+    scale_out_config(&config);
     let refused_before = refused_writes(&prom).await;
 
-    let mut instances: Vec<Service> = (0..3).map(|_| Service::start(&config)).collect();
+    // The rebalances happen one at a time, each settled before the next
+    // starts, because Tansu 0.6's coordinator gets overlapping ones wrong
+    // (docs/SCALING.md, 6):
+    // - it keeps the member that first formed the group as its leader, and a
+    //   leader evicted by a heartbeat's check is never replaced, so the next
+    //   join could never complete: the first instance leads, and a follower
+    //   is the one killed;
+    // - an eviction does not start a new generation, so the survivors keep
+    //   their assignments and the dead member's partitions wait for the next
+    //   join; an eviction after a join has completed leaves partitions that
+    //   nobody reads for good: the new instance joins after the eviction.
+    let mut instances = vec![Service::start(&config)];
+    settle(&instances, "the first instance").await;
+    instances.extend((0..2).map(|_| Service::start(&config)));
+    settle(&instances, "three instances").await;
+
     // 1,200 events are 5 s of fleet time: one window per chunk.
     let producer = produce_paced(
         &kafka,
         "fleet12",
         run.events.clone(),
         1200,
-        Duration::from_millis(700),
+        Duration::from_millis(1200),
     );
-    let written = |n| wait_for_windows(&prom, start, end, n, Duration::from_secs(60));
-    written(expected.len() / 4).await;
-    // First rebalance: one instance is killed (SIGKILL: no drain, no last
+    wait_for_windows(
+        &prom,
+        start,
+        end,
+        expected.len() / 4,
+        Duration::from_secs(60),
+    )
+    .await;
+    // First rebalance: a follower is killed (SIGKILL: no drain, no last
     // commit); its partitions move once its session times out.
-    let mut stopped = instances.remove(0);
+    let mut stopped = instances.remove(1);
     stopped.kill_now();
     let killed_at = fleet_core::telemetry::wall_clock_ms();
-    written(expected.len() / 2).await;
+    // Its last heartbeat was at most a heartbeat interval before the kill.
+    let evicted_after = killed_at + SESSION_TIMEOUT_MS - 1000;
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(SESSION_TIMEOUT_MS as u64 + 15_000);
+    while !instances.iter().any(|s| revoked_since(s, evicted_after))
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // Second rebalance: a new one joins.
     instances.push(Service::start(&config));
+    settle(&instances, "after the kill and the join").await;
     producer.await.unwrap();
 
     let want = oracle::expected_samples(&expected, "");
@@ -172,14 +222,13 @@ async fn three_instances_partitioned_add_up_to_the_batch_computation() {
             ownership.extend(ownership_intervals(s, None));
         }
         let overlaps = overlapping(&ownership);
-        let mut allowed: std::collections::BTreeSet<i32> = killed
+        let mut allowed: BTreeSet<i32> = killed
             .iter()
             .filter(|o| o.3 == killed_at)
             .map(|o| o.1)
             .collect();
         allowed.extend(overlaps.iter().map(|o| o.0));
-        let dropped: std::collections::BTreeSet<i32> =
-            instances.iter().flat_map(out_of_order_partitions).collect();
+        let dropped: BTreeSet<i32> = instances.iter().flat_map(out_of_order_partitions).collect();
         assert!(
             !dropped.is_empty() && dropped.is_subset(&allowed),
             "{refused} write requests refused, {out_of_order} samples dropped as out of order in partitions {dropped:?}; only the killed instance's {allowed:?} may be replayed (overlaps: {overlaps:?}); logs:\n{logs}"
@@ -191,6 +240,54 @@ async fn three_instances_partitioned_add_up_to_the_batch_computation() {
     for s in instances {
         s.terminate().await;
     }
+}
+
+/// Waits until `instances` own every partition between them, each exactly
+/// once, by their logs, unchanged over three checks a second apart (a
+/// rebalance in progress shows as a gap or an overlap); panics with the
+/// ownership if they do not within a minute.
+async fn settle(instances: &[Service], stage: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (mut last, mut stable) = (Vec::new(), 0);
+    loop {
+        let owned: Vec<BTreeSet<i32>> = instances.iter().map(owned_now).collect();
+        let mut all: Vec<i32> = owned.iter().flatten().copied().collect();
+        all.sort_unstable();
+        let complete = all == (0..PARTITIONS).collect::<Vec<_>>();
+        stable = if complete && owned == last {
+            stable + 1
+        } else {
+            0
+        };
+        if stable == 2 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the group did not settle ({stage}): owned {owned:?}"
+        );
+        last = owned;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The partitions `service` owns now, by its log.
+fn owned_now(service: &Service) -> BTreeSet<i32> {
+    ownership_intervals(service, None)
+        .into_iter()
+        .filter(|o| o.3 == i64::MAX)
+        .map(|o| o.1)
+        .collect()
+}
+
+/// Whether `service` logged a revocation at or after `at_ms`.
+fn revoked_since(service: &Service, at_ms: i64) -> bool {
+    std::fs::read_to_string(&service.log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("Partitions revoked."))
+        .filter_map(|l| l.get(..27).and_then(log_time_ms))
+        .any(|t| t >= at_ms)
 }
 
 /// One instance's ownership of one partition: (instance, partition, from, to), epoch ms.
