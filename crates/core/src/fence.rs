@@ -9,13 +9,18 @@
 //! drops every batch built before the bump that it had not registered yet
 //! (its windows are rebuilt from the replay, so nothing is lost).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::Duration;
 
 /// The assignment epoch and the sink's in-flight batch count.
 #[derive(Debug, Default)]
 pub struct RevocationFence {
     epoch: AtomicU64,
-    pending: AtomicUsize,
+    /// Changed by the sink once per registered or acknowledged batch; the
+    /// condition variable wakes a revocation waiting for it to reach zero.
+    pending: Mutex<usize>,
+    drained: Condvar,
 }
 
 impl RevocationFence {
@@ -37,12 +42,26 @@ impl RevocationFence {
 
     /// The sink's count of batches registered and not yet acknowledged.
     pub fn set_pending(&self, batches: usize) {
-        self.pending.store(batches, Ordering::SeqCst);
+        *self.pending.lock().unwrap_or_else(PoisonError::into_inner) = batches;
+        if batches == 0 {
+            self.drained.notify_all();
+        }
     }
 
     /// Batches the sink has registered and not yet acknowledged.
     pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::SeqCst)
+        *self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Blocks the calling thread until the sink has nothing in flight, or
+    /// `timeout` has passed; returns what is still pending (0: drained).
+    pub fn wait_drained(&self, timeout: Duration) -> usize {
+        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let (pending, _) = self
+            .drained
+            .wait_timeout_while(pending, timeout, |pending| *pending > 0)
+            .unwrap_or_else(PoisonError::into_inner);
+        *pending
     }
 }
 
@@ -59,5 +78,24 @@ mod tests {
         assert!(!fence.is_stale(1));
         fence.set_pending(3);
         assert_eq!(fence.pending(), 3);
+    }
+
+    #[test]
+    fn a_revocation_waits_until_the_sink_has_drained_or_the_time_is_up() {
+        let fence = std::sync::Arc::new(RevocationFence::default());
+        assert_eq!(fence.wait_drained(Duration::from_secs(5)), 0);
+        fence.set_pending(2);
+        assert_eq!(fence.wait_drained(Duration::from_millis(20)), 2);
+        let sink = {
+            let fence = std::sync::Arc::clone(&fence);
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                fence.set_pending(1);
+                std::thread::sleep(Duration::from_millis(50));
+                fence.set_pending(0);
+            })
+        };
+        assert_eq!(fence.wait_drained(Duration::from_secs(30)), 0);
+        sink.join().unwrap();
     }
 }
