@@ -138,19 +138,13 @@ impl SourceContext {
     /// the commit that follows covers every window this instance will write
     /// for the revoked partitions. Bounded by `kafka.drain_timeout_ms`.
     fn wait_for_sink(&self) {
-        let deadline = Instant::now() + self.revoke_wait;
-        let wait = || {
-            while self.fence.pending() > 0 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        };
+        let wait = || self.fence.wait_drained(self.revoke_wait);
         // librdkafka calls this from the source task's poll: let the sink's
         // tasks run on the other workers meanwhile.
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        let pending = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
             Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
             _ => wait(),
-        }
-        let pending = self.fence.pending();
+        };
         if pending > 0 {
             tracing::warn!(
                 pending,
@@ -412,6 +406,15 @@ pub struct SinkFeedback {
     pub fence: Arc<RevocationFence>,
 }
 
+/// Declares the source's readiness conditions, not met until partitions are
+/// assigned. [`run`] does it first thing; a service that answers `/readyz`
+/// before that task has run calls it itself, or it would answer "ready"
+/// while the source is still connecting.
+pub fn declare_readiness(readiness: &Readiness) {
+    readiness.require(READY_PARTITIONS, "no partitions assigned yet");
+    readiness.require(READY_OWNERSHIP, "no partitions assigned yet");
+}
+
 /// Runs the source until `shutdown` completes, then drains and leaves the group.
 pub async fn run(
     cfg: KafkaConfig,
@@ -422,6 +425,7 @@ pub async fn run(
     readiness: Arc<Readiness>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), KafkaStageError> {
+    declare_readiness(&readiness);
     let SinkFeedback { mut acks, fence } = sink;
     let security = SecurityContext::for_config(&cfg)?;
     security.warm_up().await;
@@ -451,8 +455,6 @@ pub async fn run(
     consumer
         .subscribe(&[&cfg.topic])
         .map_err(KafkaStageError::Setup)?;
-    readiness.require(READY_PARTITIONS, "no partitions assigned yet");
-    readiness.require(READY_OWNERSHIP, "no partitions assigned yet");
     tracing::info!(topic = %cfg.topic, group = %cfg.group_id, "Subscribed.");
 
     let mut task = SourceTask {

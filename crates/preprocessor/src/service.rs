@@ -353,6 +353,7 @@ pub async fn run(
             let tracker = WatermarkTracker::new(settings.watermarks, settings.window);
             let metrics = telemetry.source.clone();
             let readiness = telemetry.readiness.clone();
+            fleet_kafka::source::declare_readiness(&readiness);
             let head = core.head;
             tasks.spawn(
                 async move {
