@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
@@ -126,6 +126,11 @@ struct SourceContext {
     acks: watch::Receiver<Option<Checkpoint>>,
     /// How long a revocation waits for the sink, at most.
     revoke_wait: Duration,
+    /// Held through the commit that finds out whether the broker keeps
+    /// commit metadata (it runs on a blocking thread) and through a
+    /// revocation's commit, so that the older plan lands first. Taken
+    /// before `shared`.
+    verification: Mutex<()>,
 }
 
 const METADATA_UNKNOWN: u8 = 0;
@@ -290,6 +295,10 @@ impl ConsumerContext for SourceContext {
             .collect();
         self.fence.revoke();
         self.wait_for_sink();
+        let _verified = self
+            .verification
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let accepted = self.acks.borrow().clone();
         let Ok(mut shared) = self.shared.lock() else {
             return;
@@ -395,6 +404,9 @@ struct SourceTask {
     progress: ProgressWatch,
     metrics: SourceMetrics,
     readiness: Arc<Readiness>,
+    /// The commit that finds out whether the broker keeps commit metadata,
+    /// while it runs (see [`SourceTask::commit_accepted`]).
+    verifying: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What the source hears back from the sink.
@@ -446,6 +458,7 @@ pub async fn run(
         fence: Arc::clone(&fence),
         acks: acks.clone(),
         revoke_wait: Duration::from_millis(cfg.drain_timeout_ms),
+        verification: Mutex::new(()),
     };
     let consumer: Arc<StreamConsumer<SourceContext>> = Arc::new(
         cfg.consumer_config()
@@ -479,6 +492,7 @@ pub async fn run(
         progress: ProgressWatch::new(Duration::from_millis(cfg.progress_timeout_ms)),
         metrics,
         readiness,
+        verifying: None,
         cfg,
     };
     // One message stream for the task's life: a `recv()` per message would
@@ -540,6 +554,10 @@ pub async fn run(
             // Keep serving the group while waiting.
             _ = messages.next() => {}
         }
+    }
+    if let Some(verifying) = task.verifying.take() {
+        // Its plan is older than the last one: let it land first.
+        let _ = verifying.await;
     }
     task.commit_accepted(&acks, CommitMode::Sync);
     task.consumer.unsubscribe();
@@ -950,54 +968,90 @@ impl SourceTask {
         let Some(plan) = plan else {
             return;
         };
+        if self.consumer.context().metadata_known() {
+            commit_plan(&self.consumer, &self.metrics, &self.cfg.topic, &plan, mode);
+            return;
+        }
         // Until the broker is known to keep commit metadata, commit
-        // synchronously and read it back.
-        let context = self.consumer.context();
-        let verify = !context.metadata_known();
-        let mode = if verify { CommitMode::Sync } else { mode };
-        let result = context.commit(&*self.consumer, &plan, mode);
-        self.metrics.committed(
-            result.is_ok(),
-            plan.offsets.len(),
-            result.as_ref().err().map(String::as_str),
-        );
-        if result.is_ok() {
-            if let Ok(mut shared) = context.shared.lock() {
-                shared.ledger.committed_plan(&plan);
-            }
-            if verify {
-                self.verify_metadata(&plan);
-            }
+        // synchronously and read it back. That waits on the coordinator (up
+        // to its timeout if it has gone away), so the periodic commit does it
+        // on a blocking thread: the source keeps ticking meanwhile (readiness,
+        // watermarks), and commits nothing else until it is done.
+        if matches!(mode, CommitMode::Sync) {
+            commit_plan(&self.consumer, &self.metrics, &self.cfg.topic, &plan, mode);
+            return;
+        }
+        if self.verifying.as_ref().is_some_and(|v| !v.is_finished()) {
+            return;
+        }
+        let (consumer, metrics) = (Arc::clone(&self.consumer), self.metrics.clone());
+        let topic = self.cfg.topic.clone();
+        self.verifying = Some(tokio::task::spawn_blocking(move || {
+            commit_plan(&consumer, &metrics, &topic, &plan, CommitMode::Sync);
+        }));
+    }
+}
+
+/// Commits `plan`, counts the outcome and records it in the ledger; while the
+/// broker's keeping of commit metadata is unknown, the commit is synchronous
+/// and read back.
+fn commit_plan(
+    consumer: &StreamConsumer<SourceContext>,
+    metrics: &SourceMetrics,
+    topic: &str,
+    plan: &CommitPlan,
+    mode: CommitMode,
+) {
+    let context = consumer.context();
+    let verify = !context.metadata_known();
+    let _verifying = verify.then(|| {
+        context
+            .verification
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    });
+    let mode = if verify { CommitMode::Sync } else { mode };
+    let result = context.commit(consumer, plan, mode);
+    metrics.committed(
+        result.is_ok(),
+        plan.offsets.len(),
+        result.as_ref().err().map(String::as_str),
+    );
+    if result.is_ok() {
+        if let Ok(mut shared) = context.shared.lock() {
+            shared.ledger.committed_plan(plan);
+        }
+        if verify {
+            verify_metadata(consumer, topic, plan);
         }
     }
+}
 
-    fn verify_metadata(&self, plan: &CommitPlan) {
-        let Some((p, written)) = plan.metadata.iter().next() else {
-            return;
-        };
-        let written = *written;
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.cfg.topic, *p);
-        match self.consumer.committed_offsets(tpl, COORDINATOR_TIMEOUT) {
-            Ok(read) => {
-                let back = read
-                    .elements_for_topic(&self.cfg.topic)
-                    .first()
-                    .and_then(|e| CommitMetadata::parse(e.metadata()));
-                let kept = back == Some(written);
-                self.consumer.context().set_metadata_kept(kept);
-                if !kept {
-                    // Store this first boundary where the broker keeps it.
-                    let result =
-                        self.consumer
-                            .context()
-                            .commit(&*self.consumer, plan, CommitMode::Sync);
-                    if let Err(error) = result {
-                        tracing::warn!(%error, "Cannot commit the window boundary to the companion group.");
-                    }
+/// Reads back the first committed partition of `plan`: whether the broker
+/// kept its metadata. If not, the boundary goes to the companion group.
+fn verify_metadata(consumer: &StreamConsumer<SourceContext>, topic: &str, plan: &CommitPlan) {
+    let Some((p, written)) = plan.metadata.iter().next() else {
+        return;
+    };
+    let written = *written;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, *p);
+    match consumer.committed_offsets(tpl, COORDINATOR_TIMEOUT) {
+        Ok(read) => {
+            let back = read
+                .elements_for_topic(topic)
+                .first()
+                .and_then(|e| CommitMetadata::parse(e.metadata()));
+            let kept = back == Some(written);
+            consumer.context().set_metadata_kept(kept);
+            if !kept {
+                // Store this first boundary where the broker keeps it.
+                let result = consumer.context().commit(consumer, plan, CommitMode::Sync);
+                if let Err(error) = result {
+                    tracing::warn!(%error, "Cannot commit the window boundary to the companion group.");
                 }
             }
-            Err(error) => tracing::debug!(%error, "Cannot read back committed offsets yet."),
         }
+        Err(error) => tracing::debug!(%error, "Cannot read back committed offsets yet."),
     }
 }
