@@ -10,6 +10,8 @@
 # the Kafka path's CPU per event can be compared with replay's in one run, and
 # read by `fleet-bench consume` (the client alone, with the service's consumer
 # properties), so the part of the difference that is the client's own shows.
+# Logs stay in the state directory it prints; the generated events are
+# removed on exit.
 #
 # Settings (environment, with defaults):
 #   EVENTS=2000000   events in the backlog
@@ -43,6 +45,7 @@ done
 STATE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/fleet-bench-kafka.XXXXXX")"
 # shellcheck source=scripts/lib/processes.sh
 . "$ROOT/scripts/lib/processes.sh"
+SCRATCH_FILES+=("$STATE_DIR/events.jsonl")
 
 port_open "$KAFKA_PORT" && fail "port $KAFKA_PORT is in use; set KAFKA_PORT"
 TANSU="$(command -v tansu 2>/dev/null || echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu")"

@@ -11,6 +11,9 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # name → pid of every process this script started, in start order; stopped in
 # reverse order on exit.
 declare -a STARTED_NAMES=() STARTED_PIDS=()
+# Bulky inputs the caller registers to be removed on exit: the logs stay in
+# $STATE_DIR, the hundreds of MB of generated events do not.
+declare -a SCRATCH_FILES=()
 # name → 1 once its exit status has been collected (a pid is waited for once).
 declare -A REAPED=()
 
@@ -94,6 +97,9 @@ cleanup() {
         for ((i = ${#STARTED_NAMES[@]} - 1; i >= 0; i--)); do
             stop "${STARTED_NAMES[$i]}" 15
         done
+    fi
+    if [ "${#SCRATCH_FILES[@]}" -gt 0 ]; then
+        rm -f -- "${SCRATCH_FILES[@]}"
     fi
     printf '\nState and logs: %s\n' "$STATE_DIR"
     ls -1 "$STATE_DIR"/*.log 2>/dev/null | sed 's/^/   /' || true
