@@ -968,20 +968,18 @@ impl SourceTask {
         let Some(plan) = plan else {
             return;
         };
-        if self.consumer.context().metadata_known() {
-            commit_plan(&self.consumer, &self.metrics, &self.cfg.topic, &plan, mode);
-            return;
-        }
         // Until the broker is known to keep commit metadata, commit
         // synchronously and read it back. That waits on the coordinator (up
         // to its timeout if it has gone away), so the periodic commit does it
         // on a blocking thread: the source keeps ticking meanwhile (readiness,
-        // watermarks), and commits nothing else until it is done.
-        if matches!(mode, CommitMode::Sync) {
-            commit_plan(&self.consumer, &self.metrics, &self.cfg.topic, &plan, mode);
+        // watermarks), and commits nothing else until it is done, so that no
+        // newer plan lands before it. (Shutdown awaits it before its own.)
+        let periodic = matches!(mode, CommitMode::Async);
+        if periodic && self.verifying.as_ref().is_some_and(|v| !v.is_finished()) {
             return;
         }
-        if self.verifying.as_ref().is_some_and(|v| !v.is_finished()) {
+        if !periodic || self.consumer.context().metadata_known() {
+            commit_plan(&self.consumer, &self.metrics, &self.cfg.topic, &plan, mode);
             return;
         }
         let (consumer, metrics) = (Arc::clone(&self.consumer), self.metrics.clone());
