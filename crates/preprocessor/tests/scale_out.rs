@@ -280,14 +280,11 @@ fn owned_now(service: &Service) -> BTreeSet<i32> {
         .collect()
 }
 
-/// Whether `service` logged a revocation at or after `at_ms`.
+/// Whether `service` logged a revocation of partitions it owned at or after `at_ms`.
 fn revoked_since(service: &Service, at_ms: i64) -> bool {
-    std::fs::read_to_string(&service.log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("Partitions revoked."))
-        .filter_map(|l| l.get(..27).and_then(log_time_ms))
-        .any(|t| t >= at_ms)
+    ownership_intervals(service, None)
+        .iter()
+        .any(|o| o.3 >= at_ms && o.3 != i64::MAX)
 }
 
 /// One instance's ownership of one partition: (instance, partition, from, to), epoch ms.
