@@ -52,7 +52,7 @@ TANSU="$(command -v tansu 2>/dev/null || echo "${CARGO_HOME:-$HOME/.cargo}/bin/t
 [ -x "$TANSU" ] || fail "tansu not found; run scripts/install-test-deps.sh"
 
 log "Building (release)"
-(cd "$ROOT" && cargo build --release -p fleet-generator -p fleet-preprocessor -p fleet-bench)
+(cd "$ROOT" && cargo build --release -p fleet-generator-cli -p fleet-preprocessor -p fleet-bench)
 TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 GENERATOR="$TARGET_DIR/release/fleet-generator"
@@ -121,7 +121,7 @@ for n in $INSTANCES; do
             FLEET__KAFKA__BROKERS="127.0.0.1:$KAFKA_PORT" \
             FLEET__KAFKA__TOPIC=bench \
             FLEET__KAFKA__GROUP_ID="bench-$n-$RANDOM" \
-            FLEET__KAFKA__OUTPUT_MODE=partitioned \
+            FLEET__PIPELINE__OUTPUT_MODE=partitioned \
             FLEET__REFERENCE__CSV_PATH="$STATE_DIR/vehicles.csv" \
             FLEET__TELEMETRY__LISTEN="127.0.0.1:$((METRICS_PORT + i))" \
             "$PREPROCESSOR" --config "$STATE_DIR/instance.toml" run

@@ -1,10 +1,11 @@
-//! The aggregator stage: event-time tumbling windows per (model, region).
+//! The aggregator stage: event-time tumbling windows per (model, region),
+//! one set per [`Scope`](fleet_core::Scope) of the output mode.
 //!
 //! Consumes [`Msg<EnrichedBatch>`](fleet_core::Msg) and produces
 //! [`WindowBatch`](fleet_core::WindowBatch)es for the sink. Only this stage
 //! interprets watermarks: a window `[start, end)` is emitted once, when the
-//! watermark reaches `end − 1`; windows are emitted in start order and, within
-//! a window, in (model, region) order. An event whose window has already been
+//! watermark of its scope reaches `end − 1`; windows are emitted in end order
+//! and, within a window, in label order. An event whose window has already been
 //! emitted is late: it is dropped and counted, never silently.
 //!
 //! Each emitted batch carries a [`Checkpoint`](fleet_core::Checkpoint): the
@@ -18,131 +19,111 @@
 #![deny(missing_docs)]
 
 mod metrics;
-mod partitioned;
+mod scoped;
 mod windows;
 
 pub use metrics::AggregatorMetrics;
-pub use partitioned::PartitionedWindows;
-pub use windows::{Admit, BatchOutcome, Folds, PendingVehicleSample, TumblingWindows};
+pub use scoped::ScopedWindows;
+pub use windows::{Admit, BatchOutcome, Folds, PendingVehicleSample};
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use fleet_core::{EnrichedBatch, Msg, VehicleKey, VehicleSample, WindowAggregate, WindowBatch};
+use fleet_core::{
+    EnrichedBatch, Msg, OutputMode, VehicleKey, VehicleSample, WindowBatch, WindowSpec,
+};
+use fleet_drilldown::SampleFrequency;
 use tokio::sync::mpsc;
 
-/// The windows of one of the two output modes (DESIGN: scale-out).
+/// What the aggregator is built from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AggregatorConfig {
+    /// The windows' length.
+    pub window: WindowSpec,
+    /// One window set over every partition, or one per partition.
+    pub output_mode: OutputMode,
+    /// Most label sets one window of one scope writes; the excess is folded
+    /// into one group labelled `other`.
+    pub max_label_sets: usize,
+    /// The drill-down's per-window reduction, when that output is on.
+    pub drilldown: Option<SampleFrequency>,
+}
+
+/// The aggregator's state and its synchronous step: what [`run`] does with
+/// each message, without the channels.
 #[derive(Debug)]
-pub enum Aggregation {
-    /// One set of windows over every partition, closed on the pipeline watermark.
-    Single(TumblingWindows),
-    /// One set per partition, each closed on its partition's watermark.
-    Partitioned(PartitionedWindows),
+pub struct Aggregator {
+    windows: ScopedWindows,
+    /// The assignment epoch of the input (see `fleet_core::RevocationFence`).
+    epoch: u64,
+    vehicle_ids: VehicleIds,
+    metrics: AggregatorMetrics,
 }
 
-impl From<TumblingWindows> for Aggregation {
-    fn from(windows: TumblingWindows) -> Self {
-        Aggregation::Single(windows)
-    }
-}
-
-impl From<PartitionedWindows> for Aggregation {
-    fn from(windows: PartitionedWindows) -> Self {
-        Aggregation::Partitioned(windows)
-    }
-}
-
-impl Aggregation {
-    fn record_batch(&mut self, batch: EnrichedBatch) -> BatchOutcome {
-        match self {
-            Aggregation::Single(w) => w.record_batch(batch),
-            Aggregation::Partitioned(w) => w.record_batch(batch),
+impl Aggregator {
+    /// No window open yet.
+    pub fn new(cfg: &AggregatorConfig, metrics: AggregatorMetrics) -> Self {
+        Aggregator {
+            windows: ScopedWindows::new(cfg.window, cfg.output_mode)
+                .with_max_groups(cfg.max_label_sets)
+                .with_drilldown(cfg.drilldown),
+            epoch: 0,
+            vehicle_ids: VehicleIds::default(),
+            metrics,
         }
     }
 
-    /// Applies a control message; returns the windows it closes.
-    fn control(
-        &mut self,
-        msg: Msg<EnrichedBatch>,
-        metrics: &AggregatorMetrics,
-    ) -> Vec<WindowAggregate> {
-        let (closed, watermark) = match (&mut *self, msg) {
-            (_, Msg::Data(_)) => return Vec::new(),
-            (Aggregation::Single(w), Msg::Watermark(watermark)) => {
-                (w.advance(watermark), Some(watermark))
+    /// Handles one message of the enricher; returns the windows it closes,
+    /// with their drill-down samples and the checkpoint that acknowledges them.
+    pub fn step(&mut self, msg: Msg<EnrichedBatch>) -> Option<WindowBatch> {
+        let aggregates = match msg {
+            Msg::Data(mut batch) => {
+                self.vehicle_ids.announce(&mut batch);
+                let outcome = self.windows.record_batch(batch);
+                self.metrics.recorded(&outcome, self.windows.watermark());
+                return None;
             }
-            (Aggregation::Partitioned(w), Msg::Watermark(watermark)) => {
-                (w.advance_all(watermark), w.watermark())
-            }
-            (Aggregation::Partitioned(w), Msg::PartitionWatermark(p, watermark)) => {
-                (w.advance_partition(p, watermark), w.watermark())
-            }
-            (Aggregation::Single(_), Msg::PartitionWatermark(..)) => {
-                // A source in the single mode never sends these.
-                return Vec::new();
-            }
-            (
-                _,
-                Msg::Rewind {
-                    written_through, ..
-                },
-            ) => {
+            Msg::Rewind {
+                written_through,
+                epoch,
+            } => {
+                self.epoch = epoch;
                 let newest = written_through.values().max().copied();
-                let dropped = match self {
-                    Aggregation::Single(w) => w.rewind(newest),
-                    Aggregation::Partitioned(w) => w.rewind(written_through),
-                };
-                metrics.rewound(newest, dropped);
-                return Vec::new();
+                let dropped = self.windows.rewind(written_through);
+                self.metrics.rewound(newest, dropped);
+                return None;
             }
+            Msg::Watermark(scope, watermark) => self.windows.advance(scope, watermark),
         };
-        if let Some(watermark) = watermark {
-            metrics.advanced(watermark, closed.len(), self.open_windows());
+        self.metrics.advanced(
+            self.windows.watermark(),
+            aggregates.len(),
+            self.windows.open_windows(),
+        );
+        self.metrics.folded(self.windows.take_folds());
+        if aggregates.is_empty() {
+            return None;
         }
-        metrics.folded(self.take_folds());
-        closed
+        let vehicle_samples = self
+            .vehicle_ids
+            .resolve(self.windows.take_vehicle_samples());
+        self.metrics.vehicle_samples(
+            vehicle_samples.len(),
+            self.windows.take_drilldown_duplicates(),
+        );
+        Some(WindowBatch {
+            aggregates,
+            vehicle_samples,
+            checkpoint: fleet_core::Checkpoint {
+                epoch: self.epoch,
+                ..self.windows.checkpoint()
+            },
+        })
     }
 
-    fn take_vehicle_samples(&mut self) -> Vec<PendingVehicleSample> {
-        match self {
-            Aggregation::Single(w) => w.take_vehicle_samples(),
-            Aggregation::Partitioned(w) => w.take_vehicle_samples(),
-        }
-    }
-
-    fn take_drilldown_duplicates(&mut self) -> u64 {
-        match self {
-            Aggregation::Single(w) => w.take_drilldown_duplicates(),
-            Aggregation::Partitioned(w) => w.take_drilldown_duplicates(),
-        }
-    }
-
-    fn take_folds(&mut self) -> Folds {
-        match self {
-            Aggregation::Single(w) => w.take_folds(),
-            Aggregation::Partitioned(w) => w.take_folds(),
-        }
-    }
-
-    fn open_windows(&self) -> usize {
-        match self {
-            Aggregation::Single(w) => w.open_windows(),
-            Aggregation::Partitioned(w) => w.open_windows(),
-        }
-    }
-
-    fn watermark(&self) -> Option<fleet_core::Watermark> {
-        match self {
-            Aggregation::Single(w) => w.watermark(),
-            Aggregation::Partitioned(w) => w.watermark(),
-        }
-    }
-
-    fn checkpoint(&self) -> fleet_core::Checkpoint {
-        match self {
-            Aggregation::Single(w) => w.checkpoint(),
-            Aggregation::Partitioned(w) => w.checkpoint(),
-        }
+    /// How many windows are open.
+    pub fn open_windows(&self) -> usize {
+        self.windows.open_windows()
     }
 }
 
@@ -185,45 +166,20 @@ pub enum AggregatorError {
 
 /// Runs the stage until `input` closes.
 pub async fn run(
-    windows: impl Into<Aggregation>,
+    cfg: AggregatorConfig,
     mut input: mpsc::Receiver<Msg<EnrichedBatch>>,
     output: mpsc::Sender<WindowBatch>,
     metrics: AggregatorMetrics,
 ) -> Result<(), AggregatorError> {
-    let mut windows = windows.into();
-    // The assignment epoch of the input (see `fleet_core::RevocationFence`).
-    let mut epoch = 0;
-    let mut vehicle_ids = VehicleIds::default();
+    let mut aggregator = Aggregator::new(&cfg, metrics.clone());
     while let Some(msg) = input.recv().await {
-        match msg {
-            Msg::Data(mut batch) => {
-                vehicle_ids.announce(&mut batch);
-                let outcome = windows.record_batch(batch);
-                metrics.recorded(&outcome, windows.watermark());
-                continue;
-            }
-            Msg::Rewind { epoch: e, .. } => epoch = e,
-            Msg::Watermark(_) | Msg::PartitionWatermark(..) => {}
+        if let Some(batch) = aggregator.step(msg) {
+            output
+                .send(batch)
+                .await
+                .map_err(|_| AggregatorError::DownstreamClosed)?;
         }
-        let aggregates = windows.control(msg, &metrics);
-        if aggregates.is_empty() {
-            continue;
-        }
-        let vehicle_samples = vehicle_ids.resolve(windows.take_vehicle_samples());
-        metrics.vehicle_samples(vehicle_samples.len(), windows.take_drilldown_duplicates());
-        let batch = WindowBatch {
-            aggregates,
-            vehicle_samples,
-            checkpoint: fleet_core::Checkpoint {
-                epoch,
-                ..windows.checkpoint()
-            },
-        };
-        output
-            .send(batch)
-            .await
-            .map_err(|_| AggregatorError::DownstreamClosed)?;
     }
-    metrics.input_closed(windows.open_windows());
+    metrics.input_closed(aggregator.open_windows());
     Ok(())
 }

@@ -121,11 +121,13 @@ impl AggregatorMetrics {
     }
 
     /// The watermark moved and closed `emitted` window aggregates.
-    pub fn advanced(&self, watermark: Watermark, emitted: usize, open: usize) {
+    /// `watermark` is the oldest of the window sets, the end of a bounded
+    /// input aside.
+    pub fn advanced(&self, watermark: Option<Watermark>, emitted: usize, open: usize) {
         self.windows_emitted.inc_by(emitted as u64);
         self.open_windows
             .set(i64::try_from(open).unwrap_or(i64::MAX));
-        if watermark != Watermark::END_OF_INPUT {
+        if let Some(watermark) = watermark {
             self.watermark.set(watermark.0);
         }
     }

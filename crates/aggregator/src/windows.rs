@@ -1,4 +1,4 @@
-//! Tumbling windows as a plain, synchronous state machine.
+//! The tumbling windows of one scope, as a plain, synchronous state machine.
 //!
 //! Open windows live in a deque ordered by start, so closing is popping from
 //! the front, and most events find theirs at the back. Per window the
@@ -11,8 +11,8 @@ mod acc;
 use std::collections::{BTreeMap, VecDeque};
 
 use fleet_core::{
-    Checkpoint, EnrichedBatch, EnrichedEvent, EventType, GroupId, GroupKey, PartitionId,
-    TimestampMs, VehicleKey, Watermark, WindowAggregate, WindowSpec,
+    EnrichedEvent, EventType, GroupId, GroupKey, PartitionId, TimestampMs, VehicleKey, Watermark,
+    WindowAggregate, WindowSpec,
 };
 
 use acc::{GroupAcc, OffsetMap, OpenWindow, VehicleTable};
@@ -69,7 +69,7 @@ impl Folds {
     }
 }
 
-/// Totals of one [`TumblingWindows::record_batch`] call.
+/// Totals of one [`ScopedWindows::record_batch`](crate::ScopedWindows::record_batch) call.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
     /// Events added to windows.
@@ -109,12 +109,11 @@ const SPARE_TABLES: usize = 2;
 /// (see [`fleet_core::prefetch`]).
 const PREFETCH_DISTANCE: usize = 16;
 
-/// The windows of one aggregator.
+/// The windows of one scope. Group labels are the aggregator's, passed in
+/// where windows close: every scope shares one table.
 #[derive(Debug)]
-pub struct TumblingWindows {
+pub(crate) struct TumblingWindows {
     spec: WindowSpec,
-    /// Group labels by [`GroupId`](fleet_core::GroupId), as announced by the enricher.
-    groups: Vec<GroupKey>,
     /// Ordered by start.
     open: VecDeque<OpenWindow>,
     spare: Vec<VehicleTable>,
@@ -138,7 +137,6 @@ impl TumblingWindows {
     pub fn new(spec: WindowSpec) -> Self {
         TumblingWindows {
             spec,
-            groups: Vec::new(),
             open: VecDeque::new(),
             spare: Vec::new(),
             watermark: None,
@@ -236,16 +234,12 @@ impl TumblingWindows {
         dropped
     }
 
-    /// Adds a batch from the enricher.
-    pub fn record_batch(&mut self, batch: EnrichedBatch) -> BatchOutcome {
-        self.groups.extend(batch.new_groups);
-        let mut outcome = BatchOutcome::default();
-        for (i, e) in batch.events.iter().enumerate() {
+    /// Adds events of this scope (their groups must have been announced).
+    pub fn record_events(&mut self, events: &[EnrichedEvent], outcome: &mut BatchOutcome) {
+        for (i, e) in events.iter().enumerate() {
             // Most events fall in the newest window: start loading the
             // vehicle slot of an event ahead there while this one is added.
-            if let (Some(ahead), Some(w)) =
-                (batch.events.get(i + PREFETCH_DISTANCE), self.open.back())
-            {
+            if let (Some(ahead), Some(w)) = (events.get(i + PREFETCH_DISTANCE), self.open.back()) {
                 w.prefetch(ahead);
             }
             match self.record(e) {
@@ -254,10 +248,12 @@ impl TumblingWindows {
                 Admit::AlreadyWritten => outcome.already_written += 1,
             }
         }
-        for (partition, offset) in batch.consumed_without_output {
-            self.next_offsets.raise(partition, offset.saturating_add(1));
-        }
-        outcome
+    }
+
+    /// An event consumed without output (a dropped unknown vehicle): only
+    /// the offset bookkeeping sees it.
+    pub fn consumed(&mut self, partition: PartitionId, offset: i64) {
+        self.next_offsets.raise(partition, offset.saturating_add(1));
     }
 
     /// Whether `ts` falls in `window` (without a division).
@@ -320,9 +316,9 @@ impl TumblingWindows {
     }
 
     /// Moves event time to `watermark` and returns every window it closes, in
-    /// (window end, model, region) order. A watermark behind the current one
-    /// changes nothing.
-    pub fn advance(&mut self, watermark: Watermark) -> Vec<WindowAggregate> {
+    /// (window end, model, region) order, labelled from `groups`. A
+    /// watermark behind the current one changes nothing.
+    pub fn advance(&mut self, watermark: Watermark, groups: &[GroupKey]) -> Vec<WindowAggregate> {
         if self.watermark.is_some_and(|w| w >= watermark) {
             return Vec::new();
         }
@@ -338,22 +334,22 @@ impl TumblingWindows {
                 break;
             };
             let first = out.len();
-            self.close(&window, end, &mut out);
+            self.close(&window, end, groups, &mut out);
             out[first..].sort_by(|a, b| a.group.cmp(&b.group));
-            self.close_drilldown(start, end);
+            self.close_drilldown(start, end, groups);
             self.recycle(window);
         }
         out
     }
 
     /// The drill-down samples of a closing window, labelled.
-    fn close_drilldown(&mut self, start: TimestampMs, end: TimestampMs) {
+    fn close_drilldown(&mut self, start: TimestampMs, end: TimestampMs, groups: &[GroupKey]) {
         let Some(drilldown) = &mut self.drilldown else {
             return;
         };
         drilldown.close_into(start, end, &mut self.reduced);
         for r in self.reduced.drain(..) {
-            let Some(group) = self.groups.get(r.group.0 as usize) else {
+            let Some(group) = groups.get(r.group.0 as usize) else {
                 continue;
             };
             self.vehicle_samples.push(PendingVehicleSample {
@@ -367,16 +363,22 @@ impl TumblingWindows {
     }
 
     /// The aggregates of a closing window, its groups over the limit folded.
-    fn close(&mut self, window: &OpenWindow, end: TimestampMs, out: &mut Vec<WindowAggregate>) {
+    fn close(
+        &mut self,
+        window: &OpenWindow,
+        end: TimestampMs,
+        labels: &[GroupKey],
+        out: &mut Vec<WindowAggregate>,
+    ) {
         // Groups are announced before the events that use them.
         let mut groups: Vec<(GroupId, &GroupAcc, &GroupKey)> = window
             .groups()
-            .filter_map(|(g, acc)| Some((g, acc, self.groups.get(g.0 as usize)?)))
+            .filter_map(|(g, acc)| Some((g, acc, labels.get(g.0 as usize)?)))
             .collect();
         if groups.len() > self.max_groups {
             groups.sort_by(|a, b| b.1.events.cmp(&a.1.events).then_with(|| a.2.cmp(b.2)));
             let (kept, folded) = groups.split_at(self.max_groups - 1);
-            let mut is_folded = vec![false; self.groups.len()];
+            let mut is_folded = vec![false; labels.len()];
             for (g, _, _) in folded {
                 is_folded[g.0 as usize] = true;
             }
@@ -394,28 +396,27 @@ impl TumblingWindows {
         }
     }
 
-    /// What may be acknowledged once everything emitted so far is accepted.
-    pub fn checkpoint(&self) -> Checkpoint {
-        let mut resume_offsets: BTreeMap<PartitionId, i64> = self.next_offsets.iter().collect();
+    /// Adds to `resume_offsets`, per partition of this scope, the offset a
+    /// restart must replay from: no event before it is in an open window.
+    pub fn resume_offsets_into(&self, resume_offsets: &mut BTreeMap<PartitionId, i64>) {
+        let mut mine: BTreeMap<PartitionId, i64> = self.next_offsets.iter().collect();
         for window in &self.open {
             for (p, first) in window.first_offsets.iter() {
-                if let Some(r) = resume_offsets.get_mut(&p) {
+                if let Some(r) = mine.get_mut(&p) {
                     *r = (*r).min(first);
                 }
             }
         }
+        resume_offsets.extend(mine);
+    }
+
+    /// The end of the newest window closed (or written before a restart),
+    /// if any: once accepted, no window ending at or before it is written again.
+    pub fn closed_through(&self) -> Option<TimestampMs> {
         let closed = self
             .watermark
             .map(|w| self.spec.start_of(w.0.saturating_add(1)));
-        Checkpoint {
-            resume_offsets,
-            closed_through: match (closed, self.resumed_through) {
-                (Some(c), Some(r)) => Some(c.max(r)),
-                (c, r) => c.or(r),
-            },
-            partition_closed_through: Default::default(),
-            epoch: 0,
-        }
+        closed.max(self.resumed_through)
     }
 }
 

@@ -3,8 +3,10 @@
 //! the windows, driven synchronously, against the batch oracle of
 //! fleet-testkit and a small sequential model of the late rule.
 //!
-//! Whatever the fleet, the arrival order, the number of partitions, their
-//! interleaving and the batch sizes:
+//! In both output modes, and whatever the fleet, the arrival order, the
+//! number of partitions, their interleaving and the batch sizes (in the
+//! partitioned mode each partition's series against the batch computation
+//! over that partition's events):
 //! - with disorder within the bound, the output equals the batch computation;
 //! - with disorder beyond it, exactly the events the design's rule calls late
 //!   are dropped, and the rest equals the batch computation.
@@ -12,10 +14,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use fleet_aggregator::TumblingWindows;
+use fleet_aggregator::{Aggregator, AggregatorConfig, AggregatorMetrics};
 use fleet_core::{
-    EventType, Msg, RawEvent, SourceBatcher, SourceEvent, Watermark, WatermarkRules,
-    WatermarkTracker, WindowAggregate, WindowSpec,
+    EventType, Msg, OutputMode, RawEvent, Scope, SourceBatcher, SourceEvent, Watermark,
+    WatermarkRules, WatermarkTracker, WindowAggregate, WindowSpec,
 };
 use fleet_enricher::{ReferenceTable, UnknownVehiclePolicy, VehicleCatalog};
 use fleet_testkit::oracle;
@@ -125,7 +127,7 @@ fn scenario(max_delay_ms: i64) -> impl Strategy<Value = Scenario> {
 
 /// Runs the pipeline's synchronous cores over the scenario; returns the
 /// aggregates and the number of late events.
-fn run_pipeline(s: &Scenario) -> (Vec<WindowAggregate>, usize) {
+fn run_pipeline(s: &Scenario, mode: OutputMode) -> (Vec<WindowAggregate>, usize) {
     let window = WindowSpec::new(WINDOW_MS).unwrap();
     let rules = WatermarkRules {
         out_of_orderness_ms: OOO_MS,
@@ -137,31 +139,31 @@ fn run_pipeline(s: &Scenario) -> (Vec<WindowAggregate>, usize) {
     for p in 0..s.partitions {
         tracker.assign(p, now);
     }
-    let mut batcher = SourceBatcher::new(tracker, s.max_batch);
+    let mut batcher = SourceBatcher::new(tracker, s.max_batch, mode);
     let table = ReferenceTable::from_pairs(s.reference.clone());
     let mut catalog = VehicleCatalog::new(&table, UnknownVehiclePolicy::Unknown);
-    let mut windows = TumblingWindows::new(window);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = AggregatorMetrics::register(&mut registry);
+    let config = AggregatorConfig {
+        window,
+        output_mode: mode,
+        max_label_sets: usize::MAX,
+        drilldown: None,
+    };
+    let mut aggregator = Aggregator::new(&config, metrics);
     let mut out = Vec::new();
-    let mut late = 0;
     let mut offsets: HashMap<i32, i64> = HashMap::new();
-    let mut drain =
-        |batcher: &mut SourceBatcher, out: &mut Vec<WindowAggregate>, late: &mut usize| {
-            while let Some(msg) = batcher.pop() {
-                match msg {
-                    Msg::Data(batch) => {
-                        let (enriched, _) = catalog.enrich_batch(batch);
-                        *late += windows.record_batch(enriched).late_lags_ms.len();
-                    }
-                    Msg::Watermark(w) => out.extend(windows.advance(w)),
-                    Msg::PartitionWatermark(..) => unreachable!("single output mode"),
-                    Msg::Rewind {
-                        written_through, ..
-                    } => {
-                        windows.rewind(written_through.values().max().copied());
-                    }
-                }
+    let mut drain = |batcher: &mut SourceBatcher, out: &mut Vec<WindowAggregate>| {
+        while let Some(msg) = batcher.pop() {
+            let msg = match msg.into_data() {
+                Ok(batch) => Msg::Data(catalog.enrich_batch(batch).0),
+                Err(control) => control,
+            };
+            if let Some(batch) = aggregator.step(msg) {
+                out.extend(batch.aggregates);
             }
-        };
+        }
+    };
     for (p, event) in &s.arrivals {
         let offset = offsets.entry(*p).or_default();
         batcher.push(
@@ -174,25 +176,39 @@ fn run_pipeline(s: &Scenario) -> (Vec<WindowAggregate>, usize) {
             0,
         );
         *offset += 1;
-        drain(&mut batcher, &mut out, &mut late);
+        drain(&mut batcher, &mut out);
     }
-    batcher.push_msg(Msg::Watermark(Watermark::END_OF_INPUT));
-    drain(&mut batcher, &mut out, &mut late);
+    batcher.push_msg(Msg::Watermark(Scope::All, Watermark::END_OF_INPUT));
+    drain(&mut batcher, &mut out);
+    let late = registry_value(&registry, "late_events_total");
     (out, late)
 }
 
-/// The design's late rule, event by event: the pipeline watermark is the
-/// minimum over partitions of `max ts − ooo − 1` (a partition without data
-/// holds it back) and never goes back; an event is late iff it arrives after
-/// its window's end − 1 was reached.
-fn late_by_model(s: &Scenario) -> Vec<bool> {
+/// A counter's value in the text exposition of `registry`.
+fn registry_value(registry: &prometheus_client::registry::Registry, name: &str) -> usize {
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as usize
+}
+
+/// The design's late rule, event by event. Single output mode: the pipeline
+/// watermark is the minimum over partitions of `max ts − ooo − 1` (a
+/// partition without data holds it back) and never goes back. Partitioned:
+/// each partition's own `max ts − ooo − 1`. An event is late iff it arrives
+/// after its window's end − 1 was reached.
+fn late_by_model(s: &Scenario, mode: OutputMode) -> Vec<bool> {
     let mut max: BTreeMap<i32, i64> = BTreeMap::new();
     let mut watermark: Option<i64> = None;
     s.arrivals
         .iter()
         .map(|(p, e)| {
             let end = e.timestamp - e.timestamp.rem_euclid(WINDOW_MS) + WINDOW_MS;
-            let late = watermark.is_some_and(|w| w >= end - 1);
+            let late = match mode {
+                OutputMode::Single => watermark.is_some_and(|w| w >= end - 1),
+                OutputMode::Partitioned => max.get(p).is_some_and(|m| m - OOO_MS > end - 1),
+            };
             let m = max.entry(*p).or_insert(e.timestamp);
             *m = (*m).max(e.timestamp);
             if max.len() == s.partitions as usize {
@@ -204,45 +220,86 @@ fn late_by_model(s: &Scenario) -> Vec<bool> {
         .collect()
 }
 
-fn assert_matches_oracle(out: &[WindowAggregate], on_time: &[RawEvent], s: &Scenario) {
-    let got = oracle::from_aggregates(out);
-    assert_eq!(
-        got.len(),
-        out.len(),
-        "each (window, model, region) emitted once"
-    );
-    let want = oracle::expected_windows(on_time, &s.reference, WINDOW_MS, None);
-    assert_eq!(got, want);
-    let ends: Vec<i64> = out.iter().map(|a| a.window_end).collect();
-    assert!(
-        ends.windows(2).all(|w| w[0] <= w[1]),
-        "windows emitted in time order"
-    );
+/// Single output mode: every series against the batch computation over every
+/// on-time event. Partitioned: each partition's series against the batch
+/// computation over that partition's on-time events.
+fn assert_matches_oracle(
+    out: &[WindowAggregate],
+    on_time: &[(i32, RawEvent)],
+    s: &Scenario,
+    mode: OutputMode,
+) {
+    let scopes: Vec<Option<i32>> = match mode {
+        OutputMode::Single => vec![None],
+        OutputMode::Partitioned => (0..s.partitions).map(Some).collect(),
+    };
+    for scope in scopes {
+        let mine: Vec<WindowAggregate> = out
+            .iter()
+            .filter(|a| a.group.partition == scope)
+            .cloned()
+            .collect();
+        let got = oracle::from_aggregates(&mine);
+        assert_eq!(
+            got.len(),
+            mine.len(),
+            "each (window, model, region) emitted once per scope"
+        );
+        let events: Vec<RawEvent> = on_time
+            .iter()
+            .filter(|(p, _)| scope.is_none_or(|s| s == *p))
+            .map(|(_, e)| e.clone())
+            .collect();
+        let want = oracle::expected_windows(&events, &s.reference, WINDOW_MS, None);
+        assert_eq!(got, want, "scope {scope:?}");
+        let ends: Vec<i64> = mine.iter().map(|a| a.window_end).collect();
+        assert!(
+            ends.windows(2).all(|w| w[0] <= w[1]),
+            "each scope's windows emitted in time order"
+        );
+    }
+    let scoped: usize = out
+        .iter()
+        .filter(|a| match mode {
+            OutputMode::Single => a.group.partition.is_none(),
+            OutputMode::Partitioned => a.group.partition.is_some(),
+        })
+        .count();
+    assert_eq!(scoped, out.len(), "every series labelled as its mode says");
+}
+
+fn output_mode() -> impl Strategy<Value = OutputMode> {
+    prop_oneof![Just(OutputMode::Single), Just(OutputMode::Partitioned)]
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
-    fn within_the_bound_output_equals_the_batch_computation(s in scenario(OOO_MS - 1)) {
-        let (out, late) = run_pipeline(&s);
+    fn within_the_bound_output_equals_the_batch_computation(
+        s in scenario(OOO_MS - 1),
+        mode in output_mode(),
+    ) {
+        let (out, late) = run_pipeline(&s, mode);
         prop_assert_eq!(late, 0);
-        let events: Vec<RawEvent> = s.arrivals.iter().map(|(_, e)| e.clone()).collect();
-        assert_matches_oracle(&out, &events, &s);
+        assert_matches_oracle(&out, &s.arrivals, &s, mode);
     }
 
     #[test]
-    fn beyond_the_bound_exactly_the_late_events_are_dropped(s in scenario(4 * OOO_MS)) {
-        let (out, late) = run_pipeline(&s);
-        let verdicts = late_by_model(&s);
+    fn beyond_the_bound_exactly_the_late_events_are_dropped(
+        s in scenario(4 * OOO_MS),
+        mode in output_mode(),
+    ) {
+        let (out, late) = run_pipeline(&s, mode);
+        let verdicts = late_by_model(&s, mode);
         prop_assert_eq!(late, verdicts.iter().filter(|l| **l).count());
-        let on_time: Vec<RawEvent> = s
+        let on_time: Vec<(i32, RawEvent)> = s
             .arrivals
             .iter()
             .zip(&verdicts)
             .filter(|(_, late)| !**late)
-            .map(|((_, e), _)| e.clone())
+            .map(|(arrival, _)| arrival.clone())
             .collect();
-        assert_matches_oracle(&out, &on_time, &s);
+        assert_matches_oracle(&out, &on_time, &s, mode);
     }
 }

@@ -23,10 +23,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use anyhow::Context;
-use fleet_aggregator::{AggregatorMetrics, TumblingWindows, VehicleIds};
+use fleet_aggregator::{Aggregator, AggregatorConfig, AggregatorMetrics};
 use fleet_core::{
-    decode_event, decode_event_serde, Msg, SourceBatch, SourceBatcher, SourceEvent, Watermark,
-    WatermarkRules, WatermarkTracker, WindowBatch, WindowSpec,
+    decode_event, decode_event_serde, Msg, OutputMode, Scope, SourceBatch, SourceBatcher,
+    SourceEvent, Watermark, WatermarkRules, WatermarkTracker, WindowBatch, WindowSpec,
 };
 use fleet_drilldown::{SampleFrequency, VehicleSelection};
 use fleet_enricher::{DrilldownSelector, EnricherMetrics, UnknownVehiclePolicy, VehicleCatalog};
@@ -165,8 +165,10 @@ impl PipelineWork {
 #[derive(Debug)]
 pub struct Stages {
     catalog: VehicleCatalog,
-    windows: TumblingWindows,
-    vehicle_ids: VehicleIds,
+    /// What the threaded phase's aggregator task is built from.
+    aggregator_config: AggregatorConfig,
+    /// The inline phase's aggregator.
+    aggregator: Aggregator,
     sink: EncodingSink,
 }
 
@@ -177,11 +179,18 @@ impl Stages {
             Some(_) => VehicleSelection::All,
             None => VehicleSelection::Disabled,
         };
+        let aggregator_config = AggregatorConfig {
+            window: params.window,
+            output_mode: OutputMode::Single,
+            max_label_sets: usize::MAX,
+            drilldown: params.drilldown,
+        };
+        let metrics = AggregatorMetrics::register(&mut Registry::default());
         Stages {
             catalog: VehicleCatalog::new(corpus.reference(), UnknownVehiclePolicy::Unknown)
                 .with_drilldown(DrilldownSelector::new(selection)),
-            windows: TumblingWindows::new(params.window).with_drilldown(params.drilldown),
-            vehicle_ids: VehicleIds::default(),
+            aggregator_config,
+            aggregator: Aggregator::new(&aggregator_config, metrics),
             sink: EncodingSink::new(params.max_samples_per_request),
         }
     }
@@ -189,33 +198,12 @@ impl Stages {
     /// One message through the enricher and the aggregator, as their `run`
     /// loops handle it, and closed windows into the sink.
     fn handle(&mut self, msg: Msg<SourceBatch>) -> anyhow::Result<()> {
-        match msg {
-            Msg::Data(batch) => {
-                let (mut enriched, _stats) = self.catalog.enrich_batch(batch);
-                self.vehicle_ids.announce(&mut enriched);
-                black_box(self.windows.record_batch(enriched));
-            }
-            Msg::Watermark(watermark) => {
-                let aggregates = self.windows.advance(watermark);
-                if !aggregates.is_empty() {
-                    let vehicle_samples = self
-                        .vehicle_ids
-                        .resolve(self.windows.take_vehicle_samples());
-                    let batch = WindowBatch {
-                        vehicle_samples,
-                        aggregates,
-                        checkpoint: self.windows.checkpoint(),
-                    };
-                    self.sink.emit(&batch)?;
-                }
-            }
-            // The bench runs the single output mode.
-            Msg::PartitionWatermark(..) => {}
-            Msg::Rewind {
-                written_through, ..
-            } => {
-                self.windows.rewind(written_through.values().max().copied());
-            }
+        let msg = match msg.into_data() {
+            Ok(batch) => Msg::Data(self.catalog.enrich_batch(batch).0),
+            Err(control) => control,
+        };
+        if let Some(batch) = self.aggregator.step(msg) {
+            self.sink.emit(&batch)?;
         }
         Ok(())
     }
@@ -276,7 +264,7 @@ fn feed(
     mut deliver: impl FnMut(Msg<SourceBatch>) -> anyhow::Result<()>,
 ) -> anyhow::Result<SourceWork> {
     let tracker = WatermarkTracker::new(params.bounded_input_rules(), params.window);
-    let mut batcher = SourceBatcher::new(tracker, params.batch_events);
+    let mut batcher = SourceBatcher::new(tracker, params.batch_events, OutputMode::Single);
     let mut work = SourceWork::default();
     let now = Instant::now();
     for (offset, line) in (0i64..).zip(corpus.lines()) {
@@ -296,7 +284,7 @@ fn feed(
             deliver(msg)?;
         }
     }
-    batcher.push_msg(Msg::Watermark(Watermark::END_OF_INPUT));
+    batcher.push_msg(Msg::Watermark(Scope::All, Watermark::END_OF_INPUT));
     while let Some(msg) = batcher.pop() {
         deliver(msg)?;
     }
@@ -334,7 +322,7 @@ pub fn threaded_pipeline(
 ) -> anyhow::Result<PipelineWork> {
     let Stages {
         catalog,
-        windows,
+        aggregator_config,
         mut sink,
         ..
     } = stages;
@@ -356,7 +344,7 @@ pub fn threaded_pipeline(
         enricher_metrics,
     ));
     let aggregator = runtime.spawn(fleet_aggregator::run(
-        windows,
+        aggregator_config,
         aggregator_in,
         aggregator_out,
         aggregator_metrics,

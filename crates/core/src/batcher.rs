@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 
 use tokio::time::Instant;
 
-use crate::{Msg, SourceBatch, SourceEvent, TimestampMs, WatermarkTracker};
+use crate::{Msg, OutputMode, Scope, SourceBatch, SourceEvent, TimestampMs, WatermarkTracker};
 
 /// Batches plus watermarks, ready to send in order.
 #[derive(Debug)]
@@ -22,28 +22,28 @@ pub struct SourceBatcher {
     current: SourceBatch,
     ready: VecDeque<Msg<SourceBatch>>,
     max_batch: usize,
-    /// Partitioned output mode: each partition's own watermark is sent
-    /// ([`Msg::PartitionWatermark`]) instead of the pipeline's.
-    per_partition: bool,
+    /// Whose watermarks are sent: the pipeline's, or each partition's.
+    mode: OutputMode,
 }
 
 impl SourceBatcher {
-    /// A batcher sealing batches at `max_batch` events at the latest.
-    pub fn new(tracker: WatermarkTracker, max_batch: usize) -> Self {
+    /// A batcher sealing batches at `max_batch` events at the latest, and
+    /// sending the watermarks of `mode`'s scopes: the pipeline's
+    /// ([`Scope::All`]) in the single output mode, each partition's own in
+    /// the partitioned one.
+    pub fn new(tracker: WatermarkTracker, max_batch: usize, mode: OutputMode) -> Self {
         SourceBatcher {
             tracker,
             current: Vec::new(),
             ready: VecDeque::new(),
             max_batch: max_batch.max(1),
-            per_partition: false,
+            mode,
         }
     }
 
-    /// Sends each partition's own watermark instead of the pipeline's
-    /// (the partitioned output mode).
-    pub fn per_partition(mut self) -> Self {
-        self.per_partition = true;
-        self
+    /// Whose watermarks this batcher sends.
+    pub fn output_mode(&self) -> OutputMode {
+        self.mode
     }
 
     /// The watermark tracker, for assignment changes and backpressure.
@@ -80,17 +80,21 @@ impl SourceBatcher {
         }
     }
 
-    /// Seals the current batch and queues the pipeline watermark if it moved
-    /// (for example because a partition turned idle) — or, per partition,
-    /// every partition watermark that moved.
+    /// Seals the current batch and queues every watermark of the mode's
+    /// scopes that moved (for example because a partition turned idle).
     pub fn advance(&mut self, now: Instant, wall_ms: TimestampMs) {
         self.seal();
-        if self.per_partition {
-            for (p, w) in self.tracker.advance_partitions(now, wall_ms) {
-                self.ready.push_back(Msg::PartitionWatermark(p, w));
+        match self.mode {
+            OutputMode::Single => {
+                if let Some(w) = self.tracker.advance(now, wall_ms) {
+                    self.ready.push_back(Msg::Watermark(Scope::All, w));
+                }
             }
-        } else if let Some(w) = self.tracker.advance(now, wall_ms) {
-            self.ready.push_back(Msg::Watermark(w));
+            OutputMode::Partitioned => {
+                for (p, w) in self.tracker.advance_partitions(now, wall_ms) {
+                    self.ready.push_back(Msg::Watermark(Scope::Partition(p), w));
+                }
+            }
         }
     }
 
@@ -140,8 +144,8 @@ mod tests {
         std::iter::from_fn(|| b.pop())
             .map(|m| match m {
                 Msg::Data(d) => format!("data{:?}", d.iter().map(|e| e.offset).collect::<Vec<_>>()),
-                Msg::Watermark(Watermark(w)) => format!("wm{w}"),
-                Msg::PartitionWatermark(p, Watermark(w)) => format!("p{p}wm{w}"),
+                Msg::Watermark(Scope::All, Watermark(w)) => format!("wm{w}"),
+                Msg::Watermark(Scope::Partition(p), Watermark(w)) => format!("p{p}wm{w}"),
                 Msg::Rewind {
                     written_through, ..
                 } => format!("rewind{written_through:?}"),
@@ -153,7 +157,7 @@ mod tests {
     fn watermarks_follow_exactly_the_event_that_closes_a_window() {
         let tracker =
             WatermarkTracker::new(WatermarkRules::defaults(), WindowSpec::new(5000).unwrap());
-        let mut b = SourceBatcher::new(tracker, 100);
+        let mut b = SourceBatcher::new(tracker, 100, OutputMode::Single);
         let now = Instant::now();
         for (o, ts) in [
             (0, 1000),
@@ -184,7 +188,7 @@ mod tests {
     fn batches_are_capped() {
         let tracker =
             WatermarkTracker::new(WatermarkRules::defaults(), WindowSpec::new(5000).unwrap());
-        let mut b = SourceBatcher::new(tracker, 2);
+        let mut b = SourceBatcher::new(tracker, 2, OutputMode::Single);
         let now = Instant::now();
         b.push(event(0, 1000), now, 0);
         for o in 1..5 {
@@ -194,6 +198,28 @@ mod tests {
         assert_eq!(
             drain(&mut b),
             vec!["data[0]", "wm-1001", "data[1, 2]", "data[3, 4]"]
+        );
+    }
+
+    #[test]
+    fn the_partitioned_mode_sends_each_partitions_own_watermark() {
+        let tracker =
+            WatermarkTracker::new(WatermarkRules::defaults(), WindowSpec::new(5000).unwrap());
+        let mut b = SourceBatcher::new(tracker, 100, OutputMode::Partitioned);
+        let now = Instant::now();
+        b.push(event(0, 1000), now, 0);
+        b.push(
+            SourceEvent {
+                partition: 1,
+                ..event(0, 8000)
+            },
+            now,
+            0,
+        );
+        b.seal();
+        assert_eq!(
+            drain(&mut b),
+            vec!["data[0]", "p0wm-1001", "data[0]", "p1wm5999"]
         );
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! The decoder classifies every refusal by [`DecodeErrorKind`] so the source
 //! can count malformed messages by reason and skip them; it never panics on
-//! input. Unknown extra fields are ignored (DESIGN: wire formats).
+//! input. Unknown extra fields are ignored (docs/ARCHITECTURE.md, "Wire formats").
 //!
 //! Decoding has two paths. A fast path ([`fast`]) scans a plain flat object
 //! in one pass without allocating; anything it is not certain about (escapes,

@@ -5,6 +5,7 @@
 //! - what flows between stages: enriched events, watermarks, window aggregates
 //!   and the offset checkpoints that travel with them ([`pipeline`], [`window`]),
 //! - the per-partition watermark tracker with idleness ([`watermark`]),
+//! - the output mode and the scopes of window sets it implies ([`scope`]),
 //! - the one `unsafe` block of the workspace, a cache prefetch hint ([`prefetch`]),
 //! - layered configuration loading ([`config`]) and telemetry ([`telemetry`]).
 //!
@@ -21,6 +22,7 @@ pub mod partition_map;
 pub mod pipeline;
 pub mod prefetch;
 pub mod reference;
+pub mod scope;
 pub mod small_str;
 pub mod telemetry;
 pub mod watermark;
@@ -38,6 +40,7 @@ pub use pipeline::{
     SourceEvent, VehicleKey, OTHER_GROUP,
 };
 pub use reference::{ReferenceChange, ReferenceChanges, VehicleRecord};
+pub use scope::{OutputMode, PipelineConfig, Scope};
 pub use small_str::SmallStr;
 pub use watermark::{Watermark, WatermarkRules, WatermarkTracker};
 pub use window::{VehicleSample, WindowAggregate, WindowBatch, WindowSpec};

@@ -7,32 +7,52 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::{EventType, PartitionId, RawEvent, TimestampMs, Watermark};
+#[cfg(doc)]
+use crate::OutputMode;
+use crate::{EventType, PartitionId, RawEvent, Scope, TimestampMs, Watermark};
 
-/// A message on a stage channel: a batch of data, or a watermark.
+/// A message on a stage channel: a batch of data, or a control message.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Msg<T> {
     /// A batch of records.
     Data(T),
-    /// Event time has advanced to here for every record that follows.
-    Watermark(Watermark),
-    /// Partitioned output mode: event time of one partition has advanced to
-    /// here for every record of that partition that follows.
-    PartitionWatermark(PartitionId, Watermark),
+    /// Event time of the windows `Scope` covers has advanced to here for
+    /// every record that follows: the pipeline's watermark in the single
+    /// output mode ([`Scope::All`]), a partition's in the partitioned one.
+    /// [`Scope::All`] reaches every window set (the end of a bounded input).
+    Watermark(Scope, Watermark),
     /// The input restarts from the committed offsets (at start, and after
     /// every change of partition assignment): every open window is dropped,
     /// because its events will be delivered again. Windows ending at or
-    /// before `written_through` (known from the commit metadata) were written
-    /// before and are neither rebuilt nor written again.
+    /// before their scope's `written_through` (known from the commit
+    /// metadata) were written before and are neither rebuilt nor written again.
     Rewind {
-        /// Per assigned partition, the end of the last window written before,
-        /// where known. The partitioned output mode skips per partition; the
-        /// single mode, whose windows span every partition, up to the newest.
-        written_through: BTreeMap<PartitionId, TimestampMs>,
+        /// Per scope of the assigned partitions, the end of the last window
+        /// written before, where known (see [`OutputMode::per_scope`]).
+        written_through: BTreeMap<Scope, TimestampMs>,
         /// The assignment epoch of the [`RevocationFence`](crate::RevocationFence)
         /// this input belongs to; checkpoints built from it carry it.
         epoch: u64,
     },
+}
+
+impl<T> Msg<T> {
+    /// The batch this message carries, or the control message it is, typed
+    /// for the next stage's channel: control messages pass every stage
+    /// unchanged and in order.
+    pub fn into_data<U>(self) -> Result<T, Msg<U>> {
+        match self {
+            Msg::Data(batch) => Ok(batch),
+            Msg::Watermark(scope, watermark) => Err(Msg::Watermark(scope, watermark)),
+            Msg::Rewind {
+                written_through,
+                epoch,
+            } => Err(Msg::Rewind {
+                written_through,
+                epoch,
+            }),
+        }
+    }
 }
 
 /// A decoded event and where it came from.
@@ -160,23 +180,11 @@ pub struct Checkpoint {
     /// Per partition, the offset a restart must replay from: no event before it
     /// is still in an open window. This is the offset to commit to Kafka.
     pub resume_offsets: BTreeMap<PartitionId, i64>,
-    /// End of the newest window closed so far: once accepted, every window
-    /// ending at or before it has been written and must not be written again.
-    pub closed_through: Option<TimestampMs>,
-    /// Partitioned output mode: the same per partition, in place of
-    /// `closed_through` for the partitions listed.
-    pub partition_closed_through: BTreeMap<PartitionId, TimestampMs>,
+    /// Per scope, the end of the newest window closed so far: once accepted,
+    /// every window of that scope ending at or before it has been written and
+    /// must not be written again.
+    pub closed_through: BTreeMap<Scope, TimestampMs>,
     /// The assignment epoch of the input it was built from (see
     /// [`RevocationFence`](crate::RevocationFence)).
     pub epoch: u64,
-}
-
-impl Checkpoint {
-    /// End of the newest window of `partition` closed so far.
-    pub fn closed_through_for(&self, partition: PartitionId) -> Option<TimestampMs> {
-        self.partition_closed_through
-            .get(&partition)
-            .copied()
-            .or(self.closed_through)
-    }
 }

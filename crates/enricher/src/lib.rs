@@ -153,8 +153,8 @@ pub async fn run(
                 continue;
             }
         };
-        let out = match msg {
-            Msg::Data(batch) => {
+        let out = match msg.into_data() {
+            Ok(batch) => {
                 let (enriched, stats) = catalog.enrich_batch(batch);
                 metrics.enriched(&stats, catalog.distinct_unknown_vehicles());
                 if !enriched.new_vehicles.is_empty() {
@@ -168,15 +168,7 @@ pub async fn run(
                 }
                 Msg::Data(enriched)
             }
-            Msg::Watermark(w) => Msg::Watermark(w),
-            Msg::PartitionWatermark(p, w) => Msg::PartitionWatermark(p, w),
-            Msg::Rewind {
-                written_through,
-                epoch,
-            } => Msg::Rewind {
-                written_through,
-                epoch,
-            },
+            Err(control) => control,
         };
         output
             .send(out)

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fleet_core::{Checkpoint, PartitionId, TimestampMs};
+use fleet_core::{Checkpoint, OutputMode, PartitionId, TimestampMs};
 
 /// What the service stores in the offset-commit metadata.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,14 +53,19 @@ impl CommitPlan {
 /// What has been committed per partition.
 #[derive(Clone, Debug, Default)]
 pub struct CommitLedger {
+    /// Which scope each partition's window boundary belongs to.
+    mode: OutputMode,
     committed: BTreeMap<PartitionId, i64>,
     closed_through: BTreeMap<PartitionId, TimestampMs>,
 }
 
 impl CommitLedger {
-    /// An empty ledger.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty ledger for the window boundaries of `mode`'s scopes.
+    pub fn new(mode: OutputMode) -> Self {
+        CommitLedger {
+            mode,
+            ..Self::default()
+        }
     }
 
     /// Records an offset found committed at assignment.
@@ -91,16 +96,22 @@ impl CommitLedger {
         self.committed.get(&partition).copied()
     }
 
-    /// The window boundary to commit with `partition`: never behind what was
-    /// committed. In the single output mode one boundary covers every
-    /// partition, so it is never behind any partition's either.
+    /// The window boundary to commit with `partition`: its scope's, never
+    /// behind what was committed for any partition of that scope (in the
+    /// single output mode one boundary covers every partition).
     fn boundary(&self, checkpoint: &Checkpoint, partition: PartitionId) -> Option<TimestampMs> {
-        let committed = if checkpoint.partition_closed_through.is_empty() {
-            self.closed_through.values().max().copied()
-        } else {
-            self.closed_through.get(&partition).copied()
-        };
-        checkpoint.closed_through_for(partition).max(committed)
+        let scope = self.mode.scope_of(partition);
+        let committed = self
+            .closed_through
+            .iter()
+            .filter(|(p, _)| self.mode.scope_of(**p) == scope)
+            .map(|(_, closed)| *closed)
+            .max();
+        checkpoint
+            .closed_through
+            .get(&scope)
+            .copied()
+            .max(committed)
     }
 
     /// What to commit for `checkpoint`, limited to `owned` partitions; `None`
@@ -150,12 +161,12 @@ impl CommitLedger {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fleet_core::Scope;
 
     fn cp(offsets: &[(PartitionId, i64)], closed: Option<i64>) -> Checkpoint {
         Checkpoint {
             resume_offsets: offsets.iter().copied().collect(),
-            closed_through: closed,
-            partition_closed_through: Default::default(),
+            closed_through: closed.map(|c| (Scope::All, c)).into_iter().collect(),
             epoch: 0,
         }
     }
@@ -173,7 +184,7 @@ mod tests {
     #[test]
     fn offsets_only_move_forward_and_only_for_owned_partitions() {
         let owned = BTreeSet::from([0, 1]);
-        let mut l = CommitLedger::new();
+        let mut l = CommitLedger::new(OutputMode::Single);
         let plan = l
             .plan(&cp(&[(0, 10), (1, 5), (2, 7)], Some(5000)), &owned)
             .unwrap();
@@ -202,7 +213,7 @@ mod tests {
     #[test]
     fn partitioned_checkpoints_commit_each_partitions_own_boundary() {
         let owned = BTreeSet::from([0, 1]);
-        let mut l = CommitLedger::new();
+        let mut l = CommitLedger::new(OutputMode::Partitioned);
         l.restore(
             1,
             50,
@@ -212,8 +223,7 @@ mod tests {
         );
         let checkpoint = Checkpoint {
             resume_offsets: [(0, 10), (1, 60)].into(),
-            closed_through: None,
-            partition_closed_through: [(0, 10_000), (1, 25_000)].into(),
+            closed_through: OutputMode::Partitioned.per_scope([(0, 10_000), (1, 25_000)]),
             epoch: 0,
         };
         let plan = l.plan(&checkpoint, &owned).unwrap();
@@ -224,7 +234,7 @@ mod tests {
         l.committed_plan(&plan);
         // Only partition 0's boundary moves: only it is committed again.
         let checkpoint = Checkpoint {
-            partition_closed_through: [(0, 15_000), (1, 25_000)].into(),
+            closed_through: OutputMode::Partitioned.per_scope([(0, 15_000), (1, 25_000)]),
             ..checkpoint
         };
         let plan = l.plan(&checkpoint, &owned).unwrap();
@@ -238,7 +248,7 @@ mod tests {
 
     #[test]
     fn restored_boundary_is_kept() {
-        let mut l = CommitLedger::new();
+        let mut l = CommitLedger::new(OutputMode::Single);
         l.restore(
             0,
             100,

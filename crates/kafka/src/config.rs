@@ -32,19 +32,6 @@ pub enum StartFrom {
     Timestamp,
 }
 
-/// Which series an instance writes (DESIGN: scale-out).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutputMode {
-    /// One series per (model, region): the instance processes only while it
-    /// owns every partition of the topic (default).
-    #[default]
-    Single,
-    /// One series per (model, region, partition), labelled
-    /// `kafka_partition`: any number of instances share the consumer group.
-    Partitioned,
-}
-
 /// `[kafka]`: the broker connection and the consumer group.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -68,8 +55,6 @@ pub struct KafkaConfig {
     pub max_poll_interval_ms: u64,
     /// On shutdown, how long to wait for the sink to drain before the final commit, ms. Default 10000.
     pub drain_timeout_ms: u64,
-    /// `single` (default) or `partitioned`; see [`OutputMode`].
-    pub output_mode: OutputMode,
     /// `/readyz` turns false when messages wait on the broker and none is
     /// consumed, or no broker is reachable, for this long, ms. Default 60000.
     pub progress_timeout_ms: u64,
@@ -98,7 +83,6 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 300_000,
             drain_timeout_ms: 10_000,
-            output_mode: OutputMode::Single,
             progress_timeout_ms: 60_000,
             start_from: StartFrom::Committed,
             start_timestamp_ms: None,

@@ -33,15 +33,15 @@ use tokio::time::Instant;
 
 use fleet_core::telemetry::{wall_clock_ms, Readiness};
 use fleet_core::{
-    decode_event, Checkpoint, Msg, PartitionId, PartitionMap, RevocationFence, SourceBatch,
-    SourceBatcher, SourceEvent, WatermarkTracker,
+    decode_event, Checkpoint, Msg, OutputMode, PartitionId, PartitionMap, RevocationFence,
+    SourceBatch, SourceBatcher, SourceEvent,
 };
 
 use crate::commit::CommitPlan;
 use crate::fetch_guard::{FetchGuard, Verdict};
 use crate::{
-    CommitLedger, CommitMetadata, KafkaConfig, KafkaStageError, OutputMode, ProgressSample,
-    ProgressWatch, SecurityContext, SourceMetrics, StartFrom,
+    CommitLedger, CommitMetadata, KafkaConfig, KafkaStageError, ProgressSample, ProgressWatch,
+    SecurityContext, SourceMetrics, StartFrom,
 };
 
 /// The readiness condition: partitions are assigned.
@@ -382,6 +382,9 @@ impl ConsumerContext for SourceContext {
 /// The consumer loop's state.
 struct SourceTask {
     cfg: KafkaConfig,
+    /// Whether this instance must own every partition, and the scopes of
+    /// the window boundaries it rewinds to.
+    mode: OutputMode,
     consumer: Arc<StreamConsumer<SourceContext>>,
     /// Decoded events and watermarks waiting for the enricher's channel.
     batcher: SourceBatcher,
@@ -428,9 +431,11 @@ pub fn declare_readiness(readiness: &Readiness) {
 }
 
 /// Runs the source until `shutdown` completes, then drains and leaves the group.
+/// `batcher` places the events in event time (its watermark tracker, the
+/// output mode's watermarks, at most `kafka.max_batch_events` per batch).
 pub async fn run(
     cfg: KafkaConfig,
-    tracker: WatermarkTracker,
+    batcher: SourceBatcher,
     output: mpsc::Sender<Msg<SourceBatch>>,
     sink: SinkFeedback,
     metrics: SourceMetrics,
@@ -450,7 +455,10 @@ pub async fn run(
     security.keep_polled(&fallback);
     let context = SourceContext {
         topic: cfg.topic.clone(),
-        shared: Mutex::new(Shared::default()),
+        shared: Mutex::new(Shared {
+            ledger: CommitLedger::new(batcher.output_mode()),
+            ..Shared::default()
+        }),
         metrics: metrics.clone(),
         metadata: AtomicU8::new(METADATA_UNKNOWN),
         fallback,
@@ -471,12 +479,8 @@ pub async fn run(
     tracing::info!(topic = %cfg.topic, group = %cfg.group_id, "Subscribed.");
 
     let mut task = SourceTask {
-        batcher: match cfg.output_mode {
-            OutputMode::Single => SourceBatcher::new(tracker, cfg.max_batch_events),
-            OutputMode::Partitioned => {
-                SourceBatcher::new(tracker, cfg.max_batch_events).per_partition()
-            }
-        },
+        mode: batcher.output_mode(),
+        batcher,
         consumer,
         owned: BTreeSet::new(),
         next_offset: PartitionMap::default(),
@@ -856,7 +860,7 @@ impl SourceTask {
                     topic_partitions,
                 } => self.on_assigned(partitions, topic_partitions, now),
                 RebalanceEvent::Revoked(partitions) => {
-                    self.owns_all = self.cfg.output_mode == OutputMode::Partitioned;
+                    self.owns_all = !self.mode.needs_every_partition();
                     for p in partitions {
                         self.owned.remove(&p);
                         self.batcher.tracker_mut().revoke(p);
@@ -919,14 +923,14 @@ impl SourceTask {
             "Partitions assigned."
         );
         self.batcher.push_msg(Msg::Rewind {
-            written_through,
+            written_through: self.mode.per_scope(written_through),
             epoch: self.consumer.context().fence.epoch(),
         });
         // Single output mode: one instance writes every (model, region)
         // series, so it must see every partition; with fewer it would write
         // partial aggregates into series another member also writes. In the
         // partitioned mode every partition's series are its own.
-        self.owns_all = self.cfg.output_mode == OutputMode::Partitioned
+        self.owns_all = !self.mode.needs_every_partition()
             || topic_partitions.is_some_and(|n| n > 0 && self.owned.len() >= n);
         if self.owns_all {
             self.readiness.ok(READY_OWNERSHIP);

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_core::telemetry::Readiness;
-use fleet_core::{Checkpoint, RevocationFence, WatermarkRules, WatermarkTracker, WindowSpec};
+use fleet_core::{
+    Checkpoint, OutputMode, RevocationFence, Scope, SourceBatcher, WatermarkRules,
+    WatermarkTracker, WindowSpec,
+};
 use fleet_kafka::producer::EventPublisher;
 use fleet_kafka::source::{SinkFeedback, READY_PROGRESS};
 use fleet_kafka::{KafkaConfig, SourceMetrics};
@@ -78,9 +81,10 @@ async fn progress_turns_unready_while_the_first_commit_waits_on_a_vanished_broke
     let fence = Arc::new(RevocationFence::default());
     let readiness = Arc::new(Readiness::default());
     let tracker = WatermarkTracker::new(WatermarkRules::defaults(), WindowSpec::new(5000).unwrap());
+    let batcher = SourceBatcher::new(tracker, cfg.max_batch_events, OutputMode::Single);
     let source = tokio::spawn(fleet_kafka::source::run(
         cfg,
-        tracker,
+        batcher,
         head,
         SinkFeedback {
             acks: acks_rx,
@@ -113,8 +117,7 @@ async fn progress_turns_unready_while_the_first_commit_waits_on_a_vanished_broke
     // finds no coordinator.
     acks.send(Some(Checkpoint {
         resume_offsets: BTreeMap::from([(0, EVENTS as i64)]),
-        closed_through: Some(START_MS + 5000),
-        partition_closed_through: BTreeMap::new(),
+        closed_through: BTreeMap::from([(Scope::All, START_MS + 5000)]),
         epoch: fence.epoch(),
     }))
     .unwrap();

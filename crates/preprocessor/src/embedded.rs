@@ -8,9 +8,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use fleet_core::telemetry::wall_clock_ms;
-use fleet_core::{
-    Msg, SourceBatch, SourceBatcher, SourceEvent, WatermarkRules, WatermarkTracker, WindowSpec,
-};
+use fleet_core::{Msg, SourceBatch, SourceBatcher, SourceEvent};
 use fleet_generator::EventGenerator;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -22,12 +20,10 @@ const TICK: Duration = Duration::from_millis(100);
 pub async fn run(
     mut generator: EventGenerator,
     events_per_second: u64,
-    rules: WatermarkRules,
-    window: WindowSpec,
+    mut batcher: SourceBatcher,
     output: mpsc::Sender<Msg<SourceBatch>>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut batcher = SourceBatcher::new(WatermarkTracker::new(rules, window), usize::MAX);
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = std::pin::pin!(shutdown);

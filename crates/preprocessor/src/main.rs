@@ -229,6 +229,7 @@ async fn replay(
         input,
         settings.watermarks.out_of_orderness_ms,
         settings.window,
+        settings.raw.pipeline.output_mode,
         core.head,
     )
     .await?;

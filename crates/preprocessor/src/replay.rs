@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use fleet_core::{
-    decode_event, DecodeErrorKind, Msg, SourceBatch, SourceBatcher, SourceEvent, Watermark,
-    WatermarkRules, WatermarkTracker, WindowSpec,
+    decode_event, DecodeErrorKind, Msg, OutputMode, Scope, SourceBatch, SourceBatcher, SourceEvent,
+    Watermark, WatermarkRules, WatermarkTracker, WindowSpec,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -37,6 +37,7 @@ pub async fn run(
     path: PathBuf,
     out_of_orderness_ms: i64,
     window: WindowSpec,
+    output_mode: OutputMode,
     output: mpsc::Sender<Msg<SourceBatch>>,
 ) -> anyhow::Result<ReplayStats> {
     let file = std::fs::File::open(&path)
@@ -46,7 +47,7 @@ pub async fn run(
         idle_timeout: Duration::MAX,
         all_idle_close_after: None,
     };
-    let batcher = SourceBatcher::new(WatermarkTracker::new(rules, window), BATCH);
+    let batcher = SourceBatcher::new(WatermarkTracker::new(rules, window), BATCH, output_mode);
     tokio::task::spawn_blocking(move || {
         read_file(
             std::io::BufReader::with_capacity(READ_BUFFER, file),
@@ -108,7 +109,7 @@ fn read_file(
             flush(&mut batcher)?;
         }
     }
-    batcher.push_msg(Msg::Watermark(Watermark::END_OF_INPUT));
+    batcher.push_msg(Msg::Watermark(Scope::All, Watermark::END_OF_INPUT));
     flush(&mut batcher)?;
     Ok(stats)
 }

@@ -15,10 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use fleet_aggregator::{Aggregation, AggregatorMetrics, PartitionedWindows, TumblingWindows};
+use fleet_aggregator::{AggregatorConfig, AggregatorMetrics};
 use fleet_core::telemetry::{Channel, Readiness, TelemetryMetrics};
 use fleet_core::{
-    Checkpoint, Msg, ReferenceChanges, RevocationFence, SourceBatch, WatermarkTracker, WindowBatch,
+    Checkpoint, Msg, ReferenceChanges, RevocationFence, SourceBatch, SourceBatcher,
+    WatermarkTracker, WindowBatch,
 };
 use fleet_drilldown::VehicleSelection;
 use fleet_enricher::{
@@ -171,23 +172,16 @@ pub fn spawn_core(
         }
         .instrument(tracing::info_span!("enricher")),
     );
-    let max_label_sets = settings.raw.windows.max_label_sets;
-    let windows: Aggregation = match &settings.kafka {
-        Some(kafka) if kafka.output_mode == fleet_kafka::OutputMode::Partitioned => {
-            PartitionedWindows::new(settings.window)
-                .with_max_groups(max_label_sets)
-                .with_drilldown(drilldown_frequency)
-                .into()
-        }
-        _ => TumblingWindows::new(settings.window)
-            .with_max_groups(max_label_sets)
-            .with_drilldown(drilldown_frequency)
-            .into(),
+    let aggregator = AggregatorConfig {
+        window: settings.window,
+        output_mode: settings.raw.pipeline.output_mode,
+        max_label_sets: settings.raw.windows.max_label_sets,
+        drilldown: drilldown_frequency,
     };
     let metrics = telemetry.aggregator.clone();
     tasks.spawn(
         async move {
-            fleet_aggregator::run(windows, aggregator_in, aggregator_out, metrics)
+            fleet_aggregator::run(aggregator, aggregator_in, aggregator_out, metrics)
                 .await
                 .context("aggregator")
         }
@@ -350,7 +344,11 @@ pub async fn run(
     match (&settings.kafka, generator_fleet) {
         (Some(kafka), _) => {
             let kafka = kafka.clone();
-            let tracker = WatermarkTracker::new(settings.watermarks, settings.window);
+            let batcher = SourceBatcher::new(
+                WatermarkTracker::new(settings.watermarks, settings.window),
+                kafka.max_batch_events,
+                settings.raw.pipeline.output_mode,
+            );
             let metrics = telemetry.source.clone();
             let readiness = telemetry.readiness.clone();
             fleet_kafka::source::declare_readiness(&readiness);
@@ -362,7 +360,7 @@ pub async fn run(
                         fence,
                     };
                     fleet_kafka::source::run(
-                        kafka, tracker, head, sink, metrics, readiness, shutdown,
+                        kafka, batcher, head, sink, metrics, readiness, shutdown,
                     )
                     .await
                     .context("Kafka source")
@@ -375,13 +373,19 @@ pub async fn run(
                 .context("generator")?;
             let rate = fleet.len() as u64;
             let (rules, window, head) = (settings.watermarks, settings.window, core.head);
+            let output_mode = settings.raw.pipeline.output_mode;
             tracing::info!(
                 vehicles = fleet.len(),
                 "No Kafka configured (kafka.brokers): running on the embedded generator."
             );
             tasks.spawn(
                 async move {
-                    crate::embedded::run(generator, rate, rules, window, head, shutdown).await;
+                    let batcher = SourceBatcher::new(
+                        WatermarkTracker::new(rules, window),
+                        usize::MAX,
+                        output_mode,
+                    );
+                    crate::embedded::run(generator, rate, batcher, head, shutdown).await;
                     Ok(())
                 }
                 .instrument(tracing::info_span!("source")),

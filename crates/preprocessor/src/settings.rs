@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use fleet_core::config::{ConfigError, Layers, Problems};
 use fleet_core::telemetry::LogFormat;
-use fleet_core::{WatermarkRules, WindowSpec};
+use fleet_core::{PipelineConfig, WatermarkRules, WindowSpec};
 use fleet_drilldown::DrilldownConfig;
 use fleet_enricher::UnknownVehiclePolicy;
 use fleet_generator::GeneratorConfig;
@@ -21,6 +21,8 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    /// `[pipeline]`
+    pub pipeline: PipelineConfig,
     /// `[kafka]`
     pub kafka: KafkaConfig,
     /// `[reference]`

@@ -68,8 +68,7 @@ fn window(groups: usize, end: i64, n: i64) -> WindowBatch {
             .collect(),
         checkpoint: Checkpoint {
             resume_offsets: [(0, n)].into(),
-            closed_through: Some(end),
-            partition_closed_through: Default::default(),
+            closed_through: [(fleet_core::Scope::All, end)].into(),
             epoch: 0,
         },
     }

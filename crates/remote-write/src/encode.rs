@@ -109,7 +109,7 @@ pub(crate) fn is_builtin_label(name: &str) -> bool {
     )
 }
 
-/// The metrics written for every aggregate (DESIGN, "Output").
+/// The metrics written for every aggregate (docs/ARCHITECTURE.md, "Output").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Metric {
     /// Distinct vehicles with a non-zero RPM event.

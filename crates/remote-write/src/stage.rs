@@ -184,8 +184,7 @@ mod tests {
                         aggregates,
                         checkpoint: Checkpoint {
                             resume_offsets: [(0, n as i64)].into(),
-                            closed_through: None,
-                            partition_closed_through: Default::default(),
+                            closed_through: Default::default(),
                             epoch: 0,
                         },
                     }

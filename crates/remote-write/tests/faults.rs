@@ -269,8 +269,7 @@ async fn a_refused_request_is_dropped_counted_and_the_stage_goes_on() {
     ));
     let checkpoint = |offset| Checkpoint {
         resume_offsets: [(0, offset)].into(),
-        closed_through: None,
-        partition_closed_through: Default::default(),
+        closed_through: Default::default(),
         epoch: 0,
     };
     tx.send(WindowBatch {
@@ -383,8 +382,7 @@ async fn the_stage_fills_requests_across_batches_up_to_the_limit() {
             aggregates: vec![aggregate("A", end)],
             checkpoint: Checkpoint {
                 resume_offsets: [(0, i as i64)].into(),
-                closed_through: Some(end),
-                partition_closed_through: Default::default(),
+                closed_through: [(fleet_core::Scope::All, end)].into(),
                 epoch: 0,
             },
         });
@@ -395,8 +393,7 @@ async fn the_stage_fills_requests_across_batches_up_to_the_limit() {
         aggregates: big,
         checkpoint: Checkpoint {
             resume_offsets: [(0, 99)].into(),
-            closed_through: Some(T0 + 35_000),
-            partition_closed_through: Default::default(),
+            closed_through: [(fleet_core::Scope::All, T0 + 35_000)].into(),
             epoch: 0,
         },
     });

@@ -80,8 +80,7 @@ async fn writes_two_windows_of_two_groups_and_reads_them_back() {
     let (acks, acked) = watch::channel(None);
     let checkpoint = |offset, end| Checkpoint {
         resume_offsets: [(0, offset)].into(),
-        closed_through: Some(end),
-        partition_closed_through: Default::default(),
+        closed_through: [(fleet_core::Scope::All, end)].into(),
         epoch: 0,
     };
     // Per window: its end, the checkpoint's offset, the seeds of both groups.

@@ -107,8 +107,7 @@ fn window(w: i64, groups: usize) -> WindowBatch {
 fn checkpoint(offset: i64) -> Checkpoint {
     Checkpoint {
         resume_offsets: [(0, offset)].into(),
-        closed_through: None,
-        partition_closed_through: Default::default(),
+        closed_through: Default::default(),
         epoch: 0,
     }
 }

@@ -1,5 +1,5 @@
 use super::*;
-use fleet_core::{EventType, GroupId, VehicleKey};
+use fleet_core::{EnrichedBatch, EventType, GroupId, VehicleKey};
 
 fn spec() -> WindowSpec {
     WindowSpec::new(5000).unwrap()
@@ -22,8 +22,79 @@ fn ev(offset: i64, vehicle: u32, group: u32, t: EventType, ts: i64, m: i64) -> E
     }
 }
 
-fn windows_with_groups() -> TumblingWindows {
-    let mut w = TumblingWindows::new(spec());
+/// One scope's windows with the group table the aggregator keeps beside them.
+struct Fixture {
+    w: TumblingWindows,
+    groups: Vec<GroupKey>,
+}
+
+/// What the checkpoint of one scope holds.
+struct ScopeCheckpoint {
+    resume_offsets: BTreeMap<PartitionId, i64>,
+    closed_through: Option<TimestampMs>,
+}
+
+impl Fixture {
+    fn new(w: TumblingWindows) -> Self {
+        Fixture {
+            w,
+            groups: Vec::new(),
+        }
+    }
+
+    fn with_max_groups(self, max_groups: usize) -> Self {
+        Fixture {
+            w: self.w.with_max_groups(max_groups),
+            ..self
+        }
+    }
+
+    fn with_drilldown(self, frequency: Option<fleet_drilldown::SampleFrequency>) -> Self {
+        Fixture {
+            w: self.w.with_drilldown(frequency),
+            ..self
+        }
+    }
+
+    fn record_batch(&mut self, batch: fleet_core::EnrichedBatch) -> BatchOutcome {
+        self.groups.extend(batch.new_groups);
+        let mut outcome = BatchOutcome::default();
+        self.w.record_events(&batch.events, &mut outcome);
+        for (p, offset) in batch.consumed_without_output {
+            self.w.consumed(p, offset);
+        }
+        outcome
+    }
+
+    fn advance(&mut self, watermark: Watermark) -> Vec<WindowAggregate> {
+        self.w.advance(watermark, &self.groups)
+    }
+
+    fn checkpoint(&self) -> ScopeCheckpoint {
+        let mut resume_offsets = BTreeMap::new();
+        self.w.resume_offsets_into(&mut resume_offsets);
+        ScopeCheckpoint {
+            resume_offsets,
+            closed_through: self.w.closed_through(),
+        }
+    }
+}
+
+impl std::ops::Deref for Fixture {
+    type Target = TumblingWindows;
+    fn deref(&self) -> &TumblingWindows {
+        &self.w
+    }
+}
+
+impl std::ops::DerefMut for Fixture {
+    fn deref_mut(&mut self) -> &mut TumblingWindows {
+        &mut self.w
+    }
+}
+
+fn windows_with_groups() -> Fixture {
+    let mut w = Fixture::new(TumblingWindows::new(spec()));
     w.record_batch(EnrichedBatch {
         new_groups: vec![group("Nebulara", "UK"), group("Aurex", "UK")],
         ..Default::default()
@@ -179,7 +250,7 @@ fn dropped_unknown_vehicles_still_advance_offsets() {
 #[test]
 fn groups_over_the_limit_fold_into_other_with_distinct_vehicles_counted_once() {
     use EventType::*;
-    let mut w = TumblingWindows::new(spec()).with_max_groups(3);
+    let mut w = Fixture::new(TumblingWindows::new(spec()).with_max_groups(3));
     w.record_batch(EnrichedBatch {
         new_groups: vec![
             group("A", "UK"),

@@ -4,11 +4,10 @@
 //! counted twice) and Prometheus never saw a conflicting sample (a different
 //! value for a timestamp it already had).
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use fleet_testkit::oracle;
 use rand::{Rng, SeedableRng};
 

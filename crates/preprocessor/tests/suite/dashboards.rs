@@ -4,9 +4,8 @@
 //! with the template variables substituted as Grafana would for "All", is
 //! evaluated as an instant query at the end of the generated data.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use fleet_testkit::oracle;
 
 /// The dashboards whose queries are checked, relative to the workspace root.

@@ -8,11 +8,10 @@
 //! Prometheus are joined the same way before comparing.
 #![allow(clippy::unwrap_used)] // helpers of the tests below
 
-mod common;
 
 use std::collections::{BTreeMap, HashMap};
 
-use common::*;
+use crate::common::*;
 use fleet_testkit::oracle::{self, Expected};
 
 const DIMENSIONS: [&str; 2] = ["fuel_type", "model_year"];

@@ -6,12 +6,11 @@
 //! reference data in force when its events were processed.
 #![allow(clippy::unwrap_used)] // helpers of the test below
 
-mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use fleet_kafka::producer::EventPublisher;
 use fleet_testkit::oracle;
 

@@ -7,12 +7,11 @@
 //! every revocation fenced the sink (docs/SCALING.md).
 #![allow(clippy::unwrap_used)] // helpers of the test below
 
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use fleet_testkit::oracle::{self, Expected, ExpectedKey};
 use fleet_testkit::Prometheus;
 
@@ -90,14 +89,10 @@ fn scale_out_config(config: &std::path::Path) {
     let toml = std::fs::read_to_string(config)
         .unwrap()
         .replace(
-            "drain_timeout_ms = 5000",
-            "drain_timeout_ms = 5000\noutput_mode = \"partitioned\"",
-        )
-        .replace(
             "session_timeout_ms = 6000",
             &format!("session_timeout_ms = {SESSION_TIMEOUT_MS}"),
         )
-        + "\n[kafka.client]\n\"heartbeat.interval.ms\" = \"1000\"\n";
+        + "\n[pipeline]\noutput_mode = \"partitioned\"\n[kafka.client]\n\"heartbeat.interval.ms\" = \"1000\"\n";
     std::fs::write(config, toml).unwrap();
 }
 
@@ -210,7 +205,7 @@ async fn three_instances_partitioned_add_up_to_the_batch_computation() {
         // series already holds, and neither is a fence failure:
         // - the killed instance's partitions are replayed from its last
         //   commit, so windows it wrote after that commit are sent again
-        //   (DESIGN: "after a SIGKILL between acceptance and commit");
+        //   (docs/ARCHITECTURE.md, "Delivery guarantee": "After a SIGKILL");
         // - Tansu's coordinator may complete a generation before every member
         //   has rejoined, so that a member that has not noticed the
         //   rebalance yet still holds a partition its new owner already

@@ -1,10 +1,9 @@
 //! Graceful shutdown has a deadline even when the sink cannot drain.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// The remote-write endpoint refuses every connection and the emitter retries
 /// without limit (`on_retry_exhausted = "block"`): a SIGTERM still ends the

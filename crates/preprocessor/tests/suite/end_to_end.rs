@@ -1,11 +1,10 @@
 //! End to end on real services: generated events → Tansu → fleet-preprocessor
 //! → Prometheus, compared window by window with the batch oracle.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use fleet_core::decode_event;
 use fleet_kafka::producer::EventPublisher;
 use fleet_kafka::KafkaConfig;

@@ -1,13 +1,12 @@
 //! Event time under a moving assignment and a slow sink, on real services.
 
-mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use common::*;
+use crate::common::*;
 use fleet_testkit::oracle;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 

@@ -4,16 +4,15 @@
 //! `/readyz` answers 200 while the service processes, and every alert rule
 //! of `deploy/prometheus/alerts.yml` evaluates in that Prometheus.
 
-mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use fleet_testkit::{oracle, PrometheusClient};
 
 /// The rules file shipped for operators.
-const ALERT_RULES: &str = include_str!("../../../deploy/prometheus/alerts.yml");
+const ALERT_RULES: &str = include_str!("../../../../deploy/prometheus/alerts.yml");
 
 /// Polls `expr` in Prometheus until it returns `want` (or the time is up) and
 /// returns the last value seen.

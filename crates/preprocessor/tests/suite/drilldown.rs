@@ -5,11 +5,10 @@
 //! events; no other vehicle appears; and the aggregates are unchanged.
 #![allow(clippy::unwrap_used)] // helpers of the tests below
 
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use common::*;
+use crate::common::*;
 use fleet_core::{EventType, RawEvent};
 use fleet_testkit::oracle;
 

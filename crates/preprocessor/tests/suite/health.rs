@@ -10,7 +10,6 @@
 //! from a real Prometheus scraping the service during an end-to-end run.
 #![allow(clippy::unwrap_used)] // helpers of the tests below
 
-mod common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,11 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use common::*;
+use crate::common::*;
 use fleet_testkit::Tansu;
 
 /// The dashboard whose every query must return data.
-const HEALTH_DASHBOARD: &str = include_str!("../../../grafana/dashboards/preprocessor-health.json");
+const HEALTH_DASHBOARD: &str = include_str!("../../../../grafana/dashboards/preprocessor-health.json");
 
 /// An endpoint standing in for a remote-write receiver: 401 while `accept`
 /// is false, 204 (written) once it is true.

@@ -1,0 +1,22 @@
+//! The service's integration tests, one module per concern, linked into one
+//! test binary: the real `fleet-preprocessor` binary against real Tansu and
+//! Prometheus started on loopback (see `common`), compared with the batch
+//! oracle of fleet-testkit.
+//!
+//! Tests that start services take `common::SERIAL`, so they run one at a
+//! time whatever the test threads; the rest run beside them.
+
+mod common;
+
+mod config_commands;
+mod crash;
+mod dashboards;
+mod dimensions;
+mod drilldown;
+mod end_to_end;
+mod event_time;
+mod health;
+mod observability;
+mod reference_topic;
+mod scale_out;
+mod shutdown;
