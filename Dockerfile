@@ -33,7 +33,7 @@ ARG STRIP_DEBUG=1
 # cache mount within the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p fleet-preprocessor -p fleet-generator \
+    cargo build --release --locked -p fleet-preprocessor -p fleet-generator-cli \
     && mkdir -p /out \
     && cp target/release/fleet-preprocessor target/release/fleet-generator /out/ \
     && if [ "$STRIP_DEBUG" = 1 ]; then strip --strip-debug /out/*; fi

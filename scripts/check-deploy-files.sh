@@ -381,7 +381,7 @@ with open("Dockerfile", encoding="utf-8") as f:
 froms = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
 ok(len(froms) >= 2 and froms[0].startswith("rust:") and "debian:" in froms[-1],
    "Dockerfile: not a rust builder stage followed by a debian runtime stage")
-ok(re.search(r"cargo build --release.*-p fleet-preprocessor.*-p fleet-generator", dockerfile) is not None,
+ok(re.search(r"cargo build --release.*-p fleet-preprocessor.*-p fleet-generator-cli", dockerfile) is not None,
    "Dockerfile: does not build fleet-preprocessor and fleet-generator")
 user = re.findall(r"^USER\s+(\S+)", dockerfile, re.M)
 ok(bool(user) and not user[-1].split(":")[0] in ("root", "0"), "Dockerfile: runs as root")

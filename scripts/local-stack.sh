@@ -71,7 +71,7 @@ for tool in curl python3 cargo; do
 done
 
 log "Building fleet-generator and fleet-preprocessor (release)"
-(cd "$ROOT" && cargo build --release -p fleet-generator -p fleet-preprocessor)
+(cd "$ROOT" && cargo build --release -p fleet-generator-cli -p fleet-preprocessor)
 TARGET_DIR="$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 GENERATOR="$TARGET_DIR/release/fleet-generator"

@@ -1,4 +1,4 @@
-//! The built `fleet-generator` binary in file and stdout mode (DESIGN: generator, file mode).
+//! The built `fleet-generator` binary in file and stdout mode (docs/ARCHITECTURE.md, "Generator, file mode").
 
 use std::process::Command;
 

@@ -34,7 +34,7 @@ pub struct GeneratorConfig {
     /// so they arrive after newer events. Default 0.05.
     pub disorder_fraction: f64,
     /// Largest delay of a disordered event, milliseconds of event time. Keep it
-    /// within the service's out-of-orderness (DESIGN default 2 s) so these events
+    /// within the service's out-of-orderness (default 2 s, docs/ARCHITECTURE.md, "Event time") so these events
     /// are reordered but never late. Default 1500.
     pub max_disorder_ms: u64,
     /// Share of events (0–1) delayed by `late_min_ms`..=`late_max_ms`, beyond the

@@ -130,7 +130,7 @@ fn model_year(code: u8) -> Option<u16> {
     Some(FIRST_MODEL_YEAR + u16::try_from(index).ok()?)
 }
 
-/// The header of the reference CSV (DESIGN: reference data): `vehicle_id,model`
+/// The header of the reference CSV (docs/ARCHITECTURE.md, "Reference data"): `vehicle_id,model`
 /// first, as every consumer expects, then the attributes that consumers knowing
 /// only those two columns ignore.
 pub const REFERENCE_CSV_HEADER: &str = "vehicle_id,model,fuel_type,model_year";
@@ -160,7 +160,7 @@ struct ReferenceRecord<'a> {
 
 impl Vehicle {
     /// The vehicle's reference data as the value of a message in the reference
-    /// topic (DESIGN: reference data; key = VIN):
+    /// topic (docs/ARCHITECTURE.md, "Reference data"; key = VIN):
     /// `{"model":"…","fuel_type":"…","model_year":2024}`, the year a number.
     pub fn reference_json(&self) -> String {
         let record = ReferenceRecord {

@@ -1,4 +1,4 @@
-//! Raw events as JSON lines, the format of the replay input (DESIGN: offline replay).
+//! Raw events as JSON lines, the format of the replay input (docs/ARCHITECTURE.md, "Offline replay").
 //!
 //! Each line is exactly [`RawEvent::to_json`]: the same serde serialisation,
 //! written straight into the output buffer instead of through a `String`, which

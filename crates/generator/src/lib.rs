@@ -1,11 +1,12 @@
 //! A deterministic synthetic fleet of connected hybrid vehicles.
 //!
-//! It produces what the preprocessor consumes: raw events (DESIGN: wire formats)
+//! It produces what the preprocessor consumes: raw events (docs/ARCHITECTURE.md, "Wire formats")
 //! and the reference data mapping each VIN to its model, fuel type and model
 //! year. Everything is a pure function of the seed and the event-time origin,
 //! so a test, a golden file or a demo can be reproduced exactly; no I/O happens
-//! here except through the writers a caller passes in. Kafka delivery lives in another crate, which
-//! paces [`EventGenerator`] against the wall clock.
+//! here except through the writers a caller passes in, and no Kafka client is
+//! linked: the `fleet-generator` command (`crates/generator-cli`) delivers to
+//! Kafka, pacing [`EventGenerator`] against the wall clock.
 //!
 //! - [`Fleet`]: N vehicles with valid, distinct VINs ([`vin`]), each with a
 //!   model and a region drawn with uneven weights, the model's fuel type and
