@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real services the integration tests start as child processes
-# (DESIGN.md, "What runs where"):
+# (docs/ARCHITECTURE.md, "What runs where"):
 #   - Prometheus and promtool, from Debian's `prometheus` package;
 #   - Tansu, the Kafka-compatible broker, from crates.io with `--features dynostore`
 #     (without it the in-memory `memory://` storage refuses to start);

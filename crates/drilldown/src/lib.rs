@@ -2,7 +2,7 @@
 //! window aggregates.
 //!
 //! The reference demo this service replaces wrote every raw event to
-//! Prometheus as its own per-vehicle series. DESIGN.md replaces that with
+//! Prometheus as its own per-vehicle series. docs/ARCHITECTURE.md replaces that with
 //! aggregates per (model, region), which is what dashboards of a fleet need;
 //! but looking at one vehicle still needs its own series. The drill-down
 //! brings them back under control: it writes `vehicle_ic_engine_rpm`,

@@ -1,7 +1,7 @@
 //! A Kafka client for tests, for any broker: a local [`crate::Tansu`] or an
 //! Apache Kafka in a container.
 //!
-//! The helpers avoid what Tansu 0.6 gets wrong (DESIGN.md): its high
+//! The helpers avoid what Tansu 0.6 gets wrong (docs/ARCHITECTURE.md, "What runs where"): its high
 //! watermark, offsets-for-times and commit metadata. Reading back therefore
 //! assigns every partition from its beginning and counts messages, rather
 //! than asking for watermarks or committed offsets.

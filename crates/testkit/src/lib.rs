@@ -1,6 +1,6 @@
 //! Test support for the fleet preprocessor: real services and a batch oracle.
 //!
-//! Integration tests run against the real thing (DESIGN.md, "What runs
+//! Integration tests run against the real thing (docs/ARCHITECTURE.md, "What runs
 //! where"): [`Tansu`] is a Kafka-compatible broker and [`Prometheus`] the
 //! remote-write receiver, each started as a child process on a free loopback
 //! port with its own temporary directory and log file, and killed on drop.

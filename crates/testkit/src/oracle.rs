@@ -19,7 +19,7 @@ use serde::Serialize;
 #[cfg(test)]
 mod tests;
 
-/// The model of a vehicle missing from the reference data (DESIGN.md).
+/// The model of a vehicle missing from the reference data (docs/ARCHITECTURE.md, "Reference data").
 pub const UNKNOWN_MODEL: &str = "unknown";
 
 /// Identifies one output record: `(window_end, model, region)`, which is also

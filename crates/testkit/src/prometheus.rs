@@ -1,7 +1,7 @@
 //! A real remote-write receiver for tests: Debian's Prometheus.
 //!
 //! The emitter's contract is defined by what Prometheus accepts and refuses
-//! (DESIGN.md, "Delivery guarantee"), so tests write to the real thing and
+//! (docs/ARCHITECTURE.md, "Delivery guarantee"), so tests write to the real thing and
 //! read back through its HTTP API. [`PrometheusClient::series_samples`]
 //! evaluates a range-vector selector rather than `query_range`, because only
 //! the former returns the raw samples with their exact timestamps.

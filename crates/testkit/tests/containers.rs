@@ -1,5 +1,5 @@
 //! The service-level checks of `tests/services.rs` against containers, where
-//! a Docker engine exists (DESIGN.md, "What runs where"): the keyed
+//! a Docker engine exists (docs/ARCHITECTURE.md, "What runs where"): the keyed
 //! produce/consume round trip against Apache Kafka (`apache/kafka:3.9.0`,
 //! one KRaft node that is broker and controller), and readiness plus the
 //! remote-write round trip against `prom/prometheus` with the receiver on.
