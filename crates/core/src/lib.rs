@@ -6,7 +6,8 @@
 //!   and the offset checkpoints that travel with them ([`pipeline`], [`window`]),
 //! - the per-partition watermark tracker with idleness ([`watermark`]),
 //! - the one `unsafe` block of the workspace, a cache prefetch hint ([`prefetch`]),
-//! - layered configuration loading ([`config`]) and telemetry ([`telemetry`]).
+//! - layered configuration loading ([`config`]), the [`Secret`] type of its
+//!   passwords and tokens, and telemetry ([`telemetry`]).
 //!
 //! Everything here is synchronous and free of I/O except [`telemetry`]'s HTTP
 //! endpoint, so the rules that make results exact are testable with `#[test]`.
@@ -21,6 +22,7 @@ pub mod partition_map;
 pub mod pipeline;
 pub mod prefetch;
 pub mod reference;
+pub mod secret;
 pub mod small_str;
 pub mod telemetry;
 pub mod watermark;
@@ -38,6 +40,7 @@ pub use pipeline::{
     SourceEvent, VehicleKey, OTHER_GROUP,
 };
 pub use reference::{ReferenceChange, ReferenceChanges, VehicleRecord};
+pub use secret::Secret;
 pub use small_str::SmallStr;
 pub use watermark::{Watermark, WatermarkRules, WatermarkTracker};
 pub use window::{VehicleSample, WindowAggregate, WindowBatch, WindowSpec};
