@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use fleet_aws::{Region, RegionError};
 use fleet_core::config::Problems;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
@@ -287,12 +288,13 @@ impl KafkaSecurity {
         }
     }
 
-    /// The region MSK IAM tokens are signed for: `aws_region`, else the one
-    /// in the brokers' host names.
-    pub fn msk_region(&self, brokers: &str) -> Option<String> {
-        set(&self.aws_region)
-            .map(str::to_string)
-            .or_else(|| region_from_brokers(brokers))
+    /// The region MSK IAM tokens are signed for: `aws_region` (an error if
+    /// it is not a region), else the one in the brokers' host names, if any.
+    pub fn msk_region(&self, brokers: &str) -> Result<Option<Region>, RegionError> {
+        match set(&self.aws_region) {
+            Some(region) => Region::parse(region).map(Some),
+            None => Ok(region_from_brokers(brokers)),
+        }
     }
 
     /// Whether the clients authenticate with MSK IAM (and need a [`SecurityContext`] with tokens).
@@ -396,17 +398,13 @@ impl KafkaSecurity {
                     "must be \"sasl_ssl\" with sasl_mechanism \"aws_msk_iam\" (MSK takes IAM authentication over TLS only, port 9098), not \"{protocol_word}\""
                 ),
             );
-            match set(&self.aws_region) {
-                Some(region) => problems.check(
-                    crate::msk_iam::is_region(region),
-                    &key("aws_region"),
-                    format!("{region:?} is not an AWS region name (like \"eu-west-1\")"),
-                ),
-                None => problems.check(
-                    region_from_brokers(brokers).is_some(),
+            match self.msk_region(brokers) {
+                Ok(Some(_)) => {}
+                Ok(None) => problems.add(
                     &key("aws_region"),
                     "is required with sasl_mechanism \"aws_msk_iam\": the brokers' host names do not name a region",
                 ),
+                Err(problem) => problems.add(&key("aws_region"), problem.to_string()),
             }
         } else {
             not_used(problems, "aws_region", set(&self.aws_region).is_some());
@@ -479,20 +477,14 @@ fn check_ca_file(path: &std::path::Path) -> Result<(), String> {
 /// (provisioned) or `boot-<id>.c1.kafka-serverless.<region>.amazonaws.com`
 /// (serverless), also `.amazonaws.com.cn`. `None` unless every broker names
 /// the same region.
-pub fn region_from_brokers(brokers: &str) -> Option<String> {
-    let mut found: Option<String> = None;
+pub fn region_from_brokers(brokers: &str) -> Option<Region> {
+    let mut found: Option<Region> = None;
     for broker in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
         let host = broker.rsplit_once(':').map_or(broker, |(host, _)| host);
-        let host = host.to_ascii_lowercase();
-        if !(host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn")) {
-            return None;
-        }
-        let mut labels = host.split('.');
-        labels.find(|l| *l == "kafka" || *l == "kafka-serverless")?;
-        let region = labels.next().filter(|r| crate::msk_iam::is_region(r))?;
+        let region = fleet_aws::region_from_host(host, &["kafka", "kafka-serverless"])?;
         match &found {
-            Some(other) if other != region => return None,
-            _ => found = Some(region.to_string()),
+            Some(other) if *other != region => return None,
+            _ => found = Some(region),
         }
     }
     found
@@ -696,7 +688,10 @@ mod tests {
             ])
         );
         assert!(cfg.security.uses_msk_iam());
-        assert_eq!(cfg.security.msk_region(MSK).as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            cfg.security.msk_region(MSK).unwrap().as_deref(),
+            Some("eu-west-1")
+        );
         // Elsewhere (a tunnel, a local name) the region must be given.
         let tunnel = KafkaConfig {
             brokers: "localhost:9098".into(),
@@ -712,9 +707,27 @@ mod tests {
         };
         assert_eq!(problems_of(&given), vec![]);
         assert_eq!(
-            given.security.msk_region(&given.brokers).as_deref(),
+            given
+                .security
+                .msk_region(&given.brokers)
+                .unwrap()
+                .as_deref(),
             Some("us-east-1")
         );
+        // An availability zone is not a region, and is named as what it is.
+        let zone = KafkaConfig {
+            security: KafkaSecurity {
+                aws_region: Some("eu-west-1a".into()),
+                ..given.security.clone()
+            },
+            ..given
+        };
+        let problems = problems_of(&zone);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let (key, problem) = &problems[0];
+        assert_eq!(key, "kafka.security.aws_region");
+        assert!(problem.contains("availability zone"), "{problem}");
+        assert!(zone.security.msk_region(&zone.brokers).is_err());
     }
 
     #[test]

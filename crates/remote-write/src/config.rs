@@ -10,6 +10,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use fleet_aws::Region;
 use fleet_core::config::Problems;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
@@ -300,11 +301,10 @@ impl RemoteWriteConfig {
 
     /// The region requests are signed for: the configured one, else the one in
     /// the AMP workspace URL. `Err` when SigV4 is off or neither says.
-    pub fn sigv4_region(&self) -> Result<String, String> {
+    pub fn sigv4_region(&self) -> Result<Region, String> {
         let configured = self.sigv4.as_ref().and_then(|s| s.region.as_deref());
         match configured {
-            Some(region) if is_region(region) => Ok(region.to_owned()),
-            Some(region) => Err(format!("{region:?} is not an AWS region name")),
+            Some(region) => Region::parse(region).map_err(|e| e.to_string()),
             None => self
                 .endpoint()
                 .ok()
@@ -382,18 +382,6 @@ impl RemoteWriteConfig {
         }
         Ok(map)
     }
-}
-
-/// Whether `name` looks like an AWS region (`eu-west-1`, `us-gov-west-1`,
-/// `cn-north-1`): lowercase words joined by `-`, ending in a number.
-pub(crate) fn is_region(name: &str) -> bool {
-    let parts: Vec<&str> = name.split('-').collect();
-    parts.len() >= 3
-        && parts.iter().all(|p| !p.is_empty())
-        && parts[..parts.len() - 1]
-            .iter()
-            .all(|p| p.chars().all(|c| c.is_ascii_lowercase()))
-        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
 }
 
 /// Whether `prefix` can start a metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`);
@@ -640,21 +628,18 @@ mod tests {
     }
 
     #[test]
-    fn region_names() {
-        for ok in ["eu-west-1", "us-gov-west-1", "cn-north-1", "ap-southeast-4"] {
-            assert!(is_region(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "eu",
-            "eu-west",
-            "EU-WEST-1",
-            "eu--1",
-            "eu-west-1a",
-            "eu west 1",
-        ] {
-            assert!(!is_region(bad), "{bad}");
-        }
+    fn sigv4_refuses_an_availability_zone_as_kafka_does() {
+        let cfg = RemoteWriteConfig {
+            sigv4: Some(SigV4Config {
+                region: Some("eu-west-1a".into()),
+                ..SigV4Config::default()
+            }),
+            ..RemoteWriteConfig::default()
+        };
+        let p = problems(&cfg);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("remote_write.sigv4.region"), "{p:?}");
+        assert!(p[0].contains("availability zone"), "{p:?}");
     }
 
     #[test]
