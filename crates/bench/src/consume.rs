@@ -10,7 +10,6 @@
 //! plain blocking `poll` loop. Whatever the service spends above the cheaper
 //! of the two plus `replay` is the project's; the rest is the client's.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -110,7 +109,7 @@ fn consumer_config(args: &ConsumeArgs, way: &str) -> rdkafka::ClientConfig {
         brokers: args.brokers.clone(),
         topic: args.topic.clone(),
         group_id: format!("fleet-bench-consume-{way}-{}", std::process::id()),
-        client: args.client.iter().cloned().collect::<BTreeMap<_, _>>(),
+        client: args.client.iter().cloned().collect(),
         ..KafkaConfig::default()
     };
     cfg.consumer_config()

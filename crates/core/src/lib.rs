@@ -7,7 +7,8 @@
 //! - the per-partition watermark tracker with idleness ([`watermark`]),
 //! - the output mode and the scopes of window sets it implies ([`scope`]),
 //! - the one `unsafe` block of the workspace, a cache prefetch hint ([`prefetch`]),
-//! - layered configuration loading ([`config`]) and telemetry ([`telemetry`]).
+//! - layered configuration loading ([`config`]), the [`Secret`] type of its
+//!   passwords and tokens, and telemetry ([`telemetry`]).
 //!
 //! Everything here is synchronous and free of I/O except [`telemetry`]'s HTTP
 //! endpoint, so the rules that make results exact are testable with `#[test]`.
@@ -23,6 +24,7 @@ pub mod pipeline;
 pub mod prefetch;
 pub mod reference;
 pub mod scope;
+pub mod secret;
 pub mod small_str;
 pub mod telemetry;
 pub mod watermark;
@@ -41,6 +43,7 @@ pub use pipeline::{
 };
 pub use reference::{ReferenceChange, ReferenceChanges, VehicleRecord};
 pub use scope::{OutputMode, PipelineConfig, Scope};
+pub use secret::Secret;
 pub use small_str::SmallStr;
 pub use watermark::{Watermark, WatermarkRules, WatermarkTracker};
 pub use window::{VehicleSample, WindowAggregate, WindowBatch, WindowSpec};

@@ -205,7 +205,7 @@ impl Cli {
                 .topic
                 .clone()
                 .unwrap_or_else(|| KafkaConfig::default().topic),
-            client,
+            client: client.into(),
             ..KafkaConfig::default()
         };
         // The service's own checks (host:port, non-empty topic, properties it

@@ -1,12 +1,15 @@
 //! Kafka client configuration shared by the source and the producer.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
 
 use fleet_core::config::Problems;
+use fleet_core::Secret;
 use rdkafka::ClientConfig;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
-use crate::security::{KafkaSecurity, SECRET_CLIENT_KEYS};
+use crate::security::{is_secret_property, KafkaSecurity};
 
 /// Where a consumer group without committed offsets starts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -68,7 +71,91 @@ pub struct KafkaConfig {
     /// client certificate: `ssl.certificate.location`). Keys this service
     /// manages itself (offsets, group membership, and what
     /// `[kafka.security]` sets) are refused.
-    pub client: BTreeMap<String, String>,
+    pub client: ClientProperties,
+}
+
+/// `[kafka.client]`: librdkafka properties, a map of strings. librdkafka's
+/// properties are untyped, so which values are secrets goes by their names
+/// ([`crate::security::SECRET_CLIENT_KEYS`]): those are shown as [`Secret`]s
+/// by `Debug` and `Serialize` (`print-config`), the others as they are.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct ClientProperties(BTreeMap<String, String>);
+
+impl ClientProperties {
+    /// The properties as they are shown: secret values as [`Secret`]s.
+    fn shown(&self) -> impl Iterator<Item = (&String, Shown<'_>)> {
+        self.0.iter().map(|(key, value)| {
+            let value = if is_secret_property(key) {
+                Shown::Secret(Secret::from(value.as_str()))
+            } else {
+                Shown::Plain(value)
+            };
+            (key, value)
+        })
+    }
+}
+
+/// A property value as shown.
+enum Shown<'a> {
+    Plain(&'a str),
+    Secret(Secret),
+}
+
+impl fmt::Debug for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shown::Plain(value) => fmt::Debug::fmt(value, f),
+            Shown::Secret(secret) => fmt::Debug::fmt(secret, f),
+        }
+    }
+}
+
+impl Serialize for Shown<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Shown::Plain(value) => s.serialize_str(value),
+            Shown::Secret(secret) => secret.serialize(s),
+        }
+    }
+}
+
+impl fmt::Debug for ClientProperties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.shown()).finish()
+    }
+}
+
+impl Serialize for ClientProperties {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.shown())
+    }
+}
+
+impl Deref for ClientProperties {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl DerefMut for ClientProperties {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl From<BTreeMap<String, String>> for ClientProperties {
+    fn from(properties: BTreeMap<String, String>) -> Self {
+        ClientProperties(properties)
+    }
+}
+
+impl FromIterator<(String, String)> for ClientProperties {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(iter: I) -> Self {
+        ClientProperties(iter.into_iter().collect())
+    }
 }
 
 impl Default for KafkaConfig {
@@ -87,7 +174,7 @@ impl Default for KafkaConfig {
             start_from: StartFrom::Committed,
             start_timestamp_ms: None,
             security: KafkaSecurity::default(),
-            client: BTreeMap::new(),
+            client: ClientProperties::default(),
         }
     }
 }
@@ -214,28 +301,6 @@ impl KafkaConfig {
         c
     }
 
-    /// A copy for display (`print-config`) with every secret replaced by
-    /// `placeholder`: `security.password`, and the `client` properties whose
-    /// names contain one of [`SECRET_CLIENT_KEYS`] (case-insensitive).
-    pub fn redacted(&self, placeholder: &str) -> KafkaConfig {
-        let mut shown = self.clone();
-        if shown
-            .security
-            .password
-            .as_deref()
-            .is_some_and(|p| !p.is_empty())
-        {
-            shown.security.password = Some(placeholder.to_string());
-        }
-        for (key, value) in shown.client.iter_mut() {
-            let key = key.to_ascii_lowercase();
-            if SECRET_CLIENT_KEYS.iter().any(|s| key.contains(s)) {
-                *value = placeholder.to_string();
-            }
-        }
-        shown
-    }
-
     /// The consumer's properties: manual offset management, no auto commit.
     pub fn consumer_config(&self) -> ClientConfig {
         let mut c = self.client_config_over(&CONSUMER_DEFAULTS);
@@ -278,7 +343,8 @@ mod tests {
         assert_eq!(defaults.get("statistics.interval.ms"), Some("1000"));
         assert_eq!(defaults.get("fetch.wait.max.ms"), Some("100"));
         let cfg = KafkaConfig {
-            client: BTreeMap::from([("queued.min.messages".to_string(), "1000".to_string())]),
+            client: BTreeMap::from([("queued.min.messages".to_string(), "1000".to_string())])
+                .into(),
             ..KafkaConfig::default()
         };
         let c = cfg.consumer_config();
@@ -297,7 +363,7 @@ mod tests {
             brokers: "localhost:9092,nope".into(),
             topic: String::new(),
             commit_interval_ms: 0,
-            client: BTreeMap::from([("enable.auto.commit".to_string(), "true".to_string())]),
+            client: BTreeMap::from([("enable.auto.commit".to_string(), "true".to_string())]).into(),
             ..KafkaConfig::default()
         };
         assert_eq!(

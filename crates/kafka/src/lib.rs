@@ -23,7 +23,7 @@ pub mod security;
 pub mod source;
 
 pub use commit::{CommitLedger, CommitMetadata};
-pub use config::{KafkaConfig, OffsetReset, StartFrom};
+pub use config::{ClientProperties, KafkaConfig, OffsetReset, StartFrom};
 pub use metrics::SourceMetrics;
 pub use msk_iam::MskIamError;
 pub use progress::{ProgressSample, ProgressWatch};

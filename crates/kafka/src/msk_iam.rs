@@ -34,26 +34,15 @@
 //! already authenticated is not cut when the token expires. Temporary
 //! credentials must still be valid when the token is *signed*: a token
 //! cannot outlive what the broker accepts, so credentials about to expire
-//! are refreshed first (as `fleet_remote_write::sigv4::CredentialsCache`
-//! does, five minutes ahead).
+//! are refreshed first (`fleet_aws::CredentialsCache` does, five minutes
+//! ahead).
 //!
-//! # How it will be used (not wired yet)
+//! # Use
 //!
-//! The consumer and producer will authenticate with
-//! `security.protocol=SASL_SSL` and `sasl.mechanism=OAUTHBEARER`, which
-//! needs librdkafka built with SSL (the `ssl` feature of `rdkafka`, a later
-//! step). Their client context sets `ENABLE_REFRESH_OAUTH_TOKEN = true` and
-//! implements `ClientContext::generate_oauth_token`: it takes the current
-//! credentials from a cache kept fresh from the standard AWS chain
-//! (environment, profile, web identity / IRSA, ECS task role, instance
-//! metadata), calls [`auth_token`] with `SystemTime::now()`, and returns
-//! `OAuthToken { token, principal_name, lifetime_ms }` with `lifetime_ms`
-//! the epoch milliseconds of [`token_expiry`]. librdkafka calls it at start
-//! and again at 80 % of the lifetime (about every 12 minutes), so a fresh
-//! token is always at hand for new and re-authenticating connections. The
-//! callback runs on librdkafka's background thread and must not block on
-//! the network: the credentials cache is refreshed by a task of its own,
-//! and the callback only reads it. The principal name is informative (MSK
+//! [`crate::security::TokenProvider`] answers librdkafka's OAUTHBEARER token
+//! requests with [`auth_token`], signed with credentials that a
+//! `fleet_aws::RefreshingCredentials` keeps fresh in the background (see
+//! [`crate::security::tokens`]). The principal name is informative (MSK
 //! takes the identity from the signature); the access key id serves.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -64,6 +53,7 @@ use aws_sigv4::http_request::{
 };
 use aws_sigv4::sign::v4;
 use base64::Engine;
+use fleet_aws::{Region, RegionError};
 
 /// The SigV4 service name of MSK's IAM access control.
 pub const SIGNING_NAME: &str = "kafka-cluster";
@@ -81,8 +71,8 @@ pub const USER_AGENT: &str = concat!("fleet-preprocessor/", env!("CARGO_PKG_VERS
 #[derive(Debug, thiserror::Error)]
 pub enum MskIamError {
     /// The region is not a region name (`eu-west-1`, `us-gov-west-1`…).
-    #[error("not an AWS region: {0:?}")]
-    Region(String),
+    #[error(transparent)]
+    Region(#[from] RegionError),
     /// The access key id or the secret key is empty.
     #[error("the AWS credentials are empty")]
     EmptyCredentials,
@@ -130,9 +120,7 @@ pub fn presigned_url(
     now: SystemTime,
     user_agent: &str,
 ) -> Result<String, MskIamError> {
-    if !is_region(region) {
-        return Err(MskIamError::Region(region.to_string()));
-    }
+    Region::parse(region)?;
     if credentials.access_key_id().is_empty() || credentials.secret_access_key().is_empty() {
         return Err(MskIamError::EmptyCredentials);
     }
@@ -209,18 +197,6 @@ fn percent_encode(s: &str) -> String {
         }
     }
     out
-}
-
-/// Whether `s` looks like an AWS region name: lowercase letters, digits and
-/// dashes, at least two dash-separated parts, none empty.
-pub(crate) fn is_region(s: &str) -> bool {
-    s.split('-').count() >= 3
-        && s.split('-').all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
 }
 
 #[cfg(test)]
@@ -356,7 +332,14 @@ mod tests {
     fn refuses_bad_regions_and_empty_credentials() {
         let now = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
         let ok = Credentials::new("AK", "SK", None, None, "test");
-        for region in ["", "eu", "EU-WEST-1", "eu-west-1.evil.com/x?", "eu--1"] {
+        for region in [
+            "",
+            "eu",
+            "EU-WEST-1",
+            "eu-west-1.evil.com/x?",
+            "eu--1",
+            "eu-west-1a",
+        ] {
             assert!(
                 matches!(auth_token(region, &ok, now), Err(MskIamError::Region(_))),
                 "{region:?}"

@@ -25,7 +25,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use fleet_aws::{Region, RegionError};
 use fleet_core::config::Problems;
+use fleet_core::Secret;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
@@ -160,7 +162,7 @@ where
 
 /// `[kafka.security]`. Empty strings count as unset (so that an environment
 /// variable can clear a key).
-#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaSecurity {
     /// Transport and authentication. Default `plaintext`.
@@ -180,13 +182,9 @@ pub struct KafkaSecurity {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     /// SASL password (`plain`, `scram_*`). A secret: prefer `password_env`,
-    /// or set it with `FLEET__KAFKA__SECURITY__PASSWORD`. Never serialized
-    /// (`print-config`) nor shown by `Debug`: both write `<redacted>`.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "serialize_redacted"
-    )]
-    pub password: Option<String>,
+    /// or set it with `FLEET__KAFKA__SECURITY__PASSWORD`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
     /// The name of an environment variable holding the SASL password (for
     /// example one a Kubernetes or ECS secret fills), read at start.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -196,36 +194,6 @@ pub struct KafkaSecurity {
     /// (`b-1.<cluster>.<id>.c2.kafka.<region>.amazonaws.com`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aws_region: Option<String>,
-}
-
-impl std::fmt::Debug for KafkaSecurity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaSecurity")
-            .field("protocol", &self.protocol)
-            .field("ca_file", &self.ca_file)
-            .field("sasl_mechanism", &self.sasl_mechanism)
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| REDACTED))
-            .field("password_env", &self.password_env)
-            .field("aws_region", &self.aws_region)
-            .finish()
-    }
-}
-
-/// What [`KafkaSecurity`]'s `Debug` and `Serialize` show in place of the
-/// password (as `print-config` redacts other secrets).
-const REDACTED: &str = "<redacted>";
-
-/// A secret, serialized as [`REDACTED`] unless empty: whatever serializes the
-/// configuration (`print-config`) cannot leak it.
-fn serialize_redacted<S: serde::Serializer>(
-    value: &Option<String>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match value.as_deref() {
-        Some(v) if !v.is_empty() => s.serialize_some(REDACTED),
-        other => other.serialize(s),
-    }
 }
 
 /// librdkafka properties that `[kafka.security]` sets, refused in
@@ -242,7 +210,7 @@ const SECURITY_PROPERTIES: [(&str, &str); 7] = [
 
 /// `kafka.client` keys whose values are secrets (case-insensitive
 /// substrings): SASL and TLS key passwords, OAUTHBEARER settings, inline
-/// private keys. [`crate::KafkaConfig::redact_secrets`] hides them.
+/// private keys. [`crate::ClientProperties`] shows them as [`Secret`]s.
 pub const SECRET_CLIENT_KEYS: [&str; 5] = [
     "password",
     "secret",
@@ -251,8 +219,18 @@ pub const SECRET_CLIENT_KEYS: [&str; 5] = [
     "ssl.key.pem",
 ];
 
+/// Whether the `kafka.client` property `key` holds a secret.
+pub fn is_secret_property(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_CLIENT_KEYS.iter().any(|s| key.contains(s))
+}
+
 fn set(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.trim().is_empty())
+}
+
+fn set_secret(value: &Option<Secret>) -> Option<&Secret> {
+    value.as_ref().filter(|v| !v.expose().trim().is_empty())
 }
 
 impl KafkaSecurity {
@@ -264,7 +242,7 @@ impl KafkaSecurity {
     }
 
     /// The SASL password: `password`, else the variable `password_env` names.
-    pub fn resolved_password(&self) -> Result<Option<String>, String> {
+    pub fn resolved_password(&self) -> Result<Option<Secret>, String> {
         self.resolved_password_from(|name| std::env::var_os(name))
     }
 
@@ -272,27 +250,28 @@ impl KafkaSecurity {
     fn resolved_password_from(
         &self,
         env: impl Fn(&str) -> Option<std::ffi::OsString>,
-    ) -> Result<Option<String>, String> {
-        if let Some(password) = set(&self.password) {
-            return Ok(Some(password.to_string()));
+    ) -> Result<Option<Secret>, String> {
+        if let Some(password) = set_secret(&self.password) {
+            return Ok(Some(password.clone()));
         }
         let Some(name) = set(&self.password_env) else {
             return Ok(None);
         };
         match env(name).map(std::ffi::OsString::into_string) {
-            Some(Ok(value)) if !value.is_empty() => Ok(Some(value)),
+            Some(Ok(value)) if !value.is_empty() => Ok(Some(Secret::from(value))),
             Some(Ok(_)) => Err(format!("the environment variable {name} is empty")),
             Some(Err(_)) => Err(format!("the environment variable {name} is not UTF-8")),
             None => Err(format!("the environment variable {name} is not set")),
         }
     }
 
-    /// The region MSK IAM tokens are signed for: `aws_region`, else the one
-    /// in the brokers' host names.
-    pub fn msk_region(&self, brokers: &str) -> Option<String> {
-        set(&self.aws_region)
-            .map(str::to_string)
-            .or_else(|| region_from_brokers(brokers))
+    /// The region MSK IAM tokens are signed for: `aws_region` (an error if
+    /// it is not a region), else the one in the brokers' host names, if any.
+    pub fn msk_region(&self, brokers: &str) -> Result<Option<Region>, RegionError> {
+        match set(&self.aws_region) {
+            Some(region) => Region::parse(region).map(Some),
+            None => Ok(region_from_brokers(brokers)),
+        }
     }
 
     /// Whether the clients authenticate with MSK IAM (and need a [`SecurityContext`] with tokens).
@@ -365,7 +344,7 @@ impl KafkaSecurity {
                     &key("username"),
                     format!("is required with sasl_mechanism \"{word}\""),
                 );
-                match (set(&self.password), set(&self.password_env)) {
+                match (set_secret(&self.password), set(&self.password_env)) {
                     (Some(_), Some(_)) => problems.add(
                         &key("password"),
                         "set either password or password_env, not both",
@@ -384,7 +363,7 @@ impl KafkaSecurity {
             }
             None => {
                 not_used(problems, "username", set(&self.username).is_some());
-                not_used(problems, "password", set(&self.password).is_some());
+                not_used(problems, "password", set_secret(&self.password).is_some());
                 not_used(problems, "password_env", set(&self.password_env).is_some());
             }
         }
@@ -396,17 +375,13 @@ impl KafkaSecurity {
                     "must be \"sasl_ssl\" with sasl_mechanism \"aws_msk_iam\" (MSK takes IAM authentication over TLS only, port 9098), not \"{protocol_word}\""
                 ),
             );
-            match set(&self.aws_region) {
-                Some(region) => problems.check(
-                    crate::msk_iam::is_region(region),
-                    &key("aws_region"),
-                    format!("{region:?} is not an AWS region name (like \"eu-west-1\")"),
-                ),
-                None => problems.check(
-                    region_from_brokers(brokers).is_some(),
+            match self.msk_region(brokers) {
+                Ok(Some(_)) => {}
+                Ok(None) => problems.add(
                     &key("aws_region"),
                     "is required with sasl_mechanism \"aws_msk_iam\": the brokers' host names do not name a region",
                 ),
+                Err(problem) => problems.add(&key("aws_region"), problem.to_string()),
             }
         } else {
             not_used(problems, "aws_region", set(&self.aws_region).is_some());
@@ -454,7 +429,7 @@ impl KafkaSecurity {
                     c.set("sasl.username", username);
                 }
                 if let Ok(Some(password)) = self.resolved_password() {
-                    c.set("sasl.password", password);
+                    c.set("sasl.password", password.expose());
                 }
             }
         }
@@ -479,20 +454,14 @@ fn check_ca_file(path: &std::path::Path) -> Result<(), String> {
 /// (provisioned) or `boot-<id>.c1.kafka-serverless.<region>.amazonaws.com`
 /// (serverless), also `.amazonaws.com.cn`. `None` unless every broker names
 /// the same region.
-pub fn region_from_brokers(brokers: &str) -> Option<String> {
-    let mut found: Option<String> = None;
+pub fn region_from_brokers(brokers: &str) -> Option<Region> {
+    let mut found: Option<Region> = None;
     for broker in brokers.split(',').map(str::trim).filter(|b| !b.is_empty()) {
         let host = broker.rsplit_once(':').map_or(broker, |(host, _)| host);
-        let host = host.to_ascii_lowercase();
-        if !(host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn")) {
-            return None;
-        }
-        let mut labels = host.split('.');
-        labels.find(|l| *l == "kafka" || *l == "kafka-serverless")?;
-        let region = labels.next().filter(|r| crate::msk_iam::is_region(r))?;
+        let region = fleet_aws::region_from_host(host, &["kafka", "kafka-serverless"])?;
         match &found {
-            Some(other) if other != region => return None,
-            _ => found = Some(region.to_string()),
+            Some(other) if *other != region => return None,
+            _ => found = Some(region),
         }
     }
     found
@@ -658,7 +627,7 @@ mod tests {
         let env = |value: &'static str| move |_: &str| Some(std::ffi::OsString::from(value));
         assert_eq!(
             cfg.security.resolved_password_from(env("s3cret")),
-            Ok(Some("s3cret".to_string()))
+            Ok(Some(Secret::from("s3cret")))
         );
         assert_eq!(
             cfg.security.resolved_password_from(env("")),
@@ -671,7 +640,7 @@ mod tests {
         };
         assert_eq!(
             given.resolved_password_from(env("s3cret")),
-            Ok(Some("given".to_string()))
+            Ok(Some(Secret::from("given")))
         );
     }
 
@@ -696,7 +665,10 @@ mod tests {
             ])
         );
         assert!(cfg.security.uses_msk_iam());
-        assert_eq!(cfg.security.msk_region(MSK).as_deref(), Some("eu-west-1"));
+        assert_eq!(
+            cfg.security.msk_region(MSK).unwrap().as_deref(),
+            Some("eu-west-1")
+        );
         // Elsewhere (a tunnel, a local name) the region must be given.
         let tunnel = KafkaConfig {
             brokers: "localhost:9098".into(),
@@ -712,9 +684,27 @@ mod tests {
         };
         assert_eq!(problems_of(&given), vec![]);
         assert_eq!(
-            given.security.msk_region(&given.brokers).as_deref(),
+            given
+                .security
+                .msk_region(&given.brokers)
+                .unwrap()
+                .as_deref(),
             Some("us-east-1")
         );
+        // An availability zone is not a region, and is named as what it is.
+        let zone = KafkaConfig {
+            security: KafkaSecurity {
+                aws_region: Some("eu-west-1a".into()),
+                ..given.security.clone()
+            },
+            ..given
+        };
+        let problems = problems_of(&zone);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let (key, problem) = &problems[0];
+        assert_eq!(key, "kafka.security.aws_region");
+        assert!(problem.contains("availability zone"), "{problem}");
+        assert!(zone.security.msk_region(&zone.brokers).is_err());
     }
 
     #[test]
@@ -816,7 +806,7 @@ mod tests {
         ];
         for (security, client, expected) in cases {
             let cfg = KafkaConfig {
-                client,
+                client: client.into(),
                 ..with(security.clone())
             };
             assert_eq!(keys_of(&cfg), expected, "{security:?}");
@@ -941,31 +931,43 @@ mod tests {
         };
         assert_eq!(problems_of(&cfg), vec![]);
         assert!(props(&cfg).is_empty());
-        assert_eq!(
-            cfg.redacted("<redacted>").security.password.as_deref(),
-            Some("")
-        );
+        // An unset password stays unset when the configuration is printed.
+        let printed: toml::Table = toml::from_str(&toml::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(printed["security"]["password"].as_str(), Some(""));
     }
 
     #[test]
-    fn redaction_hides_the_password_and_secret_client_properties() {
+    fn printing_hides_the_password_and_secret_client_properties() {
         let cfg = KafkaConfig {
             security: KafkaSecurity {
                 password: Some("hunter2".into()),
                 ..KafkaSecurity::default()
             },
-            client: map(&[("ssl.key.password", "k"), ("fetch.min.bytes", "1")]),
+            client: map(&[
+                ("ssl.key.password", "k3y"),
+                ("SASL.OAUTHBEARER.CLIENT.SECRET", "0auth"),
+                ("fetch.min.bytes", "1"),
+            ])
+            .into(),
             ..KafkaConfig::default()
         };
-        let shown = cfg.redacted("<redacted>");
-        assert_eq!(shown.security.password.as_deref(), Some("<redacted>"));
-        // Serializing never writes the password, redacted or not.
-        let text = toml::to_string(&cfg).unwrap();
-        assert!(!text.contains("hunter2"), "{text}");
-        assert!(text.contains("password = \"<redacted>\""), "{text}");
-        assert_eq!(shown.client["ssl.key.password"], "<redacted>");
-        assert_eq!(shown.client["fetch.min.bytes"], "1");
-        // Nothing to hide: unchanged.
-        assert_eq!(KafkaConfig::default().redacted("x"), KafkaConfig::default());
+        for text in [toml::to_string(&cfg).unwrap(), format!("{cfg:?}")] {
+            for secret in ["hunter2", "k3y", "0auth"] {
+                assert!(!text.contains(secret), "{secret} in {text}");
+            }
+        }
+        let printed: toml::Table = toml::from_str(&toml::to_string(&cfg).unwrap()).unwrap();
+        assert_eq!(printed["security"]["password"].as_str(), Some("<redacted>"));
+        let client = printed["client"].as_table().unwrap();
+        assert_eq!(client["ssl.key.password"].as_str(), Some("<redacted>"));
+        assert_eq!(
+            client["SASL.OAUTHBEARER.CLIENT.SECRET"].as_str(),
+            Some("<redacted>")
+        );
+        assert_eq!(client["fetch.min.bytes"].as_str(), Some("1"));
+        // What is sent is the secret itself.
+        let sent = cfg.consumer_config();
+        assert_eq!(sent.get("ssl.key.password"), Some("k3y"));
+        assert_eq!(sent.get("SASL.OAUTHBEARER.CLIENT.SECRET"), Some("0auth"));
     }
 }

@@ -169,9 +169,6 @@ pub struct ValidSettings {
     pub listen: Option<SocketAddr>,
 }
 
-/// What `print-config` writes in place of a secret.
-pub const REDACTED: &str = "<redacted>";
-
 // The enums below live in crates that only deserialize them; they are written
 // back as the same snake_case words the configuration takes.
 fn serialize_unknown_vehicle<S: Serializer>(
@@ -193,20 +190,12 @@ fn serialize_log_format<S: Serializer>(format: &LogFormat, s: S) -> Result<S::Ok
 
 impl Settings {
     /// The effective configuration as TOML, every secret replaced by
-    /// [`REDACTED`]: `remote_write.basic_auth_password`, every value of
-    /// `remote_write.headers` (they carry tokens and tenant keys), and the
-    /// Kafka secrets (see [`KafkaConfig::redacted`]).
+    /// `<redacted>`: the secrets are [`fleet_core::Secret`]s, which serialize
+    /// so (`remote_write.basic_auth_password`, the values of
+    /// `remote_write.headers`, `kafka.security.password`, and the secret
+    /// properties of `kafka.client`: see [`fleet_kafka::ClientProperties`]).
     pub fn to_redacted_toml(&self) -> Result<String, toml::ser::Error> {
-        let mut shown = self.clone();
-        let remote = &mut shown.remote_write;
-        if remote.basic_auth_password.is_some() {
-            remote.basic_auth_password = Some(REDACTED.into());
-        }
-        for value in remote.headers.values_mut() {
-            *value = REDACTED.into();
-        }
-        shown.kafka = shown.kafka.redacted(REDACTED);
-        toml::to_string(&shown)
+        toml::to_string(self)
     }
 
     /// Loads the layers: embedded defaults, optional file, `FLEET__*` environment.
@@ -372,6 +361,8 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
+    use fleet_core::secret::REDACTED;
+
     use super::*;
 
     #[test]
@@ -427,7 +418,10 @@ mod tests {
         assert_eq!(back.windows.length_ms, settings.windows.length_ms);
         assert_eq!(back.kafka.client["fetch.min.bytes"], "1");
         assert_eq!(
-            back.remote_write.basic_auth_password.as_deref(),
+            back.remote_write
+                .basic_auth_password
+                .as_ref()
+                .map(fleet_core::Secret::expose),
             Some(REDACTED)
         );
     }

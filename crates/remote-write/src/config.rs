@@ -6,11 +6,12 @@
 //! functions, so what validates is what runs.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use fleet_aws::Region;
 use fleet_core::config::Problems;
+use fleet_core::Secret;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
@@ -69,8 +70,9 @@ pub struct SigV4Config {
 /// The SigV4 service name of Amazon Managed Service for Prometheus.
 pub const AMP_SERVICE: &str = "aps";
 
-/// Where and how to write the aggregates.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+/// Where and how to write the aggregates. The secrets (the basic-auth
+/// password, the header values, which often carry tokens) are [`Secret`]s.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RemoteWriteConfig {
     /// The remote-write endpoint, `http` or `https`.
@@ -114,11 +116,11 @@ pub struct RemoteWriteConfig {
     /// Labels added to every series (not `model`, `region` or `__*`). Default none.
     pub constant_labels: BTreeMap<String, String>,
     /// Extra HTTP headers sent with every request (for example a tenant id). Default none.
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, Secret>,
     /// HTTP basic-auth user name; needs `basic_auth_password`. Default none.
     pub basic_auth_username: Option<String>,
     /// HTTP basic-auth password. Default none.
-    pub basic_auth_password: Option<String>,
+    pub basic_auth_password: Option<Secret>,
     /// A file holding a bearer token, re-read whenever it changes (token
     /// rotation). Default none.
     pub bearer_token_file: Option<PathBuf>,
@@ -157,42 +159,6 @@ impl Default for RemoteWriteConfig {
             tls_ca_file: None,
             tls_insecure_skip_verify: false,
         }
-    }
-}
-
-// By hand, so that passwords and header values (often tokens) never reach a log.
-impl fmt::Debug for RemoteWriteConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redacted: BTreeMap<&str, &str> = self
-            .headers
-            .keys()
-            .map(|k| (k.as_str(), "<redacted>"))
-            .collect();
-        f.debug_struct("RemoteWriteConfig")
-            .field("url", &self.url)
-            .field("timeout_ms", &self.timeout_ms)
-            .field("max_samples_per_request", &self.max_samples_per_request)
-            .field("max_linger_ms", &self.max_linger_ms)
-            .field("shards", &self.shards)
-            .field("shard_queue_capacity", &self.shard_queue_capacity)
-            .field("unready_after_ms", &self.unready_after_ms)
-            .field("min_backoff_ms", &self.min_backoff_ms)
-            .field("max_backoff_ms", &self.max_backoff_ms)
-            .field("on_retry_exhausted", &self.on_retry_exhausted)
-            .field("max_retries", &self.max_retries)
-            .field("metric_prefix", &self.metric_prefix)
-            .field("constant_labels", &self.constant_labels)
-            .field("headers", &redacted)
-            .field("basic_auth_username", &self.basic_auth_username)
-            .field(
-                "basic_auth_password",
-                &self.basic_auth_password.as_ref().map(|_| "<redacted>"),
-            )
-            .field("bearer_token_file", &self.bearer_token_file)
-            .field("sigv4", &self.sigv4)
-            .field("tls_ca_file", &self.tls_ca_file)
-            .field("tls_insecure_skip_verify", &self.tls_insecure_skip_verify)
-            .finish()
     }
 }
 
@@ -300,11 +266,10 @@ impl RemoteWriteConfig {
 
     /// The region requests are signed for: the configured one, else the one in
     /// the AMP workspace URL. `Err` when SigV4 is off or neither says.
-    pub fn sigv4_region(&self) -> Result<String, String> {
+    pub fn sigv4_region(&self) -> Result<Region, String> {
         let configured = self.sigv4.as_ref().and_then(|s| s.region.as_deref());
         match configured {
-            Some(region) if is_region(region) => Ok(region.to_owned()),
-            Some(region) => Err(format!("{region:?} is not an AWS region name")),
+            Some(region) => Region::parse(region).map_err(|e| e.to_string()),
             None => self
                 .endpoint()
                 .ok()
@@ -376,24 +341,13 @@ impl RemoteWriteConfig {
             if RESERVED_HEADERS.contains(&header.as_str()) {
                 return Err(format!("{name:?} is set by the remote-write protocol"));
             }
-            let value = HeaderValue::from_str(value)
+            let mut value = HeaderValue::from_str(value.expose())
                 .map_err(|_| format!("the value of {name:?} is not a valid header value"))?;
+            value.set_sensitive(true);
             map.insert(header, value);
         }
         Ok(map)
     }
-}
-
-/// Whether `name` looks like an AWS region (`eu-west-1`, `us-gov-west-1`,
-/// `cn-north-1`): lowercase words joined by `-`, ending in a number.
-pub(crate) fn is_region(name: &str) -> bool {
-    let parts: Vec<&str> = name.split('-').collect();
-    parts.len() >= 3
-        && parts.iter().all(|p| !p.is_empty())
-        && parts[..parts.len() - 1]
-            .iter()
-            .all(|p| p.chars().all(|c| c.is_ascii_lowercase()))
-        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
 }
 
 /// Whether `prefix` can start a metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`);
@@ -640,21 +594,18 @@ mod tests {
     }
 
     #[test]
-    fn region_names() {
-        for ok in ["eu-west-1", "us-gov-west-1", "cn-north-1", "ap-southeast-4"] {
-            assert!(is_region(ok), "{ok}");
-        }
-        for bad in [
-            "",
-            "eu",
-            "eu-west",
-            "EU-WEST-1",
-            "eu--1",
-            "eu-west-1a",
-            "eu west 1",
-        ] {
-            assert!(!is_region(bad), "{bad}");
-        }
+    fn sigv4_refuses_an_availability_zone_as_kafka_does() {
+        let cfg = RemoteWriteConfig {
+            sigv4: Some(SigV4Config {
+                region: Some("eu-west-1a".into()),
+                ..SigV4Config::default()
+            }),
+            ..RemoteWriteConfig::default()
+        };
+        let p = problems(&cfg);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("remote_write.sigv4.region"), "{p:?}");
+        assert!(p[0].contains("availability zone"), "{p:?}");
     }
 
     #[test]

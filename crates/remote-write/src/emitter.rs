@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use fleet_core::Secret;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
@@ -95,28 +96,19 @@ impl RetryPolicy {
 }
 
 /// How requests authenticate.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 enum Auth {
     None,
-    Basic { username: String, password: String },
+    Basic { username: String, password: Secret },
     Bearer(BearerTokenFile),
-}
-
-impl fmt::Debug for Auth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Auth::None => f.write_str("None"),
-            Auth::Basic { username, .. } => write!(f, "Basic({username}, <redacted>)"),
-            Auth::Bearer(file) => write!(f, "Bearer({})", file.path.display()),
-        }
-    }
 }
 
 /// A bearer token read from a file, read again whenever its mtime changes
 /// (Kubernetes rotates projected tokens by replacing the file).
+#[derive(Debug)]
 struct BearerTokenFile {
     path: PathBuf,
-    cached: Arc<Mutex<Option<(SystemTime, String)>>>,
+    cached: Arc<Mutex<Option<(SystemTime, Secret)>>>,
 }
 
 // By hand: clones share the cached token (shards read one file).
@@ -130,7 +122,7 @@ impl Clone for BearerTokenFile {
 }
 
 impl BearerTokenFile {
-    async fn token(&self) -> Result<String, RemoteWriteError> {
+    async fn token(&self) -> Result<Secret, RemoteWriteError> {
         let failed = |cause| RemoteWriteError::BearerToken {
             path: self.path.clone(),
             cause,
@@ -147,11 +139,12 @@ impl BearerTokenFile {
                 }
             }
         }
-        let token = tokio::fs::read_to_string(&self.path)
-            .await
-            .map_err(failed)?
-            .trim()
-            .to_owned();
+        let token = Secret::from(
+            tokio::fs::read_to_string(&self.path)
+                .await
+                .map_err(failed)?
+                .trim(),
+        );
         if let (Some(modified), Ok(mut cached)) = (modified, self.cached.lock()) {
             *cached = Some((modified, token.clone()));
         }
@@ -356,8 +349,10 @@ impl Emitter {
             .body(body);
         builder = match &self.auth {
             Auth::None => builder,
-            Auth::Basic { username, password } => builder.basic_auth(username, Some(password)),
-            Auth::Bearer(file) => builder.bearer_auth(file.token().await?),
+            Auth::Basic { username, password } => {
+                builder.basic_auth(username, Some(password.expose()))
+            }
+            Auth::Bearer(file) => builder.bearer_auth(file.token().await?.expose()),
         };
         builder
             .build()

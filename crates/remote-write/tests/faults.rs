@@ -453,7 +453,11 @@ async fn sends_the_protocol_headers_auth_and_signature() {
     let cfg = RemoteWriteConfig {
         basic_auth_username: Some("fleet".into()),
         basic_auth_password: Some("s3cret".into()),
-        headers: [("X-Scope-OrgID".to_string(), "tenant-1".to_string())].into(),
+        headers: [(
+            "X-Scope-OrgID".to_string(),
+            fleet_core::Secret::from("tenant-1"),
+        )]
+        .into(),
         ..server.config()
     };
     let mut emitter = Emitter::new(&cfg, RemoteWriteMetrics::unregistered())

@@ -9,14 +9,15 @@
 //!
 //! - [`TokenProvider`] keeps credentials of the standard AWS chain
 //!   (environment, shared files and `AWS_PROFILE`, web identity / IRSA, the
-//!   ECS task role, EC2 instance metadata) in a cache that a background task
-//!   refreshes five minutes before they expire (static keys: every 15
-//!   minutes), as `fleet_remote_write::sigv4::CredentialsCache` does for AMP;
+//!   ECS task role, EC2 instance metadata) in a [`fleet_aws::CredentialsCache`]
+//!   that a background task refreshes five minutes before they expire
+//!   (static keys: every 15 minutes): a [`fleet_aws::RefreshingCredentials`];
 //! - the callback signs a token with the cached credentials (pure CPU). If
 //!   there are none yet, it starts a refresh; off a runtime thread it waits
-//!   for it (at most [`FIRST_CREDENTIALS_WAIT`]), on one it returns the
-//!   error and librdkafka asks again 10 s later. [`SecurityContext::warm_up`]
-//!   fetches them before the clients start, so that normally never happens.
+//!   for it (at most [`fleet_aws::FIRST_CREDENTIALS_WAIT`]), on one it
+//!   returns the error and librdkafka asks again 10 s later.
+//!   [`SecurityContext::warm_up`] fetches them before the clients start, so
+//!   that normally never happens.
 //!
 //! A token expires [`crate::msk_iam::TOKEN_LIFETIME`] (15 min) after it was
 //! signed, or when the credentials that signed it expire, whichever is first.
@@ -25,11 +26,11 @@
 //! otherwise never polled (the source's companion consumer of the
 //! closed-windows group) is polled by [`SecurityContext::keep_polled`].
 
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+use fleet_aws::{CredentialsCache, CredentialsError, RefreshingCredentials, Region, RegionError};
 use rdkafka::client::OAuthToken;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::ClientContext;
@@ -38,23 +39,8 @@ use tokio::runtime::Handle;
 use crate::msk_iam::{self, MskIamError};
 use crate::KafkaConfig;
 
-/// Credentials are fetched again this long before they expire (EC2 instance
-/// metadata and the ECS agent offer new ones at least five minutes ahead).
-pub const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
-
-/// Credentials without an expiry (static keys) are fetched again after this
-/// long, as the SDK's own cache does.
-pub const NO_EXPIRY_TTL: Duration = Duration::from_secs(15 * 60);
-
-/// How often the background task checks whether the credentials need a refresh.
-const CHECK_EVERY: Duration = Duration::from_secs(30);
-
-/// After a failed refresh, the background task tries again this soon.
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
-
-/// Longest a token request off the runtime threads (the producer's polling
-/// thread) waits for the first credentials.
-pub const FIRST_CREDENTIALS_WAIT: Duration = Duration::from_secs(10);
+/// What the credentials are for, in log lines.
+const PURPOSE: &str = "MSK IAM";
 
 /// How often a consumer that nobody else polls is polled, for its token refreshes.
 const POLL_IDLE_CONSUMER_EVERY: Duration = Duration::from_secs(1);
@@ -70,9 +56,12 @@ pub enum SecurityError {
         "kafka.security.aws_region is not set and the brokers' host names do not name a region"
     )]
     NoRegion,
+    /// The configured region is not one.
+    #[error("kafka.security.aws_region: {0}")]
+    Region(#[from] RegionError),
     /// The AWS credential chain gave nothing (yet).
     #[error("no AWS credentials for MSK IAM authentication: {0}")]
-    Credentials(String),
+    Credentials(CredentialsError),
     /// librdkafka asked for a token although MSK IAM is not configured.
     #[error("librdkafka asked for an OAUTHBEARER token, but kafka.security.sasl_mechanism is not \"aws_msk_iam\"")]
     NotConfigured,
@@ -81,226 +70,55 @@ pub enum SecurityError {
     Token(#[from] MskIamError),
 }
 
-/// Whether credentials fetched at `fetched_at` should be fetched again at `now`.
-pub fn needs_refresh(credentials: &Credentials, fetched_at: SystemTime, now: SystemTime) -> bool {
-    match credentials.expiry() {
-        Some(expiry) => now + REFRESH_BEFORE_EXPIRY >= expiry,
-        None => now >= fetched_at + NO_EXPIRY_TTL,
-    }
-}
-
-/// Whether `credentials` can still sign at `now`.
-fn still_valid(credentials: &Credentials, now: SystemTime) -> bool {
-    credentials.expiry().is_none_or(|expiry| now < expiry)
-}
-
-/// The AWS credential chain, built on first use (building it is async).
-type ProviderCell = tokio::sync::OnceCell<SharedCredentialsProvider>;
-
-#[derive(Debug, Default)]
-struct CacheState {
-    /// The credentials in use and when they were fetched.
-    current: Option<(Credentials, SystemTime)>,
-    /// Why the last refresh failed, if it did.
-    last_error: Option<String>,
-    /// Refreshes attempted, for waiters.
-    attempts: u64,
-}
-
-/// Credentials kept until shortly before they expire.
-#[derive(Debug)]
-struct CredentialsCache {
-    /// The region of the chain's own calls (STS for web identity and roles).
-    region: String,
-    provider: ProviderCell,
-    state: Mutex<CacheState>,
-    /// Signalled after every refresh attempt.
-    attempted: Condvar,
-    /// Held while fetching: one call to the chain at a time.
-    refreshing: tokio::sync::Mutex<()>,
-}
-
-impl CredentialsCache {
-    fn state(&self) -> std::sync::MutexGuard<'_, CacheState> {
-        // A poisoned lock only means a panic elsewhere while it was held;
-        // the state itself is always consistent.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn fresh(&self, now: SystemTime) -> bool {
-        self.state()
-            .current
-            .as_ref()
-            .is_some_and(|(c, at)| !needs_refresh(c, *at, now))
-    }
-
-    /// The credentials in use, if they can still sign at `now`.
-    fn usable(&self, now: SystemTime) -> Option<Credentials> {
-        self.state()
-            .current
-            .as_ref()
-            .map(|(c, _)| c.clone())
-            .filter(|c| still_valid(c, now))
-    }
-
-    async fn provider(&self) -> Result<&SharedCredentialsProvider, String> {
-        self.provider
-            .get_or_try_init(|| default_chain(&self.region))
-            .await
-    }
-
-    /// Makes sure the credentials are not about to expire, asking the chain
-    /// only if they are. When the chain fails while the old credentials are
-    /// still valid, they are kept (with a warning).
-    async fn refresh(&self) -> Result<(), SecurityError> {
-        if self.fresh(SystemTime::now()) {
-            return Ok(());
-        }
-        let _one_at_a_time = self.refreshing.lock().await;
-        let now = SystemTime::now();
-        if self.fresh(now) {
-            return Ok(());
-        }
-        let fetched = match self.provider().await {
-            Ok(provider) => provider
-                .provide_credentials()
-                .await
-                .map_err(|e| fleet_core::error_chain(&e)),
-            Err(e) => Err(e),
-        };
-        let mut state = self.state();
-        state.attempts += 1;
-        let result = match fetched {
-            Ok(credentials) => {
-                tracing::debug!(expiry = ?credentials.expiry(), "Fetched AWS credentials for MSK IAM.");
-                state.current = Some((credentials, now));
-                state.last_error = None;
-                Ok(())
-            }
-            Err(error) => {
-                let first = state.last_error.is_none();
-                state.last_error = Some(error.clone());
-                let valid = state
-                    .current
-                    .as_ref()
-                    .is_some_and(|(c, _)| still_valid(c, now));
-                if valid {
-                    if first {
-                        tracing::warn!(%error, "Cannot refresh the AWS credentials for MSK IAM; using the current ones until they expire.");
-                    }
-                    Ok(())
-                } else {
-                    Err(SecurityError::Credentials(error))
-                }
-            }
-        };
-        drop(state);
-        self.attempted.notify_all();
-        result
-    }
-
-    /// Waits (blocking the thread) until credentials are usable or a refresh
-    /// attempt started after the call has failed, at most `timeout`.
-    fn wait_usable(&self, timeout: Duration) -> Option<Credentials> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut state = self.state();
-        let attempts = state.attempts;
-        loop {
-            let now = SystemTime::now();
-            if let Some((c, _)) = state.current.as_ref().filter(|(c, _)| still_valid(c, now)) {
-                return Some(c.clone());
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if state.attempts > attempts || left.is_zero() {
-                return None;
-            }
-            state = match self.attempted.wait_timeout(state, left) {
-                Ok((state, _)) => state,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
+impl From<CredentialsError> for SecurityError {
+    fn from(error: CredentialsError) -> Self {
+        match error {
+            CredentialsError::NoRuntime => SecurityError::NoRuntime,
+            other => SecurityError::Credentials(other),
         }
     }
-
-    fn last_error(&self) -> Option<String> {
-        self.state().last_error.clone()
-    }
-}
-
-/// The standard AWS credential chain, with rustls on ring as its HTTP
-/// client (as `fleet-remote-write` builds it: no second TLS stack).
-async fn default_chain(region: &str) -> Result<SharedCredentialsProvider, String> {
-    let http_client = aws_smithy_http_client::Builder::new()
-        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http_client)
-        .region(aws_config::Region::new(region.to_string()))
-        .load()
-        .await
-        .credentials_provider()
-        .ok_or_else(|| "the AWS configuration has no credential chain".to_string())
 }
 
 /// Makes MSK IAM tokens for one region from cached AWS credentials.
+#[derive(Debug)]
 pub struct TokenProvider {
-    region: String,
-    cache: Arc<CredentialsCache>,
-    handle: Handle,
-}
-
-impl std::fmt::Debug for TokenProvider {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenProvider")
-            .field("region", &self.region)
-            .finish_non_exhaustive()
-    }
+    region: Region,
+    credentials: RefreshingCredentials,
 }
 
 impl TokenProvider {
     /// Tokens for a cluster in `region`, signed with credentials of the
     /// standard AWS chain. Must be called within a tokio runtime, which the
     /// credential refreshes run on: the background refresh starts at once.
-    pub fn from_default_chain(region: impl Into<String>) -> Result<Self, SecurityError> {
-        let region = region.into();
-        Self::start(region, ProviderCell::new())
+    pub fn from_default_chain(region: Region) -> Result<Self, SecurityError> {
+        let cache = CredentialsCache::with_default_chain(region.clone(), None, PURPOSE);
+        Self::start(region, cache)
     }
 
     /// Tokens signed with credentials from `provider` (tests, or an
     /// embedding application with its own chain).
     pub fn with_provider(
-        region: impl Into<String>,
+        region: Region,
         provider: SharedCredentialsProvider,
     ) -> Result<Self, SecurityError> {
-        Self::start(region.into(), ProviderCell::new_with(Some(provider)))
+        Self::start(region, CredentialsCache::new(provider, PURPOSE))
     }
 
-    fn start(region: String, provider: ProviderCell) -> Result<Self, SecurityError> {
-        let handle = Handle::try_current().map_err(|_| SecurityError::NoRuntime)?;
-        let cache = Arc::new(CredentialsCache {
-            region: region.clone(),
-            provider,
-            state: Mutex::new(CacheState::default()),
-            attempted: Condvar::new(),
-            refreshing: tokio::sync::Mutex::new(()),
-        });
-        handle.spawn(keep_fresh(Arc::downgrade(&cache)));
+    fn start(region: Region, cache: CredentialsCache) -> Result<Self, SecurityError> {
         Ok(TokenProvider {
             region,
-            cache,
-            handle,
+            credentials: RefreshingCredentials::start(cache)?,
         })
     }
 
     /// The region the tokens are signed for.
-    pub fn region(&self) -> &str {
+    pub fn region(&self) -> &Region {
         &self.region
     }
 
     /// Fetches credentials now unless fresh ones are cached.
     pub async fn warm_up(&self) -> Result<(), SecurityError> {
-        self.cache.refresh().await
+        Ok(self.credentials.warm_up().await?)
     }
 
     /// A token signed now.
@@ -310,27 +128,7 @@ impl TokenProvider {
 
     /// A token signed at `now`: see the module documentation for when it waits.
     pub fn token_at(&self, now: SystemTime) -> Result<OAuthToken, SecurityError> {
-        let credentials = match self.cache.usable(now) {
-            Some(credentials) => {
-                if !self.cache.fresh(now) {
-                    self.refresh_in_background();
-                }
-                credentials
-            }
-            None => {
-                self.refresh_in_background();
-                let waited = if Handle::try_current().is_err() {
-                    self.cache.wait_usable(FIRST_CREDENTIALS_WAIT)
-                } else {
-                    None // a runtime thread: never block it
-                };
-                waited.ok_or_else(|| {
-                    SecurityError::Credentials(self.cache.last_error().unwrap_or_else(|| {
-                        "not fetched yet (librdkafka asks again in 10 s)".to_string()
-                    }))
-                })?
-            }
-        };
+        let credentials = self.credentials.get_at(now)?;
         let token = msk_iam::auth_token(&self.region, &credentials, now)?;
         let expiry = match credentials.expiry() {
             Some(expiry) => msk_iam::token_expiry(now).min(expiry),
@@ -347,41 +145,6 @@ impl TokenProvider {
             principal_name: credentials.access_key_id().to_string(),
             lifetime_ms,
         })
-    }
-
-    fn refresh_in_background(&self) {
-        let cache = self.cache.clone();
-        self.handle.spawn(async move {
-            if let Err(error) = cache.refresh().await {
-                tracing::debug!(%error, "Refreshing the AWS credentials for MSK IAM failed.");
-            }
-        });
-    }
-}
-
-/// The background refresh: checks every [`CHECK_EVERY`] (sooner after a
-/// failure) while any [`TokenProvider`] of the cache lives.
-async fn keep_fresh(cache: Weak<CredentialsCache>) {
-    let mut failing = false;
-    loop {
-        let Some(strong) = cache.upgrade() else {
-            return;
-        };
-        let next = match strong.refresh().await {
-            Ok(()) => {
-                failing = false;
-                CHECK_EVERY
-            }
-            Err(error) => {
-                if !failing {
-                    tracing::warn!(%error, "Cannot fetch AWS credentials for MSK IAM; retrying.");
-                }
-                failing = true;
-                RETRY_AFTER_FAILURE
-            }
-        };
-        drop(strong);
-        tokio::time::sleep(next).await;
     }
 }
 
@@ -403,7 +166,7 @@ impl SecurityContext {
         }
         let region = cfg
             .security
-            .msk_region(&cfg.brokers)
+            .msk_region(&cfg.brokers)?
             .ok_or(SecurityError::NoRegion)?;
         tracing::info!(%region, "Authenticating to Kafka with MSK IAM (SASL/OAUTHBEARER).");
         Ok(SecurityContext::with_tokens(
@@ -495,8 +258,10 @@ mod tests {
 
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
-    use aws_credential_types::provider::{error::CredentialsError, future};
+    use aws_credential_types::provider::{error::CredentialsError, future, ProvideCredentials};
+    use aws_credential_types::Credentials;
     use base64::Engine;
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::Consumer;
@@ -554,6 +319,10 @@ mod tests {
         (calls, provider)
     }
 
+    fn eu_west_1() -> Region {
+        Region::parse("eu-west-1").unwrap()
+    }
+
     /// The query parameters of a token's presigned URL.
     fn params(token: &str) -> BTreeMap<String, String> {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -571,7 +340,7 @@ mod tests {
     #[tokio::test]
     async fn tokens_are_signed_with_the_cached_credentials_and_expire_with_them() {
         let (calls, provider) = chain(Some(Duration::from_secs(3600)), usize::MAX, Duration::ZERO);
-        let tokens = TokenProvider::with_provider("eu-west-1", provider).unwrap();
+        let tokens = TokenProvider::with_provider(eu_west_1(), provider).unwrap();
         tokens.warm_up().await.unwrap();
         let now = SystemTime::now();
         let token = tokens.token_at(now).unwrap();
@@ -588,7 +357,7 @@ mod tests {
 
         // Credentials expiring before the token would: the token expires with them.
         let (_, provider) = chain(Some(Duration::from_secs(400)), usize::MAX, Duration::ZERO);
-        let short = TokenProvider::with_provider("eu-west-1", provider).unwrap();
+        let short = TokenProvider::with_provider(eu_west_1(), provider).unwrap();
         short.warm_up().await.unwrap();
         let now = SystemTime::now();
         let token = short.token_at(now).unwrap();
@@ -600,7 +369,7 @@ mod tests {
     async fn credentials_are_fetched_again_before_they_expire() {
         // Valid for less than REFRESH_BEFORE_EXPIRY: due for a refresh at once.
         let (calls, provider) = chain(Some(Duration::from_secs(290)), usize::MAX, Duration::ZERO);
-        let tokens = TokenProvider::with_provider("eu-west-1", provider).unwrap();
+        let tokens = TokenProvider::with_provider(eu_west_1(), provider).unwrap();
         tokens.warm_up().await.unwrap();
         let before = calls.load(Ordering::SeqCst);
         // Still valid: the token is signed with them at once, and a refresh
@@ -626,14 +395,14 @@ mod tests {
     async fn a_failing_chain_keeps_valid_credentials_and_reports_when_there_are_none() {
         // The first call succeeds with credentials about to expire; later calls fail.
         let (_, provider) = chain(Some(Duration::from_secs(120)), 1, Duration::ZERO);
-        let tokens = TokenProvider::with_provider("eu-west-1", provider).unwrap();
+        let tokens = TokenProvider::with_provider(eu_west_1(), provider).unwrap();
         tokens.warm_up().await.unwrap();
         // Needs a refresh (2 min left), which fails: the old ones still sign.
         tokens.warm_up().await.unwrap();
         assert_eq!(tokens.token().unwrap().principal_name, "AK0");
 
         let (_, failing) = chain(None, 0, Duration::ZERO);
-        let none = TokenProvider::with_provider("eu-west-1", failing).unwrap();
+        let none = TokenProvider::with_provider(eu_west_1(), failing).unwrap();
         let error = none.warm_up().await.unwrap_err();
         assert!(
             error.to_string().contains("instance metadata unavailable"),
@@ -653,7 +422,7 @@ mod tests {
     #[tokio::test]
     async fn a_runtime_thread_never_waits_for_credentials() {
         let (_, slow) = chain(None, usize::MAX, Duration::from_secs(3600));
-        let tokens = TokenProvider::with_provider("eu-west-1", slow).unwrap();
+        let tokens = TokenProvider::with_provider(eu_west_1(), slow).unwrap();
         let started = tokio::time::Instant::now();
         let Err(error) = tokens.token() else {
             panic!("a token without credentials")
@@ -671,7 +440,7 @@ mod tests {
             .unwrap();
         let (calls, provider) = chain(None, usize::MAX, Duration::from_millis(300));
         let tokens = runtime
-            .block_on(async { TokenProvider::with_provider("eu-west-1", provider) })
+            .block_on(async { TokenProvider::with_provider(eu_west_1(), provider) })
             .unwrap();
         // As librdkafka's producer thread: no runtime here, so it may wait.
         let token = std::thread::spawn(move || tokens.token())
@@ -686,7 +455,7 @@ mod tests {
     fn needs_a_runtime_and_a_region() {
         let (_, provider) = chain(None, usize::MAX, Duration::ZERO);
         assert!(matches!(
-            TokenProvider::with_provider("eu-west-1", provider),
+            TokenProvider::with_provider(eu_west_1(), provider),
             Err(SecurityError::NoRuntime)
         ));
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -755,7 +524,7 @@ mod tests {
     async fn librdkafka_asks_the_context_for_tokens_and_takes_them() {
         let (calls, provider) = chain(Some(Duration::from_secs(3600)), usize::MAX, Duration::ZERO);
         let context = SecurityContext::with_tokens(
-            TokenProvider::with_provider("eu-west-1", provider).unwrap(),
+            TokenProvider::with_provider(eu_west_1(), provider).unwrap(),
         );
         context.warm_up().await;
         let probe = Probe {
