@@ -47,7 +47,7 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Fleet size.
-    #[arg(long, default_value_t = GeneratorConfig::DEFAULT.vehicles)]
+    #[arg(long, default_value_t = GeneratorConfig::REFERENCE_FLEET_VEHICLES)]
     vehicles: usize,
     /// Events to generate (and to push through every phase).
     #[arg(long, default_value_t = 5_000_000)]

@@ -62,7 +62,7 @@ const DEFAULT_MESSAGE_TIMEOUT_MS: &str = "30000";
 #[command(group(ArgGroup::new("sink").required(true).args(["output", "brokers"])))]
 struct Cli {
     /// Number of vehicles; each reports about once per simulated second.
-    #[arg(long, default_value_t = GeneratorConfig::DEFAULT.vehicles)]
+    #[arg(long, default_value_t = GeneratorConfig::REFERENCE_FLEET_VEHICLES)]
     vehicles: usize,
     /// Number of events to write (required for file and stdout output; with
     /// Kafka, endless until SIGINT/SIGTERM when absent).

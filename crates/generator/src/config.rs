@@ -22,7 +22,7 @@ const MAX_START_MS: TimestampMs = 253_402_300_799_999;
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorConfig {
     /// Number of vehicles; each sends about one event per simulated second.
-    /// Default 100000.
+    /// Default 1000.
     pub vehicles: usize,
     /// Seed of the fleet and of every event; the same seed gives the same output.
     /// Default 11.
@@ -55,9 +55,15 @@ pub struct GeneratorConfig {
 }
 
 impl GeneratorConfig {
-    /// The defaults, usable in constant contexts (command-line defaults).
+    /// The fleet of the reference deployment (100,000 vehicles, one event
+    /// each a second): what the `fleet-generator` command and the benchmarks
+    /// generate unless told otherwise.
+    pub const REFERENCE_FLEET_VEHICLES: usize = 100_000;
+
+    /// The defaults of `[generator]` (`config/default.toml`), usable in
+    /// constant contexts (command-line defaults).
     pub const DEFAULT: GeneratorConfig = GeneratorConfig {
-        vehicles: 100_000,
+        vehicles: 1_000,
         seed: 11,
         start_ms: None,
         disorder_fraction: 0.05,

@@ -250,7 +250,7 @@ impl Settings {
             "windows.idle_timeout_ms",
             "must be positive",
         );
-        let remote = !self.remote_write.url.trim().is_empty();
+        let remote = self.remote_write.enabled();
         if remote {
             self.remote_write.validate(&mut p);
         }
@@ -372,6 +372,18 @@ mod tests {
         assert!(matches!(s.sink, SinkKind::Console));
         assert_eq!(s.window.length_ms(), 5000);
         assert_eq!(s.watermarks, WatermarkRules::defaults());
+    }
+
+    /// `config/default.toml` is the one source of defaults: a section's Rust
+    /// `Default` (what a library user of the stage gets) must say the same.
+    #[test]
+    fn every_sections_default_is_the_one_in_default_toml() {
+        let embedded: Settings = toml::from_str(DEFAULT_TOML).unwrap();
+        assert_eq!(embedded.pipeline, PipelineConfig::default());
+        assert_eq!(embedded.kafka, KafkaConfig::default());
+        assert_eq!(embedded.remote_write, RemoteWriteConfig::default());
+        assert_eq!(embedded.drilldown, DrilldownConfig::default());
+        assert_eq!(embedded.generator, GeneratorConfig::default());
     }
 
     #[test]

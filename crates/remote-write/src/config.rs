@@ -75,8 +75,8 @@ pub const AMP_SERVICE: &str = "aps";
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RemoteWriteConfig {
-    /// The remote-write endpoint, `http` or `https`.
-    /// Default `http://localhost:9090/api/v1/write` (a local Prometheus).
+    /// The remote-write endpoint, `http` or `https`. Default empty: remote
+    /// write is off (the service prints the aggregates instead).
     pub url: String,
     /// Time for one HTTP request, connection to answer, in milliseconds. Default 10000.
     pub timeout_ms: u64,
@@ -138,7 +138,7 @@ pub struct RemoteWriteConfig {
 impl Default for RemoteWriteConfig {
     fn default() -> Self {
         RemoteWriteConfig {
-            url: "http://localhost:9090/api/v1/write".into(),
+            url: String::new(),
             timeout_ms: 10_000,
             max_samples_per_request: 2000,
             max_linger_ms: 100,
@@ -166,8 +166,10 @@ impl RemoteWriteConfig {
     /// Records every problem under `remote_write.<field>`.
     pub fn validate(&self, problems: &mut Problems) {
         let key = |field: &str| format!("{SECTION}.{field}");
-        if let Err(problem) = self.endpoint() {
-            problems.add(&key("url"), problem);
+        if self.enabled() {
+            if let Err(problem) = self.endpoint() {
+                problems.add(&key("url"), problem);
+            }
         }
         problems.check(self.timeout_ms > 0, &key("timeout_ms"), "must be positive");
         problems.check(
@@ -322,6 +324,9 @@ impl RemoteWriteConfig {
 
     /// The parsed endpoint URL.
     pub fn endpoint(&self) -> Result<Url, String> {
+        if !self.enabled() {
+            return Err("is empty: remote write is off".into());
+        }
         let url = Url::parse(&self.url).map_err(|e| format!("{:?} is not a URL: {e}", self.url))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(format!("{:?}: the scheme must be http or https", self.url));
@@ -330,6 +335,11 @@ impl RemoteWriteConfig {
             return Err(format!("{:?} has no host", self.url));
         }
         Ok(url)
+    }
+
+    /// Whether remote write is on: a URL is configured.
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
     }
 
     /// The extra headers, parsed.

@@ -4,7 +4,6 @@
 //! counted twice) and Prometheus never saw a conflicting sample (a different
 //! value for a timestamp it already had).
 
-
 use std::time::Duration;
 
 use crate::common::*;

@@ -4,7 +4,6 @@
 //! with the template variables substituted as Grafana would for "All", is
 //! evaluated as an instant query at the end of the generated data.
 
-
 use crate::common::*;
 use fleet_testkit::oracle;
 

@@ -8,7 +8,6 @@
 //! Prometheus are joined the same way before comparing.
 #![allow(clippy::unwrap_used)] // helpers of the tests below
 
-
 use std::collections::{BTreeMap, HashMap};
 
 use crate::common::*;

@@ -5,7 +5,6 @@
 //! events; no other vehicle appears; and the aggregates are unchanged.
 #![allow(clippy::unwrap_used)] // helpers of the tests below
 
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::common::*;

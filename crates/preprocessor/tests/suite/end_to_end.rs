@@ -1,7 +1,6 @@
 //! End to end on real services: generated events → Tansu → fleet-preprocessor
 //! → Prometheus, compared window by window with the batch oracle.
 
-
 use std::time::Duration;
 
 use crate::common::*;

@@ -1,12 +1,11 @@
 //! Event time under a moving assignment and a slow sink, on real services.
 
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use crate::common::*;
 use fleet_testkit::oracle;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 

@@ -10,18 +10,18 @@
 //! from a real Prometheus scraping the service during an end-to-end run.
 #![allow(clippy::unwrap_used)] // helpers of the tests below
 
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use crate::common::*;
+use axum::http::StatusCode;
 use fleet_testkit::Tansu;
 
 /// The dashboard whose every query must return data.
-const HEALTH_DASHBOARD: &str = include_str!("../../../../grafana/dashboards/preprocessor-health.json");
+const HEALTH_DASHBOARD: &str =
+    include_str!("../../../../grafana/dashboards/preprocessor-health.json");
 
 /// An endpoint standing in for a remote-write receiver: 401 while `accept`
 /// is false, 204 (written) once it is true.

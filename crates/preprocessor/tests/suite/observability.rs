@@ -4,7 +4,6 @@
 //! `/readyz` answers 200 while the service processes, and every alert rule
 //! of `deploy/prometheus/alerts.yml` evaluates in that Prometheus.
 
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 

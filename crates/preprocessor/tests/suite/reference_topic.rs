@@ -6,7 +6,6 @@
 //! reference data in force when its events were processed.
 #![allow(clippy::unwrap_used)] // helpers of the test below
 
-
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 

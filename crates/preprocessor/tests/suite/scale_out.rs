@@ -7,7 +7,6 @@
 //! every revocation fenced the sink (docs/SCALING.md).
 #![allow(clippy::unwrap_used)] // helpers of the test below
 
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 

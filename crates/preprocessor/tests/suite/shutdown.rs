@@ -1,6 +1,5 @@
 //! Graceful shutdown has a deadline even when the sink cannot drain.
 
-
 use std::time::Duration;
 
 use crate::common::*;
