@@ -38,15 +38,15 @@ pub use fence::RevocationFence;
 pub use file_watch::FileWatch;
 pub use partition_map::PartitionMap;
 pub use pipeline::{
-    Checkpoint, Dimensions, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, Msg, SourceBatch,
-    SourceEvent, VehicleKey, OTHER_GROUP,
+    ChannelsConfig, Checkpoint, Dimensions, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, Msg,
+    SourceBatch, SourceEvent, VehicleKey, OTHER_GROUP,
 };
 pub use reference::{ReferenceChange, ReferenceChanges, VehicleRecord};
 pub use scope::{OutputMode, PipelineConfig, Scope};
 pub use secret::Secret;
 pub use small_str::SmallStr;
 pub use watermark::{Watermark, WatermarkRules, WatermarkTracker};
-pub use window::{VehicleSample, WindowAggregate, WindowBatch, WindowSpec};
+pub use window::{VehicleSample, WindowAggregate, WindowBatch, WindowSpec, WindowsConfig};
 
 /// Event time and window bounds: milliseconds since the Unix epoch.
 pub type TimestampMs = i64;

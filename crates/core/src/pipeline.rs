@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 #[cfg(doc)]
 use crate::OutputMode;
 use crate::{EventType, PartitionId, RawEvent, Scope, TimestampMs, Watermark};
@@ -51,6 +53,35 @@ impl<T> Msg<T> {
                 written_through,
                 epoch,
             }),
+        }
+    }
+}
+
+/// `[channels]`: the capacity of each stage channel, in batches. A full
+/// channel holds the stage before it back; the source pauses last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelsConfig {
+    /// Source → enricher.
+    pub source_to_enricher: usize,
+    /// Enricher → aggregator.
+    pub enricher_to_aggregator: usize,
+    /// Aggregator → sink.
+    pub aggregator_to_sink: usize,
+}
+
+impl ChannelsConfig {
+    /// Checks every key, naming it under `channels.`.
+    pub fn validate(&self, problems: &mut crate::config::Problems) {
+        for (key, capacity) in [
+            ("channels.source_to_enricher", self.source_to_enricher),
+            (
+                "channels.enricher_to_aggregator",
+                self.enricher_to_aggregator,
+            ),
+            ("channels.aggregator_to_sink", self.aggregator_to_sink),
+        ] {
+            problems.check(capacity > 0, key, "must be at least 1");
         }
     }
 }

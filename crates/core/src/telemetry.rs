@@ -21,11 +21,11 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
 /// How log lines are written.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -33,6 +33,36 @@ pub enum LogFormat {
     Human,
     /// One JSON object per line (CloudWatch, Loki).
     Json,
+}
+
+/// `[telemetry]`: the HTTP endpoint and the logs.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `host:port` of the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`); empty: none.
+    pub listen: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Log level or filter.
+    pub log_level: String,
+}
+
+impl TelemetryConfig {
+    /// Checks every key, naming it under `telemetry.`; returns the endpoint's
+    /// address, if one is configured and valid.
+    pub fn validate(&self, problems: &mut crate::config::Problems) -> Option<SocketAddr> {
+        let listen = self.listen.trim();
+        if listen.is_empty() {
+            return None;
+        }
+        let parsed = listen.parse::<SocketAddr>();
+        problems.check(
+            parsed.is_ok(),
+            "telemetry.listen",
+            format!("{listen:?} is not an ip:port address"),
+        );
+        parsed.ok()
+    }
 }
 
 /// Installs the global `tracing` subscriber, writing to stderr. `RUST_LOG`,

@@ -1,10 +1,64 @@
 //! Window geometry and the aggregate one window produces per group.
 
-use serde::Serialize;
-
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::{Checkpoint, EventType, GroupKey, TimestampMs};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problems;
+use crate::{Checkpoint, EventType, GroupKey, TimestampMs, WatermarkRules};
+
+/// `[windows]`: the windows' geometry and the event-time rules that close them.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowsConfig {
+    /// Window length, ms.
+    pub length_ms: i64,
+    /// Bounded out-of-orderness, ms.
+    pub out_of_orderness_ms: i64,
+    /// Idleness timeout, ms.
+    pub idle_timeout_ms: u64,
+    /// All-idle wall-clock close delay, ms; 0 disables it.
+    pub all_idle_close_after_ms: u64,
+    /// Most label sets (groups) one window writes; the excess is folded
+    /// into one group labelled `other`.
+    pub max_label_sets: usize,
+}
+
+impl WindowsConfig {
+    /// Checks every key, naming it under `windows.`; returns the window
+    /// geometry and the watermark rules when the length is valid.
+    pub fn validate(&self, problems: &mut Problems) -> Option<(WindowSpec, WatermarkRules)> {
+        let window = WindowSpec::new(self.length_ms);
+        problems.check(
+            window.is_some(),
+            "windows.length_ms",
+            "must be a positive number of milliseconds",
+        );
+        problems.check(
+            self.out_of_orderness_ms >= 0,
+            "windows.out_of_orderness_ms",
+            "must not be negative",
+        );
+        problems.check(
+            self.idle_timeout_ms > 0,
+            "windows.idle_timeout_ms",
+            "must be positive",
+        );
+        problems.check(
+            self.max_label_sets > 0,
+            "windows.max_label_sets",
+            "must be at least 1",
+        );
+        let rules = WatermarkRules {
+            out_of_orderness_ms: self.out_of_orderness_ms.max(0),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            all_idle_close_after: (self.all_idle_close_after_ms > 0)
+                .then(|| Duration::from_millis(self.all_idle_close_after_ms)),
+        };
+        Some((window?, rules))
+    }
+}
 
 /// Tumbling windows of a fixed length, aligned to the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 mod catalog;
+mod config;
 mod drilldown;
 mod metrics;
 mod reference;
@@ -20,17 +21,18 @@ mod reload;
 mod table;
 
 pub use catalog::{Enrichment, VehicleCatalog};
+pub use config::{ReferenceConfig, ReferencePlan, ReferenceSource};
 pub use drilldown::DrilldownSelector;
 pub use metrics::EnricherMetrics;
 pub use reference::{ReferenceError, ReferenceTable};
 pub use reload::ReferenceWatch;
 
 use fleet_core::{EnrichedBatch, Msg, ReferenceChanges, SourceBatch};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 /// What happens to events of vehicles that are not in the reference data.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownVehiclePolicy {
     /// Aggregate them under `model="unknown"` (default).

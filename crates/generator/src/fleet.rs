@@ -263,6 +263,19 @@ impl Fleet {
             .collect()
     }
 
+    /// The fleet as reference records (the embedded source's reference data),
+    /// every attribute kept.
+    pub fn reference_records(&self) -> Vec<fleet_core::VehicleRecord> {
+        self.vehicles
+            .iter()
+            .map(|v| fleet_core::VehicleRecord {
+                vehicle_id: v.vin.clone(),
+                model: v.model.to_string(),
+                attributes: v.reference_attributes(),
+            })
+            .collect()
+    }
+
     /// VIN → every reference attribute (`model`, `fuel_type`, `model_year`),
     /// the content of the reference CSV after `vehicle_id`; see
     /// [`Vehicle::reference_attributes`].

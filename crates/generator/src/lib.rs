@@ -18,6 +18,8 @@
 //!   `max_disorder_ms`, makes a few late beyond the out-of-orderness, and lets
 //!   vehicles go offline and deliver a burst when they return.
 //! - [`jsonl`]: the events as JSON lines, fast.
+//! - [`live`]: the embedded source, the generator paced in real time into
+//!   the pipeline when no Kafka is configured.
 //!
 //! Invariants: the same configuration gives the same events in the same order;
 //! [`EventGenerator::take_exact`] yields exactly the requested number of
@@ -29,6 +31,7 @@ mod config;
 mod fleet;
 mod generator;
 pub mod jsonl;
+pub mod live;
 mod vehicle;
 pub mod vin;
 

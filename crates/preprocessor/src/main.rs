@@ -10,15 +10,12 @@
 //! - `settings`: the configuration (embedded `config/default.toml`, `--config`
 //!   file, `FLEET__*` environment), validated once before anything connects.
 //! - `service`: builds the bounded channels and spawns one task per stage:
-//!   source (`fleet-kafka` or `embedded`), `fleet-enricher`,
-//!   `fleet-aggregator`, sink (`fleet-remote-write` or `console`).
-//! - `replay`: the bounded file source of the `replay` subcommand.
-//! - `embedded`: the in-process generator source.
+//!   the source (`fleet-kafka`, the embedded `fleet_generator::live`, or the
+//!   `replay` file source of `fleet-replay`), `fleet-enricher`,
+//!   `fleet-aggregator`, and the sink (`fleet-remote-write` or `console`).
 //! - `console`: the JSON-lines sink.
 
 mod console;
-mod embedded;
-mod replay;
 mod service;
 mod settings;
 
@@ -28,8 +25,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use fleet_core::config::{ConfigError, Problems, EXIT_CONFIG};
-use fleet_core::Watermark;
-use settings::{Settings, SinkKind, ValidSettings};
+use settings::{Settings, ValidSettings};
 
 #[derive(Parser, Debug)]
 #[command(name = "fleet-preprocessor", version, about)]
@@ -81,8 +77,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    let telemetry = &settings.raw.telemetry;
-    fleet_core::telemetry::init_tracing(telemetry.log_format, &telemetry.log_level);
+    let (log_format, log_level) = &settings.log;
+    fleet_core::telemetry::init_tracing(*log_format, log_level);
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::PrintConfig => unreachable!("handled before the configuration is validated"),
         Command::CheckConfig => {
@@ -93,9 +89,12 @@ fn main() -> ExitCode {
         Command::Run => {
             runtime().and_then(|rt| rt.block_on(service::run(settings, shutdown_signal())))
         }
-        Command::Replay { input, reference } => {
-            runtime().and_then(|rt| rt.block_on(replay(settings, input, reference)))
-        }
+        Command::Replay { input, .. } => runtime().and_then(|rt| {
+            rt.block_on(service::run(
+                settings.for_replay(input),
+                std::future::pending(),
+            ))
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -202,46 +201,4 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
     tracing::info!("Shutdown requested.");
-}
-
-/// `replay`: file → pipeline → JSON lines on stdout.
-async fn replay(
-    mut settings: ValidSettings,
-    input: PathBuf,
-    _reference: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    // Replay always prints; it never writes to remote write, and its
-    // reference data is the file as it is at the start.
-    settings.sink = SinkKind::Console;
-    settings.raw.reference.reload_interval_ms = 0;
-    settings.raw.drilldown.enabled = false;
-    let telemetry = service::Telemetry::new();
-    let reference = service::load_reference(&settings, || {
-        tracing::warn!("No reference data given (--reference): every vehicle is unknown.");
-        fleet_enricher::ReferenceTable::from_records(&[], &settings.raw.reference.dimensions)
-    })?;
-    let mut tasks = tokio::task::JoinSet::new();
-    let core = service::spawn_core(&settings, &reference, None, &telemetry, &mut tasks)?;
-    let (acks, _) = tokio::sync::watch::channel(None);
-    let fence = std::sync::Arc::new(fleet_core::RevocationFence::default());
-    service::spawn_sink(&settings, core.tail, acks, fence, &telemetry, &mut tasks);
-    let stats = replay::run(
-        input,
-        settings.watermarks.out_of_orderness_ms,
-        settings.window,
-        settings.raw.pipeline.output_mode,
-        core.head,
-    )
-    .await?;
-    while let Some(joined) = tasks.join_next().await {
-        joined??;
-    }
-    let malformed: u64 = stats.malformed.values().sum();
-    tracing::info!(
-        events = stats.events,
-        malformed,
-        end = ?Watermark::END_OF_INPUT,
-        "Replay finished."
-    );
-    Ok(())
 }

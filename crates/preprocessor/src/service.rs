@@ -23,8 +23,8 @@ use fleet_core::{
 };
 use fleet_drilldown::VehicleSelection;
 use fleet_enricher::{
-    DrilldownSelector, EnricherMetrics, ReferenceFeed, ReferenceTable, ReferenceWatch,
-    VehicleCatalog,
+    DrilldownSelector, EnricherMetrics, ReferenceFeed, ReferenceSource, ReferenceTable,
+    ReferenceWatch, VehicleCatalog,
 };
 use fleet_kafka::SourceMetrics;
 use fleet_remote_write::RemoteWriteMetrics;
@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::settings::{SinkKind, ValidSettings};
+use crate::settings::{SinkKind, SourceKind, ValidSettings};
 
 /// Time after the source's drain deadline for its final commit and leaving
 /// the group, before the remaining stages are abandoned.
@@ -45,6 +45,9 @@ const READY_REFERENCE: &str = "reference_data";
 /// Reference-topic messages (a snapshot, then deltas) waiting for the enricher.
 const REFERENCE_CHANGES_CAPACITY: usize = 16;
 
+/// Most events per batch of the file source.
+const REPLAY_BATCH: usize = 4096;
+
 /// How often the channels' fill is sampled.
 const CHANNEL_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 
@@ -53,7 +56,7 @@ const CHANNEL_SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// channel fill).
 pub struct Telemetry {
     /// The root registry: `process_start_time_seconds`, and the `fleet` sub-registry.
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// Build, readiness and channel fill.
     service: TelemetryMetrics,
     source: SourceMetrics,
@@ -79,7 +82,7 @@ impl Telemetry {
             RemoteWriteMetrics::register(registry.sub_registry_with_prefix("remote_write"));
         readiness.require(READY_REFERENCE, "reference data not loaded yet");
         Telemetry {
-            registry: root,
+            registry: Arc::new(root),
             service,
             source,
             enricher,
@@ -90,52 +93,53 @@ impl Telemetry {
     }
 }
 
-/// The middle of the pipeline, shared by `run` and `replay`: the channel the
-/// source writes to, and the one the sink reads from.
-pub struct Core {
+/// The middle of the pipeline: the channel the source writes to, and the one
+/// the sink reads from.
+struct Core {
     /// Where the source sends.
-    pub head: mpsc::Sender<Msg<SourceBatch>>,
+    head: mpsc::Sender<Msg<SourceBatch>>,
     /// What the sink receives.
-    pub tail: mpsc::Receiver<WindowBatch>,
+    tail: mpsc::Receiver<WindowBatch>,
 }
 
-/// Loads the reference data named by the settings, or `fallback` when none is.
-pub fn load_reference(
+/// Loads the reference table the settings name; the embedded source's fleet
+/// stands in when none is named.
+fn load_reference(
     settings: &ValidSettings,
-    fallback: impl FnOnce() -> ReferenceTable,
+    fleet: Option<&fleet_generator::Fleet>,
 ) -> anyhow::Result<ReferenceTable> {
-    match &settings.reference_csv {
-        Some(path) => ReferenceTable::from_csv_file(path, &settings.raw.reference.dimensions)
-            .with_context(|| format!("reference.csv_path {}", path.display())),
-        None => Ok(fallback()),
-    }
-}
-
-/// The embedded generator's fleet as reference records, every attribute kept.
-fn fleet_records(fleet: &fleet_generator::Fleet) -> Vec<fleet_core::VehicleRecord> {
-    fleet
-        .vehicles()
-        .iter()
-        .map(|v| fleet_core::VehicleRecord {
-            vehicle_id: v.vin.clone(),
-            model: v.model.to_string(),
-            attributes: v.reference_attributes(),
-        })
-        .collect()
+    let dimensions = &settings.reference.dimensions;
+    Ok(match (&settings.reference.source, fleet) {
+        (ReferenceSource::Csv { path, .. }, _) => {
+            ReferenceTable::from_csv_file(path, dimensions)
+                .with_context(|| format!("reference.csv_path {}", path.display()))?
+        }
+        (ReferenceSource::None, Some(fleet)) => {
+            ReferenceTable::from_records(&fleet.reference_records(), dimensions)
+        }
+        (ReferenceSource::Topic(_), _) => ReferenceTable::from_records(&[], dimensions),
+        (ReferenceSource::None, None) => {
+            tracing::warn!(
+                "No reference data configured (reference.csv_path or reference.topic): every vehicle is unknown."
+            );
+            ReferenceTable::from_records(&[], dimensions)
+        }
+    })
 }
 
 /// Spawns the enricher and the aggregator.
-pub fn spawn_core(
+fn spawn_core(
     settings: &ValidSettings,
     reference: &ReferenceTable,
     reference_changes: Option<mpsc::Receiver<ReferenceChanges>>,
     telemetry: &Telemetry,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<Core> {
-    let drilldown = &settings.raw.drilldown;
-    let selection = VehicleSelection::from_config(drilldown).context("drilldown")?;
-    let drilldown_frequency = selection.is_enabled().then_some(drilldown.frequency);
-    let ch = &settings.raw.channels;
+    let selection = VehicleSelection::from_config(&settings.drilldown).context("drilldown")?;
+    let drilldown_frequency = selection
+        .is_enabled()
+        .then_some(settings.drilldown.frequency);
+    let ch = &settings.channels;
     let (head, enricher_in) = mpsc::channel(ch.source_to_enricher);
     let (enricher_out, aggregator_in) = mpsc::channel(ch.enricher_to_aggregator);
     let (aggregator_out, tail) = mpsc::channel(ch.aggregator_to_sink);
@@ -147,20 +151,22 @@ pub fn spawn_core(
         ],
         telemetry.service.clone(),
     );
-    let catalog = VehicleCatalog::new(reference, settings.raw.reference.unknown_vehicle)
+    let catalog = VehicleCatalog::new(reference, settings.reference.unknown_vehicle)
         .with_drilldown(DrilldownSelector::new(selection));
     telemetry.readiness.ok(READY_REFERENCE);
     let metrics = telemetry.enricher.clone();
-    let feed = match (
-        reference_changes,
-        &settings.reference_csv,
-        settings.raw.reference.reload_interval_ms,
-    ) {
-        (Some(changes), _, _) => ReferenceFeed::Changes(changes),
-        (None, Some(path), ms) if ms > 0 => ReferenceFeed::File(ReferenceWatch::new(
+    let feed = match (reference_changes, &settings.reference.source) {
+        (Some(changes), _) => ReferenceFeed::Changes(changes),
+        (
+            None,
+            ReferenceSource::Csv {
+                path,
+                reload: Some(every),
+            },
+        ) => ReferenceFeed::File(ReferenceWatch::new(
             path.clone(),
-            Duration::from_millis(ms),
-            settings.raw.reference.dimensions.clone(),
+            *every,
+            settings.reference.dimensions.clone(),
         )),
         _ => ReferenceFeed::Fixed,
     };
@@ -174,8 +180,8 @@ pub fn spawn_core(
     );
     let aggregator = AggregatorConfig {
         window: settings.window,
-        output_mode: settings.raw.pipeline.output_mode,
-        max_label_sets: settings.raw.windows.max_label_sets,
+        output_mode: settings.output_mode,
+        max_label_sets: settings.max_label_sets,
         drilldown: drilldown_frequency,
     };
     let metrics = telemetry.aggregator.clone();
@@ -232,7 +238,7 @@ fn spawn_channel_sampler(channels: Vec<(Channel, Probe)>, metrics: TelemetryMetr
 }
 
 /// Spawns the configured sink reading `tail`.
-pub fn spawn_sink(
+fn spawn_sink(
     settings: &ValidSettings,
     tail: mpsc::Receiver<WindowBatch>,
     acks: watch::Sender<Option<Checkpoint>>,
@@ -268,7 +274,8 @@ pub fn spawn_sink(
     }
 }
 
-/// Runs the service until `shutdown` completes and the pipeline has drained.
+/// Runs the pipeline until `shutdown` completes and it has drained, or, on
+/// a bounded input, until the input has ended and every window is written.
 pub async fn run(
     settings: ValidSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -282,47 +289,12 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let stop_requested = |stop_rx: &watch::Receiver<bool>| {
-        let mut stop_rx = stop_rx.clone();
-        async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        }
+    let fleet = match &settings.source {
+        SourceKind::Embedded(generator) => Some(fleet_generator::Fleet::from_config(generator)),
+        SourceKind::Kafka(_) | SourceKind::File(_) => None,
     };
-    let stopped = stop_requested(&stop_rx);
-    let shutdown = stop_requested(&stop_rx);
-    let generator_fleet = settings
-        .kafka
-        .is_none()
-        .then(|| fleet_generator::Fleet::from_config(&settings.raw.generator));
-    let dimensions = &settings.raw.reference.dimensions;
-    let reference = load_reference(&settings, || match &generator_fleet {
-        Some(fleet) => ReferenceTable::from_records(&fleet_records(fleet), dimensions),
-        None if settings.reference_topic.is_some() => ReferenceTable::from_records(&[], dimensions),
-        None => {
-            tracing::warn!(
-                "No reference data configured (reference.csv_path or reference.topic): every vehicle is unknown."
-            );
-            ReferenceTable::from_records(&[], dimensions)
-        }
-    })?;
-    let reference_changes = match (&settings.kafka, &settings.reference_topic) {
-        (Some(kafka), Some(topic)) => {
-            let (changes_tx, changes_rx) = mpsc::channel(REFERENCE_CHANGES_CAPACITY);
-            let (kafka, topic) = (kafka.clone(), topic.clone());
-            let readiness = telemetry.readiness.clone();
-            let stop = stop_requested(&stop_rx);
-            tasks.spawn(
-                async move {
-                    fleet_kafka::reference::follow(&kafka, &topic, changes_tx, readiness, stop)
-                        .await
-                        .with_context(|| format!("reference topic {topic}"))
-                }
-                .instrument(tracing::info_span!("reference_topic")),
-            );
-            Some(changes_rx)
-        }
-        _ => None,
-    };
+    let reference = load_reference(&settings, fleet.as_ref())?;
+    let reference_changes = spawn_reference_topic(&settings, &telemetry, &stop_rx, &mut tasks);
     let core = spawn_core(
         &settings,
         &reference,
@@ -340,25 +312,92 @@ pub async fn run(
         &telemetry,
         &mut tasks,
     );
+    let feedback = fleet_kafka::source::SinkFeedback {
+        acks: acks_rx,
+        fence,
+    };
+    spawn_source(
+        &settings,
+        fleet,
+        core.head,
+        feedback,
+        &telemetry,
+        stop_requested(&stop_rx),
+        &mut tasks,
+    )?;
+    let server = serve_telemetry(&settings, &telemetry).await?;
+    // After a stop request the source drains for up to kafka.drain_timeout_ms
+    // and commits; whatever is still running after that and a grace period
+    // (an endpoint that never answers, with on_retry_exhausted = "block") is
+    // abandoned: its data was not committed and is replayed after a restart.
+    let result = supervise(
+        tasks,
+        stop_requested(&stop_rx),
+        settings.drain_timeout + STOP_GRACE,
+    )
+    .await;
+    if let Some(server) = server {
+        server.abort();
+    }
+    result
+}
 
-    match (&settings.kafka, generator_fleet) {
-        (Some(kafka), _) => {
-            let kafka = kafka.clone();
-            let batcher = SourceBatcher::new(
-                WatermarkTracker::new(settings.watermarks, settings.window),
-                kafka.max_batch_events,
-                settings.raw.pipeline.output_mode,
-            );
+/// Completes once a stop is requested.
+fn stop_requested(stop_rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut stop_rx = stop_rx.clone();
+    async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Follows the reference topic, when one is configured, into the enricher.
+fn spawn_reference_topic(
+    settings: &ValidSettings,
+    telemetry: &Telemetry,
+    stop_rx: &watch::Receiver<bool>,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> Option<mpsc::Receiver<ReferenceChanges>> {
+    let (SourceKind::Kafka(kafka), ReferenceSource::Topic(topic)) =
+        (&settings.source, &settings.reference.source)
+    else {
+        return None;
+    };
+    let (changes_tx, changes_rx) = mpsc::channel(REFERENCE_CHANGES_CAPACITY);
+    let (kafka, topic) = (kafka.clone(), topic.clone());
+    let readiness = telemetry.readiness.clone();
+    let stop = stop_requested(stop_rx);
+    tasks.spawn(
+        async move {
+            fleet_kafka::reference::follow(&kafka, &topic, changes_tx, readiness, stop)
+                .await
+                .with_context(|| format!("reference topic {topic}"))
+        }
+        .instrument(tracing::info_span!("reference_topic")),
+    );
+    Some(changes_rx)
+}
+
+/// Spawns the configured source writing to `head`.
+fn spawn_source(
+    settings: &ValidSettings,
+    fleet: Option<fleet_generator::Fleet>,
+    head: mpsc::Sender<Msg<SourceBatch>>,
+    sink: fleet_kafka::source::SinkFeedback,
+    telemetry: &Telemetry,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let tracker = WatermarkTracker::new(settings.watermarks, settings.window);
+    let mode = settings.output_mode;
+    match &settings.source {
+        SourceKind::Kafka(kafka) => {
+            let kafka = (**kafka).clone();
+            let batcher = SourceBatcher::new(tracker, kafka.max_batch_events, mode);
             let metrics = telemetry.source.clone();
             let readiness = telemetry.readiness.clone();
             fleet_kafka::source::declare_readiness(&readiness);
-            let head = core.head;
             tasks.spawn(
                 async move {
-                    let sink = fleet_kafka::source::SinkFeedback {
-                        acks: acks_rx,
-                        fence,
-                    };
                     fleet_kafka::source::run(
                         kafka, batcher, head, sink, metrics, readiness, shutdown,
                     )
@@ -368,52 +407,67 @@ pub async fn run(
                 .instrument(tracing::info_span!("source")),
             );
         }
-        (None, Some(fleet)) => {
-            let generator = fleet_generator::EventGenerator::new(&fleet, &settings.raw.generator)
-                .context("generator")?;
+        SourceKind::Embedded(generator) => {
+            let fleet = fleet.context("the embedded source has no fleet")?;
+            let events =
+                fleet_generator::EventGenerator::new(&fleet, generator).context("generator")?;
             let rate = fleet.len() as u64;
-            let (rules, window, head) = (settings.watermarks, settings.window, core.head);
-            let output_mode = settings.raw.pipeline.output_mode;
+            let batcher = SourceBatcher::new(tracker, usize::MAX, mode);
             tracing::info!(
                 vehicles = fleet.len(),
                 "No Kafka configured (kafka.brokers): running on the embedded generator."
             );
             tasks.spawn(
                 async move {
-                    let batcher = SourceBatcher::new(
-                        WatermarkTracker::new(rules, window),
-                        usize::MAX,
-                        output_mode,
-                    );
-                    crate::embedded::run(generator, rate, batcher, head, shutdown).await;
+                    fleet_generator::live::run(events, rate, batcher, head, shutdown).await;
                     Ok(())
                 }
                 .instrument(tracing::info_span!("source")),
             );
         }
-        (None, None) => anyhow::bail!("neither Kafka nor the embedded generator is configured"),
-    }
-
-    let server = match settings.listen {
-        Some(addr) => {
-            let listener = fleet_core::telemetry::bind(addr)
-                .await
-                .with_context(|| format!("telemetry.listen {addr}"))?;
-            tracing::info!(address = %listener.local_addr()?, "Serving /metrics, /healthz and /readyz.");
-            let registry = Arc::new(telemetry.registry);
-            let readiness = telemetry.readiness.clone();
-            Some(tokio::spawn(fleet_core::telemetry::serve(
-                listener, registry, readiness,
-            )))
+        SourceKind::File(path) => {
+            let path = path.clone();
+            let batcher = SourceBatcher::new(tracker, REPLAY_BATCH, mode);
+            tasks.spawn(
+                async move {
+                    let stats = fleet_replay::run(path, batcher, head).await?;
+                    let malformed: u64 = stats.malformed.values().sum();
+                    tracing::info!(events = stats.events, malformed, "Replay finished.");
+                    Ok(())
+                }
+                .instrument(tracing::info_span!("source")),
+            );
         }
-        None => None,
-    };
+    }
+    Ok(())
+}
 
-    // After a stop request the source drains for up to kafka.drain_timeout_ms
-    // and commits; whatever is still running after that and a grace period
-    // (an endpoint that never answers, with on_retry_exhausted = "block") is
-    // abandoned: its data was not committed and is replayed after a restart.
-    let deadline = Duration::from_millis(settings.raw.kafka.drain_timeout_ms) + STOP_GRACE;
+/// Starts `/metrics`, `/healthz` and `/readyz` on `telemetry.listen`, if set.
+async fn serve_telemetry(
+    settings: &ValidSettings,
+    telemetry: &Telemetry,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+    let Some(addr) = settings.listen else {
+        return Ok(None);
+    };
+    let listener = fleet_core::telemetry::bind(addr)
+        .await
+        .with_context(|| format!("telemetry.listen {addr}"))?;
+    tracing::info!(address = %listener.local_addr()?, "Serving /metrics, /healthz and /readyz.");
+    let registry = Arc::clone(&telemetry.registry);
+    let readiness = telemetry.readiness.clone();
+    Ok(Some(tokio::spawn(fleet_core::telemetry::serve(
+        listener, registry, readiness,
+    ))))
+}
+
+/// Waits for every stage; the first failure is the result. Once `stopped`
+/// completes, stages still running `deadline` later are abandoned.
+async fn supervise(
+    mut tasks: JoinSet<anyhow::Result<()>>,
+    stopped: impl Future<Output = ()>,
+    deadline: Duration,
+) -> anyhow::Result<()> {
     let mut stopped = std::pin::pin!(async move {
         stopped.await;
         tokio::time::sleep(deadline).await;
@@ -442,9 +496,6 @@ pub async fn run(
                 break;
             }
         }
-    }
-    if let Some(server) = server {
-        server.abort();
     }
     match first_error {
         Some(e) => Err(e),

@@ -1,18 +1,22 @@
-//! The service's configuration: one section per stage, layered and validated once.
+//! The service's configuration: one section per stage, each declared and
+//! checked by the crate that owns it, layered and validated once here, where
+//! the checks that span sections live too.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use fleet_core::config::{ConfigError, Layers, Problems};
-use fleet_core::telemetry::LogFormat;
-use fleet_core::{PipelineConfig, WatermarkRules, WindowSpec};
+use fleet_core::telemetry::{LogFormat, TelemetryConfig};
+use fleet_core::{
+    ChannelsConfig, OutputMode, PipelineConfig, WatermarkRules, WindowSpec, WindowsConfig,
+};
 use fleet_drilldown::DrilldownConfig;
-use fleet_enricher::UnknownVehiclePolicy;
+use fleet_enricher::{ReferenceConfig, ReferencePlan, ReferenceSource};
 use fleet_generator::GeneratorConfig;
 use fleet_kafka::KafkaConfig;
 use fleet_remote_write::RemoteWriteConfig;
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 /// The embedded defaults, so the binary runs with no file at all.
 pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
@@ -21,43 +25,24 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// `[pipeline]`
+    /// `[pipeline]` (fleet-core)
     pub pipeline: PipelineConfig,
-    /// `[kafka]`
+    /// `[kafka]` (fleet-kafka)
     pub kafka: KafkaConfig,
-    /// `[reference]`
-    pub reference: ReferenceSettings,
-    /// `[windows]`
-    pub windows: WindowSettings,
-    /// `[remote_write]`
+    /// `[reference]` (fleet-enricher)
+    pub reference: ReferenceConfig,
+    /// `[windows]` (fleet-core)
+    pub windows: WindowsConfig,
+    /// `[remote_write]` (fleet-remote-write)
     pub remote_write: RemoteWriteConfig,
-    /// `[drilldown]`: the optional per-vehicle output.
+    /// `[drilldown]` (fleet-drilldown): the optional per-vehicle output.
     pub drilldown: DrilldownConfig,
-    /// `[generator]`: the embedded generator.
+    /// `[generator]` (fleet-generator): the embedded generator.
     pub generator: GeneratorConfig,
-    /// `[channels]`
-    pub channels: ChannelSettings,
-    /// `[telemetry]`
-    pub telemetry: TelemetrySettings,
-}
-
-/// `[reference]`
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReferenceSettings {
-    /// CSV `vehicle_id,model`; empty: none.
-    pub csv_path: String,
-    /// What happens to vehicles missing from it.
-    #[serde(serialize_with = "serialize_unknown_vehicle")]
-    pub unknown_vehicle: UnknownVehiclePolicy,
-    /// How often the file is checked for changes and reloaded, ms; 0: never.
-    pub reload_interval_ms: u64,
-    /// A compacted Kafka topic of reference data (key = vehicle id, value =
-    /// `{"model":…}`, empty = retired), instead of the file; empty: none.
-    pub topic: String,
-    /// Reference columns (CSV) or attributes (topic) that become labels and
-    /// grouping keys of the aggregates, besides model and region.
-    pub dimensions: Vec<String>,
+    /// `[channels]` (fleet-core)
+    pub channels: ChannelsConfig,
+    /// `[telemetry]` (fleet-core)
+    pub telemetry: TelemetryConfig,
 }
 
 /// Fields of the JSON-lines record (replay, console): a dimension, which
@@ -74,69 +59,21 @@ const RESERVED_DIMENSION_NAMES: [&str; 8] = [
     "events",
 ];
 
-impl ReferenceSettings {
-    fn validate_dimensions(&self, remote_write: &RemoteWriteConfig, p: &mut Problems) {
-        for (i, name) in self.dimensions.iter().enumerate() {
-            let problem = if let Err(problem) = fleet_remote_write::check_label_name(name) {
-                Some(problem)
-            } else if RESERVED_DIMENSION_NAMES.contains(&name.as_str()) {
-                Some(format!("{name:?} is a name the service uses itself"))
-            } else if self.dimensions[..i].contains(name) {
-                Some(format!("{name:?} is named twice"))
-            } else if remote_write.constant_labels.contains_key(name) {
-                Some(format!(
-                    "{name:?} is also a constant label (remote_write.constant_labels)"
-                ))
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
-                p.add("reference.dimensions", problem);
-            }
-        }
+/// What a dimension name must not clash with outside `[reference]`: the
+/// sink's label rules and constant labels, and the JSON-lines fields.
+fn check_dimensions(dimensions: &[String], remote_write: &RemoteWriteConfig, p: &mut Problems) {
+    for name in dimensions {
+        let problem = if let Err(problem) = fleet_remote_write::check_label_name(name) {
+            problem
+        } else if RESERVED_DIMENSION_NAMES.contains(&name.as_str()) {
+            format!("{name:?} is a name the service uses itself")
+        } else if remote_write.constant_labels.contains_key(name) {
+            format!("{name:?} is also a constant label (remote_write.constant_labels)")
+        } else {
+            continue;
+        };
+        p.add("reference.dimensions", problem);
     }
-}
-
-/// `[windows]`
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct WindowSettings {
-    /// Window length, ms.
-    pub length_ms: i64,
-    /// Bounded out-of-orderness, ms.
-    pub out_of_orderness_ms: i64,
-    /// Idleness timeout, ms.
-    pub idle_timeout_ms: u64,
-    /// All-idle wall-clock close delay, ms; 0 disables it.
-    pub all_idle_close_after_ms: u64,
-    /// Most label sets (groups) one window writes; the excess is folded
-    /// into one group labelled `other`.
-    pub max_label_sets: usize,
-}
-
-/// `[channels]`: capacities in batches.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelSettings {
-    /// Source → enricher.
-    pub source_to_enricher: usize,
-    /// Enricher → aggregator.
-    pub enricher_to_aggregator: usize,
-    /// Aggregator → sink.
-    pub aggregator_to_sink: usize,
-}
-
-/// `[telemetry]`
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetrySettings {
-    /// `host:port` of the HTTP endpoint; empty: none.
-    pub listen: String,
-    /// Log line format.
-    #[serde(serialize_with = "serialize_log_format")]
-    pub log_format: LogFormat,
-    /// Log level or filter.
-    pub log_level: String,
 }
 
 /// Where the aggregates go.
@@ -148,44 +85,77 @@ pub enum SinkKind {
     RemoteWrite(Box<RemoteWriteConfig>),
 }
 
-/// Settings after validation: parsed, cross-checked, in the types the stages take.
+/// Where the events come from.
+#[derive(Clone, Debug)]
+pub enum SourceKind {
+    /// A Kafka consumer group (`kafka.brokers` set).
+    Kafka(Box<KafkaConfig>),
+    /// The in-process generator, paced in real time (no Kafka configured).
+    Embedded(GeneratorConfig),
+    /// A file of raw events, a bounded input (`replay`).
+    File(PathBuf),
+}
+
+/// Settings after validation: parsed, cross-checked, in the types the stages
+/// take. The wiring reads nothing else.
 #[derive(Clone, Debug)]
 pub struct ValidSettings {
-    /// The settings as written (for `print-config`).
-    pub raw: Settings,
-    /// Kafka, when configured; otherwise the embedded generator runs.
-    pub kafka: Option<KafkaConfig>,
-    /// The reference CSV, when configured.
-    pub reference_csv: Option<PathBuf>,
-    /// The reference topic, when configured (requires Kafka).
-    pub reference_topic: Option<String>,
+    /// Where the events come from.
+    pub source: SourceKind,
+    /// The enricher's reference data.
+    pub reference: ReferencePlan,
+    /// The drill-down output (`[drilldown]`).
+    pub drilldown: DrilldownConfig,
     /// Window geometry.
     pub window: WindowSpec,
     /// Watermark rules.
     pub watermarks: WatermarkRules,
-    /// Output.
+    /// One window set over every partition, or one per partition.
+    pub output_mode: OutputMode,
+    /// Most label sets one window of one scope writes.
+    pub max_label_sets: usize,
+    /// Channel capacities, in batches.
+    pub channels: ChannelsConfig,
+    /// Where the aggregates go.
     pub sink: SinkKind,
     /// Telemetry endpoint address.
     pub listen: Option<SocketAddr>,
+    /// Log line format and level.
+    pub log: (LogFormat, String),
+    /// After a stop request, how long the source waits for the sink to drain.
+    pub drain_timeout: Duration,
 }
 
-// The enums below live in crates that only deserialize them; they are written
-// back as the same snake_case words the configuration takes.
-fn serialize_unknown_vehicle<S: Serializer>(
-    policy: &UnknownVehiclePolicy,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    s.serialize_str(match policy {
-        UnknownVehiclePolicy::Unknown => "unknown",
-        UnknownVehiclePolicy::Drop => "drop",
-    })
-}
-
-fn serialize_log_format<S: Serializer>(format: &LogFormat, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(match format {
-        LogFormat::Human => "human",
-        LogFormat::Json => "json",
-    })
+impl ValidSettings {
+    /// The same pipeline over a file of raw events (`replay`): a bounded
+    /// input with no idleness, printed as JSON lines; its reference data is
+    /// the CSV as it is at the start (a reference topic is not read), and it
+    /// writes no drill-down and serves no telemetry endpoint.
+    pub fn for_replay(self, input: PathBuf) -> ValidSettings {
+        let reference = match self.reference.source {
+            ReferenceSource::Csv { path, .. } => ReferenceSource::Csv { path, reload: None },
+            ReferenceSource::None | ReferenceSource::Topic(_) => ReferenceSource::None,
+        };
+        ValidSettings {
+            source: SourceKind::File(input),
+            reference: ReferencePlan {
+                source: reference,
+                ..self.reference
+            },
+            drilldown: DrilldownConfig {
+                enabled: false,
+                ..self.drilldown
+            },
+            watermarks: WatermarkRules {
+                idle_timeout: Duration::MAX,
+                all_idle_close_after: None,
+                ..self.watermarks
+            },
+            sink: SinkKind::Console,
+            listen: None,
+            ..self
+        }
+    }
 }
 
 impl Settings {
@@ -233,23 +203,7 @@ impl Settings {
     /// Checks everything, adding to the problems already found while loading.
     pub fn validate_with(self, mut p: Problems) -> Result<ValidSettings, ConfigError> {
         self.kafka.validate(&mut p);
-        let w = &self.windows;
-        let window = WindowSpec::new(w.length_ms);
-        p.check(
-            window.is_some(),
-            "windows.length_ms",
-            "must be a positive number of milliseconds",
-        );
-        p.check(
-            w.out_of_orderness_ms >= 0,
-            "windows.out_of_orderness_ms",
-            "must not be negative",
-        );
-        p.check(
-            w.idle_timeout_ms > 0,
-            "windows.idle_timeout_ms",
-            "must be positive",
-        );
+        let event_time = self.windows.validate(&mut p);
         let remote = self.remote_write.enabled();
         if remote {
             self.remote_write.validate(&mut p);
@@ -260,34 +214,13 @@ impl Settings {
             "drilldown.enabled",
             "needs remote_write.url: the console output carries the aggregates only",
         );
-        let reference_csv = (!self.reference.csv_path.trim().is_empty())
-            .then(|| PathBuf::from(self.reference.csv_path.trim()));
-        if let Some(path) = &reference_csv {
-            p.check(
-                path.is_file(),
-                "reference.csv_path",
-                format!("{} is not a readable file", path.display()),
-            );
-        }
-        p.check(
-            w.max_label_sets > 0,
-            "windows.max_label_sets",
-            "must be at least 1",
-        );
-        self.reference
-            .validate_dimensions(&self.remote_write, &mut p);
-        let reference_topic = (!self.reference.topic.trim().is_empty())
-            .then(|| self.reference.topic.trim().to_string());
-        if reference_topic.is_some() {
+        let reference = self.reference.validate(&mut p);
+        check_dimensions(&reference.dimensions, &self.remote_write, &mut p);
+        if !self.reference.topic.trim().is_empty() {
             p.check(
                 self.kafka.enabled(),
                 "reference.topic",
                 "needs Kafka (kafka.brokers)",
-            );
-            p.check(
-                reference_csv.is_none(),
-                "reference.topic",
-                "cannot be combined with reference.csv_path: choose one source",
             );
         }
         if !self.kafka.enabled() {
@@ -297,64 +230,37 @@ impl Settings {
                 }
             }
         }
-        for (key, cap) in [
-            (
-                "channels.source_to_enricher",
-                self.channels.source_to_enricher,
-            ),
-            (
-                "channels.enricher_to_aggregator",
-                self.channels.enricher_to_aggregator,
-            ),
-            (
-                "channels.aggregator_to_sink",
-                self.channels.aggregator_to_sink,
-            ),
-        ] {
-            p.check(cap > 0, key, "must be at least 1");
-        }
-        let listen = self.telemetry.listen.trim();
-        let listen_addr = if listen.is_empty() {
-            None
-        } else {
-            let parsed = listen.parse::<SocketAddr>();
-            p.check(
-                parsed.is_ok(),
-                "telemetry.listen",
-                format!("{listen:?} is not an ip:port address"),
-            );
-            parsed.ok()
-        };
-        let window = match window {
-            Some(w) => w,
-            None => {
-                return Err(p
-                    .finish(())
-                    .err()
-                    .unwrap_or_else(|| ConfigError::single("windows.length_ms", "invalid")))
-            }
-        };
-        let watermarks = WatermarkRules {
-            out_of_orderness_ms: w.out_of_orderness_ms.max(0),
-            idle_timeout: Duration::from_millis(w.idle_timeout_ms),
-            all_idle_close_after: (w.all_idle_close_after_ms > 0)
-                .then(|| Duration::from_millis(w.all_idle_close_after_ms)),
+        self.channels.validate(&mut p);
+        let listen = self.telemetry.validate(&mut p);
+        let Some((window, watermarks)) = event_time else {
+            return Err(p
+                .finish(())
+                .err()
+                .unwrap_or_else(|| ConfigError::single("windows.length_ms", "invalid")));
         };
         let sink = if remote {
-            SinkKind::RemoteWrite(Box::new(self.remote_write.clone()))
+            SinkKind::RemoteWrite(Box::new(self.remote_write))
         } else {
             SinkKind::Console
         };
-        let kafka = self.kafka.enabled().then(|| self.kafka.clone());
+        let source = if self.kafka.enabled() {
+            SourceKind::Kafka(Box::new(self.kafka.clone()))
+        } else {
+            SourceKind::Embedded(self.generator)
+        };
         p.finish(ValidSettings {
-            kafka,
-            reference_csv,
-            reference_topic,
+            source,
+            reference,
+            drilldown: self.drilldown,
             window,
             watermarks,
+            output_mode: self.pipeline.output_mode,
+            max_label_sets: self.windows.max_label_sets,
+            channels: self.channels,
             sink,
-            listen: listen_addr,
-            raw: self,
+            listen,
+            log: (self.telemetry.log_format, self.telemetry.log_level),
+            drain_timeout: Duration::from_millis(self.kafka.drain_timeout_ms),
         })
     }
 }
@@ -368,7 +274,7 @@ mod tests {
     #[test]
     fn embedded_defaults_parse_and_validate() {
         let s = Settings::load(None).unwrap().validate().unwrap();
-        assert!(s.kafka.is_none());
+        assert!(matches!(s.source, SourceKind::Embedded(_)));
         assert!(matches!(s.sink, SinkKind::Console));
         assert_eq!(s.window.length_ms(), 5000);
         assert_eq!(s.watermarks, WatermarkRules::defaults());
@@ -464,7 +370,7 @@ mod tests {
         )
         .unwrap();
         let ok = Settings::load(Some(&file)).unwrap().validate().unwrap();
-        assert_eq!(ok.raw.reference.dimensions, ["fuel_type", "model_year"]);
+        assert_eq!(ok.reference.dimensions, ["fuel_type", "model_year"]);
     }
 
     #[test]

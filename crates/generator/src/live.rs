@@ -1,22 +1,25 @@
-//! The embedded source: the in-process generator, paced in real time.
+//! The embedded source: the generator as a live, in-process input, paced in
+//! real time.
 //!
 //! It stands in for Kafka when none is configured, so that the first command
 //! a newcomer runs shows real aggregates. Its events are one partition (`0`)
-//! with sequence numbers as offsets, and go through the same watermark rules.
+//! with sequence numbers as offsets, and go through the caller's
+//! [`SourceBatcher`] like every source's.
 
 use std::future::Future;
 use std::time::Duration;
 
 use fleet_core::telemetry::wall_clock_ms;
 use fleet_core::{Msg, SourceBatch, SourceBatcher, SourceEvent};
-use fleet_generator::EventGenerator;
+use crate::EventGenerator;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// How often the generator emits a batch.
 const TICK: Duration = Duration::from_millis(100);
 
-/// Emits `events_per_second` generated events until `shutdown` completes.
+/// Emits `events_per_second` generated events into `output` until `shutdown`
+/// completes or the pipeline closes.
 pub async fn run(
     mut generator: EventGenerator,
     events_per_second: u64,
