@@ -362,58 +362,25 @@ mod tests {
     use std::ops::Range;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use aws_credential_types::provider::{error::CredentialsError as ChainError, future};
+    use crate::testing::{ScriptedChain, CHAIN_FAILURE};
 
     use super::*;
 
-    /// Answers call `n` with credentials `AK<n>` valid for `valid_for`
-    /// (after `delay`), or fails if `n` is in `fails`.
-    #[derive(Debug)]
-    struct Chain {
-        calls: Arc<AtomicUsize>,
-        valid_for: Option<Duration>,
-        fails: Range<usize>,
-        delay: Duration,
-    }
-
     const NEVER: Range<usize> = 0..0;
     const ALWAYS: Range<usize> = 0..usize::MAX;
-
-    impl ProvideCredentials for Chain {
-        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
-        where
-            Self: 'a,
-        {
-            let call = self.calls.fetch_add(1, Ordering::SeqCst);
-            let (valid_for, fail, delay) = (self.valid_for, self.fails.contains(&call), self.delay);
-            future::ProvideCredentials::new(async move {
-                tokio::time::sleep(delay).await;
-                if fail {
-                    return Err(ChainError::not_loaded("metadata service unavailable"));
-                }
-                Ok(Credentials::new(
-                    format!("AK{call}"),
-                    "SK",
-                    None,
-                    valid_for.map(|d| SystemTime::now() + d),
-                    "test",
-                ))
-            })
-        }
-    }
 
     fn cache(
         valid_for: Option<Duration>,
         fails: Range<usize>,
         delay: Duration,
     ) -> (Arc<AtomicUsize>, CredentialsCache) {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let provider = SharedCredentialsProvider::new(Chain {
-            calls: calls.clone(),
+        let (calls, provider) = ScriptedChain {
             valid_for,
             fails,
             delay,
-        });
+            session_token: None,
+        }
+        .provider();
         (calls, CredentialsCache::new(provider, "tests"))
     }
 
@@ -502,7 +469,7 @@ mod tests {
         let error = empty.refresh().await.unwrap_err();
         assert!(matches!(error, CredentialsError::Chain(_)), "{error}");
         assert!(
-            error.to_string().contains("metadata service unavailable"),
+            error.to_string().contains(CHAIN_FAILURE),
             "the cause, not only the chain's summary: {error}"
         );
         assert_eq!(empty.last_error(), Some(error));
@@ -572,10 +539,7 @@ mod tests {
         let credentials = RefreshingCredentials::start(failing).unwrap();
         assert!(credentials.warm_up().await.is_err());
         let error = credentials.get_at(SystemTime::now()).unwrap_err();
-        assert!(
-            error.to_string().contains("metadata service unavailable"),
-            "{error}"
-        );
+        assert!(error.to_string().contains(CHAIN_FAILURE), "{error}");
     }
 
     #[test]

@@ -15,6 +15,8 @@
 pub mod chain;
 pub mod credentials;
 pub mod region;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
 pub use aws_credential_types::provider::SharedCredentialsProvider;
 pub use aws_credential_types::Credentials;

@@ -9,9 +9,9 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::EventGenerator;
 use fleet_core::telemetry::wall_clock_ms;
 use fleet_core::{Msg, SourceBatch, SourceBatcher, SourceEvent};
-use crate::EventGenerator;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 

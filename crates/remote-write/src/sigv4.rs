@@ -155,10 +155,9 @@ impl RequestSigner for SigV4Signer {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    use aws_credential_types::provider::{error::CredentialsError, future, ProvideCredentials};
+    use fleet_aws::testing::{ScriptedChain, CHAIN_FAILURE};
 
     use super::*;
 
@@ -196,42 +195,13 @@ mod tests {
         }
     }
 
-    /// Counts calls; answers with credentials valid for `valid_for`, or fails.
-    #[derive(Debug)]
-    struct Counting {
-        calls: AtomicUsize,
-        valid_for: Option<Duration>,
-        fail_after: usize,
-    }
-
-    impl ProvideCredentials for Counting {
-        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
-        where
-            Self: 'a,
-        {
-            let call = self.calls.fetch_add(1, Ordering::SeqCst);
-            if call >= self.fail_after {
-                return future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
-                    "metadata service unavailable",
-                )));
-            }
-            let expiry = self.valid_for.map(|d| SystemTime::now() + d);
-            future::ProvideCredentials::ready(Ok(Credentials::new(
-                format!("AK{call}"),
-                "SK",
-                None,
-                expiry,
-                "test",
-            )))
-        }
-    }
-
     fn signer(valid_for: Option<Duration>, fail_after: usize) -> SigV4Signer {
-        let provider = SharedCredentialsProvider::new(Counting {
-            calls: AtomicUsize::new(0),
+        let (_, provider) = ScriptedChain {
             valid_for,
-            fail_after,
-        });
+            fails: fail_after..usize::MAX,
+            ..ScriptedChain::default()
+        }
+        .provider();
         SigV4Signer::new(
             provider,
             Region::parse("eu-west-1").unwrap(),
@@ -244,10 +214,7 @@ mod tests {
         let signer = signer(None, 0);
         let error = signer.prepare().await.unwrap_err();
         assert!(matches!(error, RemoteWriteError::Sign(_)), "{error}");
-        assert!(
-            error.to_string().contains("metadata service unavailable"),
-            "{error}"
-        );
+        assert!(error.to_string().contains(CHAIN_FAILURE), "{error}");
         assert_eq!(error.retry(), crate::Retry::WithBackoff);
     }
 

@@ -260,63 +260,26 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
-    use aws_credential_types::provider::{error::CredentialsError, future, ProvideCredentials};
-    use aws_credential_types::Credentials;
     use base64::Engine;
+    use fleet_aws::testing::{ScriptedChain, CHAIN_FAILURE};
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::Consumer;
     use rdkafka::error::KafkaError;
 
     use super::*;
 
-    /// Answers call `n` with credentials `AK<n>` valid for `valid_for`
-    /// (after `delay`), or fails from call `fail_from` on.
-    #[derive(Debug)]
-    struct Chain {
-        calls: Arc<AtomicUsize>,
-        valid_for: Option<Duration>,
-        fail_from: usize,
-        delay: Duration,
-    }
-
-    impl ProvideCredentials for Chain {
-        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
-        where
-            Self: 'a,
-        {
-            let call = self.calls.fetch_add(1, Ordering::SeqCst);
-            let (valid_for, fail, delay) = (self.valid_for, call >= self.fail_from, self.delay);
-            future::ProvideCredentials::new(async move {
-                tokio::time::sleep(delay).await;
-                if fail {
-                    return Err(CredentialsError::not_loaded(
-                        "instance metadata unavailable",
-                    ));
-                }
-                Ok(Credentials::new(
-                    format!("AK{call}"),
-                    "SK",
-                    Some("session".into()),
-                    valid_for.map(|d| SystemTime::now() + d),
-                    "test",
-                ))
-            })
-        }
-    }
-
     fn chain(
         valid_for: Option<Duration>,
         fail_from: usize,
         delay: Duration,
     ) -> (Arc<AtomicUsize>, SharedCredentialsProvider) {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let provider = SharedCredentialsProvider::new(Chain {
-            calls: calls.clone(),
+        ScriptedChain {
             valid_for,
-            fail_from,
+            fails: fail_from..usize::MAX,
             delay,
-        });
-        (calls, provider)
+            session_token: Some("session".into()),
+        }
+        .provider()
     }
 
     fn eu_west_1() -> Region {
@@ -404,19 +367,13 @@ mod tests {
         let (_, failing) = chain(None, 0, Duration::ZERO);
         let none = TokenProvider::with_provider(eu_west_1(), failing).unwrap();
         let error = none.warm_up().await.unwrap_err();
-        assert!(
-            error.to_string().contains("instance metadata unavailable"),
-            "{error}"
-        );
+        assert!(error.to_string().contains(CHAIN_FAILURE), "{error}");
         // On a runtime thread the request does not wait; it says why.
         let Err(error) = none.token() else {
             panic!("a token without credentials")
         };
         assert!(matches!(error, SecurityError::Credentials(_)), "{error}");
-        assert!(
-            error.to_string().contains("instance metadata unavailable"),
-            "{error}"
-        );
+        assert!(error.to_string().contains(CHAIN_FAILURE), "{error}");
     }
 
     #[tokio::test]

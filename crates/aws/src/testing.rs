@@ -1,0 +1,75 @@
+//! A scripted credential chain for the tests of fleet-aws and of the crates
+//! that sign with it (the `test-util` feature): the AWS chain needs a network
+//! and an account, and the cache's refresh rules need a chain that counts
+//! its calls, expires and fails on cue.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::provider::{error::CredentialsError, future, ProvideCredentials};
+use aws_credential_types::Credentials;
+
+use crate::SharedCredentialsProvider;
+
+/// What a [`ScriptedChain`] says when a call fails.
+pub const CHAIN_FAILURE: &str = "instance metadata unavailable";
+
+/// Call `n` (from 0) answers, after `delay`, the credentials `AK<n>` / `SK`
+/// valid for `valid_for` (`None`: no expiry), or fails with
+/// [`CHAIN_FAILURE`] when `n` is in `fails`.
+#[derive(Clone, Debug, Default)]
+pub struct ScriptedChain {
+    /// How long each answer is valid; `None`: static keys.
+    pub valid_for: Option<Duration>,
+    /// The calls that fail.
+    pub fails: Range<usize>,
+    /// How long each call takes.
+    pub delay: Duration,
+    /// The session token of the answers (temporary credentials).
+    pub session_token: Option<String>,
+}
+
+impl ScriptedChain {
+    /// The chain as a provider, and its call count.
+    pub fn provider(self) -> (Arc<AtomicUsize>, SharedCredentialsProvider) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let provider = SharedCredentialsProvider::new(Counted {
+            calls: Arc::clone(&calls),
+            script: self,
+        });
+        (calls, provider)
+    }
+}
+
+#[derive(Debug)]
+struct Counted {
+    calls: Arc<AtomicUsize>,
+    script: ScriptedChain,
+}
+
+impl ProvideCredentials for Counted {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst);
+        let script = self.script.clone();
+        future::ProvideCredentials::new(async move {
+            if !script.delay.is_zero() {
+                tokio::time::sleep(script.delay).await;
+            }
+            if script.fails.contains(&call) {
+                return Err(CredentialsError::not_loaded(CHAIN_FAILURE));
+            }
+            Ok(Credentials::new(
+                format!("AK{call}"),
+                "SK",
+                script.session_token,
+                script.valid_for.map(|d| SystemTime::now() + d),
+                "test",
+            ))
+        })
+    }
+}
