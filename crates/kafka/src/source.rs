@@ -26,6 +26,7 @@ use futures::{FutureExt, StreamExt};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, MessageStream, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
@@ -536,8 +537,7 @@ pub async fn run(
             received = messages.next(), if task.paused || task.backpressured_since.is_none() => {
                 // The stream never ends while its consumer lives.
                 let Some(received) = received else { break };
-                let first = received.map(|m| decode(&mut task.next_offset, &mut task.guard, &task.metrics, &m));
-                task.on_received(first, &mut messages);
+                task.on_received(received, &mut messages);
             }
         }
     }
@@ -613,10 +613,16 @@ fn decode(
 
 impl SourceTask {
     /// Handles the first received message and everything else already waiting.
-    fn on_received(
+    ///
+    /// The poll that delivers a rebalance returns without a message, and the
+    /// first message of the new assignment may follow before the next tick:
+    /// the rebalance is applied before any message is judged, or it would be
+    /// judged by the old assignment's offsets (and the first event after a
+    /// restart taken twice).
+    fn on_received<'a>(
         &mut self,
-        first: Result<Decoded, rdkafka::error::KafkaError>,
-        stream: &mut MessageStream<'_, SourceContext>,
+        first: KafkaResult<BorrowedMessage<'a>>,
+        stream: &mut MessageStream<'a, SourceContext>,
     ) {
         self.apply_rebalances();
         if !self.owns_all {
@@ -630,6 +636,8 @@ impl SourceTask {
         let mut next = Some(first);
         while let Some(received) = next.take() {
             messages += 1;
+            let received =
+                received.map(|m| decode(&mut self.next_offset, &mut self.guard, &self.metrics, &m));
             match received {
                 Ok(Decoded::Event(event)) => {
                     events += 1;
@@ -640,9 +648,7 @@ impl SourceTask {
                 Err(error) => tracing::warn!(%error, "Kafka consumer error."),
             }
             if (messages as usize) < self.cfg.max_batch_events {
-                next = stream.next().now_or_never().flatten().map(|r| {
-                    r.map(|m| decode(&mut self.next_offset, &mut self.guard, &self.metrics, &m))
-                });
+                next = stream.next().now_or_never().flatten();
             }
         }
         self.consumed += messages;
