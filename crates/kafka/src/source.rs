@@ -96,8 +96,6 @@ enum RebalanceEvent {
 struct Shared {
     events: Vec<RebalanceEvent>,
     ledger: CommitLedger,
-    /// The newest checkpoint the sink accepted.
-    accepted: Option<Checkpoint>,
     /// Per partition, the broker's end offset (last stable offset, or high
     /// watermark) from librdkafka's statistics.
     end_offsets: HashMap<PartitionId, i64>,
@@ -304,7 +302,6 @@ impl ConsumerContext for SourceContext {
         let Ok(mut shared) = self.shared.lock() else {
             return;
         };
-        shared.accepted.clone_from(&accepted);
         if let Some(plan) = accepted
             .as_ref()
             .and_then(|cp| shared.ledger.plan(cp, &revoked))
@@ -528,7 +525,7 @@ pub async fn run(
                 task.apply_backpressure(Instant::now());
             }
             _ = tick.tick() => {
-                task.on_tick(&acks);
+                task.on_tick();
                 if last_commit.elapsed() >= commit_every {
                     task.commit_accepted(&acks, CommitMode::Async);
                     last_commit = Instant::now();
@@ -676,7 +673,7 @@ impl SourceTask {
         }
     }
 
-    fn on_tick(&mut self, acks: &watch::Receiver<Option<Checkpoint>>) {
+    fn on_tick(&mut self) {
         self.apply_rebalances();
         let now = Instant::now();
         let mut sample = ProgressSample {
@@ -684,8 +681,7 @@ impl SourceTask {
             ..ProgressSample::default()
         };
         let mut silent = Vec::new();
-        if let Ok(mut shared) = self.consumer.context().shared.lock() {
-            shared.accepted.clone_from(&acks.borrow());
+        if let Ok(shared) = self.consumer.context().shared.lock() {
             sample.broker_up = shared.broker_up;
             for (p, end) in &shared.end_offsets {
                 let Some(next) = self.next_offset.get(*p).filter(|_| self.owned.contains(p)) else {
@@ -969,10 +965,7 @@ impl SourceTask {
             return;
         }
         let plan = match self.consumer.context().shared.lock() {
-            Ok(mut shared) => {
-                shared.accepted = Some(checkpoint.clone());
-                shared.ledger.plan(&checkpoint, &self.owned)
-            }
+            Ok(shared) => shared.ledger.plan(&checkpoint, &self.owned),
             Err(_) => None,
         };
         let Some(plan) = plan else {
