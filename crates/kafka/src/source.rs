@@ -18,7 +18,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -38,12 +37,18 @@ use fleet_core::{
     SourceBatch, SourceBatcher, SourceEvent,
 };
 
+use self::metadata::{
+    boundary_from_companion, companion_group, fill_from_companion, read_back_target, CommitRun,
+    MetadataSupport,
+};
 use crate::commit::CommitPlan;
 use crate::fetch_guard::{FetchGuard, Verdict};
 use crate::{
     CommitLedger, CommitMetadata, KafkaConfig, KafkaStageError, ProgressSample, ProgressWatch,
     SecurityContext, SourceMetrics, StartFrom,
 };
+
+mod metadata;
 
 /// The readiness condition: partitions are assigned.
 pub const READY_PARTITIONS: &str = "kafka_partitions";
@@ -107,16 +112,13 @@ struct SourceContext {
     topic: String,
     shared: Mutex<Shared>,
     metrics: SourceMetrics,
-    /// Whether the broker keeps offset-commit metadata: unknown until the
-    /// first assignment with committed offsets or the first commit read back.
-    metadata: AtomicU8,
-    /// A companion consumer of the group `<group_id>.closed-windows`, never
-    /// subscribed: when the broker drops commit metadata (Tansu 0.6), the
-    /// window boundary is committed there instead, as each partition's
-    /// "offset". Committed before the real offsets, so a crash between the
-    /// two leaves a boundary that is never ahead of the data replayed.
-    /// Polled in the background ([`SecurityContext::keep_polled`]).
-    fallback: Arc<BaseConsumer<SecurityContext>>,
+    /// Whether the broker keeps offset-commit metadata; a leaf lock, never
+    /// held while another is taken.
+    metadata: Mutex<MetadataSupport>,
+    /// A consumer of the companion group, never subscribed, where the window
+    /// boundaries go when the broker drops commit metadata. Polled in the
+    /// background ([`SecurityContext::keep_polled`]).
+    companion: Arc<BaseConsumer<SecurityContext>>,
     /// Answers librdkafka's OAUTHBEARER token requests (MSK IAM).
     security: SecurityContext,
     /// Shared with the sink: a revocation waits for what it has in flight.
@@ -131,10 +133,6 @@ struct SourceContext {
     /// before `shared`.
     verification: Mutex<()>,
 }
-
-const METADATA_UNKNOWN: u8 = 0;
-const METADATA_KEPT: u8 = 1;
-const METADATA_LOST: u8 = 2;
 
 impl SourceContext {
     /// Waits until the sink has acknowledged every batch it registered
@@ -157,19 +155,21 @@ impl SourceContext {
         }
     }
 
-    fn metadata_lost(&self) -> bool {
-        self.metadata.load(Ordering::Relaxed) == METADATA_LOST
+    /// Whether the broker keeps offset-commit metadata, as known so far.
+    fn metadata(&self) -> MetadataSupport {
+        *self.metadata.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn set_metadata_kept(&self, kept: bool) {
-        let value = if kept { METADATA_KEPT } else { METADATA_LOST };
-        if self.metadata.swap(value, Ordering::Relaxed) != value && !kept {
+    /// Learns whether the broker `kept` commit metadata.
+    fn learn_metadata(&self, kept: bool) {
+        let newly_lost = self
+            .metadata
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .learn(kept);
+        if newly_lost {
             self.metrics.metadata_unsupported();
         }
-    }
-
-    fn metadata_known(&self) -> bool {
-        self.metadata.load(Ordering::Relaxed) != METADATA_UNKNOWN
     }
 
     /// Commits `plan` (and, on a broker without metadata, its boundary first).
@@ -179,13 +179,13 @@ impl SourceContext {
         plan: &CommitPlan,
         mode: CommitMode,
     ) -> Result<(), String> {
-        if self.metadata_lost() && !plan.metadata.is_empty() {
+        if let Some(boundaries) = self.metadata().companion_offsets(plan) {
             let mut tpl = TopicPartitionList::new();
-            for (p, boundary) in &plan.metadata {
-                tpl.add_partition_offset(&self.topic, *p, Offset::Offset(boundary.closed_through))
+            for (p, boundary) in boundaries {
+                tpl.add_partition_offset(&self.topic, p, Offset::Offset(boundary))
                     .map_err(|e| e.to_string())?;
             }
-            self.fallback
+            self.companion
                 .commit(&tpl, CommitMode::Sync)
                 .map_err(|e| format!("committing the window boundary: {e}"))?;
         }
@@ -219,17 +219,17 @@ impl SourceContext {
     }
 
     /// The boundaries kept in the companion group, by partition.
-    fn fallback_boundaries(
+    fn companion_boundaries(
         &self,
         query: TopicPartitionList,
     ) -> HashMap<PartitionId, CommitMetadata> {
-        match self.fallback.committed_offsets(query, COORDINATOR_TIMEOUT) {
+        match self.companion.committed_offsets(query, COORDINATOR_TIMEOUT) {
             Ok(tpl) => tpl
                 .elements_for_topic(&self.topic)
                 .iter()
                 .filter_map(|e| match e.offset() {
-                    Offset::Offset(closed_through) => {
-                        Some((e.partition(), CommitMetadata { closed_through }))
+                    Offset::Offset(offset) => {
+                        Some((e.partition(), boundary_from_companion(offset)))
                     }
                     _ => None,
                 })
@@ -359,14 +359,11 @@ impl ConsumerContext for SourceContext {
                     .collect()
             }
         };
-        if assigned.iter().any(|a| a.committed.is_some()) {
-            self.set_metadata_kept(assigned.iter().any(|a| a.metadata.is_some()));
+        if let Some(kept) = MetadataSupport::shown_by(&assigned) {
+            self.learn_metadata(kept);
         }
-        if self.metadata_lost() {
-            let boundaries = self.fallback_boundaries(query);
-            for a in &mut assigned {
-                a.metadata = a.metadata.or(boundaries.get(&a.partition).copied());
-            }
+        if self.metadata().uses_companion() {
+            fill_from_companion(&mut assigned, &self.companion_boundaries(query));
         }
         if let Ok(mut shared) = self.shared.lock() {
             shared.events.push(RebalanceEvent::Assigned {
@@ -444,13 +441,13 @@ pub async fn run(
     let SinkFeedback { mut acks, fence } = sink;
     let security = SecurityContext::for_config(&cfg)?;
     security.warm_up().await;
-    let fallback: Arc<BaseConsumer<SecurityContext>> = Arc::new(
+    let companion: Arc<BaseConsumer<SecurityContext>> = Arc::new(
         cfg.consumer_config()
-            .set("group.id", format!("{}.closed-windows", cfg.group_id))
+            .set("group.id", companion_group(&cfg.group_id))
             .create_with_context(security.clone())
             .map_err(KafkaStageError::Setup)?,
     );
-    security.keep_polled(&fallback);
+    security.keep_polled(&companion);
     let context = SourceContext {
         topic: cfg.topic.clone(),
         shared: Mutex::new(Shared {
@@ -458,8 +455,8 @@ pub async fn run(
             ..Shared::default()
         }),
         metrics: metrics.clone(),
-        metadata: AtomicU8::new(METADATA_UNKNOWN),
-        fallback,
+        metadata: Mutex::new(MetadataSupport::Unknown),
+        companion,
         security,
         fence: Arc::clone(&fence),
         acks: acks.clone(),
@@ -971,25 +968,29 @@ impl SourceTask {
         let Some(plan) = plan else {
             return;
         };
-        // Until the broker is known to keep commit metadata, commit
-        // synchronously and read it back. That waits on the coordinator (up
-        // to its timeout if it has gone away), so the periodic commit does it
-        // on a blocking thread: the source keeps ticking meanwhile (readiness,
-        // watermarks), and commits nothing else until it is done, so that no
-        // newer plan lands before it. (Shutdown awaits it before its own.)
         let periodic = matches!(mode, CommitMode::Async);
-        if periodic && self.verifying.as_ref().is_some_and(|v| !v.is_finished()) {
-            return;
+        let verifying = self.verifying.as_ref().is_some_and(|v| !v.is_finished());
+        match self
+            .consumer
+            .context()
+            .metadata()
+            .commit_run(periodic, verifying)
+        {
+            CommitRun::Skip => {}
+            CommitRun::Inline => {
+                commit_plan(&self.consumer, &self.metrics, &self.cfg.topic, &plan, mode);
+            }
+            CommitRun::Verifying => {
+                // It waits on the coordinator (up to its timeout if that has
+                // gone away): the loop keeps ticking meanwhile. Shutdown
+                // awaits it before its own commit.
+                let (consumer, metrics) = (Arc::clone(&self.consumer), self.metrics.clone());
+                let topic = self.cfg.topic.clone();
+                self.verifying = Some(tokio::task::spawn_blocking(move || {
+                    commit_plan(&consumer, &metrics, &topic, &plan, CommitMode::Sync);
+                }));
+            }
         }
-        if !periodic || self.consumer.context().metadata_known() {
-            commit_plan(&self.consumer, &self.metrics, &self.cfg.topic, &plan, mode);
-            return;
-        }
-        let (consumer, metrics) = (Arc::clone(&self.consumer), self.metrics.clone());
-        let topic = self.cfg.topic.clone();
-        self.verifying = Some(tokio::task::spawn_blocking(move || {
-            commit_plan(&consumer, &metrics, &topic, &plan, CommitMode::Sync);
-        }));
     }
 }
 
@@ -1004,7 +1005,7 @@ fn commit_plan(
     mode: CommitMode,
 ) {
     let context = consumer.context();
-    let verify = !context.metadata_known();
+    let verify = context.metadata().verifies();
     let _verifying = verify.then(|| {
         context
             .verification
@@ -1031,20 +1032,19 @@ fn commit_plan(
 /// Reads back the first committed partition of `plan`: whether the broker
 /// kept its metadata. If not, the boundary goes to the companion group.
 fn verify_metadata(consumer: &StreamConsumer<SourceContext>, topic: &str, plan: &CommitPlan) {
-    let Some((p, written)) = plan.metadata.iter().next() else {
+    let Some((p, written)) = read_back_target(plan) else {
         return;
     };
-    let written = *written;
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, *p);
+    tpl.add_partition(topic, p);
     match consumer.committed_offsets(tpl, COORDINATOR_TIMEOUT) {
         Ok(read) => {
             let back = read
                 .elements_for_topic(topic)
                 .first()
                 .and_then(|e| CommitMetadata::parse(e.metadata()));
-            let kept = back == Some(written);
-            consumer.context().set_metadata_kept(kept);
+            let kept = MetadataSupport::shown_by_read_back(written, back);
+            consumer.context().learn_metadata(kept);
             if !kept {
                 // Store this first boundary where the broker keeps it.
                 let result = consumer.context().commit(consumer, plan, CommitMode::Sync);
