@@ -37,6 +37,7 @@ use fleet_core::{
     SourceBatch, SourceBatcher, SourceEvent,
 };
 
+use self::backpressure::{Decision, Flow};
 use self::metadata::{
     boundary_from_companion, companion_group, fill_from_companion, read_back_target, CommitRun,
     MetadataSupport,
@@ -48,6 +49,7 @@ use crate::{
     SecurityContext, SourceMetrics, StartFrom,
 };
 
+mod backpressure;
 mod metadata;
 
 /// The readiness condition: partitions are assigned.
@@ -61,19 +63,6 @@ const SILENT_FETCH: Duration = Duration::from_secs(1);
 
 /// Readiness condition: messages waiting get consumed and a broker is reachable.
 pub const READY_PROGRESS: &str = "kafka_progress";
-
-/// Messages ready but not yet accepted by the enricher's channel at which the
-/// source counts as backpressured and stops taking messages from the consumer.
-const BACKPRESSURED_AT: usize = 2;
-
-/// How long the source may stay backpressured without polling before it
-/// pauses its partitions and polls again, to stay within `max.poll.interval.ms`.
-///
-/// Short stalls (the normal flow control of a busy pipeline) only stop taking
-/// messages; librdkafka's bounded prefetch holds what was fetched. Pausing is
-/// for long stalls: it drops the prefetched messages, which must then be
-/// fetched again from the next expected offset (see [`FetchGuard`]).
-const PAUSE_AFTER: Duration = Duration::from_secs(5);
 
 /// How long a rebalance callback may wait for the group coordinator.
 const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(10);
@@ -386,15 +375,14 @@ struct SourceTask {
     owned: BTreeSet<PartitionId>,
     /// Per partition, the next offset expected; lower ones are re-deliveries.
     next_offset: PartitionMap<i64>,
-    paused: bool,
     /// Whether this instance owns every partition of the topic; it processes
     /// nothing otherwise.
     owns_all: bool,
     /// With `start_from = "timestamp"`, the time to seek to at the first
     /// assignment; taken then.
     start_at: Option<i64>,
-    /// Since when the pipeline has not taken what the source has ready.
-    backpressured_since: Option<Instant>,
+    /// Whether messages flow from the consumer (backpressure, pauses).
+    flow: Flow,
     /// Checks that fetches start where they were asked to.
     guard: FetchGuard,
     /// Messages taken from the consumer so far, for the progress condition.
@@ -479,13 +467,12 @@ pub async fn run(
         consumer,
         owned: BTreeSet::new(),
         next_offset: PartitionMap::default(),
-        paused: false,
         owns_all: false,
         start_at: match cfg.start_from {
             StartFrom::Timestamp => cfg.start_timestamp_ms,
             StartFrom::Committed => None,
         },
-        backpressured_since: None,
+        flow: Flow::default(),
         guard: FetchGuard::default(),
         consumed: 0,
         progress: ProgressWatch::new(Duration::from_millis(cfg.progress_timeout_ms)),
@@ -528,7 +515,7 @@ pub async fn run(
                     last_commit = Instant::now();
                 }
             }
-            received = messages.next(), if task.paused || task.backpressured_since.is_none() => {
+            received = messages.next(), if task.flow.takes_messages() => {
                 // The stream never ends while its consumer lives.
                 let Some(received) = received else { break };
                 task.on_received(received, &mut messages);
@@ -539,7 +526,7 @@ pub async fn run(
     // Shutdown: close the pipeline's head, let the sink drain, commit, leave.
     drop(output);
     task.batcher.discard();
-    task.pause_all();
+    task.pause();
     tracing::info!("Source stopping; waiting for the sink to drain.");
     let deadline = Instant::now() + Duration::from_millis(task.cfg.drain_timeout_ms);
     loop {
@@ -691,7 +678,7 @@ impl SourceTask {
                     // Data is waiting for this partition: it is behind, not idle.
                     self.batcher.tracker_mut().touch(*p, now);
                     // (Only while fetching: paused or backpressured, nothing arrives anyway.)
-                    if !self.paused && self.backpressured_since.is_none() {
+                    if self.flow.fetching() {
                         if let Some(target) = self.guard.silent(*p, now, SILENT_FETCH) {
                             silent.push((*p, target));
                         }
@@ -734,28 +721,28 @@ impl SourceTask {
         if !self.owns_all {
             return;
         }
-        let blocked = self.batcher.ready_len() >= BACKPRESSURED_AT;
-        if blocked {
-            // Waiting on the pipeline is not idleness.
-            self.batcher.tracker_mut().hold_active(now);
-            let since = *self.backpressured_since.get_or_insert(now);
-            if !self.paused && now.saturating_duration_since(since) >= PAUSE_AFTER {
-                self.pause_all();
+        match self.flow.decide(self.batcher.ready_len(), now) {
+            Decision::Proceed => {}
+            Decision::Hold => self.batcher.tracker_mut().hold_active(now),
+            Decision::Pause => {
+                self.batcher.tracker_mut().hold_active(now);
+                self.pause();
             }
-            return;
+            Decision::Resume => self.resume(),
         }
-        self.backpressured_since = None;
-        if self.paused && self.batcher.ready_len() == 0 {
-            if let Some(tpl) = self.owned_list() {
-                if let Err(error) = self.consumer.resume(&tpl) {
-                    tracing::warn!(%error, "Cannot resume partitions.");
-                    return;
-                }
-                self.seek_to_next_offsets();
+    }
+
+    /// Resumes every owned partition where reading left off.
+    fn resume(&mut self) {
+        if let Some(tpl) = self.owned_list() {
+            if let Err(error) = self.consumer.resume(&tpl) {
+                tracing::warn!(%error, "Cannot resume partitions.");
+                return;
             }
-            self.paused = false;
-            self.metrics.paused(false);
+            self.seek_to_next_offsets();
         }
+        self.flow.set_paused(false);
+        self.metrics.paused(false);
     }
 
     /// Replays from a point in time: seeks every owned partition to its first
@@ -821,17 +808,24 @@ impl SourceTask {
         }
     }
 
-    fn pause_all(&mut self) {
-        if self.paused {
-            return;
+    /// Pauses every owned partition, unless they are paused already.
+    fn pause(&mut self) {
+        if !self.flow.paused() {
+            self.pause_owned();
         }
+    }
+
+    /// Pauses every owned partition, including any assigned since the last
+    /// pause.
+    fn pause_owned(&mut self) {
         if let Some(tpl) = self.owned_list() {
             if let Err(error) = self.consumer.pause(&tpl) {
                 tracing::warn!(%error, "Cannot pause partitions.");
+                self.flow.set_paused(false);
                 return;
             }
         }
-        self.paused = true;
+        self.flow.set_paused(true);
         self.metrics.paused(true);
     }
 
@@ -933,11 +927,6 @@ impl SourceTask {
             || topic_partitions.is_some_and(|n| n > 0 && self.owned.len() >= n);
         if self.owns_all {
             self.readiness.ok(READY_OWNERSHIP);
-            if self.paused {
-                // New partitions join the backpressure pause.
-                self.paused = false;
-                self.pause_all();
-            }
         } else {
             let reason = match topic_partitions {
                 Some(n) => format!(
@@ -948,8 +937,9 @@ impl SourceTask {
             };
             tracing::warn!(%reason, "Not processing: in single output mode this instance must own every partition.");
             self.readiness.require(READY_OWNERSHIP, reason);
-            self.paused = false;
-            self.pause_all();
+        }
+        if self.flow.pause_at_assignment(self.owns_all) {
+            self.pause_owned();
         }
     }
 
