@@ -5,18 +5,27 @@
 //! watermarks and queues a batch followed by the new pipeline watermark, if
 //! it moved. Malformed messages are counted by reason and skipped.
 //!
-//! Backpressure: when the enricher's channel is full the queued batches wait,
-//! the source pauses every assigned partition and keeps polling, so it stays
-//! in its group however long the sink is slow; while paused no partition
-//! counts as idle. Messages re-fetched after a resume are skipped by offset.
+//! The decisions are plain code, unit-tested without a broker, each in its
+//! own module: which partitions are owned and what an assignment means
+//! (`assignment`), what each message's offset makes of it and where to seek
+//! (`offsets`, `fetch_guard`), when to pause and resume (`backpressure`),
+//! whether the broker keeps commit metadata (`metadata`); what to commit is
+//! the [`CommitLedger`]'s. This file runs the loop, answers librdkafka's
+//! callbacks and carries the decisions out on the consumer.
 //!
 //! Offsets: the sink publishes each accepted [`Checkpoint`] on a watch
-//! channel; every `commit_interval_ms` the source commits it (see
-//! [`CommitLedger`]). On revoke it commits before giving the partitions up.
-//! On shutdown it closes the pipeline's head, waits for the sink to drain,
-//! makes a last synchronous commit and leaves the group.
+//! channel; every `commit_interval_ms` the source commits it. On revoke it
+//! commits before giving the partitions up. On shutdown it closes the
+//! pipeline's head, waits for the sink to drain, makes a last synchronous
+//! commit and leaves the group.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod assignment;
+mod backpressure;
+mod fetch_guard;
+mod metadata;
+mod offsets;
+
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -33,57 +42,35 @@ use tokio::time::Instant;
 
 use fleet_core::telemetry::{wall_clock_ms, Readiness};
 use fleet_core::{
-    decode_event, Checkpoint, Msg, OutputMode, PartitionId, PartitionMap, RevocationFence,
-    SourceBatch, SourceBatcher, SourceEvent,
+    decode_event, Checkpoint, Msg, PartitionId, RevocationFence, SourceBatch, SourceBatcher,
+    SourceEvent,
 };
 
+use self::assignment::{AssignedPartition, Assignment, RebalanceEvent};
 use self::backpressure::{Decision, Flow};
+use self::fetch_guard::SILENT_FETCH;
 use self::metadata::{
     boundary_from_companion, companion_group, fill_from_companion, read_back_target, CommitRun,
     MetadataSupport,
 };
+use self::offsets::Judgement;
 use crate::commit::CommitPlan;
-use crate::fetch_guard::{FetchGuard, Verdict};
 use crate::{
     CommitLedger, CommitMetadata, KafkaConfig, KafkaStageError, ProgressSample, ProgressWatch,
     SecurityContext, SourceMetrics, StartFrom,
 };
-
-mod backpressure;
-mod metadata;
 
 /// The readiness condition: partitions are assigned.
 pub const READY_PARTITIONS: &str = "kafka_partitions";
 
 /// The readiness condition: this instance owns every partition of the topic.
 pub const READY_OWNERSHIP: &str = "kafka_ownership";
-/// How long a fetch may deliver nothing while the broker holds messages
-/// past it before it is taken for a skipped last batch (see `fetch_guard`).
-const SILENT_FETCH: Duration = Duration::from_secs(1);
 
 /// Readiness condition: messages waiting get consumed and a broker is reachable.
 pub const READY_PROGRESS: &str = "kafka_progress";
 
-/// How long a rebalance callback may wait for the group coordinator.
+/// How long a call to the group coordinator (or a seek) may wait.
 const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A partition the group gave us, with what was committed for it.
-#[derive(Clone, Debug)]
-struct AssignedPartition {
-    partition: PartitionId,
-    committed: Option<i64>,
-    metadata: Option<CommitMetadata>,
-}
-
-#[derive(Clone, Debug)]
-enum RebalanceEvent {
-    Assigned {
-        partitions: Vec<AssignedPartition>,
-        /// How many partitions the topic has, if the broker said.
-        topic_partitions: Option<usize>,
-    },
-    Revoked(Vec<PartitionId>),
-}
 
 /// State the rebalance callbacks share with the task.
 #[derive(Debug, Default)]
@@ -366,25 +353,16 @@ impl ConsumerContext for SourceContext {
 /// The consumer loop's state.
 struct SourceTask {
     cfg: KafkaConfig,
-    /// Whether this instance must own every partition, and the scopes of
-    /// the window boundaries it rewinds to.
-    mode: OutputMode,
     consumer: Arc<StreamConsumer<SourceContext>>,
     /// Decoded events and watermarks waiting for the enricher's channel.
     batcher: SourceBatcher,
-    owned: BTreeSet<PartitionId>,
-    /// Per partition, the next offset expected; lower ones are re-deliveries.
-    next_offset: PartitionMap<i64>,
-    /// Whether this instance owns every partition of the topic; it processes
-    /// nothing otherwise.
-    owns_all: bool,
+    /// The owned partitions and where reading each stands.
+    assignment: Assignment,
+    /// Whether messages flow from the consumer (backpressure, pauses).
+    flow: Flow,
     /// With `start_from = "timestamp"`, the time to seek to at the first
     /// assignment; taken then.
     start_at: Option<i64>,
-    /// Whether messages flow from the consumer (backpressure, pauses).
-    flow: Flow,
-    /// Checks that fetches start where they were asked to.
-    guard: FetchGuard,
     /// Messages taken from the consumer so far, for the progress condition.
     consumed: u64,
     progress: ProgressWatch,
@@ -436,17 +414,18 @@ pub async fn run(
             .map_err(KafkaStageError::Setup)?,
     );
     security.keep_polled(&companion);
+    let mode = batcher.output_mode();
     let context = SourceContext {
         topic: cfg.topic.clone(),
         shared: Mutex::new(Shared {
-            ledger: CommitLedger::new(batcher.output_mode()),
+            ledger: CommitLedger::new(mode),
             ..Shared::default()
         }),
         metrics: metrics.clone(),
         metadata: Mutex::new(MetadataSupport::Unknown),
         companion,
         security,
-        fence: Arc::clone(&fence),
+        fence,
         acks: acks.clone(),
         revoke_wait: Duration::from_millis(cfg.drain_timeout_ms),
         verification: Mutex::new(()),
@@ -462,18 +441,14 @@ pub async fn run(
     tracing::info!(topic = %cfg.topic, group = %cfg.group_id, "Subscribed.");
 
     let mut task = SourceTask {
-        mode: batcher.output_mode(),
         batcher,
         consumer,
-        owned: BTreeSet::new(),
-        next_offset: PartitionMap::default(),
-        owns_all: false,
+        assignment: Assignment::new(mode),
+        flow: Flow::default(),
         start_at: match cfg.start_from {
             StartFrom::Timestamp => cfg.start_timestamp_ms,
             StartFrom::Committed => None,
         },
-        flow: Flow::default(),
-        guard: FetchGuard::default(),
         consumed: 0,
         progress: ProgressWatch::new(Duration::from_millis(cfg.progress_timeout_ms)),
         metrics,
@@ -550,63 +525,20 @@ pub async fn run(
     Ok(())
 }
 
-/// What became of one message.
-enum Decoded {
-    /// An event to process.
-    Event(SourceEvent),
-    /// Malformed or seen before: counted and skipped.
-    Skipped,
-    /// The broker skipped past the offset asked for: seek back to here.
-    Rewind(PartitionId, i64),
-}
-
-/// Decodes one message.
-fn decode(
-    next_offset: &mut PartitionMap<i64>,
-    guard: &mut FetchGuard,
-    metrics: &SourceMetrics,
-    m: &BorrowedMessage<'_>,
-) -> Decoded {
-    let (partition, offset) = (m.partition(), m.offset());
-    match guard.check(partition, offset) {
-        Verdict::Accept => {}
-        Verdict::RewindTo(target) => return Decoded::Rewind(partition, target),
-        Verdict::Gap { expected } => metrics.fetch_gap(partition, expected, offset),
-    }
-    let expected = next_offset.get_or_insert_with(partition, || offset);
-    if offset < *expected {
-        metrics.duplicates(1);
-        return Decoded::Skipped;
-    }
-    *expected = offset + 1;
-    match decode_event(m.payload().unwrap_or_default()) {
-        Ok(event) => Decoded::Event(SourceEvent {
-            partition,
-            offset,
-            event,
-        }),
-        Err(e) => {
-            metrics.decode_error(partition, offset, &e);
-            Decoded::Skipped
-        }
-    }
-}
-
 impl SourceTask {
     /// Handles the first received message and everything else already waiting.
     ///
     /// The poll that delivers a rebalance returns without a message, and the
     /// first message of the new assignment may follow before the next tick:
     /// the rebalance is applied before any message is judged, or it would be
-    /// judged by the old assignment's offsets (and the first event after a
-    /// restart taken twice).
+    /// judged by the old assignment's offsets.
     fn on_received<'a>(
         &mut self,
         first: KafkaResult<BorrowedMessage<'a>>,
         stream: &mut MessageStream<'a, SourceContext>,
     ) {
         self.apply_rebalances();
-        if !self.owns_all {
+        if !self.assignment.may_process() {
             // Paused; anything still arriving is fetched again from the
             // committed offsets once this instance owns every partition.
             return;
@@ -617,18 +549,17 @@ impl SourceTask {
         let mut next = Some(first);
         while let Some(received) = next.take() {
             messages += 1;
-            let received =
-                received.map(|m| decode(&mut self.next_offset, &mut self.guard, &self.metrics, &m));
             match received {
-                Ok(Decoded::Event(event)) => {
-                    events += 1;
-                    self.batcher.push(event, now, wall);
+                Ok(m) => {
+                    if let Some(event) = self.take(&m, now) {
+                        events += 1;
+                        self.batcher.push(event, now, wall);
+                    }
                 }
-                Ok(Decoded::Skipped) => {}
-                Ok(Decoded::Rewind(partition, offset)) => self.rewind(partition, offset),
                 Err(error) => tracing::warn!(%error, "Kafka consumer error."),
             }
             if (messages as usize) < self.cfg.max_batch_events {
+                // A rebalance ends the batch: its poll yields no message.
                 next = stream.next().now_or_never().flatten();
             }
         }
@@ -636,6 +567,45 @@ impl SourceTask {
         self.metrics.received(messages, events);
         self.advance_watermark(now);
         self.apply_backpressure(now);
+    }
+
+    /// The event in message `m`, if it is one to process; what is not is
+    /// counted, or rewound.
+    fn take(&mut self, m: &BorrowedMessage<'_>, now: Instant) -> Option<SourceEvent> {
+        let (partition, offset) = (m.partition(), m.offset());
+        let Some(judgement) = self.assignment.judge(partition, offset, now) else {
+            tracing::debug!(
+                partition,
+                offset,
+                "Message of a partition not owned skipped."
+            );
+            return None;
+        };
+        match judgement {
+            Judgement::Take => {}
+            Judgement::TakeAfterGap { expected } => {
+                self.metrics.fetch_gap(partition, expected, offset);
+            }
+            Judgement::Duplicate => {
+                self.metrics.duplicates(1);
+                return None;
+            }
+            Judgement::Rewind(target) => {
+                self.rewind(partition, target);
+                return None;
+            }
+        }
+        match decode_event(m.payload().unwrap_or_default()) {
+            Ok(event) => Some(SourceEvent {
+                partition,
+                offset,
+                event,
+            }),
+            Err(e) => {
+                self.metrics.decode_error(partition, offset, &e);
+                None
+            }
+        }
     }
 
     /// Seeks `partition` back to `offset`; the seek completes before the
@@ -660,35 +630,30 @@ impl SourceTask {
     fn on_tick(&mut self) {
         self.apply_rebalances();
         let now = Instant::now();
-        let mut sample = ProgressSample {
-            consumed: self.consumed,
-            ..ProgressSample::default()
+        let fetching = self.flow.fetching();
+        let (survey, broker_up) = match self.consumer.context().shared.lock() {
+            Ok(shared) => (
+                self.assignment
+                    .survey(&shared.end_offsets, fetching, SILENT_FETCH, now),
+                shared.broker_up,
+            ),
+            Err(_) => Default::default(),
         };
-        let mut silent = Vec::new();
-        if let Ok(shared) = self.consumer.context().shared.lock() {
-            sample.broker_up = shared.broker_up;
-            for (p, end) in &shared.end_offsets {
-                let Some(next) = self.next_offset.get(*p).filter(|_| self.owned.contains(p)) else {
-                    continue;
-                };
-                let lag = (end - next).max(0);
-                sample.lag += lag;
-                self.metrics.consumer_lag(*p, lag);
-                if lag > 0 {
-                    // Data is waiting for this partition: it is behind, not idle.
-                    self.batcher.tracker_mut().touch(*p, now);
-                    // (Only while fetching: paused or backpressured, nothing arrives anyway.)
-                    if self.flow.fetching() {
-                        if let Some(target) = self.guard.silent(*p, now, SILENT_FETCH) {
-                            silent.push((*p, target));
-                        }
-                    }
-                }
+        for (p, lag) in &survey.lags {
+            self.metrics.consumer_lag(*p, *lag);
+            if *lag > 0 {
+                // Data is waiting for this partition: it is behind, not idle.
+                self.batcher.tracker_mut().touch(*p, now);
             }
         }
-        for (partition, target) in silent {
-            self.rewind(partition, target);
+        for (partition, target) in &survey.rewinds {
+            self.rewind(*partition, *target);
         }
+        let sample = ProgressSample {
+            consumed: self.consumed,
+            lag: survey.total_lag(),
+            broker_up,
+        };
         self.check_progress(now, sample);
         self.apply_backpressure(now);
         self.advance_watermark(now);
@@ -696,7 +661,7 @@ impl SourceTask {
 
     /// Updates the progress readiness condition.
     fn check_progress(&mut self, now: Instant, sample: ProgressSample) {
-        if !self.owns_all {
+        if !self.assignment.may_process() {
             // Not processing on purpose; the ownership condition says why.
             self.progress.reset();
             self.readiness.ok(READY_PROGRESS);
@@ -710,15 +675,15 @@ impl SourceTask {
 
     fn advance_watermark(&mut self, now: Instant) {
         self.batcher.advance(now, wall_clock_ms());
-        for p in &self.owned {
-            if let Some(pw) = self.batcher.tracker().partition_watermark(*p) {
-                self.metrics.partition_watermark(*p, pw.0);
+        for p in self.assignment.partitions() {
+            if let Some(pw) = self.batcher.tracker().partition_watermark(p) {
+                self.metrics.partition_watermark(p, pw.0);
             }
         }
     }
 
     fn apply_backpressure(&mut self, now: Instant) {
-        if !self.owns_all {
+        if !self.assignment.may_process() {
             return;
         }
         match self.flow.decide(self.batcher.ready_len(), now) {
@@ -728,83 +693,7 @@ impl SourceTask {
                 self.batcher.tracker_mut().hold_active(now);
                 self.pause();
             }
-            Decision::Resume => self.resume(),
-        }
-    }
-
-    /// Resumes every owned partition where reading left off.
-    fn resume(&mut self) {
-        if let Some(tpl) = self.owned_list() {
-            if let Err(error) = self.consumer.resume(&tpl) {
-                tracing::warn!(%error, "Cannot resume partitions.");
-                return;
-            }
-            self.seek_to_next_offsets();
-        }
-        self.flow.set_paused(false);
-        self.metrics.paused(false);
-    }
-
-    /// Replays from a point in time: seeks every owned partition to its first
-    /// offset at or after `timestamp` (the broker's offsets-for-times).
-    fn seek_to_time(&mut self, timestamp: i64) {
-        let found = match self
-            .consumer
-            .offsets_for_timestamp(timestamp, COORDINATOR_TIMEOUT)
-        {
-            Ok(found) => found,
-            Err(error) => {
-                tracing::warn!(%error, timestamp, "Cannot find offsets for the start time; starting from the committed offsets.");
-                return;
-            }
-        };
-        let mut seek = TopicPartitionList::new();
-        for e in found.elements_for_topic(&self.cfg.topic) {
-            if let Offset::Offset(offset) = e.offset() {
-                if seek
-                    .add_partition_offset(&self.cfg.topic, e.partition(), Offset::Offset(offset))
-                    .is_ok()
-                {
-                    self.next_offset.insert(e.partition(), offset);
-                    self.guard.expect(e.partition(), offset);
-                }
-            }
-        }
-        tracing::info!(timestamp, offsets = ?seek, "Starting from a point in time.");
-        if let Err(error) = self.consumer.seek_partitions(seek, COORDINATOR_TIMEOUT) {
-            tracing::warn!(%error, "Cannot seek to the start time.");
-        }
-    }
-
-    /// Pausing drops what librdkafka had fetched ahead; without a seek it
-    /// would resume after those messages and they would be lost. Seeking to
-    /// the next offset this task expects makes the pause lossless (anything
-    /// delivered twice is skipped by offset).
-    fn seek_to_next_offsets(&mut self) {
-        let mut tpl = TopicPartitionList::new();
-        for p in &self.owned {
-            if let Some(next) = self.next_offset.get(*p) {
-                self.guard.expect(*p, *next);
-                if tpl
-                    .add_partition_offset(&self.cfg.topic, *p, Offset::Offset(*next))
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        }
-        if tpl.count() == 0 {
-            return;
-        }
-        match self.consumer.seek_partitions(tpl, COORDINATOR_TIMEOUT) {
-            Ok(result) => {
-                for e in result.elements() {
-                    if let Err(error) = e.error() {
-                        tracing::warn!(partition = e.partition(), %error, "Cannot seek after a pause.");
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(%error, "Cannot seek after a pause."),
+            Decision::Resume => self.resume(now),
         }
     }
 
@@ -829,17 +718,87 @@ impl SourceTask {
         self.metrics.paused(true);
     }
 
-    fn owned_list(&self) -> Option<TopicPartitionList> {
-        if self.owned.is_empty() {
-            return None;
+    /// Resumes every owned partition where reading left off: pausing dropped
+    /// what librdkafka had fetched ahead, and without a seek it would resume
+    /// after those messages.
+    fn resume(&mut self, now: Instant) {
+        if let Some(tpl) = self.owned_list() {
+            if let Err(error) = self.consumer.resume(&tpl) {
+                tracing::warn!(%error, "Cannot resume partitions.");
+                return;
+            }
+            self.seek_to_next_offsets(now);
         }
-        let mut tpl = TopicPartitionList::new();
-        for p in &self.owned {
-            tpl.add_partition(&self.cfg.topic, *p);
-        }
-        Some(tpl)
+        self.flow.set_paused(false);
+        self.metrics.paused(false);
     }
 
+    /// Seeks every owned partition to the next offset expected (anything
+    /// delivered twice is skipped by offset).
+    fn seek_to_next_offsets(&mut self, now: Instant) {
+        let mut tpl = TopicPartitionList::new();
+        for (p, next) in self.assignment.resume_targets(now) {
+            if tpl
+                .add_partition_offset(&self.cfg.topic, p, Offset::Offset(next))
+                .is_err()
+            {
+                return;
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        match self.consumer.seek_partitions(tpl, COORDINATOR_TIMEOUT) {
+            Ok(result) => {
+                for e in result.elements() {
+                    if let Err(error) = e.error() {
+                        tracing::warn!(partition = e.partition(), %error, "Cannot seek after a pause.");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "Cannot seek after a pause."),
+        }
+    }
+
+    /// Replays from a point in time: seeks every owned partition to its first
+    /// offset at or after `timestamp` (the broker's offsets-for-times).
+    fn seek_to_time(&mut self, timestamp: i64, now: Instant) {
+        let found = match self
+            .consumer
+            .offsets_for_timestamp(timestamp, COORDINATOR_TIMEOUT)
+        {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, timestamp, "Cannot find offsets for the start time; starting from the committed offsets.");
+                return;
+            }
+        };
+        let mut seek = TopicPartitionList::new();
+        for e in found.elements_for_topic(&self.cfg.topic) {
+            if let Offset::Offset(offset) = e.offset() {
+                if seek
+                    .add_partition_offset(&self.cfg.topic, e.partition(), Offset::Offset(offset))
+                    .is_ok()
+                {
+                    self.assignment.restart_at(e.partition(), offset, now);
+                }
+            }
+        }
+        tracing::info!(timestamp, offsets = ?seek, "Starting from a point in time.");
+        if let Err(error) = self.consumer.seek_partitions(seek, COORDINATOR_TIMEOUT) {
+            tracing::warn!(%error, "Cannot seek to the start time.");
+        }
+    }
+
+    fn owned_list(&self) -> Option<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for p in self.assignment.partitions() {
+            tpl.add_partition(&self.cfg.topic, p);
+        }
+        (tpl.count() > 0).then_some(tpl)
+    }
+
+    /// Applies the rebalances the callbacks recorded.
     fn apply_rebalances(&mut self) {
         let events = match self.consumer.context().shared.lock() {
             Ok(mut shared) => std::mem::take(&mut shared.events),
@@ -851,26 +810,25 @@ impl SourceTask {
                 RebalanceEvent::Assigned {
                     partitions,
                     topic_partitions,
-                } => self.on_assigned(partitions, topic_partitions, now),
+                } => self.on_assigned(&partitions, topic_partitions, now),
                 RebalanceEvent::Revoked(partitions) => {
-                    self.owns_all = !self.mode.needs_every_partition();
-                    for p in partitions {
-                        self.owned.remove(&p);
-                        self.batcher.tracker_mut().revoke(p);
-                        self.next_offset.remove(p);
-                        self.guard.forget(p);
-                        self.metrics.partition_revoked(p);
+                    self.assignment.revoke(&partitions);
+                    for p in &partitions {
+                        self.batcher.tracker_mut().revoke(*p);
+                        self.metrics.partition_revoked(*p);
                     }
-                    tracing::info!(partitions = ?self.owned, "Partitions revoked.");
+                    tracing::info!(
+                        revoked = ?partitions,
+                        owned = ?self.assignment.partition_set(),
+                        "Partitions revoked."
+                    );
                 }
             }
         }
-        self.metrics.assigned(self.owned.len());
-        if self.owned.is_empty() {
-            self.readiness
-                .require(READY_PARTITIONS, "no partitions assigned");
-        } else {
-            self.readiness.ok(READY_PARTITIONS);
+        self.metrics.assigned(self.assignment.len());
+        match self.assignment.unassigned_reason() {
+            Some(reason) => self.readiness.require(READY_PARTITIONS, reason),
+            None => self.readiness.ok(READY_PARTITIONS),
         }
     }
 
@@ -879,66 +837,44 @@ impl SourceTask {
     /// downstream ([`Msg::Rewind`]) and rebuilt from the replayed events.
     fn on_assigned(
         &mut self,
-        partitions: Vec<AssignedPartition>,
+        partitions: &[AssignedPartition],
         topic_partitions: Option<usize>,
         now: Instant,
     ) {
-        let mut written_through = BTreeMap::new();
         if let Ok(mut shared) = self.consumer.context().shared.lock() {
-            for a in &partitions {
+            for a in partitions {
                 if let Some(offset) = a.committed {
                     shared.ledger.restore(a.partition, offset, a.metadata);
                 }
-                if let Some(m) = a.metadata {
-                    written_through.insert(a.partition, m.closed_through);
-                }
             }
         }
-        for a in &partitions {
-            self.owned.insert(a.partition);
+        for a in partitions {
             self.batcher.tracker_mut().assign(a.partition, now);
-            match a.committed {
-                Some(offset) => {
-                    self.next_offset.insert(a.partition, offset);
-                    self.guard.expect(a.partition, offset);
-                }
-                None => {
-                    self.next_offset.remove(a.partition);
-                }
-            }
         }
+        let epoch = self.consumer.context().fence.epoch();
+        let assigned = self
+            .assignment
+            .assign(partitions, topic_partitions, epoch, now);
         if let Some(timestamp) = self.start_at.take() {
-            self.seek_to_time(timestamp);
+            self.seek_to_time(timestamp, now);
         }
         tracing::info!(
-            assigned = ?partitions.iter().map(|a| (a.partition, a.committed)).collect::<Vec<_>>(),
-            ?written_through,
+            assigned = ?partitions
+                .iter()
+                .map(|a| (a.partition, a.committed, a.metadata.map(|m| m.closed_through)))
+                .collect::<Vec<_>>(),
+            rewind = ?assigned.rewind,
             "Partitions assigned."
         );
-        self.batcher.push_msg(Msg::Rewind {
-            written_through: self.mode.per_scope(written_through),
-            epoch: self.consumer.context().fence.epoch(),
-        });
-        // Single output mode: one instance writes every (model, region)
-        // series, so it must see every partition; with fewer it would write
-        // partial aggregates into series another member also writes. In the
-        // partitioned mode every partition's series are its own.
-        self.owns_all = !self.mode.needs_every_partition()
-            || topic_partitions.is_some_and(|n| n > 0 && self.owned.len() >= n);
-        if self.owns_all {
-            self.readiness.ok(READY_OWNERSHIP);
-        } else {
-            let reason = match topic_partitions {
-                Some(n) => format!(
-                    "owns {} of the topic's {n} partitions; another member shares the consumer group",
-                    self.owned.len()
-                ),
-                None => "the topic's partition count is unknown".to_string(),
-            };
-            tracing::warn!(%reason, "Not processing: in single output mode this instance must own every partition.");
-            self.readiness.require(READY_OWNERSHIP, reason);
+        self.batcher.push_msg(assigned.rewind);
+        match assigned.not_processing {
+            None => self.readiness.ok(READY_OWNERSHIP),
+            Some(reason) => {
+                tracing::warn!(%reason, "Not processing: in single output mode this instance must own every partition.");
+                self.readiness.require(READY_OWNERSHIP, reason);
+            }
         }
-        if self.flow.pause_at_assignment(self.owns_all) {
+        if self.flow.pause_at_assignment(self.assignment.may_process()) {
             self.pause_owned();
         }
     }
@@ -952,7 +888,9 @@ impl SourceTask {
             return;
         }
         let plan = match self.consumer.context().shared.lock() {
-            Ok(shared) => shared.ledger.plan(&checkpoint, &self.owned),
+            Ok(shared) => shared
+                .ledger
+                .plan(&checkpoint, &self.assignment.partition_set()),
             Err(_) => None,
         };
         let Some(plan) = plan else {

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use fleet_core::PartitionId;
 
-use super::AssignedPartition;
+use super::assignment::AssignedPartition;
 use crate::commit::CommitPlan;
 use crate::CommitMetadata;
 
