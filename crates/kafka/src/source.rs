@@ -10,8 +10,9 @@
 //! (`assignment`), what each message's offset makes of it and where to seek
 //! (`offsets`, `fetch_guard`), when to pause and resume (`backpressure`),
 //! whether the broker keeps commit metadata (`metadata`); what to commit is
-//! the [`CommitLedger`]'s. This file runs the loop, answers librdkafka's
-//! callbacks and carries the decisions out on the consumer.
+//! the [`CommitLedger`]'s. This file runs the loop and carries the decisions
+//! out on the consumer; librdkafka's callbacks are in `context`, commits in
+//! `committer`.
 //!
 //! Offsets: the sink publishes each accepted [`Checkpoint`] on a watch
 //! channel; every `commit_interval_ms` the source commits it. On revoke it
@@ -21,22 +22,21 @@
 
 mod assignment;
 mod backpressure;
+mod committer;
+mod context;
 mod fetch_guard;
 mod metadata;
 mod offsets;
 
-use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, MessageStream, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, MessageStream, StreamConsumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -48,16 +48,13 @@ use fleet_core::{
 
 use self::assignment::{AssignedPartition, Assignment, RebalanceEvent};
 use self::backpressure::{Decision, Flow};
+use self::context::SourceContext;
 use self::fetch_guard::SILENT_FETCH;
-use self::metadata::{
-    boundary_from_companion, companion_group, fill_from_companion, read_back_target, CommitRun,
-    MetadataSupport,
-};
+use self::metadata::companion_group;
 use self::offsets::Judgement;
-use crate::commit::CommitPlan;
 use crate::{
-    CommitLedger, CommitMetadata, KafkaConfig, KafkaStageError, ProgressSample, ProgressWatch,
-    SecurityContext, SourceMetrics, StartFrom,
+    CommitLedger, KafkaConfig, KafkaStageError, ProgressSample, ProgressWatch, SecurityContext,
+    SourceMetrics, StartFrom,
 };
 
 /// The readiness condition: partitions are assigned.
@@ -71,284 +68,6 @@ pub const READY_PROGRESS: &str = "kafka_progress";
 
 /// How long a call to the group coordinator (or a seek) may wait.
 const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// State the rebalance callbacks share with the task.
-#[derive(Debug, Default)]
-struct Shared {
-    events: Vec<RebalanceEvent>,
-    ledger: CommitLedger,
-    /// Per partition, the broker's end offset (last stable offset, or high
-    /// watermark) from librdkafka's statistics.
-    end_offsets: HashMap<PartitionId, i64>,
-    /// Whether some broker connection was up at the last statistics.
-    broker_up: Option<bool>,
-}
-
-struct SourceContext {
-    topic: String,
-    shared: Mutex<Shared>,
-    metrics: SourceMetrics,
-    /// Whether the broker keeps offset-commit metadata; a leaf lock, never
-    /// held while another is taken.
-    metadata: Mutex<MetadataSupport>,
-    /// A consumer of the companion group, never subscribed, where the window
-    /// boundaries go when the broker drops commit metadata. Polled in the
-    /// background ([`SecurityContext::keep_polled`]).
-    companion: Arc<BaseConsumer<SecurityContext>>,
-    /// Answers librdkafka's OAUTHBEARER token requests (MSK IAM).
-    security: SecurityContext,
-    /// Shared with the sink: a revocation waits for what it has in flight.
-    fence: Arc<RevocationFence>,
-    /// The sink's acknowledged checkpoints, read fresh at a revocation.
-    acks: watch::Receiver<Option<Checkpoint>>,
-    /// How long a revocation waits for the sink, at most.
-    revoke_wait: Duration,
-    /// Held through the commit that finds out whether the broker keeps
-    /// commit metadata (it runs on a blocking thread) and through a
-    /// revocation's commit, so that the older plan lands first. Taken
-    /// before `shared`.
-    verification: Mutex<()>,
-}
-
-impl SourceContext {
-    /// Waits until the sink has acknowledged every batch it registered
-    /// (it drops those built before the revocation that it had not), so that
-    /// the commit that follows covers every window this instance will write
-    /// for the revoked partitions. Bounded by `kafka.drain_timeout_ms`.
-    fn wait_for_sink(&self) {
-        let wait = || self.fence.wait_drained(self.revoke_wait);
-        // librdkafka calls this from the source task's poll: let the sink's
-        // tasks run on the other workers meanwhile.
-        let pending = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
-            _ => wait(),
-        };
-        if pending > 0 {
-            tracing::warn!(
-                pending,
-                "Partitions revoked before the sink accepted every window in flight; their new owner may send some again."
-            );
-        }
-    }
-
-    /// Whether the broker keeps offset-commit metadata, as known so far.
-    fn metadata(&self) -> MetadataSupport {
-        *self.metadata.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Learns whether the broker `kept` commit metadata.
-    fn learn_metadata(&self, kept: bool) {
-        let newly_lost = self
-            .metadata
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .learn(kept);
-        if newly_lost {
-            self.metrics.metadata_unsupported();
-        }
-    }
-
-    /// Commits `plan` (and, on a broker without metadata, its boundary first).
-    fn commit<C: ConsumerContext, K: Consumer<C>>(
-        &self,
-        consumer: &K,
-        plan: &CommitPlan,
-        mode: CommitMode,
-    ) -> Result<(), String> {
-        if let Some(boundaries) = self.metadata().companion_offsets(plan) {
-            let mut tpl = TopicPartitionList::new();
-            for (p, boundary) in boundaries {
-                tpl.add_partition_offset(&self.topic, p, Offset::Offset(boundary))
-                    .map_err(|e| e.to_string())?;
-            }
-            self.companion
-                .commit(&tpl, CommitMode::Sync)
-                .map_err(|e| format!("committing the window boundary: {e}"))?;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (p, offset) in &plan.offsets {
-            let mut e = tpl.add_partition(&self.topic, *p);
-            e.set_offset(Offset::Offset(*offset))
-                .map_err(|e| e.to_string())?;
-            e.set_metadata(
-                plan.metadata_for(*p)
-                    .map(|m| m.encode())
-                    .unwrap_or_default(),
-            );
-        }
-        consumer.commit(&tpl, mode).map_err(|e| e.to_string())
-    }
-
-    /// How many partitions the topic has.
-    fn topic_partitions(&self, consumer: &BaseConsumer<Self>) -> Option<usize> {
-        match consumer.fetch_metadata(Some(&self.topic), COORDINATOR_TIMEOUT) {
-            Ok(metadata) => metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == self.topic)
-                .map(|t| t.partitions().len()),
-            Err(error) => {
-                tracing::warn!(%error, "Cannot read the topic's partition count.");
-                None
-            }
-        }
-    }
-
-    /// The boundaries kept in the companion group, by partition.
-    fn companion_boundaries(
-        &self,
-        query: TopicPartitionList,
-    ) -> HashMap<PartitionId, CommitMetadata> {
-        match self.companion.committed_offsets(query, COORDINATOR_TIMEOUT) {
-            Ok(tpl) => tpl
-                .elements_for_topic(&self.topic)
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    Offset::Offset(offset) => {
-                        Some((e.partition(), boundary_from_companion(offset)))
-                    }
-                    _ => None,
-                })
-                .collect(),
-            Err(error) => {
-                tracing::warn!(%error, "Cannot read the window boundary of the companion group.");
-                HashMap::new()
-            }
-        }
-    }
-}
-
-impl ClientContext for SourceContext {
-    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
-
-    fn generate_oauth_token(
-        &self,
-        _oauthbearer_config: Option<&str>,
-    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        self.security.oauth_token()
-    }
-
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        // Bootstrap and coordinator entries have negative node ids.
-        let broker_up = statistics
-            .brokers
-            .values()
-            .any(|b| b.nodeid >= 0 && b.state == "UP");
-        if let Ok(mut shared) = self.shared.lock() {
-            shared.broker_up = Some(broker_up);
-        }
-        let Some(topic) = statistics.topics.get(&self.topic) else {
-            return;
-        };
-        if let Ok(mut shared) = self.shared.lock() {
-            for (p, partition) in &topic.partitions {
-                // Negative values mean "unknown"; partition -1 is internal.
-                // (librdkafka's own consumer_lag counts from the committed
-                // offset, which trails open windows on purpose.)
-                let end = if partition.ls_offset >= 0 {
-                    partition.ls_offset
-                } else {
-                    partition.hi_offset
-                };
-                if *p >= 0 && end >= 0 {
-                    shared.end_offsets.insert(*p, end);
-                }
-            }
-        }
-    }
-}
-
-impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
-        };
-        let revoked: BTreeSet<PartitionId> = tpl
-            .elements_for_topic(&self.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect();
-        self.fence.revoke();
-        self.wait_for_sink();
-        let _verified = self
-            .verification
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let accepted = self.acks.borrow().clone();
-        let Ok(mut shared) = self.shared.lock() else {
-            return;
-        };
-        if let Some(plan) = accepted
-            .as_ref()
-            .and_then(|cp| shared.ledger.plan(cp, &revoked))
-        {
-            let result = self.commit(consumer, &plan, CommitMode::Sync);
-            self.metrics
-                .committed(result.is_ok(), plan.offsets.len(), result.err().as_deref());
-        }
-        for p in &revoked {
-            shared.ledger.forget(*p);
-        }
-        shared
-            .events
-            .push(RebalanceEvent::Revoked(revoked.into_iter().collect()));
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Assign(tpl) = rebalance else {
-            if let Rebalance::Error(e) = rebalance {
-                tracing::warn!(error = %e, "Rebalance error.");
-            }
-            return;
-        };
-        let mut query = TopicPartitionList::new();
-        for e in tpl.elements_for_topic(&self.topic) {
-            query.add_partition(&self.topic, e.partition());
-        }
-        let mut assigned: Vec<AssignedPartition> = match consumer
-            .committed_offsets(query.clone(), COORDINATOR_TIMEOUT)
-        {
-            Ok(committed) => committed
-                .elements_for_topic(&self.topic)
-                .iter()
-                .map(|e| AssignedPartition {
-                    partition: e.partition(),
-                    committed: match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    },
-                    metadata: CommitMetadata::parse(e.metadata()),
-                })
-                .collect(),
-            Err(error) => {
-                // Without the committed offsets the group's start position
-                // applies; nothing can be skipped as already written.
-                tracing::warn!(%error, "Cannot read committed offsets of the assigned partitions.");
-                query
-                    .elements_for_topic(&self.topic)
-                    .iter()
-                    .map(|e| AssignedPartition {
-                        partition: e.partition(),
-                        committed: None,
-                        metadata: None,
-                    })
-                    .collect()
-            }
-        };
-        if let Some(kept) = MetadataSupport::shown_by(&assigned) {
-            self.learn_metadata(kept);
-        }
-        if self.metadata().uses_companion() {
-            fill_from_companion(&mut assigned, &self.companion_boundaries(query));
-        }
-        if let Ok(mut shared) = self.shared.lock() {
-            shared.events.push(RebalanceEvent::Assigned {
-                partitions: assigned,
-                topic_partitions: self.topic_partitions(consumer),
-            });
-        }
-    }
-}
 
 /// The consumer loop's state.
 struct SourceTask {
@@ -415,21 +134,18 @@ pub async fn run(
     );
     security.keep_polled(&companion);
     let mode = batcher.output_mode();
-    let context = SourceContext {
-        topic: cfg.topic.clone(),
-        shared: Mutex::new(Shared {
-            ledger: CommitLedger::new(mode),
-            ..Shared::default()
-        }),
-        metrics: metrics.clone(),
-        metadata: Mutex::new(MetadataSupport::Unknown),
+    let context = SourceContext::new(
+        cfg.topic.clone(),
+        CommitLedger::new(mode),
+        metrics.clone(),
         companion,
         security,
-        fence,
-        acks: acks.clone(),
-        revoke_wait: Duration::from_millis(cfg.drain_timeout_ms),
-        verification: Mutex::new(()),
-    };
+        SinkFeedback {
+            acks: acks.clone(),
+            fence,
+        },
+        Duration::from_millis(cfg.drain_timeout_ms),
+    );
     let consumer: Arc<StreamConsumer<SourceContext>> = Arc::new(
         cfg.consumer_config()
             .create_with_context(context)
@@ -877,110 +593,5 @@ impl SourceTask {
         if self.flow.pause_at_assignment(self.assignment.may_process()) {
             self.pause_owned();
         }
-    }
-
-    fn commit_accepted(&mut self, acks: &watch::Receiver<Option<Checkpoint>>, mode: CommitMode) {
-        let Some(checkpoint) = acks.borrow().clone() else {
-            return;
-        };
-        if self.consumer.context().fence.is_stale(checkpoint.epoch) {
-            // Built before the last revocation, which committed it already.
-            return;
-        }
-        let plan = match self.consumer.context().shared.lock() {
-            Ok(shared) => shared
-                .ledger
-                .plan(&checkpoint, &self.assignment.partition_set()),
-            Err(_) => None,
-        };
-        let Some(plan) = plan else {
-            return;
-        };
-        let periodic = matches!(mode, CommitMode::Async);
-        let verifying = self.verifying.as_ref().is_some_and(|v| !v.is_finished());
-        match self
-            .consumer
-            .context()
-            .metadata()
-            .commit_run(periodic, verifying)
-        {
-            CommitRun::Skip => {}
-            CommitRun::Inline => {
-                commit_plan(&self.consumer, &self.metrics, &self.cfg.topic, &plan, mode);
-            }
-            CommitRun::Verifying => {
-                // It waits on the coordinator (up to its timeout if that has
-                // gone away): the loop keeps ticking meanwhile. Shutdown
-                // awaits it before its own commit.
-                let (consumer, metrics) = (Arc::clone(&self.consumer), self.metrics.clone());
-                let topic = self.cfg.topic.clone();
-                self.verifying = Some(tokio::task::spawn_blocking(move || {
-                    commit_plan(&consumer, &metrics, &topic, &plan, CommitMode::Sync);
-                }));
-            }
-        }
-    }
-}
-
-/// Commits `plan`, counts the outcome and records it in the ledger; while the
-/// broker's keeping of commit metadata is unknown, the commit is synchronous
-/// and read back.
-fn commit_plan(
-    consumer: &StreamConsumer<SourceContext>,
-    metrics: &SourceMetrics,
-    topic: &str,
-    plan: &CommitPlan,
-    mode: CommitMode,
-) {
-    let context = consumer.context();
-    let verify = context.metadata().verifies();
-    let _verifying = verify.then(|| {
-        context
-            .verification
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    });
-    let mode = if verify { CommitMode::Sync } else { mode };
-    let result = context.commit(consumer, plan, mode);
-    metrics.committed(
-        result.is_ok(),
-        plan.offsets.len(),
-        result.as_ref().err().map(String::as_str),
-    );
-    if result.is_ok() {
-        if let Ok(mut shared) = context.shared.lock() {
-            shared.ledger.committed_plan(plan);
-        }
-        if verify {
-            verify_metadata(consumer, topic, plan);
-        }
-    }
-}
-
-/// Reads back the first committed partition of `plan`: whether the broker
-/// kept its metadata. If not, the boundary goes to the companion group.
-fn verify_metadata(consumer: &StreamConsumer<SourceContext>, topic: &str, plan: &CommitPlan) {
-    let Some((p, written)) = read_back_target(plan) else {
-        return;
-    };
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, p);
-    match consumer.committed_offsets(tpl, COORDINATOR_TIMEOUT) {
-        Ok(read) => {
-            let back = read
-                .elements_for_topic(topic)
-                .first()
-                .and_then(|e| CommitMetadata::parse(e.metadata()));
-            let kept = MetadataSupport::shown_by_read_back(written, back);
-            consumer.context().learn_metadata(kept);
-            if !kept {
-                // Store this first boundary where the broker keeps it.
-                let result = consumer.context().commit(consumer, plan, CommitMode::Sync);
-                if let Err(error) = result {
-                    tracing::warn!(%error, "Cannot commit the window boundary to the companion group.");
-                }
-            }
-        }
-        Err(error) => tracing::debug!(%error, "Cannot read back committed offsets yet."),
     }
 }
