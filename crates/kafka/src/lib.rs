@@ -13,7 +13,6 @@
 
 mod commit;
 mod config;
-mod fetch_guard;
 mod metrics;
 pub mod msk_iam;
 pub mod producer;

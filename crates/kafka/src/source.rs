@@ -5,43 +5,56 @@
 //! watermarks and queues a batch followed by the new pipeline watermark, if
 //! it moved. Malformed messages are counted by reason and skipped.
 //!
-//! Backpressure: when the enricher's channel is full the queued batches wait,
-//! the source pauses every assigned partition and keeps polling, so it stays
-//! in its group however long the sink is slow; while paused no partition
-//! counts as idle. Messages re-fetched after a resume are skipped by offset.
+//! The decisions are plain code, unit-tested without a broker, each in its
+//! own module: which partitions are owned and what an assignment means
+//! (`assignment`), what each message's offset makes of it and where to seek
+//! (`offsets`, `fetch_guard`), when to pause and resume (`backpressure`),
+//! whether the broker keeps commit metadata (`metadata`); what to commit is
+//! the [`CommitLedger`]'s. This file runs the loop and carries the decisions
+//! out on the consumer; librdkafka's callbacks are in `context`, commits in
+//! `committer`.
 //!
 //! Offsets: the sink publishes each accepted [`Checkpoint`] on a watch
-//! channel; every `commit_interval_ms` the source commits it (see
-//! [`CommitLedger`]). On revoke it commits before giving the partitions up.
-//! On shutdown it closes the pipeline's head, waits for the sink to drain,
-//! makes a last synchronous commit and leaves the group.
+//! channel; every `commit_interval_ms` the source commits it. On revoke it
+//! commits before giving the partitions up. On shutdown it closes the
+//! pipeline's head, waits for the sink to drain, makes a last synchronous
+//! commit and leaves the group.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+mod assignment;
+mod backpressure;
+mod committer;
+mod context;
+mod fetch_guard;
+mod metadata;
+mod offsets;
+
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, MessageStream, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, MessageStream, StreamConsumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use fleet_core::telemetry::{wall_clock_ms, Readiness};
 use fleet_core::{
-    decode_event, Checkpoint, Msg, OutputMode, PartitionId, PartitionMap, RevocationFence,
-    SourceBatch, SourceBatcher, SourceEvent,
+    decode_event, Checkpoint, Msg, PartitionId, RevocationFence, SourceBatch, SourceBatcher,
+    SourceEvent,
 };
 
-use crate::commit::CommitPlan;
-use crate::fetch_guard::{FetchGuard, Verdict};
+use self::assignment::{AssignedPartition, Assignment, RebalanceEvent};
+use self::backpressure::{Decision, Flow};
+use self::context::SourceContext;
+use self::fetch_guard::SILENT_FETCH;
+use self::metadata::companion_group;
+use self::offsets::Judgement;
 use crate::{
-    CommitLedger, CommitMetadata, KafkaConfig, KafkaStageError, ProgressSample, ProgressWatch,
-    SecurityContext, SourceMetrics, StartFrom,
+    CommitLedger, KafkaConfig, KafkaStageError, ProgressSample, ProgressWatch, SecurityContext,
+    SourceMetrics, StartFrom,
 };
 
 /// The readiness condition: partitions are assigned.
@@ -49,359 +62,26 @@ pub const READY_PARTITIONS: &str = "kafka_partitions";
 
 /// The readiness condition: this instance owns every partition of the topic.
 pub const READY_OWNERSHIP: &str = "kafka_ownership";
-/// How long a fetch may deliver nothing while the broker holds messages
-/// past it before it is taken for a skipped last batch (see `fetch_guard`).
-const SILENT_FETCH: Duration = Duration::from_secs(1);
 
 /// Readiness condition: messages waiting get consumed and a broker is reachable.
 pub const READY_PROGRESS: &str = "kafka_progress";
 
-/// Messages ready but not yet accepted by the enricher's channel at which the
-/// source counts as backpressured and stops taking messages from the consumer.
-const BACKPRESSURED_AT: usize = 2;
-
-/// How long the source may stay backpressured without polling before it
-/// pauses its partitions and polls again, to stay within `max.poll.interval.ms`.
-///
-/// Short stalls (the normal flow control of a busy pipeline) only stop taking
-/// messages; librdkafka's bounded prefetch holds what was fetched. Pausing is
-/// for long stalls: it drops the prefetched messages, which must then be
-/// fetched again from the next expected offset (see [`FetchGuard`]).
-const PAUSE_AFTER: Duration = Duration::from_secs(5);
-
-/// How long a rebalance callback may wait for the group coordinator.
+/// How long a call to the group coordinator (or a seek) may wait.
 const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A partition the group gave us, with what was committed for it.
-#[derive(Clone, Debug)]
-struct AssignedPartition {
-    partition: PartitionId,
-    committed: Option<i64>,
-    metadata: Option<CommitMetadata>,
-}
-
-#[derive(Clone, Debug)]
-enum RebalanceEvent {
-    Assigned {
-        partitions: Vec<AssignedPartition>,
-        /// How many partitions the topic has, if the broker said.
-        topic_partitions: Option<usize>,
-    },
-    Revoked(Vec<PartitionId>),
-}
-
-/// State the rebalance callbacks share with the task.
-#[derive(Debug, Default)]
-struct Shared {
-    events: Vec<RebalanceEvent>,
-    ledger: CommitLedger,
-    /// The newest checkpoint the sink accepted.
-    accepted: Option<Checkpoint>,
-    /// Per partition, the broker's end offset (last stable offset, or high
-    /// watermark) from librdkafka's statistics.
-    end_offsets: HashMap<PartitionId, i64>,
-    /// Whether some broker connection was up at the last statistics.
-    broker_up: Option<bool>,
-}
-
-struct SourceContext {
-    topic: String,
-    shared: Mutex<Shared>,
-    metrics: SourceMetrics,
-    /// Whether the broker keeps offset-commit metadata: unknown until the
-    /// first assignment with committed offsets or the first commit read back.
-    metadata: AtomicU8,
-    /// A companion consumer of the group `<group_id>.closed-windows`, never
-    /// subscribed: when the broker drops commit metadata (Tansu 0.6), the
-    /// window boundary is committed there instead, as each partition's
-    /// "offset". Committed before the real offsets, so a crash between the
-    /// two leaves a boundary that is never ahead of the data replayed.
-    /// Polled in the background ([`SecurityContext::keep_polled`]).
-    fallback: Arc<BaseConsumer<SecurityContext>>,
-    /// Answers librdkafka's OAUTHBEARER token requests (MSK IAM).
-    security: SecurityContext,
-    /// Shared with the sink: a revocation waits for what it has in flight.
-    fence: Arc<RevocationFence>,
-    /// The sink's acknowledged checkpoints, read fresh at a revocation.
-    acks: watch::Receiver<Option<Checkpoint>>,
-    /// How long a revocation waits for the sink, at most.
-    revoke_wait: Duration,
-    /// Held through the commit that finds out whether the broker keeps
-    /// commit metadata (it runs on a blocking thread) and through a
-    /// revocation's commit, so that the older plan lands first. Taken
-    /// before `shared`.
-    verification: Mutex<()>,
-}
-
-const METADATA_UNKNOWN: u8 = 0;
-const METADATA_KEPT: u8 = 1;
-const METADATA_LOST: u8 = 2;
-
-impl SourceContext {
-    /// Waits until the sink has acknowledged every batch it registered
-    /// (it drops those built before the revocation that it had not), so that
-    /// the commit that follows covers every window this instance will write
-    /// for the revoked partitions. Bounded by `kafka.drain_timeout_ms`.
-    fn wait_for_sink(&self) {
-        let wait = || self.fence.wait_drained(self.revoke_wait);
-        // librdkafka calls this from the source task's poll: let the sink's
-        // tasks run on the other workers meanwhile.
-        let pending = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait),
-            _ => wait(),
-        };
-        if pending > 0 {
-            tracing::warn!(
-                pending,
-                "Partitions revoked before the sink accepted every window in flight; their new owner may send some again."
-            );
-        }
-    }
-
-    fn metadata_lost(&self) -> bool {
-        self.metadata.load(Ordering::Relaxed) == METADATA_LOST
-    }
-
-    fn set_metadata_kept(&self, kept: bool) {
-        let value = if kept { METADATA_KEPT } else { METADATA_LOST };
-        if self.metadata.swap(value, Ordering::Relaxed) != value && !kept {
-            self.metrics.metadata_unsupported();
-        }
-    }
-
-    fn metadata_known(&self) -> bool {
-        self.metadata.load(Ordering::Relaxed) != METADATA_UNKNOWN
-    }
-
-    /// Commits `plan` (and, on a broker without metadata, its boundary first).
-    fn commit<C: ConsumerContext, K: Consumer<C>>(
-        &self,
-        consumer: &K,
-        plan: &CommitPlan,
-        mode: CommitMode,
-    ) -> Result<(), String> {
-        if self.metadata_lost() && !plan.metadata.is_empty() {
-            let mut tpl = TopicPartitionList::new();
-            for (p, boundary) in &plan.metadata {
-                tpl.add_partition_offset(&self.topic, *p, Offset::Offset(boundary.closed_through))
-                    .map_err(|e| e.to_string())?;
-            }
-            self.fallback
-                .commit(&tpl, CommitMode::Sync)
-                .map_err(|e| format!("committing the window boundary: {e}"))?;
-        }
-        let mut tpl = TopicPartitionList::new();
-        for (p, offset) in &plan.offsets {
-            let mut e = tpl.add_partition(&self.topic, *p);
-            e.set_offset(Offset::Offset(*offset))
-                .map_err(|e| e.to_string())?;
-            e.set_metadata(
-                plan.metadata_for(*p)
-                    .map(|m| m.encode())
-                    .unwrap_or_default(),
-            );
-        }
-        consumer.commit(&tpl, mode).map_err(|e| e.to_string())
-    }
-
-    /// How many partitions the topic has.
-    fn topic_partitions(&self, consumer: &BaseConsumer<Self>) -> Option<usize> {
-        match consumer.fetch_metadata(Some(&self.topic), COORDINATOR_TIMEOUT) {
-            Ok(metadata) => metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == self.topic)
-                .map(|t| t.partitions().len()),
-            Err(error) => {
-                tracing::warn!(%error, "Cannot read the topic's partition count.");
-                None
-            }
-        }
-    }
-
-    /// The boundaries kept in the companion group, by partition.
-    fn fallback_boundaries(
-        &self,
-        query: TopicPartitionList,
-    ) -> HashMap<PartitionId, CommitMetadata> {
-        match self.fallback.committed_offsets(query, COORDINATOR_TIMEOUT) {
-            Ok(tpl) => tpl
-                .elements_for_topic(&self.topic)
-                .iter()
-                .filter_map(|e| match e.offset() {
-                    Offset::Offset(closed_through) => {
-                        Some((e.partition(), CommitMetadata { closed_through }))
-                    }
-                    _ => None,
-                })
-                .collect(),
-            Err(error) => {
-                tracing::warn!(%error, "Cannot read the window boundary of the companion group.");
-                HashMap::new()
-            }
-        }
-    }
-}
-
-impl ClientContext for SourceContext {
-    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
-
-    fn generate_oauth_token(
-        &self,
-        _oauthbearer_config: Option<&str>,
-    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
-        self.security.oauth_token()
-    }
-
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        // Bootstrap and coordinator entries have negative node ids.
-        let broker_up = statistics
-            .brokers
-            .values()
-            .any(|b| b.nodeid >= 0 && b.state == "UP");
-        if let Ok(mut shared) = self.shared.lock() {
-            shared.broker_up = Some(broker_up);
-        }
-        let Some(topic) = statistics.topics.get(&self.topic) else {
-            return;
-        };
-        if let Ok(mut shared) = self.shared.lock() {
-            for (p, partition) in &topic.partitions {
-                // Negative values mean "unknown"; partition -1 is internal.
-                // (librdkafka's own consumer_lag counts from the committed
-                // offset, which trails open windows on purpose.)
-                let end = if partition.ls_offset >= 0 {
-                    partition.ls_offset
-                } else {
-                    partition.hi_offset
-                };
-                if *p >= 0 && end >= 0 {
-                    shared.end_offsets.insert(*p, end);
-                }
-            }
-        }
-    }
-}
-
-impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
-        };
-        let revoked: BTreeSet<PartitionId> = tpl
-            .elements_for_topic(&self.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect();
-        self.fence.revoke();
-        self.wait_for_sink();
-        let _verified = self
-            .verification
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let accepted = self.acks.borrow().clone();
-        let Ok(mut shared) = self.shared.lock() else {
-            return;
-        };
-        shared.accepted.clone_from(&accepted);
-        if let Some(plan) = accepted
-            .as_ref()
-            .and_then(|cp| shared.ledger.plan(cp, &revoked))
-        {
-            let result = self.commit(consumer, &plan, CommitMode::Sync);
-            self.metrics
-                .committed(result.is_ok(), plan.offsets.len(), result.err().as_deref());
-        }
-        for p in &revoked {
-            shared.ledger.forget(*p);
-        }
-        shared
-            .events
-            .push(RebalanceEvent::Revoked(revoked.into_iter().collect()));
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Assign(tpl) = rebalance else {
-            if let Rebalance::Error(e) = rebalance {
-                tracing::warn!(error = %e, "Rebalance error.");
-            }
-            return;
-        };
-        let mut query = TopicPartitionList::new();
-        for e in tpl.elements_for_topic(&self.topic) {
-            query.add_partition(&self.topic, e.partition());
-        }
-        let mut assigned: Vec<AssignedPartition> = match consumer
-            .committed_offsets(query.clone(), COORDINATOR_TIMEOUT)
-        {
-            Ok(committed) => committed
-                .elements_for_topic(&self.topic)
-                .iter()
-                .map(|e| AssignedPartition {
-                    partition: e.partition(),
-                    committed: match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    },
-                    metadata: CommitMetadata::parse(e.metadata()),
-                })
-                .collect(),
-            Err(error) => {
-                // Without the committed offsets the group's start position
-                // applies; nothing can be skipped as already written.
-                tracing::warn!(%error, "Cannot read committed offsets of the assigned partitions.");
-                query
-                    .elements_for_topic(&self.topic)
-                    .iter()
-                    .map(|e| AssignedPartition {
-                        partition: e.partition(),
-                        committed: None,
-                        metadata: None,
-                    })
-                    .collect()
-            }
-        };
-        if assigned.iter().any(|a| a.committed.is_some()) {
-            self.set_metadata_kept(assigned.iter().any(|a| a.metadata.is_some()));
-        }
-        if self.metadata_lost() {
-            let boundaries = self.fallback_boundaries(query);
-            for a in &mut assigned {
-                a.metadata = a.metadata.or(boundaries.get(&a.partition).copied());
-            }
-        }
-        if let Ok(mut shared) = self.shared.lock() {
-            shared.events.push(RebalanceEvent::Assigned {
-                partitions: assigned,
-                topic_partitions: self.topic_partitions(consumer),
-            });
-        }
-    }
-}
 
 /// The consumer loop's state.
 struct SourceTask {
     cfg: KafkaConfig,
-    /// Whether this instance must own every partition, and the scopes of
-    /// the window boundaries it rewinds to.
-    mode: OutputMode,
     consumer: Arc<StreamConsumer<SourceContext>>,
     /// Decoded events and watermarks waiting for the enricher's channel.
     batcher: SourceBatcher,
-    owned: BTreeSet<PartitionId>,
-    /// Per partition, the next offset expected; lower ones are re-deliveries.
-    next_offset: PartitionMap<i64>,
-    paused: bool,
-    /// Whether this instance owns every partition of the topic; it processes
-    /// nothing otherwise.
-    owns_all: bool,
+    /// The owned partitions and where reading each stands.
+    assignment: Assignment,
+    /// Whether messages flow from the consumer (backpressure, pauses).
+    flow: Flow,
     /// With `start_from = "timestamp"`, the time to seek to at the first
     /// assignment; taken then.
     start_at: Option<i64>,
-    /// Since when the pipeline has not taken what the source has ready.
-    backpressured_since: Option<Instant>,
-    /// Checks that fetches start where they were asked to.
-    guard: FetchGuard,
     /// Messages taken from the consumer so far, for the progress condition.
     consumed: u64,
     progress: ProgressWatch,
@@ -446,28 +126,26 @@ pub async fn run(
     let SinkFeedback { mut acks, fence } = sink;
     let security = SecurityContext::for_config(&cfg)?;
     security.warm_up().await;
-    let fallback: Arc<BaseConsumer<SecurityContext>> = Arc::new(
+    let companion: Arc<BaseConsumer<SecurityContext>> = Arc::new(
         cfg.consumer_config()
-            .set("group.id", format!("{}.closed-windows", cfg.group_id))
+            .set("group.id", companion_group(&cfg.group_id))
             .create_with_context(security.clone())
             .map_err(KafkaStageError::Setup)?,
     );
-    security.keep_polled(&fallback);
-    let context = SourceContext {
-        topic: cfg.topic.clone(),
-        shared: Mutex::new(Shared {
-            ledger: CommitLedger::new(batcher.output_mode()),
-            ..Shared::default()
-        }),
-        metrics: metrics.clone(),
-        metadata: AtomicU8::new(METADATA_UNKNOWN),
-        fallback,
+    security.keep_polled(&companion);
+    let mode = batcher.output_mode();
+    let context = SourceContext::new(
+        cfg.topic.clone(),
+        CommitLedger::new(mode),
+        metrics.clone(),
+        companion,
         security,
-        fence: Arc::clone(&fence),
-        acks: acks.clone(),
-        revoke_wait: Duration::from_millis(cfg.drain_timeout_ms),
-        verification: Mutex::new(()),
-    };
+        SinkFeedback {
+            acks: acks.clone(),
+            fence,
+        },
+        Duration::from_millis(cfg.drain_timeout_ms),
+    );
     let consumer: Arc<StreamConsumer<SourceContext>> = Arc::new(
         cfg.consumer_config()
             .create_with_context(context)
@@ -479,19 +157,14 @@ pub async fn run(
     tracing::info!(topic = %cfg.topic, group = %cfg.group_id, "Subscribed.");
 
     let mut task = SourceTask {
-        mode: batcher.output_mode(),
         batcher,
         consumer,
-        owned: BTreeSet::new(),
-        next_offset: PartitionMap::default(),
-        paused: false,
-        owns_all: false,
+        assignment: Assignment::new(mode),
+        flow: Flow::default(),
         start_at: match cfg.start_from {
             StartFrom::Timestamp => cfg.start_timestamp_ms,
             StartFrom::Committed => None,
         },
-        backpressured_since: None,
-        guard: FetchGuard::default(),
         consumed: 0,
         progress: ProgressWatch::new(Duration::from_millis(cfg.progress_timeout_ms)),
         metrics,
@@ -527,17 +200,16 @@ pub async fn run(
                 task.apply_backpressure(Instant::now());
             }
             _ = tick.tick() => {
-                task.on_tick(&acks);
+                task.on_tick();
                 if last_commit.elapsed() >= commit_every {
                     task.commit_accepted(&acks, CommitMode::Async);
                     last_commit = Instant::now();
                 }
             }
-            received = messages.next(), if task.paused || task.backpressured_since.is_none() => {
+            received = messages.next(), if task.flow.takes_messages() => {
                 // The stream never ends while its consumer lives.
                 let Some(received) = received else { break };
-                let first = received.map(|m| decode(&mut task.next_offset, &mut task.guard, &task.metrics, &m));
-                task.on_received(first, &mut messages);
+                task.on_received(received, &mut messages);
             }
         }
     }
@@ -545,7 +217,7 @@ pub async fn run(
     // Shutdown: close the pipeline's head, let the sink drain, commit, leave.
     drop(output);
     task.batcher.discard();
-    task.pause_all();
+    task.pause();
     tracing::info!("Source stopping; waiting for the sink to drain.");
     let deadline = Instant::now() + Duration::from_millis(task.cfg.drain_timeout_ms);
     loop {
@@ -569,57 +241,20 @@ pub async fn run(
     Ok(())
 }
 
-/// What became of one message.
-enum Decoded {
-    /// An event to process.
-    Event(SourceEvent),
-    /// Malformed or seen before: counted and skipped.
-    Skipped,
-    /// The broker skipped past the offset asked for: seek back to here.
-    Rewind(PartitionId, i64),
-}
-
-/// Decodes one message.
-fn decode(
-    next_offset: &mut PartitionMap<i64>,
-    guard: &mut FetchGuard,
-    metrics: &SourceMetrics,
-    m: &BorrowedMessage<'_>,
-) -> Decoded {
-    let (partition, offset) = (m.partition(), m.offset());
-    match guard.check(partition, offset) {
-        Verdict::Accept => {}
-        Verdict::RewindTo(target) => return Decoded::Rewind(partition, target),
-        Verdict::Gap { expected } => metrics.fetch_gap(partition, expected, offset),
-    }
-    let expected = next_offset.get_or_insert_with(partition, || offset);
-    if offset < *expected {
-        metrics.duplicates(1);
-        return Decoded::Skipped;
-    }
-    *expected = offset + 1;
-    match decode_event(m.payload().unwrap_or_default()) {
-        Ok(event) => Decoded::Event(SourceEvent {
-            partition,
-            offset,
-            event,
-        }),
-        Err(e) => {
-            metrics.decode_error(partition, offset, &e);
-            Decoded::Skipped
-        }
-    }
-}
-
 impl SourceTask {
     /// Handles the first received message and everything else already waiting.
-    fn on_received(
+    ///
+    /// The poll that delivers a rebalance returns without a message, and the
+    /// first message of the new assignment may follow before the next tick:
+    /// the rebalance is applied before any message is judged, or it would be
+    /// judged by the old assignment's offsets.
+    fn on_received<'a>(
         &mut self,
-        first: Result<Decoded, rdkafka::error::KafkaError>,
-        stream: &mut MessageStream<'_, SourceContext>,
+        first: KafkaResult<BorrowedMessage<'a>>,
+        stream: &mut MessageStream<'a, SourceContext>,
     ) {
         self.apply_rebalances();
-        if !self.owns_all {
+        if !self.assignment.may_process() {
             // Paused; anything still arriving is fetched again from the
             // committed offsets once this instance owns every partition.
             return;
@@ -631,24 +266,62 @@ impl SourceTask {
         while let Some(received) = next.take() {
             messages += 1;
             match received {
-                Ok(Decoded::Event(event)) => {
-                    events += 1;
-                    self.batcher.push(event, now, wall);
+                Ok(m) => {
+                    if let Some(event) = self.take(&m, now) {
+                        events += 1;
+                        self.batcher.push(event, now, wall);
+                    }
                 }
-                Ok(Decoded::Skipped) => {}
-                Ok(Decoded::Rewind(partition, offset)) => self.rewind(partition, offset),
                 Err(error) => tracing::warn!(%error, "Kafka consumer error."),
             }
             if (messages as usize) < self.cfg.max_batch_events {
-                next = stream.next().now_or_never().flatten().map(|r| {
-                    r.map(|m| decode(&mut self.next_offset, &mut self.guard, &self.metrics, &m))
-                });
+                // A rebalance ends the batch: its poll yields no message.
+                next = stream.next().now_or_never().flatten();
             }
         }
         self.consumed += messages;
         self.metrics.received(messages, events);
         self.advance_watermark(now);
         self.apply_backpressure(now);
+    }
+
+    /// The event in message `m`, if it is one to process; what is not is
+    /// counted, or rewound.
+    fn take(&mut self, m: &BorrowedMessage<'_>, now: Instant) -> Option<SourceEvent> {
+        let (partition, offset) = (m.partition(), m.offset());
+        let Some(judgement) = self.assignment.judge(partition, offset, now) else {
+            tracing::debug!(
+                partition,
+                offset,
+                "Message of a partition not owned skipped."
+            );
+            return None;
+        };
+        match judgement {
+            Judgement::Take => {}
+            Judgement::TakeAfterGap { expected } => {
+                self.metrics.fetch_gap(partition, expected, offset);
+            }
+            Judgement::Duplicate => {
+                self.metrics.duplicates(1);
+                return None;
+            }
+            Judgement::Rewind(target) => {
+                self.rewind(partition, target);
+                return None;
+            }
+        }
+        match decode_event(m.payload().unwrap_or_default()) {
+            Ok(event) => Some(SourceEvent {
+                partition,
+                offset,
+                event,
+            }),
+            Err(e) => {
+                self.metrics.decode_error(partition, offset, &e);
+                None
+            }
+        }
     }
 
     /// Seeks `partition` back to `offset`; the seek completes before the
@@ -670,39 +343,33 @@ impl SourceTask {
         }
     }
 
-    fn on_tick(&mut self, acks: &watch::Receiver<Option<Checkpoint>>) {
+    fn on_tick(&mut self) {
         self.apply_rebalances();
         let now = Instant::now();
-        let mut sample = ProgressSample {
-            consumed: self.consumed,
-            ..ProgressSample::default()
+        let fetching = self.flow.fetching();
+        let (survey, broker_up) = match self.consumer.context().shared.lock() {
+            Ok(shared) => (
+                self.assignment
+                    .survey(&shared.end_offsets, fetching, SILENT_FETCH, now),
+                shared.broker_up,
+            ),
+            Err(_) => Default::default(),
         };
-        let mut silent = Vec::new();
-        if let Ok(mut shared) = self.consumer.context().shared.lock() {
-            shared.accepted.clone_from(&acks.borrow());
-            sample.broker_up = shared.broker_up;
-            for (p, end) in &shared.end_offsets {
-                let Some(next) = self.next_offset.get(*p).filter(|_| self.owned.contains(p)) else {
-                    continue;
-                };
-                let lag = (end - next).max(0);
-                sample.lag += lag;
-                self.metrics.consumer_lag(*p, lag);
-                if lag > 0 {
-                    // Data is waiting for this partition: it is behind, not idle.
-                    self.batcher.tracker_mut().touch(*p, now);
-                    // (Only while fetching: paused or backpressured, nothing arrives anyway.)
-                    if !self.paused && self.backpressured_since.is_none() {
-                        if let Some(target) = self.guard.silent(*p, now, SILENT_FETCH) {
-                            silent.push((*p, target));
-                        }
-                    }
-                }
+        for (p, lag) in &survey.lags {
+            self.metrics.consumer_lag(*p, *lag);
+            if *lag > 0 {
+                // Data is waiting for this partition: it is behind, not idle.
+                self.batcher.tracker_mut().touch(*p, now);
             }
         }
-        for (partition, target) in silent {
-            self.rewind(partition, target);
+        for (partition, target) in &survey.rewinds {
+            self.rewind(*partition, *target);
         }
+        let sample = ProgressSample {
+            consumed: self.consumed,
+            lag: survey.total_lag(),
+            broker_up,
+        };
         self.check_progress(now, sample);
         self.apply_backpressure(now);
         self.advance_watermark(now);
@@ -710,7 +377,7 @@ impl SourceTask {
 
     /// Updates the progress readiness condition.
     fn check_progress(&mut self, now: Instant, sample: ProgressSample) {
-        if !self.owns_all {
+        if !self.assignment.may_process() {
             // Not processing on purpose; the ownership condition says why.
             self.progress.reset();
             self.readiness.ok(READY_PROGRESS);
@@ -724,87 +391,74 @@ impl SourceTask {
 
     fn advance_watermark(&mut self, now: Instant) {
         self.batcher.advance(now, wall_clock_ms());
-        for p in &self.owned {
-            if let Some(pw) = self.batcher.tracker().partition_watermark(*p) {
-                self.metrics.partition_watermark(*p, pw.0);
+        for p in self.assignment.partitions() {
+            if let Some(pw) = self.batcher.tracker().partition_watermark(p) {
+                self.metrics.partition_watermark(p, pw.0);
             }
         }
     }
 
     fn apply_backpressure(&mut self, now: Instant) {
-        if !self.owns_all {
+        if !self.assignment.may_process() {
             return;
         }
-        let blocked = self.batcher.ready_len() >= BACKPRESSURED_AT;
-        if blocked {
-            // Waiting on the pipeline is not idleness.
-            self.batcher.tracker_mut().hold_active(now);
-            let since = *self.backpressured_since.get_or_insert(now);
-            if !self.paused && now.saturating_duration_since(since) >= PAUSE_AFTER {
-                self.pause_all();
+        match self.flow.decide(self.batcher.ready_len(), now) {
+            Decision::Proceed => {}
+            Decision::Hold => self.batcher.tracker_mut().hold_active(now),
+            Decision::Pause => {
+                self.batcher.tracker_mut().hold_active(now);
+                self.pause();
             }
-            return;
-        }
-        self.backpressured_since = None;
-        if self.paused && self.batcher.ready_len() == 0 {
-            if let Some(tpl) = self.owned_list() {
-                if let Err(error) = self.consumer.resume(&tpl) {
-                    tracing::warn!(%error, "Cannot resume partitions.");
-                    return;
-                }
-                self.seek_to_next_offsets();
-            }
-            self.paused = false;
-            self.metrics.paused(false);
+            Decision::Resume => self.resume(now),
         }
     }
 
-    /// Replays from a point in time: seeks every owned partition to its first
-    /// offset at or after `timestamp` (the broker's offsets-for-times).
-    fn seek_to_time(&mut self, timestamp: i64) {
-        let found = match self
-            .consumer
-            .offsets_for_timestamp(timestamp, COORDINATOR_TIMEOUT)
-        {
-            Ok(found) => found,
-            Err(error) => {
-                tracing::warn!(%error, timestamp, "Cannot find offsets for the start time; starting from the committed offsets.");
+    /// Pauses every owned partition, unless they are paused already.
+    fn pause(&mut self) {
+        if !self.flow.paused() {
+            self.pause_owned();
+        }
+    }
+
+    /// Pauses every owned partition, including any assigned since the last
+    /// pause.
+    fn pause_owned(&mut self) {
+        if let Some(tpl) = self.owned_list() {
+            if let Err(error) = self.consumer.pause(&tpl) {
+                tracing::warn!(%error, "Cannot pause partitions.");
+                self.flow.set_paused(false);
                 return;
             }
-        };
-        let mut seek = TopicPartitionList::new();
-        for e in found.elements_for_topic(&self.cfg.topic) {
-            if let Offset::Offset(offset) = e.offset() {
-                if seek
-                    .add_partition_offset(&self.cfg.topic, e.partition(), Offset::Offset(offset))
-                    .is_ok()
-                {
-                    self.next_offset.insert(e.partition(), offset);
-                    self.guard.expect(e.partition(), offset);
-                }
-            }
         }
-        tracing::info!(timestamp, offsets = ?seek, "Starting from a point in time.");
-        if let Err(error) = self.consumer.seek_partitions(seek, COORDINATOR_TIMEOUT) {
-            tracing::warn!(%error, "Cannot seek to the start time.");
-        }
+        self.flow.set_paused(true);
+        self.metrics.paused(true);
     }
 
-    /// Pausing drops what librdkafka had fetched ahead; without a seek it
-    /// would resume after those messages and they would be lost. Seeking to
-    /// the next offset this task expects makes the pause lossless (anything
+    /// Resumes every owned partition where reading left off: pausing dropped
+    /// what librdkafka had fetched ahead, and without a seek it would resume
+    /// after those messages.
+    fn resume(&mut self, now: Instant) {
+        if let Some(tpl) = self.owned_list() {
+            if let Err(error) = self.consumer.resume(&tpl) {
+                tracing::warn!(%error, "Cannot resume partitions.");
+                return;
+            }
+            self.seek_to_next_offsets(now);
+        }
+        self.flow.set_paused(false);
+        self.metrics.paused(false);
+    }
+
+    /// Seeks every owned partition to the next offset expected (anything
     /// delivered twice is skipped by offset).
-    fn seek_to_next_offsets(&mut self) {
+    fn seek_to_next_offsets(&mut self, now: Instant) {
         let mut tpl = TopicPartitionList::new();
-        for p in &self.owned {
-            if let Some(next) = self.next_offset.get(*p) {
-                self.guard.expect(*p, *next);
-                if tpl
-                    .add_partition_offset(&self.cfg.topic, *p, Offset::Offset(*next))
-                    .is_err()
-                {
-                    return;
-                }
+        for (p, next) in self.assignment.resume_targets(now) {
+            if tpl
+                .add_partition_offset(&self.cfg.topic, p, Offset::Offset(next))
+                .is_err()
+            {
+                return;
             }
         }
         if tpl.count() == 0 {
@@ -822,31 +476,45 @@ impl SourceTask {
         }
     }
 
-    fn pause_all(&mut self) {
-        if self.paused {
-            return;
-        }
-        if let Some(tpl) = self.owned_list() {
-            if let Err(error) = self.consumer.pause(&tpl) {
-                tracing::warn!(%error, "Cannot pause partitions.");
+    /// Replays from a point in time: seeks every owned partition to its first
+    /// offset at or after `timestamp` (the broker's offsets-for-times).
+    fn seek_to_time(&mut self, timestamp: i64, now: Instant) {
+        let found = match self
+            .consumer
+            .offsets_for_timestamp(timestamp, COORDINATOR_TIMEOUT)
+        {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, timestamp, "Cannot find offsets for the start time; starting from the committed offsets.");
                 return;
             }
+        };
+        let mut seek = TopicPartitionList::new();
+        for e in found.elements_for_topic(&self.cfg.topic) {
+            if let Offset::Offset(offset) = e.offset() {
+                if seek
+                    .add_partition_offset(&self.cfg.topic, e.partition(), Offset::Offset(offset))
+                    .is_ok()
+                {
+                    self.assignment.restart_at(e.partition(), offset, now);
+                }
+            }
         }
-        self.paused = true;
-        self.metrics.paused(true);
+        tracing::info!(timestamp, offsets = ?seek, "Starting from a point in time.");
+        if let Err(error) = self.consumer.seek_partitions(seek, COORDINATOR_TIMEOUT) {
+            tracing::warn!(%error, "Cannot seek to the start time.");
+        }
     }
 
     fn owned_list(&self) -> Option<TopicPartitionList> {
-        if self.owned.is_empty() {
-            return None;
-        }
         let mut tpl = TopicPartitionList::new();
-        for p in &self.owned {
-            tpl.add_partition(&self.cfg.topic, *p);
+        for p in self.assignment.partitions() {
+            tpl.add_partition(&self.cfg.topic, p);
         }
-        Some(tpl)
+        (tpl.count() > 0).then_some(tpl)
     }
 
+    /// Applies the rebalances the callbacks recorded.
     fn apply_rebalances(&mut self) {
         let events = match self.consumer.context().shared.lock() {
             Ok(mut shared) => std::mem::take(&mut shared.events),
@@ -858,26 +526,25 @@ impl SourceTask {
                 RebalanceEvent::Assigned {
                     partitions,
                     topic_partitions,
-                } => self.on_assigned(partitions, topic_partitions, now),
+                } => self.on_assigned(&partitions, topic_partitions, now),
                 RebalanceEvent::Revoked(partitions) => {
-                    self.owns_all = !self.mode.needs_every_partition();
-                    for p in partitions {
-                        self.owned.remove(&p);
-                        self.batcher.tracker_mut().revoke(p);
-                        self.next_offset.remove(p);
-                        self.guard.forget(p);
-                        self.metrics.partition_revoked(p);
+                    self.assignment.revoke(&partitions);
+                    for p in &partitions {
+                        self.batcher.tracker_mut().revoke(*p);
+                        self.metrics.partition_revoked(*p);
                     }
-                    tracing::info!(partitions = ?self.owned, "Partitions revoked.");
+                    tracing::info!(
+                        revoked = ?partitions,
+                        owned = ?self.assignment.partition_set(),
+                        "Partitions revoked."
+                    );
                 }
             }
         }
-        self.metrics.assigned(self.owned.len());
-        if self.owned.is_empty() {
-            self.readiness
-                .require(READY_PARTITIONS, "no partitions assigned");
-        } else {
-            self.readiness.ok(READY_PARTITIONS);
+        self.metrics.assigned(self.assignment.len());
+        match self.assignment.unassigned_reason() {
+            Some(reason) => self.readiness.require(READY_PARTITIONS, reason),
+            None => self.readiness.ok(READY_PARTITIONS),
         }
     }
 
@@ -886,174 +553,45 @@ impl SourceTask {
     /// downstream ([`Msg::Rewind`]) and rebuilt from the replayed events.
     fn on_assigned(
         &mut self,
-        partitions: Vec<AssignedPartition>,
+        partitions: &[AssignedPartition],
         topic_partitions: Option<usize>,
         now: Instant,
     ) {
-        let mut written_through = BTreeMap::new();
         if let Ok(mut shared) = self.consumer.context().shared.lock() {
-            for a in &partitions {
+            for a in partitions {
                 if let Some(offset) = a.committed {
                     shared.ledger.restore(a.partition, offset, a.metadata);
                 }
-                if let Some(m) = a.metadata {
-                    written_through.insert(a.partition, m.closed_through);
-                }
             }
         }
-        for a in &partitions {
-            self.owned.insert(a.partition);
+        for a in partitions {
             self.batcher.tracker_mut().assign(a.partition, now);
-            match a.committed {
-                Some(offset) => {
-                    self.next_offset.insert(a.partition, offset);
-                    self.guard.expect(a.partition, offset);
-                }
-                None => {
-                    self.next_offset.remove(a.partition);
-                }
-            }
         }
+        let epoch = self.consumer.context().fence.epoch();
+        let assigned = self
+            .assignment
+            .assign(partitions, topic_partitions, epoch, now);
         if let Some(timestamp) = self.start_at.take() {
-            self.seek_to_time(timestamp);
+            self.seek_to_time(timestamp, now);
         }
         tracing::info!(
-            assigned = ?partitions.iter().map(|a| (a.partition, a.committed)).collect::<Vec<_>>(),
-            ?written_through,
+            assigned = ?partitions
+                .iter()
+                .map(|a| (a.partition, a.committed, a.metadata.map(|m| m.closed_through)))
+                .collect::<Vec<_>>(),
+            rewind = ?assigned.rewind,
             "Partitions assigned."
         );
-        self.batcher.push_msg(Msg::Rewind {
-            written_through: self.mode.per_scope(written_through),
-            epoch: self.consumer.context().fence.epoch(),
-        });
-        // Single output mode: one instance writes every (model, region)
-        // series, so it must see every partition; with fewer it would write
-        // partial aggregates into series another member also writes. In the
-        // partitioned mode every partition's series are its own.
-        self.owns_all = !self.mode.needs_every_partition()
-            || topic_partitions.is_some_and(|n| n > 0 && self.owned.len() >= n);
-        if self.owns_all {
-            self.readiness.ok(READY_OWNERSHIP);
-            if self.paused {
-                // New partitions join the backpressure pause.
-                self.paused = false;
-                self.pause_all();
-            }
-        } else {
-            let reason = match topic_partitions {
-                Some(n) => format!(
-                    "owns {} of the topic's {n} partitions; another member shares the consumer group",
-                    self.owned.len()
-                ),
-                None => "the topic's partition count is unknown".to_string(),
-            };
-            tracing::warn!(%reason, "Not processing: in single output mode this instance must own every partition.");
-            self.readiness.require(READY_OWNERSHIP, reason);
-            self.paused = false;
-            self.pause_all();
-        }
-    }
-
-    fn commit_accepted(&mut self, acks: &watch::Receiver<Option<Checkpoint>>, mode: CommitMode) {
-        let Some(checkpoint) = acks.borrow().clone() else {
-            return;
-        };
-        if self.consumer.context().fence.is_stale(checkpoint.epoch) {
-            // Built before the last revocation, which committed it already.
-            return;
-        }
-        let plan = match self.consumer.context().shared.lock() {
-            Ok(mut shared) => {
-                shared.accepted = Some(checkpoint.clone());
-                shared.ledger.plan(&checkpoint, &self.owned)
-            }
-            Err(_) => None,
-        };
-        let Some(plan) = plan else {
-            return;
-        };
-        // Until the broker is known to keep commit metadata, commit
-        // synchronously and read it back. That waits on the coordinator (up
-        // to its timeout if it has gone away), so the periodic commit does it
-        // on a blocking thread: the source keeps ticking meanwhile (readiness,
-        // watermarks), and commits nothing else until it is done, so that no
-        // newer plan lands before it. (Shutdown awaits it before its own.)
-        let periodic = matches!(mode, CommitMode::Async);
-        if periodic && self.verifying.as_ref().is_some_and(|v| !v.is_finished()) {
-            return;
-        }
-        if !periodic || self.consumer.context().metadata_known() {
-            commit_plan(&self.consumer, &self.metrics, &self.cfg.topic, &plan, mode);
-            return;
-        }
-        let (consumer, metrics) = (Arc::clone(&self.consumer), self.metrics.clone());
-        let topic = self.cfg.topic.clone();
-        self.verifying = Some(tokio::task::spawn_blocking(move || {
-            commit_plan(&consumer, &metrics, &topic, &plan, CommitMode::Sync);
-        }));
-    }
-}
-
-/// Commits `plan`, counts the outcome and records it in the ledger; while the
-/// broker's keeping of commit metadata is unknown, the commit is synchronous
-/// and read back.
-fn commit_plan(
-    consumer: &StreamConsumer<SourceContext>,
-    metrics: &SourceMetrics,
-    topic: &str,
-    plan: &CommitPlan,
-    mode: CommitMode,
-) {
-    let context = consumer.context();
-    let verify = !context.metadata_known();
-    let _verifying = verify.then(|| {
-        context
-            .verification
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    });
-    let mode = if verify { CommitMode::Sync } else { mode };
-    let result = context.commit(consumer, plan, mode);
-    metrics.committed(
-        result.is_ok(),
-        plan.offsets.len(),
-        result.as_ref().err().map(String::as_str),
-    );
-    if result.is_ok() {
-        if let Ok(mut shared) = context.shared.lock() {
-            shared.ledger.committed_plan(plan);
-        }
-        if verify {
-            verify_metadata(consumer, topic, plan);
-        }
-    }
-}
-
-/// Reads back the first committed partition of `plan`: whether the broker
-/// kept its metadata. If not, the boundary goes to the companion group.
-fn verify_metadata(consumer: &StreamConsumer<SourceContext>, topic: &str, plan: &CommitPlan) {
-    let Some((p, written)) = plan.metadata.iter().next() else {
-        return;
-    };
-    let written = *written;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, *p);
-    match consumer.committed_offsets(tpl, COORDINATOR_TIMEOUT) {
-        Ok(read) => {
-            let back = read
-                .elements_for_topic(topic)
-                .first()
-                .and_then(|e| CommitMetadata::parse(e.metadata()));
-            let kept = back == Some(written);
-            consumer.context().set_metadata_kept(kept);
-            if !kept {
-                // Store this first boundary where the broker keeps it.
-                let result = consumer.context().commit(consumer, plan, CommitMode::Sync);
-                if let Err(error) = result {
-                    tracing::warn!(%error, "Cannot commit the window boundary to the companion group.");
-                }
+        self.batcher.push_msg(assigned.rewind);
+        match assigned.not_processing {
+            None => self.readiness.ok(READY_OWNERSHIP),
+            Some(reason) => {
+                tracing::warn!(%reason, "Not processing: in single output mode this instance must own every partition.");
+                self.readiness.require(READY_OWNERSHIP, reason);
             }
         }
-        Err(error) => tracing::debug!(%error, "Cannot read back committed offsets yet."),
+        if self.flow.pause_at_assignment(self.assignment.may_process()) {
+            self.pause_owned();
+        }
     }
 }

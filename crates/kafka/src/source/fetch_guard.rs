@@ -20,11 +20,14 @@
 
 use std::time::Duration;
 
-use fleet_core::{PartitionId, PartitionMap};
 use tokio::time::Instant;
 
 /// The first rewind goes this many offsets back; each further one twice as far.
 const FIRST_REWIND: i64 = 1024;
+
+/// How long a fetch may deliver nothing while the broker holds messages
+/// past it before it is taken for a skipped last batch.
+pub(super) const SILENT_FETCH: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug)]
 struct Expectation {
@@ -40,7 +43,7 @@ struct Expectation {
 
 /// What to do with a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub(super) enum Verdict {
     /// Process it.
     Accept,
     /// The broker skipped past the offset asked for: seek here and drop the message.
@@ -53,72 +56,59 @@ pub(crate) enum Verdict {
     },
 }
 
-/// Per partition, the offset a fetch should start at, until it is seen.
-#[derive(Debug, Default)]
-pub(crate) struct FetchGuard {
-    pending: PartitionMap<Expectation>,
+/// One partition's guard: the offset a fetch should start at, until it is seen.
+#[derive(Clone, Debug, Default)]
+pub(super) struct FetchGuard {
+    pending: Option<Expectation>,
 }
 
 impl FetchGuard {
-    /// A fetch of `partition` will start at `offset`.
-    pub(crate) fn expect(&mut self, partition: PartitionId, offset: i64) {
-        self.pending.insert(
-            partition,
-            Expectation {
-                expected: offset,
-                step: FIRST_REWIND,
-                rewound_to: None,
-                since: Instant::now(),
-            },
-        );
+    /// A fetch will start at `offset`, asked for at `now`.
+    pub(super) fn expect(&mut self, offset: i64, now: Instant) {
+        self.pending = Some(Expectation {
+            expected: offset,
+            step: FIRST_REWIND,
+            rewound_to: None,
+            since: now,
+        });
     }
 
-    /// The partition was revoked.
-    pub(crate) fn forget(&mut self, partition: PartitionId) {
-        self.pending.remove(partition);
-    }
-
-    /// Judges a message at `offset` of `partition`.
-    pub(crate) fn check(&mut self, partition: PartitionId, offset: i64) -> Verdict {
-        let Some(e) = self.pending.get_mut(partition) else {
+    /// Judges a message at `offset`, delivered at `now`.
+    pub(super) fn check(&mut self, offset: i64, now: Instant) -> Verdict {
+        let Some(e) = self.pending.as_mut() else {
             return Verdict::Accept;
         };
         if offset <= e.expected {
-            self.pending.remove(partition);
+            self.pending = None;
             return Verdict::Accept;
         }
         if e.rewound_to == Some(0) || e.expected == 0 {
             let expected = e.expected;
-            self.pending.remove(partition);
+            self.pending = None;
             return Verdict::Gap { expected };
         }
-        Verdict::RewindTo(e.rewind())
+        Verdict::RewindTo(e.rewind(now))
     }
 
-    /// `partition` has had messages waiting on the broker (its end offset is
-    /// past what was delivered) since at least `after` ago, yet the fetch
+    /// The partition has had messages waiting on the broker (its end offset
+    /// is past what was delivered) since at least `after` ago, yet the fetch
     /// asked for has delivered nothing: where to rewind, if so.
-    pub(crate) fn silent(
-        &mut self,
-        partition: PartitionId,
-        now: Instant,
-        after: Duration,
-    ) -> Option<i64> {
-        let e = self.pending.get_mut(partition)?;
+    pub(super) fn silent(&mut self, now: Instant, after: Duration) -> Option<i64> {
+        let e = self.pending.as_mut()?;
         if now.saturating_duration_since(e.since) < after || e.rewound_to == Some(0) {
             return None;
         }
-        Some(e.rewind())
+        Some(e.rewind(now))
     }
 }
 
 impl Expectation {
     /// The next rewind target, each further back than the last.
-    fn rewind(&mut self) -> i64 {
+    fn rewind(&mut self, now: Instant) -> i64 {
         let target = self.expected.saturating_sub(self.step).max(0);
         self.step = self.step.saturating_mul(2);
         self.rewound_to = Some(target);
-        self.since = Instant::now();
+        self.since = now;
         target
     }
 }
@@ -129,12 +119,13 @@ mod tests {
 
     #[test]
     fn unguarded_partitions_and_exact_fetches_pass() {
+        let now = Instant::now();
         let mut g = FetchGuard::default();
-        assert_eq!(g.check(0, 17), Verdict::Accept);
-        g.expect(0, 100);
-        assert_eq!(g.check(0, 100), Verdict::Accept);
+        assert_eq!(g.check(17, now), Verdict::Accept);
+        g.expect(100, now);
+        assert_eq!(g.check(100, now), Verdict::Accept);
         assert_eq!(
-            g.check(0, 5000),
+            g.check(5000, now),
             Verdict::Accept,
             "checked once per fetch start"
         );
@@ -142,41 +133,57 @@ mod tests {
 
     #[test]
     fn rewinds_further_until_the_asked_offset_is_covered() {
+        let now = Instant::now();
         let mut g = FetchGuard::default();
-        g.expect(3, 5000);
-        assert_eq!(g.check(3, 5600), Verdict::RewindTo(5000 - 1024));
-        assert_eq!(g.check(3, 5600), Verdict::RewindTo(5000 - 2048));
+        g.expect(5000, now);
+        assert_eq!(g.check(5600, now), Verdict::RewindTo(5000 - 1024));
+        assert_eq!(g.check(5600, now), Verdict::RewindTo(5000 - 2048));
         // The broker now answers from a batch starting before 5000.
-        assert_eq!(g.check(3, 2500), Verdict::Accept);
+        assert_eq!(g.check(2500, now), Verdict::Accept);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_silent_fetch_of_the_last_batch_rewinds_after_a_while() {
+    #[test]
+    fn a_silent_fetch_of_the_last_batch_rewinds_after_a_while() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
         let mut g = FetchGuard::default();
-        g.expect(0, 5000);
         let after = Duration::from_secs(1);
-        assert_eq!(g.silent(0, Instant::now(), after), None, "not yet");
-        tokio::time::advance(Duration::from_millis(1500)).await;
-        assert_eq!(g.silent(0, Instant::now(), after), Some(5000 - 1024));
-        assert_eq!(g.silent(0, Instant::now(), after), None, "waits again");
-        tokio::time::advance(Duration::from_millis(1500)).await;
-        assert_eq!(g.silent(0, Instant::now(), after), Some(5000 - 2048));
+        assert_eq!(g.silent(at(5000), after), None, "never asked");
+        g.expect(5000, t0);
+        assert_eq!(g.silent(at(999), after), None, "not yet");
+        assert_eq!(g.silent(at(1500), after), Some(5000 - 1024));
+        assert_eq!(g.silent(at(2000), after), None, "waits again");
+        assert_eq!(g.silent(at(3000), after), Some(5000 - 2048));
         // A message before the asked offset ends it.
-        assert_eq!(g.check(0, 3000), Verdict::Accept);
-        tokio::time::advance(Duration::from_secs(5)).await;
-        assert_eq!(g.silent(0, Instant::now(), after), None);
-        assert_eq!(g.silent(7, Instant::now(), after), None, "never asked");
+        assert_eq!(g.check(3000, at(3100)), Verdict::Accept);
+        assert_eq!(g.silent(at(9000), after), None);
     }
 
     #[test]
     fn a_real_gap_is_accepted_after_rewinding_to_the_start() {
+        let now = Instant::now();
         let mut g = FetchGuard::default();
-        g.expect(1, 1500);
-        assert_eq!(g.check(1, 1600), Verdict::RewindTo(476));
-        assert_eq!(g.check(1, 1600), Verdict::RewindTo(0));
-        assert_eq!(g.check(1, 1600), Verdict::Gap { expected: 1500 });
-        assert_eq!(g.check(1, 1601), Verdict::Accept);
-        g.expect(2, 0);
-        assert_eq!(g.check(2, 10), Verdict::Gap { expected: 0 });
+        g.expect(1500, now);
+        assert_eq!(g.check(1600, now), Verdict::RewindTo(476));
+        assert_eq!(g.check(1600, now), Verdict::RewindTo(0));
+        assert_eq!(g.check(1600, now), Verdict::Gap { expected: 1500 });
+        assert_eq!(g.check(1601, now), Verdict::Accept);
+        let mut g = FetchGuard::default();
+        g.expect(0, now);
+        assert_eq!(g.check(10, now), Verdict::Gap { expected: 0 });
+    }
+
+    #[test]
+    fn a_fetch_rewound_to_the_start_stays_silent_without_rewinding_again() {
+        let t0 = Instant::now();
+        let mut g = FetchGuard::default();
+        g.expect(700, t0);
+        let after = Duration::from_secs(1);
+        assert_eq!(g.silent(t0 + after, after), Some(0));
+        assert_eq!(
+            g.silent(t0 + after * 5, after),
+            None,
+            "nowhere further back"
+        );
     }
 }

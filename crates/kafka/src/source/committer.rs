@@ -1,0 +1,179 @@
+//! Carrying out commits: the ledger ([`CommitLedger`](crate::CommitLedger))
+//! decides what to commit and [`MetadataSupport`] how; this is where it
+//! reaches the broker.
+//!
+//! A plan's window boundaries go to the companion group first when the broker
+//! drops commit metadata: a crash between the two commits then leaves a
+//! boundary that is never ahead of the offsets replayed. While the broker's
+//! keeping of metadata is unknown, a commit is synchronous and read back, on
+//! a blocking thread for the periodic commit, holding the context's
+//! `verification` lock so that a revocation's commit (which takes it too)
+//! lands after it.
+
+use std::sync::{Arc, PoisonError};
+
+use fleet_core::Checkpoint;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use super::context::SourceContext;
+use super::metadata::{read_back_target, CommitRun, MetadataSupport};
+use super::{SourceTask, COORDINATOR_TIMEOUT};
+use crate::commit::CommitPlan;
+use crate::{CommitMetadata, SourceMetrics};
+
+/// Why a commit failed.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum CommitError {
+    /// The companion group refused the window boundaries.
+    #[error("committing the window boundary: {0}")]
+    Boundary(KafkaError),
+    /// The offsets could not be committed.
+    #[error(transparent)]
+    Offsets(#[from] KafkaError),
+}
+
+/// Counts a commit's outcome (and logs a failure).
+pub(super) fn report_commit(
+    metrics: &SourceMetrics,
+    plan: &CommitPlan,
+    result: &Result<(), CommitError>,
+) {
+    let error = result.as_ref().err().map(ToString::to_string);
+    metrics.committed(result.is_ok(), plan.offsets.len(), error.as_deref());
+}
+
+impl SourceContext {
+    /// Commits `plan`: on a broker that drops commit metadata, its
+    /// boundaries to the companion group first.
+    pub(super) fn commit<C: ConsumerContext, K: Consumer<C>>(
+        &self,
+        consumer: &K,
+        plan: &CommitPlan,
+        mode: CommitMode,
+    ) -> Result<(), CommitError> {
+        if let Some(boundaries) = self.metadata().companion_offsets(plan) {
+            let mut tpl = TopicPartitionList::new();
+            for (p, boundary) in boundaries {
+                tpl.add_partition_offset(&self.topic, p, Offset::Offset(boundary))?;
+            }
+            self.companion
+                .commit(&tpl, CommitMode::Sync)
+                .map_err(CommitError::Boundary)?;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, offset) in &plan.offsets {
+            let mut e = tpl.add_partition(&self.topic, *p);
+            e.set_offset(Offset::Offset(*offset))?;
+            e.set_metadata(
+                plan.metadata_for(*p)
+                    .map(|m| m.encode())
+                    .unwrap_or_default(),
+            );
+        }
+        consumer.commit(&tpl, mode)?;
+        Ok(())
+    }
+}
+
+impl SourceTask {
+    /// Commits the newest checkpoint the sink accepted, for the owned
+    /// partitions: periodically (`CommitMode::Async`) and at shutdown.
+    pub(super) fn commit_accepted(
+        &mut self,
+        acks: &watch::Receiver<Option<Checkpoint>>,
+        mode: CommitMode,
+    ) {
+        let Some(checkpoint) = acks.borrow().clone() else {
+            return;
+        };
+        let context = self.consumer.context();
+        if context.fence.is_stale(checkpoint.epoch) {
+            // Built before the last revocation, which committed it already.
+            return;
+        }
+        let owned = self.assignment.partition_set();
+        let plan = match context.shared.lock() {
+            Ok(shared) => shared.ledger.plan(&checkpoint, &owned),
+            Err(_) => None,
+        };
+        let Some(plan) = plan else {
+            return;
+        };
+        let periodic = matches!(mode, CommitMode::Async);
+        let verifying = self.verifying.as_ref().is_some_and(|v| !v.is_finished());
+        match context.metadata().commit_run(periodic, verifying) {
+            CommitRun::Skip => {}
+            CommitRun::Inline => commit_plan(&self.consumer, &self.metrics, &plan, mode),
+            CommitRun::Verifying => {
+                // It waits on the coordinator (up to its timeout if that has
+                // gone away): the loop keeps ticking meanwhile. Shutdown
+                // awaits it before its own commit.
+                let (consumer, metrics) = (Arc::clone(&self.consumer), self.metrics.clone());
+                self.verifying = Some(tokio::task::spawn_blocking(move || {
+                    commit_plan(&consumer, &metrics, &plan, CommitMode::Sync);
+                }));
+            }
+        }
+    }
+}
+
+/// Commits `plan`, counts the outcome and records it in the ledger; while the
+/// broker's keeping of commit metadata is unknown, the commit is synchronous
+/// and read back.
+fn commit_plan(
+    consumer: &StreamConsumer<SourceContext>,
+    metrics: &SourceMetrics,
+    plan: &CommitPlan,
+    mode: CommitMode,
+) {
+    let context = consumer.context();
+    let verify = context.metadata().verifies();
+    let _verifying = verify.then(|| {
+        context
+            .verification
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    });
+    let mode = if verify { CommitMode::Sync } else { mode };
+    let result = context.commit(consumer, plan, mode);
+    report_commit(metrics, plan, &result);
+    if result.is_ok() {
+        if let Ok(mut shared) = context.shared.lock() {
+            shared.ledger.committed_plan(plan);
+        }
+        if verify {
+            verify_metadata(consumer, plan);
+        }
+    }
+}
+
+/// Reads back the first committed partition of `plan`: whether the broker
+/// kept its metadata. If not, the boundary goes to the companion group.
+fn verify_metadata(consumer: &StreamConsumer<SourceContext>, plan: &CommitPlan) {
+    let context = consumer.context();
+    let Some((p, written)) = read_back_target(plan) else {
+        return;
+    };
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&context.topic, p);
+    match consumer.committed_offsets(tpl, COORDINATOR_TIMEOUT) {
+        Ok(read) => {
+            let back = read
+                .elements_for_topic(&context.topic)
+                .first()
+                .and_then(|e| CommitMetadata::parse(e.metadata()));
+            let kept = MetadataSupport::shown_by_read_back(written, back);
+            context.learn_metadata(kept);
+            if !kept {
+                // Store this first boundary where the broker keeps it.
+                if let Err(error) = context.commit(consumer, plan, CommitMode::Sync) {
+                    tracing::warn!(%error, "Cannot commit the window boundary to the companion group.");
+                }
+            }
+        }
+        Err(error) => tracing::debug!(%error, "Cannot read back committed offsets yet."),
+    }
+}
