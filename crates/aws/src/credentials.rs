@@ -362,7 +362,7 @@ mod tests {
     use std::ops::Range;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use crate::testing::{ScriptedChain, CHAIN_FAILURE};
+    use crate::testing::{eventually, ScriptedChain, CHAIN_FAILURE};
 
     use super::*;
 
@@ -385,17 +385,6 @@ mod tests {
     }
 
     const HOUR: Option<Duration> = Some(Duration::from_secs(3600));
-
-    /// Polls `check` for up to 5 s.
-    async fn eventually(check: impl Fn() -> bool) -> bool {
-        for _ in 0..100 {
-            if check() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        check()
-    }
 
     #[test]
     fn refreshes_before_expiry_and_static_keys_after_a_while() {

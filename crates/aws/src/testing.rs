@@ -73,3 +73,15 @@ impl ProvideCredentials for Counted {
         })
     }
 }
+
+/// Polls `check` every 50 ms for up to 5 s; whether it held (a background
+/// refresh is seen from outside only by its effect).
+pub async fn eventually(check: impl Fn() -> bool) -> bool {
+    for _ in 0..100 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check()
+}

@@ -261,7 +261,7 @@ mod tests {
     use std::sync::Mutex;
 
     use base64::Engine;
-    use fleet_aws::testing::{ScriptedChain, CHAIN_FAILURE};
+    use fleet_aws::testing::{eventually, ScriptedChain, CHAIN_FAILURE};
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::Consumer;
     use rdkafka::error::KafkaError;
@@ -341,17 +341,6 @@ mod tests {
         assert!(token.principal_name.starts_with("AK"));
         let refreshed = eventually(|| calls.load(Ordering::SeqCst) > before).await;
         assert!(refreshed, "a background refresh");
-    }
-
-    /// Polls `check` for up to 5 s.
-    async fn eventually(check: impl Fn() -> bool) -> bool {
-        for _ in 0..100 {
-            if check() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        check()
     }
 
     #[tokio::test]
