@@ -28,6 +28,23 @@ pub(super) struct AssignedPartition {
     pub(super) metadata: Option<CommitMetadata>,
 }
 
+#[cfg(test)]
+impl AssignedPartition {
+    /// A partition assigned with `committed` and, with it, the window
+    /// boundary `closed`.
+    pub(super) fn committed(
+        partition: PartitionId,
+        committed: Option<i64>,
+        closed: Option<i64>,
+    ) -> Self {
+        AssignedPartition {
+            partition,
+            committed,
+            metadata: closed.map(|closed_through| CommitMetadata { closed_through }),
+        }
+    }
+}
+
 /// What a rebalance callback saw, for the loop to apply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum RebalanceEvent {
@@ -239,18 +256,6 @@ mod tests {
 
     use super::*;
 
-    fn assigned(
-        partition: PartitionId,
-        committed: Option<i64>,
-        closed: Option<i64>,
-    ) -> AssignedPartition {
-        AssignedPartition {
-            partition,
-            committed,
-            metadata: closed.map(|closed_through| CommitMetadata { closed_through }),
-        }
-    }
-
     fn rewind(written_through: &[(Scope, i64)], epoch: u64) -> Msg<SourceBatch> {
         Msg::Rewind {
             written_through: written_through.iter().copied().collect(),
@@ -265,7 +270,10 @@ mod tests {
         assert!(!a.may_process(), "nothing before the first assignment");
         assert_eq!(a.unassigned_reason(), Some("no partitions assigned"));
         let out = a.assign(
-            &[assigned(0, None, None), assigned(1, None, None)],
+            &[
+                AssignedPartition::committed(0, None, None),
+                AssignedPartition::committed(1, None, None),
+            ],
             Some(3),
             1,
             now,
@@ -276,7 +284,12 @@ mod tests {
             Some("owns 2 of the topic's 3 partitions; another member shares the consumer group")
         );
         assert_eq!(a.unassigned_reason(), None);
-        let out = a.assign(&[assigned(2, None, None)], Some(3), 1, now);
+        let out = a.assign(
+            &[AssignedPartition::committed(2, None, None)],
+            Some(3),
+            1,
+            now,
+        );
         assert_eq!(out.not_processing, None);
         assert!(a.may_process());
         assert_eq!(a.partitions().collect::<Vec<_>>(), vec![0, 1, 2]);
@@ -289,12 +302,22 @@ mod tests {
     #[test]
     fn single_mode_without_the_partition_count_does_not_process() {
         let mut a = Assignment::new(OutputMode::Single);
-        let out = a.assign(&[assigned(0, None, None)], None, 0, Instant::now());
+        let out = a.assign(
+            &[AssignedPartition::committed(0, None, None)],
+            None,
+            0,
+            Instant::now(),
+        );
         assert_eq!(
             out.not_processing.as_deref(),
             Some("the topic's partition count is unknown")
         );
-        let out = a.assign(&[assigned(0, None, None)], Some(0), 0, Instant::now());
+        let out = a.assign(
+            &[AssignedPartition::committed(0, None, None)],
+            Some(0),
+            0,
+            Instant::now(),
+        );
         assert!(
             out.not_processing.is_some(),
             "a topic of no partitions is not owned"
@@ -305,10 +328,15 @@ mod tests {
     fn partitioned_mode_processes_whatever_it_owns() {
         let now = Instant::now();
         let mut a = Assignment::new(OutputMode::Partitioned);
-        let out = a.assign(&[assigned(4, None, None)], Some(8), 2, now);
+        let out = a.assign(
+            &[AssignedPartition::committed(4, None, None)],
+            Some(8),
+            2,
+            now,
+        );
         assert_eq!(out.not_processing, None);
         assert!(a.may_process());
-        let out = a.assign(&[assigned(5, None, None)], None, 2, now);
+        let out = a.assign(&[AssignedPartition::committed(5, None, None)], None, 2, now);
         assert_eq!(
             out.not_processing, None,
             "the partition count does not matter"
@@ -323,10 +351,10 @@ mod tests {
     fn the_rewind_carries_each_scopes_newest_committed_boundary_and_the_epoch() {
         let now = Instant::now();
         let partitions = [
-            assigned(0, Some(100), Some(10_000)),
-            assigned(1, Some(200), Some(25_000)),
-            assigned(2, Some(300), None),
-            assigned(3, None, None),
+            AssignedPartition::committed(0, Some(100), Some(10_000)),
+            AssignedPartition::committed(1, Some(200), Some(25_000)),
+            AssignedPartition::committed(2, Some(300), None),
+            AssignedPartition::committed(3, None, None),
         ];
         let mut single = Assignment::new(OutputMode::Single);
         assert_eq!(
@@ -344,7 +372,12 @@ mod tests {
         let mut fresh = Assignment::new(OutputMode::Single);
         assert_eq!(
             fresh
-                .assign(&[assigned(0, None, None)], Some(1), 0, now)
+                .assign(
+                    &[AssignedPartition::committed(0, None, None)],
+                    Some(1),
+                    0,
+                    now
+                )
                 .rewind,
             Msg::Rewind {
                 written_through: BTreeMap::new(),
@@ -359,7 +392,10 @@ mod tests {
         let now = Instant::now();
         let mut a = Assignment::new(OutputMode::Partitioned);
         a.assign(
-            &[assigned(0, Some(50), None), assigned(1, None, None)],
+            &[
+                AssignedPartition::committed(0, Some(50), None),
+                AssignedPartition::committed(1, None, None),
+            ],
             None,
             0,
             now,
@@ -376,10 +412,15 @@ mod tests {
         for o in 51..60 {
             a.judge(0, o, now);
         }
-        a.assign(&[assigned(0, Some(55), None)], None, 1, now);
+        a.assign(
+            &[AssignedPartition::committed(0, Some(55), None)],
+            None,
+            1,
+            now,
+        );
         assert_eq!(a.judge(0, 55, now), Some(Judgement::Take));
         // Without a commit the position is unknown again.
-        a.assign(&[assigned(1, None, None)], None, 2, now);
+        a.assign(&[AssignedPartition::committed(1, None, None)], None, 2, now);
         assert_eq!(a.judge(1, 3, now), Some(Judgement::Take));
     }
 
@@ -387,11 +428,16 @@ mod tests {
     fn a_revoked_partition_forgets_its_position() {
         let now = Instant::now();
         let mut a = Assignment::new(OutputMode::Partitioned);
-        a.assign(&[assigned(0, Some(50), None)], None, 0, now);
+        a.assign(
+            &[AssignedPartition::committed(0, Some(50), None)],
+            None,
+            0,
+            now,
+        );
         a.revoke(&[0]);
         assert_eq!(a.judge(0, 50, now), None);
         assert_eq!(a.resume_targets(now), vec![]);
-        a.assign(&[assigned(0, None, None)], None, 1, now);
+        a.assign(&[AssignedPartition::committed(0, None, None)], None, 1, now);
         assert_eq!(
             a.judge(0, 10, now),
             Some(Judgement::Take),
@@ -405,9 +451,9 @@ mod tests {
         let mut a = Assignment::new(OutputMode::Partitioned);
         a.assign(
             &[
-                assigned(0, Some(10), None),
-                assigned(1, None, None),
-                assigned(2, Some(0), None),
+                AssignedPartition::committed(0, Some(10), None),
+                AssignedPartition::committed(1, None, None),
+                AssignedPartition::committed(2, Some(0), None),
             ],
             None,
             0,
@@ -424,7 +470,12 @@ mod tests {
     fn a_point_in_time_restarts_owned_partitions_only() {
         let now = Instant::now();
         let mut a = Assignment::new(OutputMode::Single);
-        a.assign(&[assigned(0, Some(500), None)], Some(1), 0, now);
+        a.assign(
+            &[AssignedPartition::committed(0, Some(500), None)],
+            Some(1),
+            0,
+            now,
+        );
         assert!(a.restart_at(0, 120, now));
         assert!(!a.restart_at(1, 120, now));
         assert_eq!(a.judge(0, 120, now), Some(Judgement::Take));
@@ -438,9 +489,9 @@ mod tests {
         let mut a = Assignment::new(OutputMode::Partitioned);
         a.assign(
             &[
-                assigned(0, Some(5000), None),
-                assigned(1, Some(80), None),
-                assigned(2, None, None),
+                AssignedPartition::committed(0, Some(5000), None),
+                AssignedPartition::committed(1, Some(80), None),
+                AssignedPartition::committed(2, None, None),
             ],
             None,
             0,

@@ -149,18 +149,6 @@ mod tests {
         CommitMetadata { closed_through }
     }
 
-    fn assigned(
-        partition: PartitionId,
-        committed: Option<i64>,
-        closed: Option<i64>,
-    ) -> AssignedPartition {
-        AssignedPartition {
-            partition,
-            committed,
-            metadata: closed.map(boundary),
-        }
-    }
-
     fn plan(boundaries: &[(PartitionId, i64)]) -> CommitPlan {
         CommitPlan {
             offsets: boundaries.iter().map(|(p, _)| (*p, 100)).collect(),
@@ -172,19 +160,25 @@ mod tests {
     fn an_assignment_shows_support_only_with_a_committed_offset() {
         assert_eq!(MetadataSupport::shown_by(&[]), None);
         assert_eq!(
-            MetadataSupport::shown_by(&[assigned(0, None, None), assigned(1, None, None)]),
+            MetadataSupport::shown_by(&[
+                AssignedPartition::committed(0, None, None),
+                AssignedPartition::committed(1, None, None)
+            ]),
             None,
             "a new group shows nothing"
         );
         assert_eq!(
             MetadataSupport::shown_by(&[
-                assigned(0, Some(5), None),
-                assigned(1, Some(9), Some(5000))
+                AssignedPartition::committed(0, Some(5), None),
+                AssignedPartition::committed(1, Some(9), Some(5000))
             ]),
             Some(true)
         );
         assert_eq!(
-            MetadataSupport::shown_by(&[assigned(0, Some(5), None), assigned(1, None, None)]),
+            MetadataSupport::shown_by(&[
+                AssignedPartition::committed(0, Some(5), None),
+                AssignedPartition::committed(1, None, None)
+            ]),
             Some(false)
         );
     }
@@ -261,9 +255,9 @@ mod tests {
     fn companion_boundaries_fill_in_only_what_the_commit_lacks() {
         assert_eq!(companion_group("fleet"), "fleet.closed-windows");
         let mut partitions = [
-            assigned(0, Some(5), Some(20_000)),
-            assigned(1, Some(9), None),
-            assigned(2, None, None),
+            AssignedPartition::committed(0, Some(5), Some(20_000)),
+            AssignedPartition::committed(1, Some(9), None),
+            AssignedPartition::committed(2, None, None),
         ];
         let kept = HashMap::from([
             (0, boundary_from_companion(10_000)),
