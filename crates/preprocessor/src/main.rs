@@ -83,6 +83,7 @@ fn main() -> ExitCode {
         Command::PrintConfig => unreachable!("handled before the configuration is validated"),
         Command::CheckConfig => {
             println!("configuration is valid");
+            print!("{}", settings.plan);
             Ok(())
         }
         Command::Healthcheck { ready } => healthcheck(&settings, ready),

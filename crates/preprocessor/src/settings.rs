@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_core::config::{ConfigError, Layers, Problems};
@@ -15,6 +16,7 @@ use fleet_drilldown::DrilldownConfig;
 use fleet_enricher::{ReferenceConfig, ReferencePlan, ReferenceSource};
 use fleet_generator::GeneratorConfig;
 use fleet_kafka::KafkaConfig;
+use fleet_plan::{InputConfig, MetricConfig, MetricPlan};
 use fleet_remote_write::RemoteWriteConfig;
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +29,10 @@ pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
 pub struct Settings {
     /// `[pipeline]` (fleet-core)
     pub pipeline: PipelineConfig,
+    /// `[input]` (fleet-plan): the records' schema.
+    pub input: InputConfig,
+    /// `[[metrics]]` (fleet-plan): what each window computes.
+    pub metrics: Vec<MetricConfig>,
     /// `[kafka]` (fleet-kafka)
     pub kafka: KafkaConfig,
     /// `[reference]` (fleet-enricher)
@@ -45,28 +51,13 @@ pub struct Settings {
     pub telemetry: TelemetryConfig,
 }
 
-/// Fields of the JSON-lines record (replay, console): a dimension, which
-/// becomes a field too, may not take one. The labels the service sets
-/// (`model`, `region`, …) are refused by `check_label_name`.
-const RESERVED_DIMENSION_NAMES: [&str; 8] = [
-    "window_start",
-    "window_end",
-    "vehicles_in_motion",
-    "warnings",
-    "vehicles_reporting",
-    "ic_engine_rpm_avg",
-    "electric_motor_rpm_avg",
-    "events",
-];
-
 /// What a dimension name must not clash with outside `[reference]`: the
-/// sink's label rules and constant labels, and the JSON-lines fields.
+/// sink's label rules and constant labels. (The plan refuses a name that is
+/// a JSON-lines field, as it does for the event labels.)
 fn check_dimensions(dimensions: &[String], remote_write: &RemoteWriteConfig, p: &mut Problems) {
     for name in dimensions {
         let problem = if let Err(problem) = fleet_remote_write::check_label_name(name) {
             problem
-        } else if RESERVED_DIMENSION_NAMES.contains(&name.as_str()) {
-            format!("{name:?} is a name the service uses itself")
         } else if remote_write.constant_labels.contains_key(name) {
             format!("{name:?} is also a constant label (remote_write.constant_labels)")
         } else {
@@ -102,6 +93,8 @@ pub enum SourceKind {
 pub struct ValidSettings {
     /// Where the events come from.
     pub source: SourceKind,
+    /// The records' schema and the metrics, compiled.
+    pub plan: Arc<MetricPlan>,
     /// The enricher's reference data.
     pub reference: ReferencePlan,
     /// The drill-down output (`[drilldown]`).
@@ -216,6 +209,28 @@ impl Settings {
         );
         let reference = self.reference.validate(&mut p);
         check_dimensions(&reference.dimensions, &self.remote_write, &mut p);
+        let plan = MetricPlan::compile(&self.input, &self.metrics, &reference.dimensions)
+            .map_err(|problems| {
+                for problem in problems {
+                    p.add(&problem.key, problem.problem);
+                }
+            })
+            .ok();
+        if let Some(plan) = &plan {
+            for label in &plan.labels {
+                if matches!(label.source, fleet_plan::LabelSource::Event(_))
+                    && self.remote_write.constant_labels.contains_key(&label.name)
+                {
+                    p.add(
+                        "input.labels",
+                        format!(
+                            "{:?} is also a constant label (remote_write.constant_labels)",
+                            label.name
+                        ),
+                    );
+                }
+            }
+        }
         if !self.reference.topic.trim().is_empty() {
             p.check(
                 self.kafka.enabled(),
@@ -232,11 +247,11 @@ impl Settings {
         }
         self.channels.validate(&mut p);
         let listen = self.telemetry.validate(&mut p);
-        let Some((window, watermarks)) = event_time else {
+        let (Some((window, watermarks)), Some(plan)) = (event_time, plan) else {
             return Err(p
                 .finish(())
                 .err()
-                .unwrap_or_else(|| ConfigError::single("windows.length_ms", "invalid")));
+                .unwrap_or_else(|| ConfigError::single("", "invalid")));
         };
         let sink = if remote {
             SinkKind::RemoteWrite(Box::new(self.remote_write))
@@ -250,6 +265,7 @@ impl Settings {
         };
         p.finish(ValidSettings {
             source,
+            plan: Arc::new(plan),
             reference,
             drilldown: self.drilldown,
             window,
