@@ -22,6 +22,7 @@ pub mod file_watch;
 pub mod partition_map;
 pub mod pipeline;
 pub mod prefetch;
+pub mod record;
 pub mod reference;
 pub mod scope;
 pub mod secret;
@@ -41,6 +42,7 @@ pub use pipeline::{
     ChannelsConfig, Checkpoint, Dimensions, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, Msg,
     SourceBatch, SourceEvent, VehicleKey, OTHER_GROUP,
 };
+pub use record::{Record, RecordBatch, SignalValue};
 pub use reference::{ReferenceChange, ReferenceChanges, VehicleRecord};
 pub use scope::{OutputMode, PipelineConfig, Scope};
 pub use secret::Secret;
