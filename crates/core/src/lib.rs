@@ -14,6 +14,7 @@
 //! endpoint, so the rules that make results exact are testable with `#[test]`.
 #![deny(missing_docs)]
 
+pub mod aggregate;
 pub mod batcher;
 pub mod config;
 pub mod event;

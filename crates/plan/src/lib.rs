@@ -283,6 +283,17 @@ impl fmt::Display for MetricPlan {
     }
 }
 
+/// The service's embedded defaults, where the reference demo's schema and
+/// metrics are declared.
+const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+
+/// The two sections of a configuration file this crate reads.
+#[derive(serde::Deserialize)]
+struct Sections {
+    input: InputConfig,
+    metrics: Vec<MetricConfig>,
+}
+
 /// Fields of every JSON-lines record besides labels and metrics.
 pub const JSON_FIELDS: [&str; 3] = ["window_start", "window_end", "events"];
 
@@ -309,6 +320,43 @@ impl MetricPlan {
         dimensions: &[String],
     ) -> Result<MetricPlan, Vec<PlanProblem>> {
         compile::compile(input, metrics, dimensions)
+    }
+
+    /// The plan of the `[input]` and `[[metrics]]` of a TOML text (a whole
+    /// configuration file may be given; other sections are ignored), or of
+    /// the defaults in `config/default.toml` where it has none.
+    pub fn from_toml(text: &str, dimensions: &[String]) -> Result<MetricPlan, Vec<PlanProblem>> {
+        let problem = |e: toml::de::Error| {
+            vec![PlanProblem {
+                key: String::new(),
+                problem: e.to_string(),
+            }]
+        };
+        let mut sections: toml::Table = toml::from_str(DEFAULT_TOML).map_err(problem)?;
+        sections.retain(|key, _| key == "input" || key == "metrics");
+        let given: toml::Table = toml::from_str(text).map_err(problem)?;
+        // As the configuration's layers merge: tables key by key, arrays whole.
+        for (key, value) in given {
+            match (sections.get_mut(&key), value) {
+                (Some(toml::Value::Table(default)), toml::Value::Table(table)) if key == "input" => {
+                    default.extend(table)
+                }
+                (_, value) if key == "input" || key == "metrics" => {
+                    sections.insert(key, value);
+                }
+                _ => {}
+            }
+        }
+        let Sections { input, metrics } = sections.try_into().map_err(problem)?;
+        compile::compile(&input, &metrics, dimensions)
+    }
+
+    /// The reference demo: the plan of `config/default.toml`.
+    pub fn reference_demo() -> MetricPlan {
+        // The embedded defaults are checked by this crate's tests.
+        Self::from_toml("", &[]).unwrap_or_else(|problems| {
+            unreachable!("config/default.toml's plan is invalid: {problems:?}")
+        })
     }
 
     /// The label of `id`.

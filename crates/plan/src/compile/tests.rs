@@ -43,8 +43,7 @@ fn wide(signals: &str) -> InputConfig {
 
 #[test]
 fn the_default_is_the_reference_demo() {
-    let s = default_sections();
-    let plan = MetricPlan::compile(&s.input, &s.metrics, &[]).unwrap();
+    let plan = MetricPlan::reference_demo();
     let names: Vec<String> = plan.metrics.iter().flat_map(Metric::series_names).collect();
     assert_eq!(
         names,
@@ -313,4 +312,33 @@ fn labels_must_not_take_a_json_field_name() {
             "reference.dimensions: \"ic_engine_rpm_avg\" is a field of metric ic_engine_rpm in the JSON-lines record",
         ]
     );
+}
+
+#[test]
+fn from_toml_layers_input_keys_and_replaces_lists() {
+    let plan = MetricPlan::from_toml(
+        r#"
+        [kafka]
+        brokers = "ignored"
+        [input]
+        shape = "wide"
+        time_format = "rfc3339"
+        [[input.signals]]
+        name = "speed"
+        type = "float"
+        [[metrics]]
+        name = "speed_max"
+        help = "h"
+        function = "max"
+        signal = "speed"
+        "#,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(plan.input.shape, Shape::Wide);
+    assert_eq!(plan.input.vehicle_id.to_string(), "vehicleId");
+    assert_eq!(plan.input.signals.len(), 1);
+    assert_eq!(plan.metrics.len(), 1);
+    let problems = MetricPlan::from_toml("[input]\nshape = \"round\"", &[]).unwrap_err();
+    assert!(problems[0].problem.contains("round"), "{problems:?}");
 }
