@@ -18,6 +18,8 @@
 //! [`Watermark::END_OF_INPUT`](fleet_core::Watermark::END_OF_INPUT) first.
 #![deny(missing_docs)]
 
+mod groups;
+mod layout;
 mod metrics;
 mod scoped;
 mod windows;
@@ -33,10 +35,11 @@ use fleet_core::{
     EnrichedBatch, Msg, OutputMode, VehicleKey, VehicleSample, WindowBatch, WindowSpec,
 };
 use fleet_drilldown::SampleFrequency;
+use fleet_plan::MetricPlan;
 use tokio::sync::mpsc;
 
 /// What the aggregator is built from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AggregatorConfig {
     /// The windows' length.
     pub window: WindowSpec,
@@ -47,6 +50,8 @@ pub struct AggregatorConfig {
     pub max_label_sets: usize,
     /// The drill-down's per-window reduction, when that output is on.
     pub drilldown: Option<SampleFrequency>,
+    /// The metrics to compute.
+    pub plan: Arc<MetricPlan>,
 }
 
 /// The aggregator's state and its synchronous step: what [`run`] does with
@@ -64,7 +69,7 @@ impl Aggregator {
     /// No window open yet.
     pub fn new(cfg: &AggregatorConfig, metrics: AggregatorMetrics) -> Self {
         Aggregator {
-            windows: ScopedWindows::new(cfg.window, cfg.output_mode)
+            windows: ScopedWindows::new(cfg.window, cfg.output_mode, &cfg.plan)
                 .with_max_groups(cfg.max_label_sets)
                 .with_drilldown(cfg.drilldown),
             epoch: 0,
@@ -147,7 +152,7 @@ impl VehicleIds {
                 Some(VehicleSample {
                     vehicle_id: Arc::clone(self.0.get(&s.vehicle)?),
                     group: s.group,
-                    sensor: s.sensor,
+                    signal: s.signal,
                     timestamp: s.timestamp,
                     value: s.value,
                 })

@@ -11,13 +11,17 @@
 //! every set.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use fleet_core::{
-    Checkpoint, EnrichedBatch, GroupKey, OutputMode, Scope, TimestampMs, Watermark,
-    WindowAggregate, WindowSpec,
+    Checkpoint, EnrichedBatch, OutputMode, Scope, TimestampMs, Watermark, WindowAggregate,
+    WindowSpec,
 };
 use fleet_drilldown::SampleFrequency;
+use fleet_plan::MetricPlan;
 
+use crate::groups::GroupTables;
+use crate::layout::Layout;
 use crate::windows::{BatchOutcome, Folds, PendingVehicleSample, TumblingWindows};
 
 /// The windows of every scope this instance has seen.
@@ -28,8 +32,10 @@ pub struct ScopedWindows {
     /// Most groups one window of one scope writes (see [`Self::with_max_groups`]).
     max_groups: usize,
     drilldown: Option<SampleFrequency>,
-    /// Group labels by [`GroupId`](fleet_core::GroupId), as announced by the enricher.
-    groups: Vec<GroupKey>,
+    /// Where each metric keeps its state.
+    layout: Arc<Layout>,
+    /// Group labels of every grouping, as announced by the enricher.
+    groups: GroupTables,
     sets: BTreeMap<Scope, TumblingWindows>,
     /// Per scope, the end of the last window written before (from the last
     /// rewind), for the sets made after it.
@@ -37,14 +43,15 @@ pub struct ScopedWindows {
 }
 
 impl ScopedWindows {
-    /// No scope seen yet.
-    pub fn new(spec: WindowSpec, mode: OutputMode) -> Self {
+    /// No scope seen yet; windows compute the metrics of `plan`.
+    pub fn new(spec: WindowSpec, mode: OutputMode, plan: &MetricPlan) -> Self {
         ScopedWindows {
             mode,
             spec,
             max_groups: usize::MAX,
             drilldown: None,
-            groups: Vec::new(),
+            layout: Arc::new(Layout::new(plan)),
+            groups: GroupTables::new(plan),
             sets: BTreeMap::new(),
             written_through: BTreeMap::new(),
         }
@@ -72,9 +79,10 @@ impl ScopedWindows {
 
     fn set_of(&mut self, scope: Scope) -> &mut TumblingWindows {
         let (spec, max_groups, drilldown) = (self.spec, self.max_groups, self.drilldown);
+        let layout = &self.layout;
         let written_through = self.written_through.get(&scope).copied();
         self.sets.entry(scope).or_insert_with(|| {
-            let mut set = TumblingWindows::new(spec)
+            let mut set = TumblingWindows::new(spec, Arc::clone(layout))
                 .with_max_groups(max_groups)
                 .with_drilldown(drilldown);
             set.rewind(written_through);
@@ -85,7 +93,7 @@ impl ScopedWindows {
     /// Adds a batch from the enricher: each run of events of one scope goes
     /// to that scope's windows.
     pub fn record_batch(&mut self, batch: EnrichedBatch) -> BatchOutcome {
-        self.groups.extend(batch.new_groups);
+        self.groups.announce(batch.new_groups);
         let mut outcome = BatchOutcome::default();
         let mut rest = &batch.events[..];
         while let Some(first) = rest.first() {
@@ -95,7 +103,10 @@ impl ScopedWindows {
                 .position(|e| self.mode.scope_of(e.partition) != scope)
                 .unwrap_or(rest.len());
             let (events, after) = rest.split_at(run);
-            self.set_of(scope).record_events(events, &mut outcome);
+            self.set_of(scope);
+            if let Some(set) = self.sets.get_mut(&scope) {
+                set.record_events(events, &batch.values, &self.groups, &mut outcome);
+            }
             rest = after;
         }
         for (partition, offset) in batch.consumed_without_output {

@@ -2,20 +2,23 @@
 //!
 //! Open windows live in a deque ordered by start, so closing is popping from
 //! the front, and most events find theirs at the back. Per window the
-//! accumulators ([`acc`]) keep one record per group and one small slot per
-//! distinct (vehicle, group): whether it moved, and its latest warnings
-//! reading.
+//! accumulators ([`acc`]) keep, laid out by the plan, cells per group of
+//! each grouping and a small slot per distinct (vehicle, group).
 
 mod acc;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use fleet_core::{
-    EnrichedEvent, EventType, GroupId, GroupKey, PartitionId, TimestampMs, VehicleKey, Watermark,
-    WindowAggregate, WindowSpec,
+    EnrichedEvent, GroupKey, MetricValue, PartitionId, SignalValue, TimestampMs, VehicleKey,
+    Watermark, WindowAggregate, WindowSpec,
 };
+use fleet_plan::{GroupingId, SignalId, Value};
 
-use acc::{GroupAcc, OffsetMap, OpenWindow, VehicleTable};
+use crate::groups::GroupTables;
+use crate::layout::Layout;
+use acc::{OffsetMap, OpenWindow, SignalIndex, Spare};
 use fleet_drilldown::{ReducedSample, SampleFrequency, VehicleWindows};
 
 /// A drill-down sample of a closed window; its vehicle is still a key (the
@@ -26,8 +29,8 @@ pub struct PendingVehicleSample {
     pub vehicle: VehicleKey,
     /// Its labels when it sent the reading.
     pub group: GroupKey,
-    /// The sensor.
-    pub sensor: EventType,
+    /// The signal.
+    pub signal: SignalId,
     /// Sample time, epoch ms.
     pub timestamp: TimestampMs,
     /// Sample value.
@@ -81,23 +84,19 @@ pub struct BatchOutcome {
 }
 
 fn finish(
-    acc: &GroupAcc,
     start: TimestampMs,
     end: TimestampMs,
+    grouping: usize,
     group: GroupKey,
+    (events, values): (u64, Vec<MetricValue>),
 ) -> WindowAggregate {
     WindowAggregate {
         window_start: start,
         window_end: end,
+        grouping: GroupingId(grouping as u16),
         group,
-        vehicles_in_motion: acc.in_motion,
-        warnings: acc.warnings,
-        vehicles_reporting: acc.reporting,
-        ic_rpm_sum: acc.ic_sum,
-        ic_rpm_count: acc.ic_count,
-        electric_rpm_sum: acc.electric_sum,
-        electric_rpm_count: acc.electric_count,
-        events: acc.events,
+        events,
+        values,
     }
 }
 
@@ -114,9 +113,11 @@ const PREFETCH_DISTANCE: usize = 16;
 #[derive(Debug)]
 pub(crate) struct TumblingWindows {
     spec: WindowSpec,
+    layout: Arc<Layout>,
+    signals: SignalIndex,
     /// Ordered by start.
     open: VecDeque<OpenWindow>,
-    spare: Vec<VehicleTable>,
+    spare: Vec<Spare>,
     watermark: Option<Watermark>,
     /// Windows ending at or before this were written before a restart.
     resumed_through: Option<TimestampMs>,
@@ -134,9 +135,11 @@ pub(crate) struct TumblingWindows {
 
 impl TumblingWindows {
     /// No windows open, no watermark yet.
-    pub fn new(spec: WindowSpec) -> Self {
+    pub fn new(spec: WindowSpec, layout: Arc<Layout>) -> Self {
         TumblingWindows {
             spec,
+            signals: SignalIndex::new(layout.signals),
+            layout,
             open: VecDeque::new(),
             spare: Vec::new(),
             watermark: None,
@@ -234,15 +237,24 @@ impl TumblingWindows {
         dropped
     }
 
-    /// Adds events of this scope (their groups must have been announced).
-    pub fn record_events(&mut self, events: &[EnrichedEvent], outcome: &mut BatchOutcome) {
+    /// Adds events of this scope whose values are in `values` (their
+    /// groups must have been announced in `groups`).
+    pub fn record_events(
+        &mut self,
+        events: &[EnrichedEvent],
+        values: &[SignalValue],
+        groups: &GroupTables,
+        outcome: &mut BatchOutcome,
+    ) {
         for (i, e) in events.iter().enumerate() {
             // Most events fall in the newest window: start loading the
             // vehicle slot of an event ahead there while this one is added.
             if let (Some(ahead), Some(w)) = (events.get(i + PREFETCH_DISTANCE), self.open.back()) {
                 w.prefetch(ahead);
             }
-            match self.record(e) {
+            let at = e.values_at as usize;
+            let values = values.get(at..at + usize::from(e.values_len)).unwrap_or_default();
+            match self.record(e, values, groups.of(e.group)) {
                 Admit::Counted => outcome.counted += 1,
                 Admit::Late { lag_ms } => outcome.late_lags_ms.push(lag_ms),
                 Admit::AlreadyWritten => outcome.already_written += 1,
@@ -272,16 +284,17 @@ impl TumblingWindows {
         match self.open.binary_search_by_key(&start, |w| w.start) {
             Ok(i) => i,
             Err(i) => {
-                self.open
-                    .insert(i, OpenWindow::new(start, self.spare.pop()));
+                let window = OpenWindow::new(start, &self.layout, self.spare.pop());
+                self.open.insert(i, window);
                 i
             }
         }
     }
 
-    /// Adds one event (its group must have been announced).
+    /// Adds one event with its signal values; `groups` are its groups in
+    /// each grouping.
     #[inline(always)]
-    pub fn record(&mut self, e: &EnrichedEvent) -> Admit {
+    pub fn record(&mut self, e: &EnrichedEvent, values: &[SignalValue], groups: &[u32]) -> Admit {
         self.next_offsets
             .raise(e.partition, e.offset.saturating_add(1));
         // Most events belong to the newest open window.
@@ -299,26 +312,25 @@ impl TumblingWindows {
             };
         }
         let i = self.window_index(start);
-        self.open[i].add(e);
+        self.signals.load(values);
+        self.open[i].add(&self.layout, e, groups, &self.signals);
         if e.drilldown {
             if let Some(drilldown) = &mut self.drilldown {
-                drilldown.record(
-                    start,
-                    e.vehicle,
-                    e.group,
-                    e.event_type,
-                    e.timestamp,
-                    e.measurement,
-                );
+                // The drill-down keeps integer signals (exact means).
+                for v in values {
+                    if let Value::Integer(measurement) = v.value {
+                        drilldown.record(start, e.vehicle, e.group, v.signal, e.timestamp, measurement);
+                    }
+                }
             }
         }
         Admit::Counted
     }
 
     /// Moves event time to `watermark` and returns every window it closes, in
-    /// (window end, model, region) order, labelled from `groups`. A
+    /// (window end, grouping, labels) order, labelled from `groups`. A
     /// watermark behind the current one changes nothing.
-    pub fn advance(&mut self, watermark: Watermark, groups: &[GroupKey]) -> Vec<WindowAggregate> {
+    pub fn advance(&mut self, watermark: Watermark, groups: &GroupTables) -> Vec<WindowAggregate> {
         if self.watermark.is_some_and(|w| w >= watermark) {
             return Vec::new();
         }
@@ -330,12 +342,12 @@ impl TumblingWindows {
             if !watermark.closes(end) {
                 break;
             }
-            let Some(window) = self.open.pop_front() else {
+            let Some(mut window) = self.open.pop_front() else {
                 break;
             };
             let first = out.len();
-            self.close(&window, end, groups, &mut out);
-            out[first..].sort_by(|a, b| a.group.cmp(&b.group));
+            self.close(&mut window, end, groups, &mut out);
+            out[first..].sort_by(|a, b| (a.grouping, &a.group).cmp(&(b.grouping, &b.group)));
             self.close_drilldown(start, end, groups);
             self.recycle(window);
         }
@@ -343,56 +355,65 @@ impl TumblingWindows {
     }
 
     /// The drill-down samples of a closing window, labelled.
-    fn close_drilldown(&mut self, start: TimestampMs, end: TimestampMs, groups: &[GroupKey]) {
+    fn close_drilldown(&mut self, start: TimestampMs, end: TimestampMs, groups: &GroupTables) {
         let Some(drilldown) = &mut self.drilldown else {
             return;
         };
         drilldown.close_into(start, end, &mut self.reduced);
         for r in self.reduced.drain(..) {
-            let Some(group) = groups.get(r.group.0 as usize) else {
+            let Some(group) = groups.full(r.group) else {
                 continue;
             };
             self.vehicle_samples.push(PendingVehicleSample {
                 vehicle: r.vehicle,
                 group: group.clone(),
-                sensor: r.sensor,
+                signal: r.signal,
                 timestamp: r.timestamp,
                 value: r.value,
             });
         }
     }
 
-    /// The aggregates of a closing window, its groups over the limit folded.
+    /// The aggregates of a closing window, per grouping its groups over the
+    /// limit folded.
     fn close(
         &mut self,
-        window: &OpenWindow,
+        window: &mut OpenWindow,
         end: TimestampMs,
-        labels: &[GroupKey],
+        tables: &GroupTables,
         out: &mut Vec<WindowAggregate>,
     ) {
-        // Groups are announced before the events that use them.
-        let mut groups: Vec<(GroupId, &GroupAcc, &GroupKey)> = window
-            .groups()
-            .filter_map(|(g, acc)| Some((g, acc, labels.get(g.0 as usize)?)))
-            .collect();
-        if groups.len() > self.max_groups {
-            groups.sort_by(|a, b| b.1.events.cmp(&a.1.events).then_with(|| a.2.cmp(b.2)));
-            let (kept, folded) = groups.split_at(self.max_groups - 1);
-            let mut is_folded = vec![false; labels.len()];
-            for (g, _, _) in folded {
-                is_folded[g.0 as usize] = true;
+        for g in 0..self.layout.groupings.len() {
+            // Groups are announced before the events that use them.
+            let mut groups: Vec<(u32, u64, Vec<MetricValue>, &GroupKey)> = window
+                .close(&self.layout, g)
+                .into_iter()
+                .filter_map(|(id, events, values)| Some((id, events, values, tables.key(g, id)?)))
+                .collect();
+            if groups.len() > self.max_groups {
+                groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.3.cmp(b.3)));
+                let folded = groups.split_off(self.max_groups - 1);
+                let mut is_folded = Vec::new();
+                for (id, ..) in &folded {
+                    let id = *id as usize;
+                    if is_folded.len() <= id {
+                        is_folded.resize(id + 1, false);
+                    }
+                    is_folded[id] = true;
+                }
+                let merged = window.fold(&self.layout, g, |id| {
+                    is_folded.get(id as usize).copied().unwrap_or(false)
+                });
+                self.folds.add(Folds {
+                    windows: 1,
+                    groups: folded.len() as u64,
+                    events: merged.0,
+                });
+                out.push(finish(window.start, end, g, folded[0].3.other(), merged));
             }
-            let acc = window.fold(|g| is_folded.get(g.0 as usize).copied().unwrap_or(false));
-            self.folds.add(Folds {
-                windows: 1,
-                groups: folded.len() as u64,
-                events: acc.events,
-            });
-            out.push(finish(&acc, window.start, end, folded[0].2.other()));
-            groups.truncate(kept.len());
-        }
-        for (_, acc, key) in groups {
-            out.push(finish(acc, window.start, end, key.clone()));
+            for (_, events, values, key) in groups {
+                out.push(finish(window.start, end, g, key.clone(), (events, values)));
+            }
         }
     }
 

@@ -7,11 +7,11 @@
 
 use std::sync::Arc;
 
-use fleet_plan::{GroupingId, Metric, MetricPlan};
+use fleet_plan::{Function, GroupingId, Metric, MetricPlan};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use crate::{PartitionId, TimestampMs};
+use crate::{GroupKey, TimestampMs};
 
 /// A group's labels, `(name, value)` in plan label order.
 pub type Labels = Arc<[(Arc<str>, Arc<str>)]>;
@@ -88,10 +88,8 @@ pub struct WindowAggregate {
     pub window_end: TimestampMs,
     /// Which of the plan's groupings.
     pub grouping: GroupingId,
-    /// The group's labels.
-    pub labels: Labels,
-    /// The partition, in the partitioned output mode.
-    pub partition: Option<PartitionId>,
+    /// The group's labels (those of the grouping) and partition.
+    pub group: GroupKey,
     /// Records of the group in the window.
     pub events: u64,
     /// One per metric of the grouping, in plan order.
@@ -104,16 +102,19 @@ pub const PARTITION_LABEL: &str = "kafka_partition";
 /// The `le` label of histogram buckets.
 pub const BUCKET_LABEL: &str = "le";
 
-/// One sample of an aggregate: its series name (without prefix), the `le`
-/// bound for a histogram bucket, and the value.
+/// One sample of an aggregate: which series of which metric, and the value.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample<'a> {
-    /// The metric name before the prefix.
-    pub name: &'a str,
-    /// Which series of the metric: an index into [`Metric::series_names`].
+    /// The metric.
+    pub metric: &'a Metric,
+    /// Which of its series: an index into [`Metric::series_names`].
     pub series: usize,
     /// With a histogram bucket: its bound as written (`"0.5"`, `"+Inf"`).
     pub le: Option<Arc<str>>,
+    /// A number for this series that is the same in every aggregate of the
+    /// grouping (a dense index over its metrics' series and buckets), for
+    /// caching the series' labels.
+    pub slot: usize,
     /// The value.
     pub value: f64,
 }
@@ -135,7 +136,7 @@ impl WindowAggregate {
         (
             self.window_end,
             self.grouping,
-            self.labels.iter().map(|(_, v)| &**v),
+            self.group.labels.iter().map(|(_, v)| &**v),
         )
     }
 
@@ -144,47 +145,58 @@ impl WindowAggregate {
         serde_json::to_string(&JsonLine(self, plan)).unwrap_or_default()
     }
 
-    /// Calls `sample` for every sample this aggregate writes, metric by
-    /// metric in plan order; omitted series are not called.
+    /// Calls `sample` for every sample this aggregate writes: first each
+    /// metric's own series (a mean's `_avg`, a histogram's buckets), then
+    /// the `_sum` and `_count` behind means and histograms, each pass in
+    /// plan order (the reference demo's order since its first release).
+    /// Omitted series are not called.
     pub fn for_each_sample<'p>(&'p self, plan: &'p MetricPlan, mut sample: impl FnMut(Sample<'p>)) {
-        for (m, value) in self.metrics(plan) {
-            let mut put = |series: usize, le: Option<Arc<str>>, value: f64| {
-                sample(Sample {
-                    name: &m.name,
-                    series,
-                    le,
-                    value,
-                })
-            };
-            match value {
-                MetricValue::Count(n) => put(0, None, *n as f64),
-                MetricValue::Value(v) => {
-                    if let Some(v) = v {
-                        put(0, None, v.as_f64());
+        for pass in 0..2 {
+            let mut slot = 0;
+            for (m, value) in self.metrics(plan) {
+                let base = slot;
+                slot += series_slots(m);
+                let mut put = |series: usize, offset: usize, le: Option<Arc<str>>, value: f64| {
+                    sample(Sample {
+                        metric: m,
+                        series,
+                        le,
+                        slot: base + offset,
+                        value,
+                    })
+                };
+                match (pass, value) {
+                    (0, MetricValue::Count(n)) => put(0, 0, None, *n as f64),
+                    (0, MetricValue::Value(Some(v))) => put(0, 0, None, v.as_f64()),
+                    (0, MetricValue::Mean { sum, count }) => {
+                        if let Some(mean) = MetricValue::mean(*sum, *count) {
+                            put(0, 2, None, mean);
+                        }
                     }
-                }
-                MetricValue::Mean { sum, count } => {
-                    if let Some(mean) = MetricValue::mean(*sum, *count) {
-                        put(0, None, mean);
+                    (0, MetricValue::Histogram { buckets, .. }) => {
+                        let mut cumulative = 0u64;
+                        for (i, (le, n)) in bucket_bounds(m).zip(buckets).enumerate() {
+                            cumulative += n;
+                            put(0, 2 + i, Some(le), cumulative as f64);
+                        }
                     }
-                    put(1, None, sum.as_f64());
-                    put(2, None, *count as f64);
-                }
-                MetricValue::Histogram {
-                    buckets,
-                    sum,
-                    count,
-                } => {
-                    let mut cumulative = 0u64;
-                    for (le, n) in bucket_bounds(m).zip(buckets) {
-                        cumulative += n;
-                        put(0, Some(le), cumulative as f64);
+                    (1, MetricValue::Mean { sum, count } | MetricValue::Histogram { sum, count, .. }) => {
+                        put(1, 0, None, sum.as_f64());
+                        put(2, 1, None, *count as f64);
                     }
-                    put(1, None, sum.as_f64());
-                    put(2, None, *count as f64);
+                    _ => {}
                 }
             }
         }
+    }
+}
+
+/// How many series (histogram buckets each counted) a metric writes at most.
+fn series_slots(m: &Metric) -> usize {
+    match m.function {
+        Function::Mean => 2 + 1,
+        Function::Histogram => 2 + m.buckets.len() + 1,
+        _ => 1,
     }
 }
 
@@ -206,10 +218,10 @@ impl Serialize for JsonLine<'_> {
         let mut map = s.serialize_map(None)?;
         map.serialize_entry("window_start", &a.window_start)?;
         map.serialize_entry("window_end", &a.window_end)?;
-        for (name, value) in a.labels.iter() {
+        for (name, value) in a.group.labels.iter() {
             map.serialize_entry(&**name, &**value)?;
         }
-        if let Some(partition) = a.partition {
+        if let Some(partition) = a.group.partition {
             map.serialize_entry(PARTITION_LABEL, &partition)?;
         }
         for (m, value) in a.metrics(plan) {

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 
 use tokio::time::Instant;
 
-use crate::{Msg, OutputMode, Scope, SourceBatch, SourceEvent, TimestampMs, WatermarkTracker};
+use crate::{Msg, OutputMode, RecordBatch, Scope, SourceBatch, TimestampMs, WatermarkTracker};
 
 /// Batches plus watermarks, ready to send in order.
 #[derive(Debug)]
@@ -34,7 +34,7 @@ impl SourceBatcher {
     pub fn new(tracker: WatermarkTracker, max_batch: usize, mode: OutputMode) -> Self {
         SourceBatcher {
             tracker,
-            current: Vec::new(),
+            current: RecordBatch::default(),
             ready: VecDeque::new(),
             max_batch: max_batch.max(1),
             mode,
@@ -56,17 +56,27 @@ impl SourceBatcher {
         &self.tracker
     }
 
-    /// Adds one event.
-    pub fn push(&mut self, event: SourceEvent, now: Instant, wall_ms: TimestampMs) {
-        let reached_window_end = self
-            .tracker
-            .observe(event.partition, event.event.timestamp, now);
-        self.current.push(event);
+    /// Adds one record: `append` appends it to the current batch (as
+    /// [`Decoder::decode_into`](crate::decode::Decoder::decode_into) does), or
+    /// appends nothing and fails, which changes nothing here.
+    pub fn push_with<E>(
+        &mut self,
+        now: Instant,
+        wall_ms: TimestampMs,
+        append: impl FnOnce(&mut RecordBatch) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let before = self.current.len();
+        append(&mut self.current)?;
+        let Some(record) = self.current.records.get(before) else {
+            return Ok(());
+        };
+        let reached_window_end = self.tracker.observe(record.partition, record.timestamp, now);
         if reached_window_end {
             self.advance(now, wall_ms);
         } else if self.current.len() >= self.max_batch {
             self.seal();
         }
+        Ok(())
     }
 
     /// Ends the current batch (if any) so it can be sent.
@@ -74,7 +84,7 @@ impl SourceBatcher {
         if !self.current.is_empty() {
             let batch = std::mem::replace(
                 &mut self.current,
-                Vec::with_capacity(self.max_batch.min(4096)),
+                RecordBatch::with_capacity(self.max_batch.min(4096)),
             );
             self.ready.push_back(Msg::Data(batch));
         }
@@ -124,26 +134,31 @@ impl SourceBatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EventType, RawEvent, Watermark, WatermarkRules, WindowSpec};
+    use crate::{Record, SmallStr, Watermark, WatermarkRules, WindowSpec};
 
-    fn event(offset: i64, ts: i64) -> SourceEvent {
-        SourceEvent {
-            partition: 0,
-            offset,
-            event: RawEvent {
-                event_type: EventType::IcRpm,
-                vehicle_id: "V".into(),
-                region: "UK".into(),
+    fn push(b: &mut SourceBatcher, partition: i32, offset: i64, ts: i64, now: Instant) {
+        let appended: Result<(), ()> = b.push_with(now, 0, |batch| {
+            batch.records.push(Record {
+                partition,
+                offset,
+                vehicle_id: SmallStr::new("V"),
                 timestamp: ts,
-                measurement: 1,
-            },
-        }
+                labels_at: 0,
+                values_at: 0,
+                values_len: 0,
+            });
+            Ok(())
+        });
+        assert!(appended.is_ok());
     }
 
     fn drain(b: &mut SourceBatcher) -> Vec<String> {
         std::iter::from_fn(|| b.pop())
             .map(|m| match m {
-                Msg::Data(d) => format!("data{:?}", d.iter().map(|e| e.offset).collect::<Vec<_>>()),
+                Msg::Data(d) => format!(
+                    "data{:?}",
+                    d.records.iter().map(|e| e.offset).collect::<Vec<_>>()
+                ),
                 Msg::Watermark(Scope::All, Watermark(w)) => format!("wm{w}"),
                 Msg::Watermark(Scope::Partition(p), Watermark(w)) => format!("p{p}wm{w}"),
                 Msg::Rewind {
@@ -167,7 +182,7 @@ mod tests {
             (4, 4000),
             (5, 7100),
         ] {
-            b.push(event(o, ts), now, 0);
+            push(&mut b, 0, o, ts, now);
         }
         b.seal();
         assert_eq!(
@@ -190,9 +205,9 @@ mod tests {
             WatermarkTracker::new(WatermarkRules::defaults(), WindowSpec::new(5000).unwrap());
         let mut b = SourceBatcher::new(tracker, 2, OutputMode::Single);
         let now = Instant::now();
-        b.push(event(0, 1000), now, 0);
+        push(&mut b, 0, 0, 1000, now);
         for o in 1..5 {
-            b.push(event(o, 1000), now, 0);
+            push(&mut b, 0, o, 1000, now);
         }
         b.seal();
         assert_eq!(
@@ -207,15 +222,8 @@ mod tests {
             WatermarkTracker::new(WatermarkRules::defaults(), WindowSpec::new(5000).unwrap());
         let mut b = SourceBatcher::new(tracker, 100, OutputMode::Partitioned);
         let now = Instant::now();
-        b.push(event(0, 1000), now, 0);
-        b.push(
-            SourceEvent {
-                partition: 1,
-                ..event(0, 8000)
-            },
-            now,
-            0,
-        );
+        push(&mut b, 0, 0, 1000, now);
+        push(&mut b, 1, 0, 8000, now);
         b.seal();
         assert_eq!(
             drain(&mut b),

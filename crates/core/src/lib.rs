@@ -40,8 +40,8 @@ pub use fence::RevocationFence;
 pub use file_watch::FileWatch;
 pub use partition_map::PartitionMap;
 pub use pipeline::{
-    ChannelsConfig, Checkpoint, Dimensions, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, Msg,
-    SourceBatch, SourceEvent, VehicleKey, OTHER_GROUP,
+    ChannelsConfig, Checkpoint, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, Msg, SourceBatch,
+    VehicleKey, OTHER_GROUP,
 };
 pub use record::{Record, RecordBatch, SignalValue};
 pub use reference::{ReferenceChange, ReferenceChanges, VehicleRecord};
@@ -49,7 +49,8 @@ pub use scope::{OutputMode, PipelineConfig, Scope};
 pub use secret::Secret;
 pub use small_str::SmallStr;
 pub use watermark::{Watermark, WatermarkRules, WatermarkTracker};
-pub use window::{VehicleSample, WindowAggregate, WindowBatch, WindowSpec, WindowsConfig};
+pub use aggregate::{Labels, MetricValue, Number, WindowAggregate};
+pub use window::{VehicleSample, WindowBatch, WindowSpec, WindowsConfig};
 
 /// Event time and window bounds: milliseconds since the Unix epoch.
 pub type TimestampMs = i64;

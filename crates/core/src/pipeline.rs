@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(doc)]
 use crate::OutputMode;
-use crate::{EventType, PartitionId, RawEvent, Scope, TimestampMs, Watermark};
+use crate::aggregate::Labels;
+use crate::{PartitionId, RecordBatch, Scope, SignalValue, TimestampMs, Watermark};
 
 /// A message on a stage channel: a batch of data, or a control message.
 #[derive(Clone, Debug, PartialEq)]
@@ -86,19 +87,8 @@ impl ChannelsConfig {
     }
 }
 
-/// A decoded event and where it came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourceEvent {
-    /// The Kafka partition (`0` for a file or the in-process generator).
-    pub partition: PartitionId,
-    /// The Kafka offset, or the line/sequence number for other sources.
-    pub offset: i64,
-    /// The event itself.
-    pub event: RawEvent,
-}
-
-/// What the source sends to the enricher.
-pub type SourceBatch = Vec<SourceEvent>;
+/// What the source sends to the enricher: decoded records (see [`RecordBatch`]).
+pub type SourceBatch = RecordBatch;
 
 /// A dense per-process number for a vehicle id, assigned by the enricher the
 /// first time it sees the VIN. Distinct-vehicle counts use it instead of the string.
@@ -110,40 +100,39 @@ pub struct VehicleKey(pub u32);
 pub struct GroupId(pub u32);
 
 /// The labels an aggregate is grouped by: one output series per metric and group.
-///
-/// Fields are in output order: the design orders records by model, then
-/// region; configured dimensions and the partition come after.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct GroupKey {
-    /// The vehicle model from the reference data, or `unknown`.
-    pub model: Arc<str>,
-    /// The region the event reported.
-    pub region: Arc<str>,
-    /// Extra dimensions from the reference data (configured by name, for
-    /// example `fuel_type`): `(label name, value)` in configured order; empty
-    /// unless configured.
-    pub dimensions: Dimensions,
+    /// `(name, value)` in plan label order: `model`, the event labels, the
+    /// reference dimensions (docs/METRICS.md); a metric's grouping keeps
+    /// some of them.
+    pub labels: Labels,
     /// Partitioned output mode: the Kafka partition whose events these are
     /// (label `kafka_partition`); `None` in the single output mode.
     pub partition: Option<PartitionId>,
 }
-
-/// Extra grouping labels of a [`GroupKey`]: `(name, value)` pairs.
-pub type Dimensions = Arc<[(Arc<str>, Arc<str>)]>;
 
 /// The label value of everything folded together once a window has more
 /// groups than its configured limit (see [`GroupKey::other`]).
 pub const OTHER_GROUP: &str = "other";
 
 impl GroupKey {
-    /// The group of `model` and `region`, with no dimensions, not partitioned.
-    pub fn new(model: impl Into<Arc<str>>, region: impl Into<Arc<str>>) -> Self {
+    /// The group of these `(name, value)` labels, not partitioned.
+    pub fn new<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         GroupKey {
-            model: model.into(),
-            region: region.into(),
-            dimensions: Arc::from([]),
+            labels: labels
+                .into_iter()
+                .map(|(n, v)| (Arc::from(n), Arc::from(v)))
+                .collect(),
             partition: None,
         }
+    }
+
+    /// The value of the label `name`, if the group has it.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| &**v)
     }
 
     /// The group that stands for every group folded away by a cardinality
@@ -151,10 +140,8 @@ impl GroupKey {
     pub fn other(&self) -> Self {
         let other: Arc<str> = Arc::from(OTHER_GROUP);
         GroupKey {
-            model: other.clone(),
-            region: other.clone(),
-            dimensions: self
-                .dimensions
+            labels: self
+                .labels
                 .iter()
                 .map(|(name, _)| (name.clone(), other.clone()))
                 .collect(),
@@ -163,7 +150,8 @@ impl GroupKey {
     }
 }
 
-/// An event after the VIN → model join, reduced to what the windows need.
+/// A record after the VIN → model join, reduced to what the windows need;
+/// its signal values are in its batch ([`EnrichedBatch::values_of`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EnrichedEvent {
     /// Source partition, for watermarks and offset bookkeeping.
@@ -172,14 +160,14 @@ pub struct EnrichedEvent {
     pub offset: i64,
     /// The vehicle, for distinct counts.
     pub vehicle: VehicleKey,
-    /// The (model, region) group.
+    /// The group of every label (model, event labels, dimensions).
     pub group: GroupId,
-    /// What was measured.
-    pub event_type: EventType,
     /// Event time, epoch ms.
     pub timestamp: TimestampMs,
-    /// The measured value.
-    pub measurement: i64,
+    /// Index of its first signal value in [`EnrichedBatch::values`].
+    pub values_at: u32,
+    /// How many signal values it carries.
+    pub values_len: u16,
     /// The vehicle is selected for the per-vehicle drill-down output.
     pub drilldown: bool,
 }
@@ -198,10 +186,20 @@ pub struct EnrichedBatch {
     pub new_vehicles: Vec<(VehicleKey, Arc<str>)>,
     /// The events.
     pub events: Vec<EnrichedEvent>,
+    /// Every event's signal values, one run per event.
+    pub values: Vec<SignalValue>,
     /// Events of this batch that were consumed but produce no output (for
     /// example dropped unknown vehicles), so offset bookkeeping still sees them:
     /// `(partition, offset)`.
     pub consumed_without_output: Vec<(PartitionId, i64)>,
+}
+
+impl EnrichedBatch {
+    /// The signal values of `event`.
+    pub fn values_of(&self, event: &EnrichedEvent) -> &[SignalValue] {
+        let at = event.values_at as usize;
+        &self.values[at..at + usize::from(event.values_len)]
+    }
 }
 
 /// How far the input may be acknowledged once the windows emitted with (and

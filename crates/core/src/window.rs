@@ -1,4 +1,4 @@
-//! Window geometry and the aggregate one window produces per group.
+//! Window geometry, and what the aggregator sends to the sink.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,7 +6,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Problems;
-use crate::{Checkpoint, EventType, GroupKey, TimestampMs, WatermarkRules};
+use fleet_plan::SignalId;
+
+use crate::aggregate::WindowAggregate;
+use crate::{Checkpoint, GroupKey, TimestampMs, WatermarkRules};
 
 /// `[windows]`: the windows' geometry and the event-time rules that close them.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -88,88 +91,6 @@ impl WindowSpec {
     }
 }
 
-/// The result of one window `[window_start, window_end)` for one group.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WindowAggregate {
-    /// Inclusive start, epoch ms.
-    pub window_start: TimestampMs,
-    /// Exclusive end, epoch ms; the timestamp of every sample written for it.
-    pub window_end: TimestampMs,
-    /// The (model, region) group.
-    pub group: GroupKey,
-    /// Distinct vehicles with a non-zero RPM event.
-    pub vehicles_in_motion: u64,
-    /// Sum over vehicles of their latest warnings count in the window.
-    pub warnings: i64,
-    /// Distinct vehicles with any event.
-    pub vehicles_reporting: u64,
-    /// Sum of `IC_RPM` measurements.
-    pub ic_rpm_sum: i64,
-    /// Number of `IC_RPM` events.
-    pub ic_rpm_count: u64,
-    /// Sum of `ELECTRIC_RPM` measurements.
-    pub electric_rpm_sum: i64,
-    /// Number of `ELECTRIC_RPM` events.
-    pub electric_rpm_count: u64,
-    /// Events of every type.
-    pub events: u64,
-}
-
-impl WindowAggregate {
-    /// Mean engine RPM, `None` without `IC_RPM` events.
-    pub fn ic_rpm_avg(&self) -> Option<f64> {
-        mean(self.ic_rpm_sum, self.ic_rpm_count)
-    }
-
-    /// Mean motor RPM, `None` without `ELECTRIC_RPM` events.
-    pub fn electric_rpm_avg(&self) -> Option<f64> {
-        mean(self.electric_rpm_sum, self.electric_rpm_count)
-    }
-
-    /// The JSON-lines record of the design (replay output, console sink).
-    /// Configured dimensions follow `region`, under their own names.
-    pub fn to_json_line(&self) -> String {
-        serde_json::to_string(&JsonLine(self)).unwrap_or_default()
-    }
-
-    /// The order of the design's JSON-lines output: window end, model, region.
-    pub fn output_order(&self) -> (TimestampMs, &str, &str) {
-        (self.window_end, &self.group.model, &self.group.region)
-    }
-}
-
-/// [`WindowAggregate::to_json_line`]'s record, field by field in the design's order.
-struct JsonLine<'a>(&'a WindowAggregate);
-
-impl Serialize for JsonLine<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let a = self.0;
-        let mut map = s.serialize_map(None)?;
-        map.serialize_entry("window_start", &a.window_start)?;
-        map.serialize_entry("window_end", &a.window_end)?;
-        map.serialize_entry("model", &*a.group.model)?;
-        map.serialize_entry("region", &*a.group.region)?;
-        for (name, value) in a.group.dimensions.iter() {
-            map.serialize_entry(&**name, &**value)?;
-        }
-        if let Some(partition) = a.group.partition {
-            map.serialize_entry("kafka_partition", &partition)?;
-        }
-        map.serialize_entry("vehicles_in_motion", &a.vehicles_in_motion)?;
-        map.serialize_entry("warnings", &a.warnings)?;
-        map.serialize_entry("vehicles_reporting", &a.vehicles_reporting)?;
-        map.serialize_entry("ic_engine_rpm_avg", &a.ic_rpm_avg())?;
-        map.serialize_entry("electric_motor_rpm_avg", &a.electric_rpm_avg())?;
-        map.serialize_entry("events", &a.events)?;
-        map.end()
-    }
-}
-
-fn mean(sum: i64, count: u64) -> Option<f64> {
-    (count > 0).then(|| sum as f64 / count as f64)
-}
-
 /// One sample of the per-vehicle drill-down output: a vehicle's sensor
 /// reading, raw or reduced over a window.
 #[derive(Clone, Debug, PartialEq)]
@@ -178,9 +99,9 @@ pub struct VehicleSample {
     pub vehicle_id: Arc<str>,
     /// The vehicle's model, region and dimensions when it sent the reading.
     pub group: GroupKey,
-    /// Which sensor: the series is `vehicle_ic_engine_rpm`,
-    /// `vehicle_electric_motor_rpm` or `vehicle_warnings`.
-    pub sensor: EventType,
+    /// Which signal: the series is `vehicle_<drilldown_name>` of the signal
+    /// (`vehicle_ic_engine_rpm` for the demo's `IC_RPM`).
+    pub signal: SignalId,
     /// The reading's event time, or the window end for a reduction, epoch ms.
     pub timestamp: TimestampMs,
     /// The reading, or the reduction's value.
@@ -213,39 +134,5 @@ mod tests {
         assert_eq!(w.start_of(1_764_000_005_000), 1_764_000_005_000);
         assert_eq!(w.start_of(-1), -5000);
         assert!(WindowSpec::new(0).is_none());
-    }
-
-    #[test]
-    fn json_line_has_null_means_without_input() {
-        let a = WindowAggregate {
-            window_start: 0,
-            window_end: 5000,
-            group: GroupKey::new("Nebulara", "UK"),
-            vehicles_in_motion: 1,
-            warnings: 3,
-            vehicles_reporting: 2,
-            ic_rpm_sum: 3000,
-            ic_rpm_count: 2,
-            electric_rpm_sum: 0,
-            electric_rpm_count: 0,
-            events: 4,
-        };
-        assert_eq!(
-            a.to_json_line(),
-            r#"{"window_start":0,"window_end":5000,"model":"Nebulara","region":"UK","vehicles_in_motion":1,"warnings":3,"vehicles_reporting":2,"ic_engine_rpm_avg":1500.0,"electric_motor_rpm_avg":null,"events":4}"#
-        );
-        let with_dimensions = WindowAggregate {
-            group: GroupKey {
-                dimensions: [("fuel_type".into(), "diesel".into())]
-                    .into_iter()
-                    .collect(),
-                partition: Some(3),
-                ..a.group.clone()
-            },
-            ..a
-        };
-        assert!(with_dimensions
-            .to_json_line()
-            .starts_with(r#"{"window_start":0,"window_end":5000,"model":"Nebulara","region":"UK","fuel_type":"diesel","kafka_partition":3,"vehicles_in_motion":1,"#));
     }
 }

@@ -5,9 +5,10 @@
 //! Prometheus as its own per-vehicle series. docs/ARCHITECTURE.md replaces that with
 //! aggregates per (model, region), which is what dashboards of a fleet need;
 //! but looking at one vehicle still needs its own series. The drill-down
-//! brings them back under control: it writes `vehicle_ic_engine_rpm`,
-//! `vehicle_electric_motor_rpm` and `vehicle_warnings` (labels `vehicle_id`,
-//! `model`, `region`, …) for a chosen set of vehicles only (cardinality:
+//! brings them back under control: it writes one series per vehicle and
+//! integer signal, `vehicle_<drilldown_name>` (the demo's
+//! `vehicle_ic_engine_rpm`, `vehicle_electric_motor_rpm`, `vehicle_warnings`;
+//! labels `vehicle_id`, `model`, `region`, …) for a chosen set of vehicles only (cardinality:
 //! [`VehicleScope`]) and at a chosen rate (samples: [`SampleFrequency`]).
 //!
 //! This crate holds the pure parts; the stages wire them:
@@ -29,19 +30,13 @@ pub use config::{DrilldownConfig, SampleFrequency, VehicleScope, SECTION};
 pub use reduce::{ReducedSample, VehicleWindows};
 pub use select::{vin_hash, AllowList, AllowListWatch, DrilldownError, Sample, VehicleSelection};
 
-use fleet_core::EventType;
-
 /// The label that carries the VIN on drill-down series.
 pub const VEHICLE_ID_LABEL: &str = "vehicle_id";
 
-/// The metric name of a sensor's drill-down series (before any configured
-/// metric-name prefix).
-pub fn metric_name(sensor: EventType) -> &'static str {
-    match sensor {
-        EventType::IcRpm => "vehicle_ic_engine_rpm",
-        EventType::ElectricRpm => "vehicle_electric_motor_rpm",
-        EventType::Warnings => "vehicle_warnings",
-    }
+/// The metric name of a signal's drill-down series (before any configured
+/// metric-name prefix): `vehicle_<drilldown_name>`.
+pub fn metric_name(signal: &fleet_plan::Signal) -> String {
+    format!("vehicle_{}", signal.drilldown_name)
 }
 
 #[cfg(test)]
@@ -49,16 +44,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metric_names_match_the_dashboards() {
+    fn the_demos_metric_names_match_the_dashboards() {
         let dashboard = include_str!("../../../grafana/dashboards/vehicle-drilldown.json");
-        for sensor in [
-            EventType::IcRpm,
-            EventType::ElectricRpm,
-            EventType::Warnings,
-        ] {
-            let name = metric_name(sensor);
-            assert!(dashboard.contains(name), "{name}");
+        let plan = fleet_plan::MetricPlan::reference_demo();
+        for signal in &plan.input.signals {
+            let name = metric_name(signal);
+            assert!(dashboard.contains(&name), "{name}");
         }
-        assert!(dashboard.contains(VEHICLE_ID_LABEL));
     }
 }

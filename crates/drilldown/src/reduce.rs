@@ -7,7 +7,7 @@
 //! the [`SampleFrequency`] asks.
 //!
 //! Invariants:
-//! - The output of one `close` is sorted by (vehicle, group, sensor,
+//! - The output of one `close` is sorted by (vehicle, group, signal,
 //!   timestamp) and holds at most one sample per series and timestamp, so
 //!   each series is in strictly increasing timestamp order (Prometheus
 //!   refuses out-of-order and conflicting duplicate samples). Windows closed
@@ -19,17 +19,18 @@
 //!
 //! Memory: [`SampleFrequency::Raw`] keeps one 32-byte record per event,
 //! sorted only at close; the window reductions keep one small accumulator per
-//! (vehicle, group, sensor). The containers of closed windows are reused by
+//! (vehicle, group, signal). The containers of closed windows are reused by
 //! the next windows.
 
 use std::collections::{BTreeMap, HashMap};
 
-use fleet_core::{EventType, GroupId, TimestampMs, VehicleKey};
+use fleet_core::{GroupId, TimestampMs, VehicleKey};
+use fleet_plan::SignalId;
 
 use crate::config::SampleFrequency;
 
 /// One drilled-down sample, ready to be written: series
-/// (vehicle, group, sensor), value at `timestamp`.
+/// (vehicle, group, signal), value at `timestamp`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ReducedSample {
     /// The vehicle.
@@ -37,7 +38,7 @@ pub struct ReducedSample {
     /// Its (model, region) group in this window.
     pub group: GroupId,
     /// What was measured; decides the metric name (see [`metric_name`](crate::metric_name)).
-    pub sensor: EventType,
+    pub signal: SignalId,
     /// The sample time, epoch ms: the event's for [`SampleFrequency::Raw`],
     /// the window end otherwise.
     pub timestamp: TimestampMs,
@@ -50,7 +51,7 @@ pub struct ReducedSample {
 struct SeriesKey {
     vehicle: VehicleKey,
     group: GroupId,
-    sensor: EventType,
+    signal: SignalId,
 }
 
 /// One event, as [`SampleFrequency::Raw`] keeps it (32 bytes).
@@ -172,7 +173,7 @@ impl VehicleWindows {
         window_start: TimestampMs,
         vehicle: VehicleKey,
         group: GroupId,
-        sensor: EventType,
+        signal: SignalId,
         timestamp: TimestampMs,
         measurement: i64,
     ) {
@@ -185,7 +186,7 @@ impl VehicleWindows {
         let key = SeriesKey {
             vehicle,
             group,
-            sensor,
+            signal,
         };
         match window {
             Window::Raw(records) => records.push(RawRecord {
@@ -214,7 +215,7 @@ impl VehicleWindows {
     }
 
     /// Closes the window starting at `window_start` and returns its samples,
-    /// sorted by (vehicle, group, sensor, timestamp); window reductions are
+    /// sorted by (vehicle, group, signal, timestamp); window reductions are
     /// timestamped `window_end`. Empty when no event was recorded for it.
     pub fn close(
         &mut self,
@@ -329,7 +330,7 @@ fn sample(key: SeriesKey, timestamp: TimestampMs, value: f64) -> ReducedSample {
     ReducedSample {
         vehicle: key.vehicle,
         group: key.group,
-        sensor: key.sensor,
+        signal: key.signal,
         timestamp,
         value,
     }
@@ -337,7 +338,7 @@ fn sample(key: SeriesKey, timestamp: TimestampMs, value: f64) -> ReducedSample {
 
 /// Sorts samples of one timestamp by series (keys are distinct: a map's).
 fn sort_series(samples: &mut [ReducedSample]) {
-    samples.sort_unstable_by_key(|s| (s.vehicle, s.group, s.sensor));
+    samples.sort_unstable_by_key(|s| (s.vehicle, s.group, s.signal));
 }
 
 #[cfg(test)]
@@ -345,30 +346,30 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const IC: EventType = EventType::IcRpm;
-    const EL: EventType = EventType::ElectricRpm;
-    const WARN: EventType = EventType::Warnings;
+    const IC: SignalId = SignalId(0);
+    const EL: SignalId = SignalId(1);
+    const WARN: SignalId = SignalId(2);
 
-    /// (window_start, vehicle, group, sensor, timestamp, measurement)
-    type Event = (TimestampMs, u32, u32, EventType, TimestampMs, i64);
+    /// (window_start, vehicle, group, signal, timestamp, measurement)
+    type Event = (TimestampMs, u32, u32, SignalId, TimestampMs, i64);
 
     fn record_all(windows: &mut VehicleWindows, events: &[Event]) {
-        for &(start, vehicle, group, sensor, ts, m) in events {
-            windows.record(start, VehicleKey(vehicle), GroupId(group), sensor, ts, m);
+        for &(start, vehicle, group, signal, ts, m) in events {
+            windows.record(start, VehicleKey(vehicle), GroupId(group), signal, ts, m);
         }
     }
 
     fn s(
         vehicle: u32,
         group: u32,
-        sensor: EventType,
+        signal: SignalId,
         ts: TimestampMs,
         value: f64,
     ) -> ReducedSample {
         ReducedSample {
             vehicle: VehicleKey(vehicle),
             group: GroupId(group),
-            sensor,
+            signal,
             timestamp: ts,
             value,
         }
@@ -591,15 +592,15 @@ mod tests {
         start: TimestampMs,
         end: TimestampMs,
     ) -> Vec<ReducedSample> {
-        let mut by_series: BTreeMap<(u32, u32, EventType), Vec<(TimestampMs, i64)>> =
+        let mut by_series: BTreeMap<(u32, u32, SignalId), Vec<(TimestampMs, i64)>> =
             BTreeMap::new();
-        for &(w, v, g, sensor, ts, m) in events {
+        for &(w, v, g, signal, ts, m) in events {
             if w == start {
-                by_series.entry((v, g, sensor)).or_default().push((ts, m));
+                by_series.entry((v, g, signal)).or_default().push((ts, m));
             }
         }
         let mut out = Vec::new();
-        for ((v, g, sensor), mut points) in by_series {
+        for ((v, g, signal), mut points) in by_series {
             points.sort();
             match frequency {
                 SampleFrequency::Raw => {
@@ -610,16 +611,16 @@ mod tests {
                     }
                     out.extend(
                         best.into_iter()
-                            .map(|(ts, m)| s(v, g, sensor, ts, m as f64)),
+                            .map(|(ts, m)| s(v, g, signal, ts, m as f64)),
                     );
                 }
                 SampleFrequency::WindowLast => {
                     let (_, m) = points.last().copied().unwrap();
-                    out.push(s(v, g, sensor, end, m as f64));
+                    out.push(s(v, g, signal, end, m as f64));
                 }
                 SampleFrequency::WindowMean => {
                     let sum: i128 = points.iter().map(|&(_, m)| i128::from(m)).sum();
-                    out.push(s(v, g, sensor, end, sum as f64 / points.len() as f64));
+                    out.push(s(v, g, signal, end, sum as f64 / points.len() as f64));
                 }
             }
         }
@@ -637,9 +638,9 @@ mod tests {
     /// Few vehicles, timestamps and values, so that ties are common.
     fn events() -> impl Strategy<Value = Vec<Event>> {
         let event = (0..3_i64, 0..4_u32, 0..2_u32, 0..3_u8, 0..6_i64, -3..4_i64).prop_map(
-            |(w, v, g, sensor, ts, m)| {
-                let sensor = [IC, EL, WARN][usize::from(sensor)];
-                (w * 5000, v, g, sensor, w * 5000 + ts * 1000 / 2, m)
+            |(w, v, g, signal, ts, m)| {
+                let signal = [IC, EL, WARN][usize::from(signal)];
+                (w * 5000, v, g, signal, w * 5000 + ts * 1000 / 2, m)
             },
         );
         prop::collection::vec(event, 0..80)
@@ -663,7 +664,7 @@ mod tests {
                 prop_assert_eq!(&out_a, &oracle(frequency, &events, start, start + 5000));
                 // Sorted by series then time, one sample per series and time.
                 for pair in out_a.windows(2) {
-                    let key = |x: &ReducedSample| (x.vehicle, x.group, x.sensor, x.timestamp);
+                    let key = |x: &ReducedSample| (x.vehicle, x.group, x.signal, x.timestamp);
                     prop_assert!(key(&pair[0]) < key(&pair[1]), "{:?}", pair);
                 }
             }

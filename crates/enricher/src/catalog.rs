@@ -12,9 +12,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use fleet_core::{
-    Dimensions, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, ReferenceChange, SmallStr,
+    EnrichedBatch, EnrichedEvent, GroupId, GroupKey, Labels, ReferenceChange, SmallStr,
     SourceBatch, VehicleKey, VehicleRecord,
 };
+use fleet_plan::{LabelSource, MetricPlan, MODEL_LABEL};
 
 use crate::drilldown::DrilldownSelector;
 use crate::reference::{attribute, profile_key};
@@ -29,11 +30,12 @@ const PREFETCH_DISTANCE: usize = 16;
 /// No group yet for a (profile, region) pair.
 const NO_GROUP: u32 = u32::MAX;
 
-/// What the reference data says about a vehicle: its model and dimensions.
+/// What the reference data says about a vehicle: its model and dimensions,
+/// as labels.
 #[derive(Debug)]
 struct Profile {
     model: Arc<str>,
-    dimensions: Dimensions,
+    dimensions: Labels,
 }
 
 /// What one batch did, for the metrics.
@@ -66,12 +68,19 @@ pub struct VehicleCatalog {
     profile_index: HashMap<Box<str>, u32>,
     key_buffer: String,
     unknown_profile: u32,
-    /// Region → region index.
+    /// The names of the records' own labels (plan order); the reference demo's `region`.
+    event_labels: Arc<[Arc<str>]>,
+    /// Event label value → value index (every label shares it).
     regions: IdTable,
-    /// The same for the regions seen so far, in front of `regions`.
+    /// The same for the values seen so far, in front of `regions`.
     region_index: RegionIndex,
     region_names: Vec<Arc<str>>,
-    /// `group_ids[profile][region]`: the group's id, or [`NO_GROUP`].
+    /// With two or more event labels: their value indices → tuple index.
+    label_tuples: HashMap<Box<[u32]>, u32>,
+    /// Per tuple index, the event labels' values.
+    tuple_values: Vec<Arc<[Arc<str>]>>,
+    tuple_buffer: Vec<u32>,
+    /// `group_ids[profile][tuple]`: the group's id, or [`NO_GROUP`].
     group_ids: Vec<Vec<u32>>,
     next_group: u32,
     /// The vehicles of the per-vehicle drill-down output.
@@ -93,9 +102,18 @@ impl VehicleCatalog {
             profile_index: HashMap::new(),
             key_buffer: String::new(),
             unknown_profile: 0,
+            event_labels: MetricPlan::reference_demo()
+                .labels
+                .iter()
+                .filter(|l| matches!(l.source, LabelSource::Event(_)))
+                .map(|l| Arc::from(l.name.as_str()))
+                .collect(),
             regions: IdTable::with_capacity(64),
             region_index: RegionIndex::default(),
             region_names: Vec::new(),
+            label_tuples: HashMap::new(),
+            tuple_values: Vec::new(),
+            tuple_buffer: Vec::new(),
             group_ids: Vec::new(),
             next_group: 0,
             drilldown: DrilldownSelector::default(),
@@ -110,6 +128,19 @@ impl VehicleCatalog {
         self.dimensions = Arc::clone(names);
         let unknown = vec![UNKNOWN_MODEL; 1 + names.len()];
         self.unknown_profile = self.intern_profile(&unknown);
+    }
+
+    /// Groups by the records' own labels of `plan` (by default the
+    /// reference demo's: `region`), which the source's records carry in
+    /// plan order.
+    pub fn with_event_labels(mut self, plan: &MetricPlan) -> Self {
+        self.event_labels = plan
+            .labels
+            .iter()
+            .filter(|l| matches!(l.source, LabelSource::Event(_)))
+            .map(|l| Arc::from(l.name.as_str()))
+            .collect();
+        self
     }
 
     /// Marks the events of the vehicles `drilldown` selects for the
@@ -280,6 +311,53 @@ impl VehicleCatalog {
         }
     }
 
+    /// The index of a record's event label values (one label: its value's
+    /// index; none: 0).
+    #[inline(always)]
+    fn intern_labels(&mut self, labels: &[SmallStr]) -> u32 {
+        match labels {
+            [one] => self.intern_region(one),
+            _ => self.intern_tuple(labels),
+        }
+    }
+
+    #[inline(never)]
+    fn intern_tuple(&mut self, labels: &[SmallStr]) -> u32 {
+        let mut key = std::mem::take(&mut self.tuple_buffer);
+        key.clear();
+        for l in labels {
+            let v = self.intern_region(l);
+            key.push(v);
+        }
+        let index = match self.label_tuples.get(&key[..]) {
+            Some(&i) => i,
+            None => {
+                let i = u32::try_from(self.tuple_values.len()).unwrap_or(u32::MAX);
+                self.tuple_values.push(
+                    key.iter()
+                        .map(|&v| self.region_names[v as usize].clone())
+                        .collect(),
+                );
+                self.label_tuples.insert(key.clone().into_boxed_slice(), i);
+                i
+            }
+        };
+        self.tuple_buffer = key;
+        index
+    }
+
+    /// The event labels' values of tuple index `labels` (see [`Self::intern_labels`]).
+    fn label_values(&self, labels: u32) -> Vec<Arc<str>> {
+        match self.event_labels.len() {
+            1 => self.region_names.get(labels as usize).cloned().into_iter().collect(),
+            _ => self
+                .tuple_values
+                .get(labels as usize)
+                .map(|v| v.to_vec())
+                .unwrap_or_default(),
+        }
+    }
+
     #[inline]
     fn group(&mut self, profile: u32, region: u32, new: &mut Vec<GroupKey>) -> GroupId {
         let (m, r) = (profile as usize, region as usize);
@@ -305,31 +383,34 @@ impl VehicleCatalog {
         row[r] = id;
         self.next_group = id.saturating_add(1);
         let profile = &self.profiles[m];
+        let mut labels = vec![(Arc::from(MODEL_LABEL), profile.model.clone())];
+        labels.extend(self.event_labels.iter().cloned().zip(self.label_values(region)));
+        labels.extend(profile.dimensions.iter().cloned());
         new.push(GroupKey {
-            model: profile.model.clone(),
-            region: self.region_names[r].clone(),
-            dimensions: profile.dimensions.clone(),
+            labels: labels.into(),
             partition: None,
         });
         GroupId(id)
     }
 
-    /// Joins a batch; returns the enriched batch and what happened.
+    /// Joins a batch; returns the enriched batch and what happened. The
+    /// records' signal values move to the enriched batch as they are.
     pub fn enrich_batch(&mut self, batch: SourceBatch) -> (EnrichedBatch, Enrichment) {
         let mut out = EnrichedBatch {
             new_vehicles: Vec::new(),
             new_groups: Vec::new(),
             events: Vec::with_capacity(batch.len()),
+            values: Vec::new(),
             consumed_without_output: Vec::new(),
         };
         let mut stats = Enrichment::default();
-        for (i, source) in batch.iter().enumerate() {
-            if let Some(ahead) = batch.get(i + PREFETCH_DISTANCE) {
-                self.vehicles.prefetch(&ahead.event.vehicle_id);
+        let labels = self.event_labels.len();
+        for (i, record) in batch.records.iter().enumerate() {
+            if let Some(ahead) = batch.records.get(i + PREFETCH_DISTANCE) {
+                self.vehicles.prefetch(&ahead.vehicle_id);
             }
-            let event = &source.event;
             let next = self.next_vehicle;
-            let (meta, inserted) = self.vehicles.entry(&event.vehicle_id, next, NO_MODEL);
+            let (meta, inserted) = self.vehicles.entry(&record.vehicle_id, next, NO_MODEL);
             let (vehicle, profile) = (meta.id, meta.value);
             if inserted {
                 self.next_vehicle = next.saturating_add(1);
@@ -343,27 +424,29 @@ impl VehicleCatalog {
                 if self.policy == UnknownVehiclePolicy::Drop {
                     stats.dropped += 1;
                     out.consumed_without_output
-                        .push((source.partition, source.offset));
+                        .push((record.partition, record.offset));
                     continue;
                 }
                 self.unknown_profile
             };
-            let region = self.intern_region(&event.region);
-            let group = self.group(profile, region, &mut out.new_groups);
+            let at = record.labels_at as usize;
+            let tuple = self.intern_labels(batch.labels.get(at..at + labels).unwrap_or_default());
+            let group = self.group(profile, tuple, &mut out.new_groups);
             let drilldown =
                 self.drilldown
-                    .selects(vehicle, &event.vehicle_id, &mut out.new_vehicles);
+                    .selects(vehicle, &record.vehicle_id, &mut out.new_vehicles);
             out.events.push(EnrichedEvent {
                 drilldown,
-                partition: source.partition,
-                offset: source.offset,
+                partition: record.partition,
+                offset: record.offset,
                 vehicle: VehicleKey(vehicle),
                 group,
-                event_type: event.event_type,
-                timestamp: event.timestamp,
-                measurement: event.measurement,
+                timestamp: record.timestamp,
+                values_at: record.values_at,
+                values_len: record.values_len,
             });
         }
+        out.values = batch.values;
         (out, stats)
     }
 }

@@ -1,82 +1,61 @@
-//! The accumulators of one open window.
+//! The accumulators of one open window, laid out by the plan ([`Layout`]).
 //!
-//! Per group, a fixed record of sums and counts ([`GroupAcc`]), in a vector
-//! indexed by [`GroupId`] (group ids are dense). Per distinct (vehicle, group)
-//! of the window, one 32-byte slot in an open-addressing table
-//! ([`VehicleTable`]): whether the vehicle moved, and its latest warnings
-//! reading. Vehicle keys are dense integers from the enricher, so the hash
-//! is one multiplication; a probe reads one cache line, where a
-//! `HashMap<VehicleKey, _>` per group cost SipHash and a 40-byte bucket.
-//! The distinct counts and the warnings sum are kept up to date as events
-//! arrive, so closing a window never walks its vehicles.
+//! Per grouping, the cells of every group sit in two flat vectors (integers
+//! and floats) indexed by the grouping's dense group id. Per distinct
+//! (vehicle, group), one slot of words in an open-addressing table
+//! ([`VehicleTable`]): its key, flag bits (counted for this distinct
+//! metric, has a reading for that latest one) and the latest readings.
+//! Vehicle keys are dense integers from the enricher, so the hash is one
+//! multiplication; with the reference demo's metrics a slot is 32 bytes and
+//! a probe reads one cache line. Distinct counts and integer sums of latest
+//! readings are kept up to date as records arrive, so closing a window walks
+//! its vehicles only for a float sum of latest readings or a fold.
 
-use fleet_core::{EnrichedEvent, EventType, GroupId, PartitionId, PartitionMap, TimestampMs};
+use fleet_core::{
+    EnrichedEvent, MetricValue, Number, PartitionId, PartitionMap, SignalValue, TimestampMs,
+};
+use fleet_plan::{SignalId, Value};
 
-/// Sums and counts of one group in one window.
-#[derive(Clone, Copy, Debug, Default)]
-pub(super) struct GroupAcc {
-    /// Events counted; `0` means the group has no data in this window.
-    pub events: u64,
-    pub in_motion: u64,
-    pub reporting: u64,
-    /// Sum over the group's vehicles of their latest warnings reading
-    /// (wrapping, as a release-mode `i64` sum of the final readings).
-    pub warnings: i64,
-    pub ic_sum: i64,
-    pub ic_count: u64,
-    pub electric_sum: i64,
-    pub electric_count: u64,
-}
+use crate::layout::{GroupingLayout, Layout, MetricCells, Num, Op, OCCUPIED};
 
-const OCCUPIED: u8 = 1;
-const MOVING: u8 = 2;
-const WARNED: u8 = 4;
-
-/// One vehicle of one group in one window.
-#[derive(Clone, Copy, Debug, Default)]
-#[repr(C, align(32))]
-struct VehicleSlot {
-    /// Latest warnings reading by event time: timestamp and lights on
-    /// (meaningful when `WARNED`).
-    warn_ts: TimestampMs,
-    warn_value: i64,
-    vehicle: u32,
-    group: u32,
-    flags: u8,
-}
-
-/// (vehicle, group) → [`VehicleSlot`]: open addressing, linear probing, at
-/// most 3/4 full. The home slot is the vehicle's Fibonacci hash scaled to the
-/// table length (which need not be a power of two). It leaves the group out:
-/// the enricher numbers vehicles densely, and the Fibonacci hashes of dense
-/// keys spread evenly (no two close together), where mixing the group in
-/// made them collide like random ones and the probe loop's varying length
-/// cost 8 % of the pipeline. A vehicle's other groups in the same window
-/// (rare: a region change) probe on from the same home.
+/// (vehicle, group) → a slot of `stride` words: open addressing, linear
+/// probing, at most 3/4 full. Word 0 is the key, word 1 the flags (0: an
+/// empty slot), then the metrics' words. The home slot is the vehicle's
+/// Fibonacci hash scaled to the table length: the enricher numbers vehicles
+/// densely, and the Fibonacci hashes of dense keys spread evenly, where
+/// mixing the group in made them collide like random ones. A vehicle's
+/// other groups in the same window (rare: a region change) probe on from
+/// the same home.
 #[derive(Debug, Default)]
 pub(super) struct VehicleTable {
-    slots: Vec<VehicleSlot>,
+    words: Vec<u64>,
+    stride: usize,
     len: usize,
 }
 
 impl VehicleTable {
+    fn slots(&self) -> usize {
+        self.words.len().checked_div(self.stride).unwrap_or(0)
+    }
+
     #[inline(always)]
     fn home(&self, vehicle: u32) -> usize {
         let h = u64::from(vehicle).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        ((u128::from(h) * self.slots.len() as u128) >> 64) as usize
+        ((u128::from(h) * self.slots() as u128) >> 64) as usize
     }
 
-    /// The slot of `(vehicle, group)`, or the empty slot where it goes.
+    /// The first word of the slot of `key`, or of the empty slot where it goes.
     #[inline(always)]
-    fn find(&self, vehicle: u32, group: u32) -> usize {
+    fn find(&self, vehicle: u32, key: u64) -> usize {
+        let slots = self.slots();
         let mut i = self.home(vehicle);
         loop {
-            let s = &self.slots[i];
-            if s.flags == 0 || (s.vehicle == vehicle && s.group == group) {
-                return i;
+            let at = i * self.stride;
+            if self.words[at + 1] == 0 || self.words[at] == key {
+                return at;
             }
             i += 1;
-            if i == self.slots.len() {
+            if i == slots {
                 i = 0;
             }
         }
@@ -85,49 +64,41 @@ impl VehicleTable {
     /// Starts loading the home slot of `vehicle`'s groups.
     #[inline(always)]
     fn prefetch(&self, vehicle: u32) {
-        if let Some(slot) = self.slots.get(self.home(vehicle)) {
-            fleet_core::prefetch::prefetch_read(slot);
+        if self.stride > 0 {
+            if let Some(word) = self.words.get(self.home(vehicle) * self.stride) {
+                fleet_core::prefetch::prefetch_read(word);
+            }
         }
     }
 
     #[cold]
     #[inline(never)]
     fn grow(&mut self) {
-        let capacity = (self.slots.len() * 3 / 2).max(64);
-        let old = std::mem::replace(&mut self.slots, vec![VehicleSlot::default(); capacity]);
-        for slot in old.into_iter().filter(|s| s.flags != 0) {
-            let i = self.find(slot.vehicle, slot.group);
-            self.slots[i] = slot;
+        let capacity = (self.slots() * 3 / 2).max(64);
+        let old = std::mem::replace(&mut self.words, vec![0; capacity * self.stride]);
+        for slot in old.chunks_exact(self.stride).filter(|s| s[1] != 0) {
+            let at = self.find((slot[0] >> 32) as u32, slot[0]);
+            self.words[at..at + self.stride].copy_from_slice(slot);
         }
     }
 
-    /// The slot of `(vehicle, group)`, created empty if absent; and whether
-    /// it was created.
-    #[inline(always)]
-    fn slot(&mut self, vehicle: u32, group: u32) -> (&mut VehicleSlot, bool) {
-        if (self.len + 1) * 4 > self.slots.len() * 3 {
-            self.grow();
-        }
-        let i = self.find(vehicle, group);
-        let slot = &mut self.slots[i];
-        let created = slot.flags == 0;
-        if created {
-            *slot = VehicleSlot {
-                vehicle,
-                group,
-                flags: OCCUPIED,
-                ..VehicleSlot::default()
-            };
-            self.len += 1;
-        }
-        (slot, created)
+    /// The occupied slots: `(group, words)`.
+    fn occupied(&self) -> impl Iterator<Item = (u32, &[u64])> + '_ {
+        self.words
+            .chunks_exact(self.stride.max(1))
+            .filter(|s| s.len() > 1 && s[1] != 0)
+            .map(|s| (s[0] as u32, s))
     }
 
-    /// Empties the table, keeping its memory for the next window.
-    pub fn clear(&mut self) {
-        if self.len > 0 {
-            self.slots.fill(VehicleSlot::default());
+    /// Empties the table for slots of `stride` words, keeping its memory.
+    fn reset(&mut self, stride: usize) {
+        if self.len > 0 || self.stride != stride {
+            self.words.fill(0);
             self.len = 0;
+        }
+        if self.stride != stride {
+            self.words.clear();
+            self.stride = stride;
         }
     }
 }
@@ -160,181 +131,464 @@ impl OffsetMap {
     }
 }
 
+/// A record's signal values by signal id, loaded once per record so that
+/// every metric finds its input by indexing. Entries of earlier records are
+/// told apart by a stamp, so loading never clears.
+#[derive(Debug, Default)]
+pub(super) struct SignalIndex {
+    stamp: u32,
+    slots: Vec<(u32, Value)>,
+}
+
+impl SignalIndex {
+    pub fn new(signals: usize) -> Self {
+        SignalIndex {
+            stamp: 0,
+            slots: vec![(0, Value::Integer(0)); signals],
+        }
+    }
+
+    #[inline]
+    pub fn load(&mut self, values: &[SignalValue]) {
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            self.slots.fill((0, Value::Integer(0)));
+            self.stamp = 1;
+        }
+        for v in values {
+            if let Some(slot) = self.slots.get_mut(usize::from(v.signal.0)) {
+                *slot = (self.stamp, v.value);
+            }
+        }
+    }
+
+    #[inline(always)]
+    pub fn get(&self, signal: SignalId) -> Option<Value> {
+        match self.slots.get(usize::from(signal.0)) {
+            Some(&(stamp, value)) if stamp == self.stamp => Some(value),
+            _ => None,
+        }
+    }
+}
+
+/// One grouping's cells in one window.
+#[derive(Debug, Default)]
+pub(super) struct GroupingCells {
+    ints: Vec<i64>,
+    floats: Vec<f64>,
+    vehicles: VehicleTable,
+}
+
 /// One open window.
 #[derive(Debug, Default)]
 pub(super) struct OpenWindow {
     pub start: TimestampMs,
-    /// Indexed by group id; as long as the largest group id seen here.
-    pub groups: Vec<GroupAcc>,
-    vehicles: VehicleTable,
+    /// Per grouping of the layout.
+    cells: Vec<GroupingCells>,
     /// Per partition, the smallest offset of an event in this window: the
     /// input must be replayed from there if this window is lost.
     pub first_offsets: OffsetMap,
 }
 
+/// The storage of a closed window, kept for the next one.
+pub(super) type Spare = Vec<GroupingCells>;
+
 impl OpenWindow {
-    /// A window starting at `start`, reusing `vehicles` (empty) if given.
-    pub fn new(start: TimestampMs, vehicles: Option<VehicleTable>) -> OpenWindow {
+    /// A window starting at `start`, reusing `spare`'s memory if given.
+    pub fn new(start: TimestampMs, layout: &Layout, spare: Option<Spare>) -> OpenWindow {
+        let mut cells = spare.unwrap_or_default();
+        cells.resize_with(layout.groupings.len(), GroupingCells::default);
+        for (c, g) in cells.iter_mut().zip(&layout.groupings) {
+            c.ints.clear();
+            c.floats.clear();
+            c.vehicles.reset(if g.per_vehicle { g.slot_words } else { 0 });
+        }
         OpenWindow {
             start,
-            vehicles: vehicles.unwrap_or_default(),
-            ..OpenWindow::default()
+            cells,
+            first_offsets: OffsetMap::default(),
         }
     }
 
-    /// Gives back the vehicle table, emptied, for another window.
-    pub fn recycle(mut self) -> VehicleTable {
-        self.vehicles.clear();
-        self.vehicles
+    /// Gives back the storage for another window.
+    pub fn recycle(self) -> Spare {
+        self.cells
     }
 
     /// Starts loading what [`Self::add`] of `e` will read.
     #[inline(always)]
     pub fn prefetch(&self, e: &EnrichedEvent) {
-        self.vehicles.prefetch(e.vehicle.0);
+        for c in &self.cells {
+            c.vehicles.prefetch(e.vehicle.0);
+        }
     }
 
-    /// Adds an event.
+    /// Adds a record whose values `signals` holds; `groups[g]` is its
+    /// group in grouping `g`.
     #[inline]
-    pub fn add(&mut self, e: &EnrichedEvent) {
+    pub fn add(&mut self, layout: &Layout, e: &EnrichedEvent, groups: &[u32], signals: &SignalIndex) {
         self.first_offsets.lower(e.partition, e.offset);
-        let g = e.group.0 as usize;
-        if g >= self.groups.len() {
-            self.groups.resize(g + 1, GroupAcc::default());
+        for ((g, cells), &group) in layout.groupings.iter().zip(&mut self.cells).zip(groups) {
+            cells.add(g, group, e, signals);
         }
-        let acc = &mut self.groups[g];
-        acc.events += 1;
-        let (v, created) = self.vehicles.slot(e.vehicle.0, e.group.0);
-        if created {
-            acc.reporting += 1;
+    }
+
+    /// The groups of grouping `g` with data, with their values; float sums
+    /// of latest readings are summed over the vehicles here.
+    pub fn close(&mut self, layout: &Layout, g: usize) -> Vec<(u32, u64, Vec<MetricValue>)> {
+        let (Some(gl), Some(cells)) = (layout.groupings.get(g), self.cells.get_mut(g)) else {
+            return Vec::new();
+        };
+        if gl.float_latest {
+            cells.sum_float_latest(gl);
         }
-        match e.event_type {
-            EventType::IcRpm => {
-                acc.ic_sum = acc.ic_sum.saturating_add(e.measurement);
-                acc.ic_count += 1;
+        cells.groups(gl).map(|(id, ints, floats)| (id, ints[0] as u64, values(gl, ints, floats))).collect()
+    }
+
+    /// The values of the groups of grouping `g` for which `folded` holds,
+    /// merged into one: sums and counts add up; a vehicle in several of them
+    /// counts once, with its latest reading among them. Walks the window's
+    /// vehicles, so only for the rare window over its group limit. Call
+    /// after [`Self::close`] of the same grouping.
+    pub fn fold(&self, layout: &Layout, g: usize, folded: impl Fn(u32) -> bool) -> (u64, Vec<MetricValue>) {
+        let (Some(gl), Some(cells)) = (layout.groupings.get(g), self.cells.get(g)) else {
+            return (0, Vec::new());
+        };
+        let mut ints = vec![0i64; gl.ints];
+        let mut floats = vec![0f64; gl.floats];
+        for (_, gi, gf) in cells.groups(gl).filter(|(id, _, _)| folded(*id)) {
+            ints[0] += gi[0];
+            for m in &gl.metrics {
+                merge(m, &mut ints, &mut floats, gi, gf);
             }
-            EventType::ElectricRpm => {
-                acc.electric_sum = acc.electric_sum.saturating_add(e.measurement);
-                acc.electric_count += 1;
+        }
+        let mut slots: Vec<&[u64]> = cells
+            .vehicles
+            .occupied()
+            .filter(|(group, _)| folded(*group))
+            .map(|(_, s)| s)
+            .collect();
+        slots.sort_unstable_by_key(|s| s[0] >> 32);
+        for same in slots.chunk_by(|a, b| a[0] >> 32 == b[0] >> 32) {
+            for m in &gl.metrics {
+                fold_vehicle(m, same, &mut ints, &mut floats);
             }
-            EventType::Warnings => {
-                // Latest by event time; on a tie, the larger value.
-                let newer = v.flags & WARNED == 0
-                    || (e.timestamp, e.measurement) > (v.warn_ts, v.warn_value);
-                if newer {
-                    let previous = if v.flags & WARNED != 0 {
-                        v.warn_value
-                    } else {
-                        0
+        }
+        (ints[0] as u64, values(gl, &ints, &floats))
+    }
+}
+
+impl VehicleTable {
+    /// The index of the first word of `(vehicle, group)`'s slot, created
+    /// empty (only [`OCCUPIED`]) if absent.
+    #[inline(always)]
+    fn slot_at(&mut self, vehicle: u32, group: u32) -> usize {
+        if (self.len + 1) * 4 > self.slots() * 3 {
+            self.grow();
+        }
+        let key = (u64::from(vehicle) << 32) | u64::from(group);
+        let at = self.find(vehicle, key);
+        if self.words[at + 1] == 0 {
+            self.words[at..at + self.stride].fill(0);
+            self.words[at] = key;
+            self.words[at + 1] = OCCUPIED;
+            self.len += 1;
+        }
+        at
+    }
+}
+
+impl GroupingCells {
+    #[inline(always)]
+    fn add(&mut self, g: &GroupingLayout, group: u32, e: &EnrichedEvent, signals: &SignalIndex) {
+        let gi = group as usize;
+        if (gi + 1) * g.ints > self.ints.len() {
+            self.ints.resize((gi + 1) * g.ints, 0);
+            self.floats.resize((gi + 1) * g.floats, 0.0);
+        }
+        let ints = &mut self.ints[gi * g.ints..(gi + 1) * g.ints];
+        let floats = &mut self.floats[gi * g.floats..(gi + 1) * g.floats];
+        let vehicles = &mut self.vehicles;
+        ints[0] += 1;
+        let mut slot_at: Option<usize> = None;
+        for m in &g.metrics {
+            let value = match m.signal {
+                Some(s) => match signals.get(s) {
+                    Some(v) => Some(v),
+                    None => continue,
+                },
+                None => None,
+            };
+            if let Some(filter) = &m.filter {
+                if !filter.passes(&|s| signals.get(s)) {
+                    continue;
+                }
+            }
+            let c = m.int_at;
+            match (m.op, value) {
+                (Op::Count, _) => ints[c] += 1,
+                (Op::Sum(n), Some(v)) => add_sum(n, v, ints, floats, c, m.float_at),
+                (Op::Mean(n), Some(v)) => {
+                    ints[c] += 1;
+                    add_sum(n, v, ints, floats, c + 1, m.float_at);
+                }
+                (Op::Min(n) | Op::Max(n), Some(v)) => {
+                    let first = ints[c] == 0;
+                    ints[c] += 1;
+                    let min = matches!(m.op, Op::Min(_));
+                    match (n, v) {
+                        (Num::Int, Value::Integer(v)) => {
+                            let cur = &mut ints[c + 1];
+                            if first || (min && v < *cur) || (!min && v > *cur) {
+                                *cur = v;
+                            }
+                        }
+                        (_, v) => {
+                            let v = v.as_f64().unwrap_or(0.0);
+                            let cur = &mut floats[m.float_at];
+                            if first || (min && v < *cur) || (!min && v > *cur) {
+                                *cur = v;
+                            }
+                        }
+                    }
+                }
+                (Op::Distinct, _) => {
+                    let at = *slot_at.get_or_insert_with(|| vehicles.slot_at(e.vehicle.0, group));
+                    let bit = 1u64 << m.bit;
+                    if vehicles.words[at + 1] & bit == 0 {
+                        vehicles.words[at + 1] |= bit;
+                        ints[c] += 1;
+                    }
+                }
+                (Op::Latest { num, .. }, Some(v)) => {
+                    let at = *slot_at.get_or_insert_with(|| vehicles.slot_at(e.vehicle.0, group));
+                    let s = &mut vehicles.words[at..at + g.slot_words];
+                    let bit = 1u64 << m.bit;
+                    let had = s[1] & bit != 0;
+                    let reading = Reading::of(num, e.timestamp, v);
+                    let old = Reading {
+                        ts: s[m.word_at] as i64,
+                        bits: s[m.word_at + 1],
                     };
-                    acc.warnings = acc
-                        .warnings
-                        .wrapping_sub(previous)
-                        .wrapping_add(e.measurement);
-                    v.warn_ts = e.timestamp;
-                    v.warn_value = e.measurement;
-                    v.flags |= WARNED;
+                    if had && !reading.is_newer_than(old, num) {
+                        continue;
+                    }
+                    if !had {
+                        ints[c] += 1;
+                        s[1] |= bit;
+                    }
+                    if num == Num::Int {
+                        let previous = if had { old.bits as i64 } else { 0 };
+                        ints[c + 1] = ints[c + 1]
+                            .wrapping_sub(previous)
+                            .wrapping_add(reading.bits as i64);
+                    }
+                    s[m.word_at] = reading.ts as u64;
+                    s[m.word_at + 1] = reading.bits;
+                }
+                (Op::Histogram(n), Some(v)) => {
+                    let x = v.as_f64().unwrap_or(0.0);
+                    let bucket = m.buckets.partition_point(|&b| b < x);
+                    let count = c + m.buckets.len() + 1;
+                    ints[c + bucket] += 1;
+                    ints[count] += 1;
+                    add_sum(n, v, ints, floats, count + 1, m.float_at);
+                }
+                (_, None) => {}
+            }
+        }
+    }
+
+    /// The groups with data: `(group, ints, floats)`.
+    fn groups<'a>(
+        &'a self,
+        g: &GroupingLayout,
+    ) -> impl Iterator<Item = (u32, &'a [i64], &'a [f64])> + 'a {
+        let (ni, nf) = (g.ints, g.floats);
+        (0..self.ints.len() / ni)
+            .map(move |i| {
+                (
+                    i as u32,
+                    &self.ints[i * ni..(i + 1) * ni],
+                    &self.floats[i * nf..(i + 1) * nf],
+                )
+            })
+            .filter(|(_, ints, _)| ints[0] > 0)
+    }
+
+    /// Sums every float latest reading into its group's cell.
+    fn sum_float_latest(&mut self, g: &GroupingLayout) {
+        let nf = g.floats;
+        for (group, slot) in self.vehicles.occupied() {
+            for m in &g.metrics {
+                if let Op::Latest { num: Num::Float, .. } = m.op {
+                    if slot[1] & (1 << m.bit) != 0 {
+                        self.floats[group as usize * nf + m.float_at] +=
+                            f64::from_bits(slot[m.word_at + 1]);
+                    }
                 }
             }
         }
-        if e.event_type != EventType::Warnings && e.measurement != 0 && v.flags & MOVING == 0 {
-            v.flags |= MOVING;
-            acc.in_motion += 1;
-        }
+    }
+}
+
+/// A latest reading: its time and its value's bits (an `i64` or an `f64`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Reading {
+    ts: TimestampMs,
+    bits: u64,
+}
+
+impl Reading {
+    fn of(num: Num, ts: TimestampMs, v: Value) -> Reading {
+        let bits = match (num, v) {
+            (Num::Int, Value::Integer(i)) => i as u64,
+            (_, v) => v.as_f64().unwrap_or(0.0).to_bits(),
+        };
+        Reading { ts, bits }
     }
 
-    /// The totals of every group for which `folded` holds, merged into one
-    /// group: sums and counts add up; a vehicle in several of them counts
-    /// once, moving if it moved in any, with its latest warnings reading
-    /// among them. Walks the window's vehicles, so only for the rare window
-    /// over its group limit.
-    pub fn fold(&self, folded: impl Fn(GroupId) -> bool) -> GroupAcc {
-        let mut acc = GroupAcc::default();
-        for (g, group) in self.groups() {
-            if folded(g) {
-                acc.events += group.events;
-                acc.ic_sum = acc.ic_sum.saturating_add(group.ic_sum);
-                acc.ic_count += group.ic_count;
-                acc.electric_sum = acc.electric_sum.saturating_add(group.electric_sum);
-                acc.electric_count += group.electric_count;
+    /// Later by event time; at the same time, the larger value.
+    fn is_newer_than(self, old: Reading, num: Num) -> bool {
+        match num {
+            Num::Int => (self.ts, self.bits as i64) > (old.ts, old.bits as i64),
+            Num::Float => {
+                self.ts > old.ts
+                    || (self.ts == old.ts && f64::from_bits(self.bits) > f64::from_bits(old.bits))
             }
         }
-        let mut slots: Vec<&VehicleSlot> = self
-            .vehicles
-            .slots
-            .iter()
-            .filter(|s| s.flags != 0 && folded(GroupId(s.group)))
-            .collect();
-        slots.sort_unstable_by_key(|s| s.vehicle);
-        for same in slots.chunk_by(|a, b| a.vehicle == b.vehicle) {
-            acc.reporting += 1;
-            if same.iter().any(|s| s.flags & MOVING != 0) {
-                acc.in_motion += 1;
+    }
+}
+
+/// Adds `v` to the sum at `ints[int_at]` (saturating) or `floats[float_at]`.
+#[inline(always)]
+fn add_sum(n: Num, v: Value, ints: &mut [i64], floats: &mut [f64], int_at: usize, float_at: usize) {
+    match (n, v) {
+        (Num::Int, Value::Integer(v)) => ints[int_at] = ints[int_at].saturating_add(v),
+        (_, v) => floats[float_at] += v.as_f64().unwrap_or(0.0),
+    }
+}
+
+/// Merges one group's cells of metric `m` into `ints`/`floats` (a fold);
+/// per-vehicle values are merged by [`fold_vehicle`].
+fn merge(m: &MetricCells, ints: &mut [i64], floats: &mut [f64], gi: &[i64], gf: &[f64]) {
+    let c = m.int_at;
+    let sum = |n: Num, ints: &mut [i64], floats: &mut [f64], int_at: usize| match n {
+        Num::Int => ints[int_at] = ints[int_at].saturating_add(gi[int_at]),
+        Num::Float => floats[m.float_at] += gf[m.float_at],
+    };
+    match m.op {
+        Op::Count => ints[c] += gi[c],
+        Op::Sum(n) => sum(n, ints, floats, c),
+        Op::Mean(n) => {
+            ints[c] += gi[c];
+            sum(n, ints, floats, c + 1);
+        }
+        Op::Min(n) | Op::Max(n) => {
+            if gi[c] == 0 {
+                return;
             }
+            let first = ints[c] == 0;
+            ints[c] += gi[c];
+            let min = matches!(m.op, Op::Min(_));
+            match n {
+                Num::Int => {
+                    let (cur, v) = (&mut ints[c + 1], gi[c + 1]);
+                    if first || (min && v < *cur) || (!min && v > *cur) {
+                        *cur = v;
+                    }
+                }
+                Num::Float => {
+                    let (cur, v) = (&mut floats[m.float_at], gf[m.float_at]);
+                    if first || (min && v < *cur) || (!min && v > *cur) {
+                        *cur = v;
+                    }
+                }
+            }
+        }
+        Op::Histogram(n) => {
+            let count = c + m.buckets.len() + 1;
+            for i in c..=count {
+                ints[i] += gi[i];
+            }
+            sum(n, ints, floats, count + 1);
+        }
+        Op::Distinct | Op::Latest { .. } => {}
+    }
+}
+
+/// Folds one vehicle's slots (`same`, one per folded group it is in) into
+/// the distinct counts and latest readings.
+fn fold_vehicle(m: &MetricCells, same: &[&[u64]], ints: &mut [i64], floats: &mut [f64]) {
+    let bit = 1u64 << m.bit;
+    let c = m.int_at;
+    match m.op {
+        Op::Distinct => {
+            if same.iter().any(|s| s[1] & bit != 0) {
+                ints[c] += 1;
+            }
+        }
+        Op::Latest { num, .. } => {
             let latest = same
                 .iter()
-                .filter(|s| s.flags & WARNED != 0)
-                .map(|s| (s.warn_ts, s.warn_value))
-                .max();
-            if let Some((_, value)) = latest {
-                acc.warnings = acc.warnings.wrapping_add(value);
+                .filter(|s| s[1] & bit != 0)
+                .map(|s| Reading {
+                    ts: s[m.word_at] as i64,
+                    bits: s[m.word_at + 1],
+                })
+                .reduce(|a, b| if b.is_newer_than(a, num) { b } else { a });
+            if let Some(r) = latest {
+                ints[c] += 1;
+                match num {
+                    Num::Int => ints[c + 1] = ints[c + 1].wrapping_add(r.bits as i64),
+                    Num::Float => floats[m.float_at] += f64::from_bits(r.bits),
+                }
             }
         }
-        acc
+        _ => {}
     }
+}
 
-    /// The groups with data, with their totals.
-    pub fn groups(&self) -> impl Iterator<Item = (GroupId, &GroupAcc)> + '_ {
-        (0u32..)
-            .zip(&self.groups)
-            .filter(|(_, acc)| acc.events > 0)
-            .map(|(g, acc)| (GroupId(g), acc))
-    }
+/// The metric values of one group's cells, in the grouping's metric order.
+fn values(g: &GroupingLayout, ints: &[i64], floats: &[f64]) -> Vec<MetricValue> {
+    let number = |n: Num, int_at: usize, float_at: usize| match n {
+        Num::Int => Number::Integer(ints[int_at]),
+        Num::Float => Number::Float(floats[float_at]),
+    };
+    g.metrics
+        .iter()
+        .map(|m| {
+            let c = m.int_at;
+            let count = ints[c] as u64;
+            match m.op {
+                Op::Count | Op::Distinct => MetricValue::Count(count),
+                Op::Sum(n) => MetricValue::Value(Some(number(n, c, m.float_at))),
+                Op::Mean(n) => MetricValue::Mean {
+                    sum: number(n, c + 1, m.float_at),
+                    count,
+                },
+                Op::Min(n) | Op::Max(n) => {
+                    MetricValue::Value((count > 0).then(|| number(n, c + 1, m.float_at)))
+                }
+                Op::Latest { num, mean: false } => {
+                    MetricValue::Value(Some(number(num, c + 1, m.float_at)))
+                }
+                Op::Latest { num, mean: true } => MetricValue::Value(
+                    (count > 0)
+                        .then(|| Number::Float(number(num, c + 1, m.float_at).as_f64() / count as f64)),
+                ),
+                Op::Histogram(n) => {
+                    let count_at = c + m.buckets.len() + 1;
+                    MetricValue::Histogram {
+                        buckets: ints[c..count_at].iter().map(|&n| n as u64).collect(),
+                        sum: number(n, count_at + 1, m.float_at),
+                        count: ints[count_at] as u64,
+                    }
+                }
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_are_one_aligned_half_cache_line() {
-        assert_eq!(std::mem::size_of::<VehicleSlot>(), 32);
-        assert_eq!(std::mem::align_of::<VehicleSlot>(), 32);
-    }
-
-    #[test]
-    fn vehicle_table_keeps_vehicle_group_pairs_apart_and_grows() {
-        let mut t = VehicleTable::default();
-        for v in 0..10_000u32 {
-            for g in [0u32, 7, u32::MAX] {
-                let (s, created) = t.slot(v, g);
-                assert!(created);
-                s.warn_value = i64::from(v) * 3 + i64::from(g % 5);
-            }
-        }
-        for v in (0..10_000u32).rev() {
-            for g in [0u32, 7, u32::MAX] {
-                let (s, created) = t.slot(v, g);
-                assert!(!created);
-                assert_eq!(s.warn_value, i64::from(v) * 3 + i64::from(g % 5));
-            }
-        }
-        assert_eq!(t.len, 30_000);
-        t.clear();
-        assert!(t.slot(u32::MAX, u32::MAX).1, "empty again");
-    }
-
-    #[test]
-    fn offset_map_keeps_min_and_max_per_partition() {
-        let mut m = OffsetMap::default();
-        for (p, o) in [(3, 10), (1, 5), (3, 8), (2, 1), (1, 7), (3, 12)] {
-            m.lower(p, o);
-        }
-        assert_eq!(m.iter().collect::<Vec<_>>(), [(1, 5), (2, 1), (3, 8)]);
-        let mut m = OffsetMap::default();
-        for (p, o) in [(3, 10), (1, 5), (3, 8), (2, 1), (1, 7), (3, 12)] {
-            m.raise(p, o);
-        }
-        assert_eq!(m.iter().collect::<Vec<_>>(), [(1, 7), (2, 1), (3, 12)]);
-    }
-}
+mod tests;

@@ -1,19 +1,12 @@
 use super::*;
 
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(n, v)| (Arc::from(*n), Arc::from(*v)))
-        .collect()
-}
 
 fn demo(ic_count: u64) -> WindowAggregate {
     WindowAggregate {
         window_start: 0,
         window_end: 5000,
         grouping: GroupingId(0),
-        labels: labels(&[("model", "Nebulara"), ("region", "UK")]),
-        partition: None,
+        group: GroupKey::new([("model", "Nebulara"), ("region", "UK")]),
         events: 4,
         values: vec![
             MetricValue::Count(1),
@@ -39,8 +32,10 @@ fn the_reference_demo_writes_the_designs_json_line() {
         r#"{"window_start":0,"window_end":5000,"model":"Nebulara","region":"UK","vehicles_in_motion":1,"warnings":3,"vehicles_reporting":2,"ic_engine_rpm_avg":1500.0,"electric_motor_rpm_avg":null,"events":4}"#
     );
     let partitioned = WindowAggregate {
-        labels: labels(&[("model", "Nebulara"), ("region", "UK"), ("fuel_type", "diesel")]),
-        partition: Some(3),
+        group: GroupKey {
+            partition: Some(3),
+            ..GroupKey::new([("model", "Nebulara"), ("region", "UK"), ("fuel_type", "diesel")])
+        },
         ..demo(2)
     };
     assert!(partitioned.to_json_line(&plan).starts_with(
@@ -52,10 +47,13 @@ fn the_reference_demo_writes_the_designs_json_line() {
 fn the_reference_demo_writes_its_nine_series_and_omits_empty_means() {
     let plan = MetricPlan::reference_demo();
     let mut samples = Vec::new();
+    let mut slots = Vec::new();
     demo(2).for_each_sample(&plan, |s| {
-        let series = &plan.metrics.iter().find(|m| m.name == s.name).unwrap().series_names()[s.series];
-        samples.push((series.clone(), s.value));
+        samples.push((s.metric.series_names()[s.series].clone(), s.value));
+        slots.push(s.slot);
     });
+    // The order the demo always wrote: every mean after the counts, then the
+    // sums and counts behind the means.
     let expected = [
         ("vehicles_in_motion", 1.0),
         ("warnings", 3.0),
@@ -66,8 +64,16 @@ fn the_reference_demo_writes_its_nine_series_and_omits_empty_means() {
         ("electric_motor_rpm_sum", 0.0),
         ("electric_motor_rpm_count", 0.0),
     ];
-    let expected: Vec<(String, f64)> = expected.iter().map(|(n, v)| (n.to_string(), *v)).collect();
-    assert_eq!(samples, expected);
+    let mut sorted = samples.clone();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected_sorted = expected.map(|(n, v)| (n.to_string(), v)).to_vec();
+    expected_sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(sorted, expected_sorted);
+    assert_eq!(
+        samples.iter().map(|s| s.0.as_str()).collect::<Vec<_>>()[..4],
+        ["vehicles_in_motion", "warnings", "vehicles_reporting", "ic_engine_rpm_avg"]
+    );
+    assert_eq!(slots, [0, 1, 2, 5, 3, 4, 6, 7]);
 }
 
 #[test]
