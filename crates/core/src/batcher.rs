@@ -13,7 +13,9 @@ use std::collections::VecDeque;
 
 use tokio::time::Instant;
 
-use crate::{Msg, OutputMode, Scope, SourceBatch, SourceEvent, TimestampMs, WatermarkTracker};
+use crate::{
+    Msg, OutputMode, RawEvent, Scope, SourceBatch, SourceEvent, TimestampMs, WatermarkTracker,
+};
 
 /// Batches plus watermarks, ready to send in order.
 #[derive(Debug)]
@@ -67,6 +69,23 @@ impl SourceBatcher {
         } else if self.current.len() >= self.max_batch {
             self.seal();
         }
+    }
+
+    /// Adds the event at `offset` of a source that is one partition (`0`):
+    /// the generator, a file.
+    pub fn push_sequential(
+        &mut self,
+        offset: i64,
+        event: RawEvent,
+        now: Instant,
+        wall_ms: TimestampMs,
+    ) {
+        let event = SourceEvent {
+            partition: 0,
+            offset,
+            event,
+        };
+        self.push(event, now, wall_ms);
     }
 
     /// Ends the current batch (if any) so it can be sent.
