@@ -26,21 +26,11 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-EVENTS="${EVENTS:-2000000}"
-VEHICLES="${VEHICLES:-100000}"
-PARTITIONS="${PARTITIONS:-12}"
-INSTANCES="${INSTANCES:-1 2}"
-KAFKA_PORT="${KAFKA_PORT:-19192}"
-METRICS_PORT="${METRICS_PORT:-19564}"
-SEED="${SEED:-11}"
-CLIENT="${CLIENT:-}"
-
-log() { printf '\n== %s\n' "$*"; }
-fail() { printf 'bench-kafka: %s\n' "$*" >&2; exit 1; }
-
-for var in EVENTS VEHICLES PARTITIONS KAFKA_PORT METRICS_PORT SEED; do
-    [[ "${!var}" =~ ^[0-9]+$ ]] || fail "$var must be a whole number, not '${!var}'"
-done
+# shellcheck source=scripts/lib/settings.sh
+. "$ROOT/scripts/lib/settings.sh"
+number_settings EVENTS=2000000 VEHICLES=100000 PARTITIONS=12 KAFKA_PORT=19192 \
+    METRICS_PORT=19564 SEED=11
+settings "INSTANCES=1 2" CLIENT=
 
 STATE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/fleet-bench-kafka.XXXXXX")"
 # shellcheck source=scripts/lib/processes.sh

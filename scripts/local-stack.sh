@@ -27,23 +27,11 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-KAFKA_PORT="${KAFKA_PORT:-19092}"
-PROM_PORT="${PROM_PORT:-19090}"
-METRICS_PORT="${METRICS_PORT:-19464}"
-DURATION="${DURATION:-40}"
-VEHICLES="${VEHICLES:-2000}"
-PARTITIONS="${PARTITIONS:-4}"
-TOPIC="${TOPIC:-vehicle-events}"
-SEED="${SEED:-11}"
-SKIP_INSTALL="${SKIP_INSTALL:-0}"
-DRAIN_TIMEOUT="${DRAIN_TIMEOUT:-45}"
-
-log() { printf '\n== %s\n' "$*"; }
-fail() { printf 'local-stack: %s\n' "$*" >&2; exit 1; }
-
-for var in KAFKA_PORT PROM_PORT METRICS_PORT DURATION VEHICLES PARTITIONS SEED DRAIN_TIMEOUT; do
-    [[ "${!var}" =~ ^[0-9]+$ ]] || fail "$var must be a whole number, not '${!var}'"
-done
+# shellcheck source=scripts/lib/settings.sh
+. "$ROOT/scripts/lib/settings.sh"
+number_settings KAFKA_PORT=19092 PROM_PORT=19090 METRICS_PORT=19464 DURATION=40 \
+    VEHICLES=2000 PARTITIONS=4 SEED=11 DRAIN_TIMEOUT=45
+settings TOPIC=vehicle-events SKIP_INSTALL=0
 
 STATE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/fleet-local-stack.XXXXXX")"
 

@@ -1,7 +1,7 @@
 # Process bookkeeping shared by scripts/local-stack.sh and scripts/bench-kafka.sh.
-# The caller defines STATE_DIR (logs go there), log() and fail() before
-# sourcing this file; it installs an EXIT trap that stops, in reverse order,
-# every process started with start().
+# The caller defines STATE_DIR (logs go there) and sources settings.sh (log(),
+# fail()) before sourcing this file; it installs an EXIT trap that stops, in
+# reverse order, every process started with start().
 # shellcheck shell=bash
 
 # Whether something accepts TCP connections on a loopback port.
