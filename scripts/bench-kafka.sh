@@ -70,11 +70,7 @@ printf '   replay: %s CPU-s, %s CPU-µs/event, %s s wall, peak RSS %s MiB\n' \
     "$REPLAY_CPU" "$REPLAY_US" "$wall" "$((rss_kib / 1024))"
 
 log "Starting Tansu on 127.0.0.1:$KAFKA_PORT and loading the backlog"
-KAFKA_URL="tcp://127.0.0.1:$KAFKA_PORT"
-start tansu env -u LISTENER_URL -u ADVERTISED_LISTENER_URL -u STORAGE_ENGINE -u CLUSTER_ID \
-    "$TANSU" broker --listener-url "$KAFKA_URL" --advertised-listener-url "$KAFKA_URL" \
-    --storage-engine memory://tansu/
-wait_for tansu 20 port_open "$KAFKA_PORT"
+start_tansu "$KAFKA_PORT"
 "$TANSU" topic create bench --broker "$KAFKA_URL" --partitions "$PARTITIONS" \
     >>"$STATE_DIR/tansu-admin.log" 2>&1 || fail "cannot create the topic; see $STATE_DIR/tansu-admin.log"
 produce_started=$SECONDS

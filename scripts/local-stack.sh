@@ -67,13 +67,7 @@ PREPROCESSOR="$TARGET_DIR/release/fleet-preprocessor"
 
 # --- Kafka (Tansu) -----------------------------------------------------------
 log "Starting Tansu on 127.0.0.1:$KAFKA_PORT"
-KAFKA_URL="tcp://127.0.0.1:$KAFKA_PORT"
-# Tansu reads these from the environment; a developer's shell must not
-# redirect this broker.
-start tansu env -u LISTENER_URL -u ADVERTISED_LISTENER_URL -u STORAGE_ENGINE -u CLUSTER_ID \
-    "$TANSU" broker --listener-url "$KAFKA_URL" --advertised-listener-url "$KAFKA_URL" \
-    --storage-engine memory://tansu/
-wait_for tansu 20 port_open "$KAFKA_PORT"
+start_tansu "$KAFKA_PORT"
 
 log "Creating topic $TOPIC with $PARTITIONS partitions"
 "$TANSU" topic create "$TOPIC" --broker "$KAFKA_URL" --partitions "$PARTITIONS" \

@@ -122,5 +122,17 @@ wait_for() {
     done
 }
 
+# Starts Tansu ($TANSU), in memory, as "tansu" on 127.0.0.1:$1; sets KAFKA_URL
+# and waits until it listens.
+start_tansu() {
+    KAFKA_URL="tcp://127.0.0.1:$1"
+    # Tansu reads these from the environment; a developer's shell must not
+    # redirect this broker.
+    start tansu env -u LISTENER_URL -u ADVERTISED_LISTENER_URL -u STORAGE_ENGINE -u CLUSTER_ID \
+        "$TANSU" broker --listener-url "$KAFKA_URL" --advertised-listener-url "$KAFKA_URL" \
+        --storage-engine memory://tansu/
+    wait_for tansu 20 port_open "$1"
+}
+
 http_ok() { curl --noproxy '*' -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; }
 
