@@ -26,21 +26,11 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-EVENTS="${EVENTS:-2000000}"
-VEHICLES="${VEHICLES:-100000}"
-PARTITIONS="${PARTITIONS:-12}"
-INSTANCES="${INSTANCES:-1 2}"
-KAFKA_PORT="${KAFKA_PORT:-19192}"
-METRICS_PORT="${METRICS_PORT:-19564}"
-SEED="${SEED:-11}"
-CLIENT="${CLIENT:-}"
-
-log() { printf '\n== %s\n' "$*"; }
-fail() { printf 'bench-kafka: %s\n' "$*" >&2; exit 1; }
-
-for var in EVENTS VEHICLES PARTITIONS KAFKA_PORT METRICS_PORT SEED; do
-    [[ "${!var}" =~ ^[0-9]+$ ]] || fail "$var must be a whole number, not '${!var}'"
-done
+# shellcheck source=scripts/lib/settings.sh
+. "$ROOT/scripts/lib/settings.sh"
+number_settings EVENTS=2000000 VEHICLES=100000 PARTITIONS=12 KAFKA_PORT=19192 \
+    METRICS_PORT=19564 SEED=11
+settings "INSTANCES=1 2" CLIENT=
 
 STATE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/fleet-bench-kafka.XXXXXX")"
 # shellcheck source=scripts/lib/processes.sh
@@ -80,11 +70,7 @@ printf '   replay: %s CPU-s, %s CPU-µs/event, %s s wall, peak RSS %s MiB\n' \
     "$REPLAY_CPU" "$REPLAY_US" "$wall" "$((rss_kib / 1024))"
 
 log "Starting Tansu on 127.0.0.1:$KAFKA_PORT and loading the backlog"
-KAFKA_URL="tcp://127.0.0.1:$KAFKA_PORT"
-start tansu env -u LISTENER_URL -u ADVERTISED_LISTENER_URL -u STORAGE_ENGINE -u CLUSTER_ID \
-    "$TANSU" broker --listener-url "$KAFKA_URL" --advertised-listener-url "$KAFKA_URL" \
-    --storage-engine memory://tansu/
-wait_for tansu 20 port_open "$KAFKA_PORT"
+start_tansu "$KAFKA_PORT"
 "$TANSU" topic create bench --broker "$KAFKA_URL" --partitions "$PARTITIONS" \
     >>"$STATE_DIR/tansu-admin.log" 2>&1 || fail "cannot create the topic; see $STATE_DIR/tansu-admin.log"
 produce_started=$SECONDS

@@ -51,6 +51,20 @@ FAILED=0
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/check-deploy-files.XXXXXX")"
 trap 'rm -rf "$WORK"' EXIT
 
+# quiet_check WHAT NOTE COMMAND...: runs the command, showing its output only
+# when it fails; says "WHAT: ok", or "FAIL: WHAT" with NOTE and sets FAILED.
+quiet_check() {
+    local what="$1" note="$2"
+    shift 2
+    if "$@" >"$WORK/check.log" 2>&1; then
+        say "$what: ok"
+    else
+        cat "$WORK/check.log"
+        say "FAIL: $what$note"
+        FAILED=1
+    fi
+}
+
 # --- structural checks (Python) ------------------------------------------------
 python3 - "$WORK" <<'PY' || FAILED=1
 import glob
@@ -423,20 +437,10 @@ fi
 
 # --- Prometheus configuration -------------------------------------------------------
 if command -v promtool >/dev/null 2>&1; then
-    if promtool check config deploy/prometheus/prometheus.yml >"$WORK/promtool.log" 2>&1; then
-        say "promtool check config deploy/prometheus/prometheus.yml: ok"
-    else
-        cat "$WORK/promtool.log"
-        say "FAIL: promtool check config deploy/prometheus/prometheus.yml"
-        FAILED=1
-    fi
-    if promtool check rules deploy/prometheus/alerts.yml >"$WORK/promtool-rules.log" 2>&1; then
-        say "promtool check rules deploy/prometheus/alerts.yml: ok"
-    else
-        cat "$WORK/promtool-rules.log"
-        say "FAIL: promtool check rules deploy/prometheus/alerts.yml"
-        FAILED=1
-    fi
+    quiet_check "promtool check config deploy/prometheus/prometheus.yml" "" \
+        promtool check config deploy/prometheus/prometheus.yml
+    quiet_check "promtool check rules deploy/prometheus/alerts.yml" "" \
+        promtool check rules deploy/prometheus/alerts.yml
 else
     say "skipped promtool check config and check rules: promtool not installed"
 fi
@@ -457,23 +461,14 @@ if [ -n "$PREPROCESSOR" ] && [ -f "$WORK/k8s-config.toml" ] && [ -f "$WORK/ecs.e
     printf 'vehicle_id,model\n1HGCM82633A004352,Example\n' >"$WORK/vehicles.csv"
     # Only this script's FLEET__* variables reach it, not the caller's.
     clean_env=(env -i PATH="$PATH" HOME="${HOME:-/tmp}")
-    if "${clean_env[@]}" FLEET__REFERENCE__CSV_PATH="$WORK/vehicles.csv" \
-        "$PREPROCESSOR" --config "$WORK/k8s-config.toml" check-config >"$WORK/k8s.log" 2>&1; then
-        say "fleet-preprocessor check-config on the Kubernetes ConfigMap: ok"
-    else
-        cat "$WORK/k8s.log"
-        say "FAIL: fleet-preprocessor check-config on the Kubernetes ConfigMap ($PREPROCESSOR; rebuild it if it is stale)"
-        FAILED=1
-    fi
+    stale=" ($PREPROCESSOR; rebuild it if it is stale)"
+    quiet_check "fleet-preprocessor check-config on the Kubernetes ConfigMap" "$stale" \
+        "${clean_env[@]}" FLEET__REFERENCE__CSV_PATH="$WORK/vehicles.csv" \
+        "$PREPROCESSOR" --config "$WORK/k8s-config.toml" check-config
     mapfile -t ecs_env <"$WORK/ecs.env"
-    if "${clean_env[@]}" "${ecs_env[@]}" FLEET__REFERENCE__CSV_PATH="$WORK/vehicles.csv" \
-        "$PREPROCESSOR" check-config >"$WORK/ecs.log" 2>&1; then
-        say "fleet-preprocessor check-config on the ECS environment: ok"
-    else
-        cat "$WORK/ecs.log"
-        say "FAIL: fleet-preprocessor check-config on the ECS environment ($PREPROCESSOR; rebuild it if it is stale)"
-        FAILED=1
-    fi
+    quiet_check "fleet-preprocessor check-config on the ECS environment" "$stale" \
+        "${clean_env[@]}" "${ecs_env[@]}" FLEET__REFERENCE__CSV_PATH="$WORK/vehicles.csv" \
+        "$PREPROCESSOR" check-config
 else
     say "skipped fleet-preprocessor check-config: no binary (set FLEET_PREPROCESSOR or build target/release)"
 fi

@@ -24,19 +24,26 @@ as_root() {
     fi
 }
 
+# Installs a missing Debian package; without apt-get, says to install the
+# second argument by hand and fails.
+apt_install() {
+    local package="$1" by_hand="$2"
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "$package is missing and apt-get is not available; install $by_hand by hand"
+        return 1
+    fi
+    log "installing Debian package $package"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y --no-install-recommends "$package"
+}
+
 install_prometheus() {
     if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1; then
         log "prometheus present: $(prometheus --version 2>&1 | head -n 1)"
         return 0
     fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        log "prometheus is missing and apt-get is not available; install Prometheus (with promtool) by hand"
-        return 1
-    fi
-    log "installing Debian package prometheus"
-    as_root apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends prometheus
+    apt_install prometheus "Prometheus (with promtool)"
     # The package starts a system service on port 9090. Tests start their own
     # Prometheus on free ports; stop the system one so it holds nothing.
     log "stopping and disabling the system prometheus service (failures ignored without an init system)"
@@ -51,14 +58,7 @@ install_openssl() {
         log "openssl present: $(openssl version 2>&1 | head -n 1)"
         return 0
     fi
-    if ! command -v apt-get >/dev/null 2>&1; then
-        log "openssl is missing and apt-get is not available; install the openssl command-line tool by hand"
-        return 1
-    fi
-    log "installing Debian package openssl"
-    as_root apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends openssl
+    apt_install openssl "the openssl command-line tool"
     log "openssl installed: $(openssl version 2>&1 | head -n 1)"
 }
 

@@ -27,23 +27,11 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-KAFKA_PORT="${KAFKA_PORT:-19092}"
-PROM_PORT="${PROM_PORT:-19090}"
-METRICS_PORT="${METRICS_PORT:-19464}"
-DURATION="${DURATION:-40}"
-VEHICLES="${VEHICLES:-2000}"
-PARTITIONS="${PARTITIONS:-4}"
-TOPIC="${TOPIC:-vehicle-events}"
-SEED="${SEED:-11}"
-SKIP_INSTALL="${SKIP_INSTALL:-0}"
-DRAIN_TIMEOUT="${DRAIN_TIMEOUT:-45}"
-
-log() { printf '\n== %s\n' "$*"; }
-fail() { printf 'local-stack: %s\n' "$*" >&2; exit 1; }
-
-for var in KAFKA_PORT PROM_PORT METRICS_PORT DURATION VEHICLES PARTITIONS SEED DRAIN_TIMEOUT; do
-    [[ "${!var}" =~ ^[0-9]+$ ]] || fail "$var must be a whole number, not '${!var}'"
-done
+# shellcheck source=scripts/lib/settings.sh
+. "$ROOT/scripts/lib/settings.sh"
+number_settings KAFKA_PORT=19092 PROM_PORT=19090 METRICS_PORT=19464 DURATION=40 \
+    VEHICLES=2000 PARTITIONS=4 SEED=11 DRAIN_TIMEOUT=45
+settings TOPIC=vehicle-events SKIP_INSTALL=0
 
 STATE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/fleet-local-stack.XXXXXX")"
 
@@ -79,13 +67,7 @@ PREPROCESSOR="$TARGET_DIR/release/fleet-preprocessor"
 
 # --- Kafka (Tansu) -----------------------------------------------------------
 log "Starting Tansu on 127.0.0.1:$KAFKA_PORT"
-KAFKA_URL="tcp://127.0.0.1:$KAFKA_PORT"
-# Tansu reads these from the environment; a developer's shell must not
-# redirect this broker.
-start tansu env -u LISTENER_URL -u ADVERTISED_LISTENER_URL -u STORAGE_ENGINE -u CLUSTER_ID \
-    "$TANSU" broker --listener-url "$KAFKA_URL" --advertised-listener-url "$KAFKA_URL" \
-    --storage-engine memory://tansu/
-wait_for tansu 20 port_open "$KAFKA_PORT"
+start_tansu "$KAFKA_PORT"
 
 log "Creating topic $TOPIC with $PARTITIONS partitions"
 "$TANSU" topic create "$TOPIC" --broker "$KAFKA_URL" --partitions "$PARTITIONS" \

@@ -1,7 +1,7 @@
 # Process bookkeeping shared by scripts/local-stack.sh and scripts/bench-kafka.sh.
-# The caller defines STATE_DIR (logs go there), log() and fail() before
-# sourcing this file; it installs an EXIT trap that stops, in reverse order,
-# every process started with start().
+# The caller defines STATE_DIR (logs go there) and sources settings.sh (log(),
+# fail()) before sourcing this file; it installs an EXIT trap that stops, in
+# reverse order, every process started with start().
 # shellcheck shell=bash
 
 # Whether something accepts TCP connections on a loopback port.
@@ -120,6 +120,18 @@ wait_for() {
         [ "$tries" -lt $((timeout * 5)) ] || fail "$name was not ready within ${timeout}s; see $STATE_DIR/$name.log"
         sleep 0.2
     done
+}
+
+# Starts Tansu ($TANSU), in memory, as "tansu" on 127.0.0.1:$1; sets KAFKA_URL
+# and waits until it listens.
+start_tansu() {
+    KAFKA_URL="tcp://127.0.0.1:$1"
+    # Tansu reads these from the environment; a developer's shell must not
+    # redirect this broker.
+    start tansu env -u LISTENER_URL -u ADVERTISED_LISTENER_URL -u STORAGE_ENGINE -u CLUSTER_ID \
+        "$TANSU" broker --listener-url "$KAFKA_URL" --advertised-listener-url "$KAFKA_URL" \
+        --storage-engine memory://tansu/
+    wait_for tansu 20 port_open "$1"
 }
 
 http_ok() { curl --noproxy '*' -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; }

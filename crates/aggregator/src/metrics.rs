@@ -6,6 +6,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::windows::{BatchOutcome, Folds};
+use fleet_core::telemetry::RegisterMetric;
 use fleet_core::{TimestampMs, Watermark};
 
 /// Counters and gauges of the aggregator (`fleet_aggregator_*`).
@@ -29,72 +30,48 @@ impl AggregatorMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         // How late late events are: from 100 ms to ~14 min.
         let buckets = [0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0];
-        let m = AggregatorMetrics {
-            events: Counter::default(),
-            late_events: Counter::default(),
-            late_lag: Histogram::new(buckets),
-            already_written: Counter::default(),
-            windows_emitted: Counter::default(),
-            folded_groups: Counter::default(),
-            folded_events: Counter::default(),
-            vehicle_samples: Counter::default(),
-            vehicle_duplicates: Counter::default(),
-            open_windows: Gauge::default(),
-            watermark: Gauge::default(),
-        };
-        registry.register("events", "Events added to a window", m.events.clone());
-        registry.register(
-            "late_events",
-            "Events dropped because their window had already been emitted",
-            m.late_events.clone(),
-        );
-        registry.register_with_unit(
-            "late_event_lag",
-            "How far the watermark was past a late event's time",
-            Unit::Seconds,
-            m.late_lag.clone(),
-        );
-        registry.register(
-            "already_written_events",
-            "Replayed events skipped because their window was written before a restart",
-            m.already_written.clone(),
-        );
-        registry.register(
-            "windows_emitted",
-            "Window aggregates emitted, one per window and group",
-            m.windows_emitted.clone(),
-        );
-        registry.register(
-            "folded_groups",
-            "Groups of a window over windows.max_label_sets, folded into the group labelled other",
-            m.folded_groups.clone(),
-        );
-        registry.register(
-            "folded_events",
-            "Events of the groups folded into other",
-            m.folded_events.clone(),
-        );
-        registry.register(
-            "vehicle_samples",
-            "Samples of the per-vehicle drill-down output emitted",
-            m.vehicle_samples.clone(),
-        );
-        registry.register(
-            "vehicle_duplicate_samples",
-            "Raw drill-down samples dropped for sharing a vehicle series and timestamp with another (the larger reading is kept)",
-            m.vehicle_duplicates.clone(),
-        );
-        registry.register(
-            "open_windows",
-            "Windows currently open",
-            m.open_windows.clone(),
-        );
-        registry.register(
-            "watermark_milliseconds",
-            "The pipeline watermark, epoch milliseconds",
-            m.watermark.clone(),
-        );
-        m
+        AggregatorMetrics {
+            events: registry.metric("events", "Events added to a window"),
+            late_events: registry.metric(
+                "late_events",
+                "Events dropped because their window had already been emitted",
+            ),
+            late_lag: registry.metric_with_unit(
+                "late_event_lag",
+                "How far the watermark was past a late event's time",
+                Unit::Seconds,
+                Histogram::new(buckets),
+            ),
+            already_written: registry.metric(
+                "already_written_events",
+                "Replayed events skipped because their window was written before a restart",
+            ),
+            windows_emitted: registry.metric(
+                "windows_emitted",
+                "Window aggregates emitted, one per window and group",
+            ),
+            folded_groups: registry.metric(
+                "folded_groups",
+                "Groups of a window over windows.max_label_sets, folded into the group labelled other",
+            ),
+            folded_events: registry.metric(
+                "folded_events",
+                "Events of the groups folded into other",
+            ),
+            vehicle_samples: registry.metric(
+                "vehicle_samples",
+                "Samples of the per-vehicle drill-down output emitted",
+            ),
+            vehicle_duplicates: registry.metric(
+                "vehicle_duplicate_samples",
+                "Raw drill-down samples dropped for sharing a vehicle series and timestamp with another (the larger reading is kept)",
+            ),
+            open_windows: registry.metric("open_windows", "Windows currently open"),
+            watermark: registry.metric(
+                "watermark_milliseconds",
+                "The pipeline watermark, epoch milliseconds",
+            ),
+        }
     }
 
     /// A batch was recorded.

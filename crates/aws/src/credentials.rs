@@ -362,7 +362,9 @@ mod tests {
     use std::ops::Range;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use crate::testing::{eventually, ScriptedChain, CHAIN_FAILURE};
+    use crate::testing::{
+        eventually, on_another_thread, one_worker_runtime, ScriptedChain, CHAIN_FAILURE,
+    };
 
     use super::*;
 
@@ -533,40 +535,26 @@ mod tests {
 
     #[test]
     fn another_thread_waits_for_the_first_credentials() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = one_worker_runtime().unwrap();
         let (calls, slow) = cache(None, NEVER, Duration::from_millis(300));
         let credentials = runtime
             .block_on(async { RefreshingCredentials::start(slow) })
             .unwrap();
         // As librdkafka's own threads: no runtime here, so it may wait.
-        let got = std::thread::spawn(move || credentials.get_at(SystemTime::now()))
-            .join()
-            .unwrap()
-            .unwrap();
+        let got = on_another_thread(move || credentials.get_at(SystemTime::now())).unwrap();
         assert_eq!(got.access_key_id(), "AK0");
         assert!(calls.load(Ordering::SeqCst) >= 1);
     }
 
     #[test]
     fn another_thread_stops_waiting_when_the_refresh_fails() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = one_worker_runtime().unwrap();
         let (_, failing) = cache(None, ALWAYS, Duration::from_millis(100));
         let credentials = runtime
             .block_on(async { RefreshingCredentials::start(failing) })
             .unwrap();
         let started = Instant::now();
-        let error = std::thread::spawn(move || credentials.get_at(SystemTime::now()))
-            .join()
-            .unwrap()
-            .unwrap_err();
+        let error = on_another_thread(move || credentials.get_at(SystemTime::now())).unwrap_err();
         assert!(started.elapsed() < FIRST_CREDENTIALS_WAIT, "{error}");
         assert!(matches!(error, CredentialsError::Chain(_)), "{error}");
     }

@@ -74,6 +74,23 @@ impl ProvideCredentials for Counted {
     }
 }
 
+/// A runtime with one worker thread, for tests that call from a thread
+/// outside it, as librdkafka's own threads do.
+pub fn one_worker_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+}
+
+/// Runs `f` on a new thread, outside any runtime, and returns what it
+/// returns; a panic there goes on here.
+pub fn on_another_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(f)
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// Polls `check` every 50 ms for up to 5 s; whether it held (a background
 /// refresh is seen from outside only by its effect).
 pub async fn eventually(check: impl Fn() -> bool) -> bool {

@@ -26,7 +26,7 @@ use anyhow::Context;
 use fleet_aggregator::{Aggregator, AggregatorConfig, AggregatorMetrics};
 use fleet_core::{
     decode_event, decode_event_serde, Msg, OutputMode, Scope, SourceBatch, SourceBatcher,
-    SourceEvent, Watermark, WatermarkRules, WatermarkTracker, WindowBatch, WindowSpec,
+    Watermark, WatermarkRules, WatermarkTracker, WindowBatch, WindowSpec,
 };
 use fleet_drilldown::{SampleFrequency, VehicleSelection};
 use fleet_enricher::{DrilldownSelector, EnricherMetrics, UnknownVehiclePolicy, VehicleCatalog};
@@ -271,12 +271,7 @@ fn feed(
         match decode_event(line) {
             Ok(event) => {
                 work.events += 1;
-                let event = SourceEvent {
-                    partition: 0,
-                    offset,
-                    event,
-                };
-                batcher.push(event, now, 0);
+                batcher.push_sequential(offset, event, now, 0);
             }
             Err(_) => work.malformed += 1,
         }

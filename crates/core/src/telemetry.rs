@@ -20,7 +20,7 @@ use axum::routing::get;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
@@ -80,6 +80,42 @@ pub fn init_tracing(format: LogFormat, level: &str) {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// Registration that returns the metric, so that a stage's metrics struct
+/// is built in one expression naming each metric once:
+/// `events: registry.metric("events", "Events decoded")`.
+pub trait RegisterMetric {
+    /// Registers a new `M` as `name`; clones of the result share its values.
+    fn metric<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M;
+
+    /// Registers `metric` as `name` in `unit`, and returns it.
+    fn metric_with_unit<M: Metric + Clone>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Unit,
+        metric: M,
+    ) -> M;
+}
+
+impl RegisterMetric for Registry {
+    fn metric<M: Metric + Clone + Default>(&mut self, name: &str, help: &str) -> M {
+        let metric = M::default();
+        self.register(name, help, metric.clone());
+        metric
+    }
+
+    fn metric_with_unit<M: Metric + Clone>(
+        &mut self,
+        name: &str,
+        help: &str,
+        unit: Unit,
+        metric: M,
+    ) -> M {
+        self.register_with_unit(name, help, unit, metric.clone());
+        metric
+    }
 }
 
 /// Named conditions that must all hold for the service to be ready.
@@ -232,8 +268,14 @@ impl TelemetryMetrics {
             readiness.ready.clone(),
         );
         let metrics = TelemetryMetrics {
-            channel_remaining: Family::default(),
-            channel_capacity: Family::default(),
+            channel_remaining: fleet.metric(
+                "channel_capacity_remaining",
+                "Free slots of a bounded channel between stages, sampled every second; 0 means the receiving stage is the bottleneck",
+            ),
+            channel_capacity: fleet.metric(
+                "channel_capacity",
+                "Slots of a bounded channel between stages",
+            ),
         };
         for channel in Channel::ALL {
             let _ = metrics
@@ -243,16 +285,6 @@ impl TelemetryMetrics {
                 .channel_capacity
                 .get_or_create(&ChannelLabels { channel });
         }
-        fleet.register(
-            "channel_capacity_remaining",
-            "Free slots of a bounded channel between stages, sampled every second; 0 means the receiving stage is the bottleneck",
-            metrics.channel_remaining.clone(),
-        );
-        fleet.register(
-            "channel_capacity",
-            "Slots of a bounded channel between stages",
-            metrics.channel_capacity.clone(),
-        );
         metrics
     }
 

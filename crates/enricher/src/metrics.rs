@@ -7,6 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::Enrichment;
+use fleet_core::telemetry::RegisterMetric;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -37,55 +38,44 @@ pub struct EnricherMetrics {
 impl EnricherMetrics {
     /// Registers the metrics in `registry` (normally the `enricher` sub-registry).
     pub fn register(registry: &mut Registry) -> Self {
-        let m = Self::default();
-        registry.register(
-            "events",
-            "Events joined (known and unknown vehicles)",
-            m.events.clone(),
-        );
-        registry.register(
-            "unknown_vehicle_events",
-            "Events of vehicles missing from the reference data",
-            m.unknown_vehicle_events.clone(),
-        );
-        registry.register(
-            "unknown_vehicle_dropped_events",
-            "Events of unknown vehicles dropped by policy",
-            m.dropped_unknown.clone(),
-        );
-        registry.register(
-            "unknown_vehicles",
-            "Distinct vehicles seen that are missing from the reference data",
-            m.distinct_unknown.clone(),
-        );
+        let m = EnricherMetrics {
+            events: registry.metric("events", "Events joined (known and unknown vehicles)"),
+            unknown_vehicle_events: registry.metric(
+                "unknown_vehicle_events",
+                "Events of vehicles missing from the reference data",
+            ),
+            dropped_unknown: registry.metric(
+                "unknown_vehicle_dropped_events",
+                "Events of unknown vehicles dropped by policy",
+            ),
+            distinct_unknown: registry.metric(
+                "unknown_vehicles",
+                "Distinct vehicles seen that are missing from the reference data",
+            ),
+            reference_reloads: registry.metric(
+                "reference_reloads",
+                "Reloads of the reference file after it changed, by outcome",
+            ),
+            reference_changes: registry.metric(
+                "reference_changes",
+                "Vehicle records applied from the reference topic after its snapshot (upserts and tombstones)",
+            ),
+            drilldown_vehicles: registry.metric(
+                "drilldown_vehicles",
+                "Distinct vehicles the per-vehicle drill-down output has followed",
+            ),
+            allow_list_reloads: registry.metric(
+                "drilldown_allow_list_reloads",
+                "Reloads of the drill-down allow list after it changed, by outcome",
+            ),
+            reference_vehicles: registry.metric(
+                "reference_vehicles",
+                "Vehicles in the reference data in force",
+            ),
+        };
         for outcome in [ReloadOutcome::ok, ReloadOutcome::failed] {
             let _ = m.reference_reloads.get_or_create(&ReloadLabels { outcome });
         }
-        registry.register(
-            "reference_reloads",
-            "Reloads of the reference file after it changed, by outcome",
-            m.reference_reloads.clone(),
-        );
-        registry.register(
-            "reference_changes",
-            "Vehicle records applied from the reference topic after its snapshot (upserts and tombstones)",
-            m.reference_changes.clone(),
-        );
-        registry.register(
-            "drilldown_vehicles",
-            "Distinct vehicles the per-vehicle drill-down output has followed",
-            m.drilldown_vehicles.clone(),
-        );
-        registry.register(
-            "drilldown_allow_list_reloads",
-            "Reloads of the drill-down allow list after it changed, by outcome",
-            m.allow_list_reloads.clone(),
-        );
-        registry.register(
-            "reference_vehicles",
-            "Vehicles in the reference data in force",
-            m.reference_vehicles.clone(),
-        );
         m
     }
 

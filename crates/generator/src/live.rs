@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::EventGenerator;
 use fleet_core::telemetry::wall_clock_ms;
-use fleet_core::{Msg, SourceBatch, SourceBatcher, SourceEvent};
+use fleet_core::{Msg, SourceBatch, SourceBatcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -47,15 +47,7 @@ pub async fn run(
         let wall = wall_clock_ms();
         for _ in 0..n {
             let event = generator.next_event();
-            batcher.push(
-                SourceEvent {
-                    partition: 0,
-                    offset,
-                    event,
-                },
-                now,
-                wall,
-            );
+            batcher.push_sequential(offset, event, now, wall);
             offset += 1;
         }
         batcher.advance(now, wall);

@@ -7,6 +7,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::time::{Duration, Instant};
 
+use fleet_core::telemetry::RegisterMetric;
 use fleet_core::{DecodeError, DecodeErrorKind, PartitionId};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -81,17 +82,38 @@ impl SourceMetrics {
     /// Registers the metrics in `registry` (normally the `source` sub-registry).
     pub fn register(registry: &mut Registry) -> Self {
         let m = SourceMetrics {
-            messages: Counter::default(),
-            events: Counter::default(),
-            decode_errors: Family::default(),
-            duplicates: Counter::default(),
-            fetch_gaps: Counter::default(),
-            assigned: Gauge::default(),
-            paused: Gauge::default(),
-            commits: Family::default(),
-            metadata_unsupported: Gauge::default(),
-            partition_watermark: Family::default(),
-            consumer_lag: Family::default(),
+            messages: registry.metric("messages", "Messages received from Kafka"),
+            events: registry.metric("events", "Events decoded and passed on"),
+            decode_errors: registry.metric(
+                "decode_errors",
+                "Malformed messages skipped, by reason",
+            ),
+            duplicates: registry.metric(
+                "duplicate_messages",
+                "Messages received again after a pause and skipped",
+            ),
+            fetch_gaps: registry.metric(
+                "fetch_gap_offsets",
+                "Offsets missing where a fetch started, even after rewinding to the start of the partition",
+            ),
+            assigned: registry.metric("assigned_partitions", "Partitions assigned"),
+            paused: registry.metric(
+                "paused",
+                "1 while the source pauses its partitions because the pipeline is backpressured",
+            ),
+            commits: registry.metric("offset_commits", "Offset commits by outcome"),
+            metadata_unsupported: registry.metric(
+                "commit_metadata_unsupported",
+                "1 when the broker does not keep offset-commit metadata (the window boundary goes to the companion group)",
+            ),
+            consumer_lag: registry.metric(
+                "consumer_lag_messages",
+                "Messages on the broker not yet fetched, per partition (librdkafka statistics)",
+            ),
+            partition_watermark: registry.metric(
+                "partition_watermark_milliseconds",
+                "Each partition's watermark, epoch milliseconds",
+            ),
             log_limit: std::sync::Arc::new(std::sync::Mutex::new(LogLimit {
                 next: None,
                 suppressed: 0,
@@ -103,57 +125,6 @@ impl SourceMetrics {
                 reason: kind.into(),
             });
         }
-        registry.register(
-            "messages",
-            "Messages received from Kafka",
-            m.messages.clone(),
-        );
-        registry.register("events", "Events decoded and passed on", m.events.clone());
-        registry.register(
-            "decode_errors",
-            "Malformed messages skipped, by reason",
-            m.decode_errors.clone(),
-        );
-        registry.register(
-            "duplicate_messages",
-            "Messages received again after a pause and skipped",
-            m.duplicates.clone(),
-        );
-        registry.register(
-            "fetch_gap_offsets",
-            "Offsets missing where a fetch started, even after rewinding to the start of the partition",
-            m.fetch_gaps.clone(),
-        );
-        registry.register(
-            "assigned_partitions",
-            "Partitions assigned",
-            m.assigned.clone(),
-        );
-        registry.register(
-            "paused",
-            "1 while the source pauses its partitions because the pipeline is backpressured",
-            m.paused.clone(),
-        );
-        registry.register(
-            "offset_commits",
-            "Offset commits by outcome",
-            m.commits.clone(),
-        );
-        registry.register(
-            "commit_metadata_unsupported",
-            "1 when the broker does not keep offset-commit metadata (the window boundary goes to the companion group)",
-            m.metadata_unsupported.clone(),
-        );
-        registry.register(
-            "consumer_lag_messages",
-            "Messages on the broker not yet fetched, per partition (librdkafka statistics)",
-            m.consumer_lag.clone(),
-        );
-        registry.register(
-            "partition_watermark_milliseconds",
-            "Each partition's watermark, epoch milliseconds",
-            m.partition_watermark.clone(),
-        );
         m
     }
 

@@ -20,7 +20,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use fleet_core::{GroupKey, WindowAggregate, WindowBatch};
+use fleet_core::{WindowAggregate, WindowBatch};
 use fleet_remote_write::{compress, RemoteWriteBatch, SeriesNaming, SeriesTable};
 use tokio::time::Instant;
 
@@ -31,6 +31,8 @@ const MAX_SAMPLES: usize = 2000;
 
 #[path = "support/flags.rs"]
 mod flags;
+#[path = "support/fleet.rs"]
+mod fleet;
 
 struct Args {
     groups: usize,
@@ -54,12 +56,6 @@ fn windows(groups: usize, windows: usize) -> Vec<WindowBatch> {
                 vehicle_samples: Vec::new(),
                 aggregates: (0..groups as i64)
                     .map(|g| WindowAggregate {
-                        window_start: end - 5000,
-                        window_end: end,
-                        group: GroupKey::new(
-                            format!("Model{}", g % 8),
-                            format!("region-{}", g / 8),
-                        ),
                         vehicles_in_motion: (g * 7 + w) as u64 % 500,
                         warnings: (g + w) % 40,
                         vehicles_reporting: 600 + (g * 3 + w) as u64 % 100,
@@ -67,7 +63,7 @@ fn windows(groups: usize, windows: usize) -> Vec<WindowBatch> {
                         ic_rpm_count: 900 + (w % 50) as u64,
                         electric_rpm_sum: -20_000 + g * 31 - w,
                         electric_rpm_count: 800 + (g % 50) as u64,
-                        events: 3000,
+                        ..fleet::aggregate(g, end)
                     })
                     .collect(),
                 checkpoint: Default::default(),

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_core::telemetry::{wall_clock_ms, Readiness};
-use fleet_core::{Checkpoint, GroupKey, WindowAggregate, WindowBatch};
+use fleet_core::{Checkpoint, WindowAggregate, WindowBatch};
 use fleet_remote_write::{RemoteWriteConfig, RemoteWriteMetrics};
 use fleet_testkit::{Prometheus, PrometheusOptions};
 use prometheus_client::registry::Registry;
@@ -33,6 +33,8 @@ const STEP_MS: i64 = 1000;
 
 #[path = "support/flags.rs"]
 mod flags;
+#[path = "support/fleet.rs"]
+mod fleet;
 
 struct Args {
     groups: usize,
@@ -53,9 +55,6 @@ fn window(groups: usize, end: i64, n: i64) -> WindowBatch {
         vehicle_samples: Vec::new(),
         aggregates: (0..groups as i64)
             .map(|g| WindowAggregate {
-                window_start: end - 5000,
-                window_end: end,
-                group: GroupKey::new(format!("Model{}", g % 8), format!("region-{}", g / 8)),
                 vehicles_in_motion: (g + n) as u64 % 500,
                 warnings: (g + n) % 40,
                 vehicles_reporting: 600,
@@ -63,7 +62,7 @@ fn window(groups: usize, end: i64, n: i64) -> WindowBatch {
                 ic_rpm_count: 900,
                 electric_rpm_sum: -20_000 + g - n,
                 electric_rpm_count: 800,
-                events: 3000,
+                ..fleet::aggregate(g, end)
             })
             .collect(),
         checkpoint: Checkpoint {

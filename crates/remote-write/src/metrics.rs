@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleet_core::telemetry::wall_clock_ms;
+use fleet_core::telemetry::{wall_clock_ms, RegisterMetric};
 use fleet_core::TimestampMs;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
@@ -205,19 +205,54 @@ impl RemoteWriteMetrics {
     /// Registers every metric in `registry` (the caller's `remote_write` sub-registry).
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = RemoteWriteMetrics {
-            samples_sent: Counter::default(),
-            samples_dropped: Family::default(),
-            requests: Family::default(),
-            retries: Counter::default(),
-            windows_superseded: Counter::default(),
-            bytes_sent: Counter::default(),
-            // 5 ms to about 10 s: a loopback Prometheus to a distant AMP at the
-            // default 10 s timeout.
-            request_duration: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
-            last_accepted_window_end: Gauge::default(),
-            shard_queue: Family::default(),
-            oldest_unsent: AgeGauge::default(),
-            window_latency: Histogram::new(WINDOW_LATENCY_BUCKETS),
+            samples_sent: registry.metric("samples_sent", "Samples the endpoint accepted"),
+            samples_dropped: registry.metric(
+                "samples_dropped",
+                "Samples dropped instead of written, by reason",
+            ),
+            requests: registry.metric("requests", "Remote-write HTTP requests, by outcome"),
+            retries: registry.metric(
+                "retries",
+                "Requests sent again after a retryable failure",
+            ),
+            windows_superseded: registry.metric(
+                "windows_superseded",
+                "Window aggregates built before a Kafka partition revocation and dropped unsent: the partitions' new owner rebuilds them from the committed offsets",
+            ),
+            bytes_sent: registry.metric(
+                "bytes_sent",
+                "Compressed request bytes the endpoint accepted",
+            ),
+            request_duration: registry.metric_with_unit(
+                "request_duration",
+                "Time from sending a request to its answer or failure",
+                Unit::Seconds,
+                // 5 ms to about 10 s: a loopback Prometheus to a distant AMP at
+                // the default 10 s timeout.
+                Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            ),
+            last_accepted_window_end: registry.metric_with_unit(
+                "last_accepted_window_end_timestamp",
+                "End of the newest window whose batch is fully delivered",
+                Unit::Seconds,
+                Gauge::default(),
+            ),
+            shard_queue: registry.metric(
+                "shard_queue_samples",
+                "Samples handed to a shard and not yet written or dropped, by shard",
+            ),
+            oldest_unsent: registry.metric_with_unit(
+                "oldest_unsent_sample_age",
+                "Time since the emitter received the oldest sample not yet written or dropped; 0 when none",
+                Unit::Seconds,
+                AgeGauge::default(),
+            ),
+            window_latency: registry.metric_with_unit(
+                "window_latency",
+                "End-to-end latency: from the end of a window (event time) to its batch being fully delivered (wall clock), per acknowledgement, for the newest window acknowledged",
+                Unit::Seconds,
+                Histogram::new(WINDOW_LATENCY_BUCKETS),
+            ),
         };
         for reason in DropReason::ALL {
             let _ = metrics
@@ -229,65 +264,6 @@ impl RemoteWriteMetrics {
                 .requests
                 .get_or_create(&StatusLabels { status_class });
         }
-        registry.register(
-            "samples_sent",
-            "Samples the endpoint accepted",
-            metrics.samples_sent.clone(),
-        );
-        registry.register(
-            "samples_dropped",
-            "Samples dropped instead of written, by reason",
-            metrics.samples_dropped.clone(),
-        );
-        registry.register(
-            "requests",
-            "Remote-write HTTP requests, by outcome",
-            metrics.requests.clone(),
-        );
-        registry.register(
-            "retries",
-            "Requests sent again after a retryable failure",
-            metrics.retries.clone(),
-        );
-        registry.register(
-            "windows_superseded",
-            "Window aggregates built before a Kafka partition revocation and dropped unsent: the partitions' new owner rebuilds them from the committed offsets",
-            metrics.windows_superseded.clone(),
-        );
-        registry.register(
-            "bytes_sent",
-            "Compressed request bytes the endpoint accepted",
-            metrics.bytes_sent.clone(),
-        );
-        registry.register_with_unit(
-            "request_duration",
-            "Time from sending a request to its answer or failure",
-            Unit::Seconds,
-            metrics.request_duration.clone(),
-        );
-        registry.register_with_unit(
-            "last_accepted_window_end_timestamp",
-            "End of the newest window whose batch is fully delivered",
-            Unit::Seconds,
-            metrics.last_accepted_window_end.clone(),
-        );
-        registry.register(
-            "shard_queue_samples",
-            "Samples handed to a shard and not yet written or dropped, by shard",
-            metrics.shard_queue.clone(),
-        );
-        registry.register_with_unit(
-            "oldest_unsent_sample_age",
-            "Time since the emitter received the oldest sample not yet written or dropped; 0 when none",
-            Unit::Seconds,
-            metrics.oldest_unsent.clone(),
-        );
-        registry.register_with_unit(
-            "window_latency",
-            "End-to-end latency: from the end of a window (event time) to its batch being fully delivered (wall clock), per acknowledgement, for the newest window acknowledged",
-            Unit::Seconds,
-            metrics.window_latency.clone(),
-        );
         metrics
     }
 

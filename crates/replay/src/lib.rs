@@ -14,7 +14,7 @@ use std::io::BufRead;
 use std::path::PathBuf;
 
 use fleet_core::{
-    decode_event, DecodeErrorKind, Msg, Scope, SourceBatch, SourceBatcher, SourceEvent, Watermark,
+    decode_event, DecodeErrorKind, Msg, Scope, SourceBatch, SourceBatcher, Watermark,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -119,15 +119,7 @@ fn read<E>(
         match decode_event(line) {
             Ok(event) => {
                 stats.events += 1;
-                batcher.push(
-                    SourceEvent {
-                        partition: 0,
-                        offset,
-                        event,
-                    },
-                    now,
-                    0,
-                );
+                batcher.push_sequential(offset, event, now, 0);
             }
             Err(e) => {
                 let n = stats.malformed.entry(e.kind).or_default();

@@ -261,7 +261,9 @@ mod tests {
     use std::sync::Mutex;
 
     use base64::Engine;
-    use fleet_aws::testing::{eventually, ScriptedChain, CHAIN_FAILURE};
+    use fleet_aws::testing::{
+        eventually, on_another_thread, one_worker_runtime, ScriptedChain, CHAIN_FAILURE,
+    };
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::Consumer;
     use rdkafka::error::KafkaError;
@@ -379,20 +381,13 @@ mod tests {
 
     #[test]
     fn another_thread_waits_for_the_first_credentials() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let runtime = one_worker_runtime().unwrap();
         let (calls, provider) = chain(None, usize::MAX, Duration::from_millis(300));
         let tokens = runtime
             .block_on(async { TokenProvider::with_provider(eu_west_1(), provider) })
             .unwrap();
         // As librdkafka's producer thread: no runtime here, so it may wait.
-        let token = std::thread::spawn(move || tokens.token())
-            .join()
-            .unwrap()
-            .unwrap();
+        let token = on_another_thread(move || tokens.token()).unwrap();
         assert_eq!(token.principal_name, "AK0");
         assert!(calls.load(Ordering::SeqCst) >= 1);
     }

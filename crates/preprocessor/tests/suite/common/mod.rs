@@ -344,6 +344,24 @@ pub async fn wait_for_windows(
     }
 }
 
+/// Waits until Prometheus holds `expected_keys` window series, at most 60 s:
+/// the run is under way, the moment to disturb it.
+pub async fn wait_for_some_windows(
+    prom: &Prometheus,
+    start_ms: i64,
+    end_ms: i64,
+    expected_keys: usize,
+) {
+    wait_for_windows(
+        prom,
+        start_ms,
+        end_ms,
+        expected_keys,
+        Duration::from_secs(60),
+    )
+    .await;
+}
+
 /// Asserts that Prometheus holds exactly the oracle's samples: every metric of
 /// every window and group, nothing missing, nothing extra.
 pub fn assert_samples_equal(
