@@ -215,12 +215,17 @@ impl ScopedWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleet_core::{EnrichedEvent, EventType, GroupId, PartitionId, VehicleKey};
+    use fleet_core::{
+        EnrichedEvent, GroupId, GroupKey, PartitionId, SignalValue, VehicleKey, WindowAggregate,
+    };
+    use fleet_plan::{SignalId, Value};
+    use fleet_testkit::oracle::Expected;
 
     fn group(model: &str) -> GroupKey {
-        GroupKey::new(model, "UK")
+        GroupKey::new([("model", model), ("region", "UK")])
     }
 
+    /// An `IC_RPM` record of the reference demo, 1000 RPM: moving.
     fn event(partition: PartitionId, offset: i64, vehicle: u32, ts: i64) -> EnrichedEvent {
         EnrichedEvent {
             drilldown: false,
@@ -228,9 +233,9 @@ mod tests {
             offset,
             vehicle: VehicleKey(vehicle),
             group: GroupId(0),
-            event_type: EventType::IcRpm,
             timestamp: ts,
-            measurement: 1000,
+            values_at: 0,
+            values_len: 1,
         }
     }
 
@@ -239,12 +244,28 @@ mod tests {
             new_vehicles: Vec::new(),
             new_groups,
             events,
+            values: vec![SignalValue {
+                signal: SignalId(0),
+                value: Value::Integer(1000),
+            }],
             consumed_without_output: Vec::new(),
         }
     }
 
+    fn windows(mode: OutputMode) -> ScopedWindows {
+        ScopedWindows::new(
+            WindowSpec::new(5000).unwrap(),
+            mode,
+            &MetricPlan::reference_demo(),
+        )
+    }
+
     fn partitioned() -> ScopedWindows {
-        ScopedWindows::new(WindowSpec::new(5000).unwrap(), OutputMode::Partitioned)
+        windows(OutputMode::Partitioned)
+    }
+
+    fn in_motion(a: &WindowAggregate) -> u64 {
+        Expected::from_aggregate(a).vehicles_in_motion
     }
 
     #[test]
@@ -258,7 +279,7 @@ mod tests {
         let closed = w.advance(Scope::Partition(0), Watermark(4_999));
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].group.partition, Some(0));
-        assert_eq!(closed[0].vehicles_in_motion, 1);
+        assert_eq!(in_motion(&closed[0]), 1);
         assert_eq!(w.open_windows(), 1, "partition 1's window is still open");
         // Late on partition 0, not on partition 1.
         let outcome = w.record_batch(batch(
@@ -269,7 +290,7 @@ mod tests {
         assert_eq!(outcome.late_lags_ms.len(), 1);
         let closed = w.advance(Scope::Partition(1), Watermark(4_999));
         assert_eq!(closed[0].group.partition, Some(1));
-        assert_eq!(closed[0].vehicles_in_motion, 2);
+        assert_eq!(in_motion(&closed[0]), 2);
     }
 
     #[test]
@@ -321,7 +342,7 @@ mod tests {
 
     #[test]
     fn the_single_mode_keeps_one_set_over_every_partition() {
-        let mut w = ScopedWindows::new(WindowSpec::new(5000).unwrap(), OutputMode::Single);
+        let mut w = windows(OutputMode::Single);
         w.record_batch(batch(
             vec![event(0, 10, 1, 1_000), event(1, 20, 2, 1_000)],
             vec![group("A")],
@@ -333,7 +354,7 @@ mod tests {
         let closed = w.advance(Scope::All, Watermark(4_999));
         assert_eq!(closed.len(), 1);
         assert_eq!(closed[0].group.partition, None);
-        assert_eq!(closed[0].vehicles_in_motion, 2);
+        assert_eq!(in_motion(&closed[0]), 2);
         let cp = w.checkpoint();
         assert_eq!(cp.resume_offsets, [(0, 11), (1, 21)].into());
         assert_eq!(cp.closed_through, [(Scope::All, 5_000)].into());

@@ -454,20 +454,36 @@ impl VehicleCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleet_core::{EventType, RawEvent, SourceEvent};
+    use fleet_core::{Record, RecordBatch};
 
-    fn ev(offset: i64, vin: &str, region: &str) -> SourceEvent {
-        SourceEvent {
-            partition: 0,
-            offset,
-            event: RawEvent {
-                event_type: EventType::IcRpm,
-                vehicle_id: vin.into(),
-                region: region.into(),
+    /// A record at `offset` of vehicle `vin` with these event label values.
+    fn rec<const N: usize>(offset: i64, vin: &str, labels: [&str; N]) -> (i64, String, Vec<String>) {
+        (offset, vin.to_string(), labels.iter().map(|l| l.to_string()).collect())
+    }
+
+    fn ev(offset: i64, vin: &str, region: &str) -> (i64, String, Vec<String>) {
+        rec(offset, vin, [region])
+    }
+
+    fn records(records: Vec<(i64, String, Vec<String>)>) -> RecordBatch {
+        let mut batch = RecordBatch::default();
+        for (offset, vin, labels) in records {
+            batch.records.push(Record {
+                partition: 0,
+                offset,
+                vehicle_id: SmallStr::new(&vin),
                 timestamp: 1000 + offset,
-                measurement: 900,
-            },
+                labels_at: batch.labels.len() as u32,
+                values_at: 0,
+                values_len: 0,
+            });
+            batch.labels.extend(labels.iter().map(|l| SmallStr::new(l)));
         }
+        batch
+    }
+
+    fn model(g: &GroupKey) -> &str {
+        g.label("model").unwrap_or_default()
     }
 
     fn table() -> ReferenceTable {
@@ -480,11 +496,11 @@ mod tests {
     #[test]
     fn joins_models_and_announces_each_group_once() {
         let mut c = VehicleCatalog::new(&table(), UnknownVehiclePolicy::Unknown);
-        let (b, stats) = c.enrich_batch(vec![
+        let (b, stats) = c.enrich_batch(records(vec![
             ev(0, "V1", "UK"),
             ev(1, "V2", "UK"),
             ev(2, "V1", "UK"),
-        ]);
+        ]));
         assert_eq!(
             stats,
             Enrichment {
@@ -494,11 +510,11 @@ mod tests {
             }
         );
         assert_eq!(b.new_groups.len(), 2);
-        assert_eq!(&*b.new_groups[0].model, "Nebulara");
+        assert_eq!(model(&b.new_groups[0]), "Nebulara");
         assert_eq!(b.events[0].group, b.events[2].group);
         assert_eq!(b.events[0].vehicle, b.events[2].vehicle);
         assert_ne!(b.events[0].vehicle, b.events[1].vehicle);
-        let (b2, _) = c.enrich_batch(vec![ev(3, "V2", "UK"), ev(4, "V2", "FR")]);
+        let (b2, _) = c.enrich_batch(records(vec![ev(3, "V2", "UK"), ev(4, "V2", "FR")]));
         assert_eq!(b2.new_groups.len(), 1, "only (Aurex, FR) is new");
         assert_eq!(b2.events[1].group, GroupId(2));
     }
@@ -506,13 +522,13 @@ mod tests {
     #[test]
     fn unknown_vehicles_are_grouped_or_dropped_and_counted() {
         let mut c = VehicleCatalog::new(&table(), UnknownVehiclePolicy::Unknown);
-        let (b, stats) = c.enrich_batch(vec![ev(0, "X9", "UK"), ev(1, "X9", "UK")]);
+        let (b, stats) = c.enrich_batch(records(vec![ev(0, "X9", "UK"), ev(1, "X9", "UK")]));
         assert_eq!(stats.unknown, 2);
-        assert_eq!(&*b.new_groups[0].model, UNKNOWN_MODEL);
+        assert_eq!(model(&b.new_groups[0]), UNKNOWN_MODEL);
         assert_eq!(c.distinct_unknown_vehicles(), 1);
 
         let mut d = VehicleCatalog::new(&table(), UnknownVehiclePolicy::Drop);
-        let (b, stats) = d.enrich_batch(vec![ev(0, "X9", "UK"), ev(1, "V1", "UK")]);
+        let (b, stats) = d.enrich_batch(records(vec![ev(0, "X9", "UK"), ev(1, "V1", "UK")]));
         assert_eq!(
             stats,
             Enrichment {
@@ -528,20 +544,20 @@ mod tests {
     #[test]
     fn retired_vehicles_turn_unknown_and_each_unknown_vehicle_counts_once() {
         let mut c = VehicleCatalog::new(&table(), UnknownVehiclePolicy::Unknown);
-        c.enrich_batch(vec![ev(0, "X9", "UK")]);
+        c.enrich_batch(records(vec![ev(0, "X9", "UK")]));
         assert_eq!(c.distinct_unknown_vehicles(), 1);
         c.load(&ReferenceTable::from_pairs([("X9", "Aurex")]));
-        let (_, stats) = c.enrich_batch(vec![
+        let (_, stats) = c.enrich_batch(records(vec![
             ev(1, "X9", "UK"),
             ev(2, "V1", "UK"),
             ev(3, "V1", "UK"),
-        ]);
+        ]));
         assert_eq!((stats.known, stats.unknown), (1, 2));
         assert_eq!(c.distinct_unknown_vehicles(), 2, "X9 before, V1 now");
         assert_eq!(c.model_of(&"X9".into()), Some("Aurex"));
         assert_eq!(c.model_of(&"V1".into()), None);
         c.load(&table());
-        c.enrich_batch(vec![ev(4, "X9", "UK"), ev(5, "V1", "UK")]);
+        c.enrich_batch(records(vec![ev(4, "X9", "UK"), ev(5, "V1", "UK")]));
         assert_eq!(c.distinct_unknown_vehicles(), 2, "X9 was counted before");
         assert_eq!(c.vehicles(), 3);
         assert_eq!(c.reference_len(), 2);
@@ -554,15 +570,15 @@ mod tests {
             &ReferenceTable::from_pairs([(long, "Aurex"), ("V1", "Nebulara")]),
             UnknownVehiclePolicy::Unknown,
         );
-        let (b, stats) = c.enrich_batch(vec![
+        let (b, stats) = c.enrich_batch(records(vec![
             ev(0, long, "a region name longer than 23 bytes"),
             ev(1, "V1", "UK"),
-        ]);
+        ]));
         assert_eq!(stats.known, 2);
-        assert_eq!(&*b.new_groups[0].model, "Aurex");
+        assert_eq!(model(&b.new_groups[0]), "Aurex");
         assert_eq!(
-            &*b.new_groups[0].region,
-            "a region name longer than 23 bytes"
+            b.new_groups[0].label("region"),
+            Some("a region name longer than 23 bytes")
         );
         assert_ne!(b.events[0].vehicle, b.events[1].vehicle);
     }
@@ -570,21 +586,21 @@ mod tests {
     #[test]
     fn reload_moves_vehicles_without_renumbering() {
         let mut c = VehicleCatalog::new(&table(), UnknownVehiclePolicy::Unknown);
-        let (b1, _) = c.enrich_batch(vec![ev(0, "V1", "UK")]);
+        let (b1, _) = c.enrich_batch(records(vec![ev(0, "V1", "UK")]));
         c.load(&ReferenceTable::from_pairs([(
             "V1".to_string(),
             "Aurex".to_string(),
         )]));
-        let (b2, _) = c.enrich_batch(vec![ev(1, "V1", "UK"), ev(2, "V2", "UK")]);
+        let (b2, _) = c.enrich_batch(records(vec![ev(1, "V1", "UK"), ev(2, "V2", "UK")]));
         assert_eq!(b1.events[0].vehicle, b2.events[0].vehicle);
-        assert_eq!(&*b2.new_groups[0].model, "Aurex");
-        assert_eq!(&*b2.new_groups[1].model, UNKNOWN_MODEL, "V2 was retired");
+        assert_eq!(model(&b2.new_groups[0]), "Aurex");
+        assert_eq!(model(&b2.new_groups[1]), UNKNOWN_MODEL, "V2 was retired");
     }
 
     #[test]
     fn topic_changes_move_add_and_retire_vehicles_without_renumbering() {
         let mut c = VehicleCatalog::new(&table(), UnknownVehiclePolicy::Unknown);
-        let (b1, _) = c.enrich_batch(vec![ev(0, "V1", "UK")]);
+        let (b1, _) = c.enrich_batch(records(vec![ev(0, "V1", "UK")]));
         let upsert = |vin: &str, model: &str| {
             ReferenceChange::Upsert(VehicleRecord {
                 vehicle_id: vin.into(),
@@ -601,15 +617,15 @@ mod tests {
             vehicle_id: "V9".into(),
         });
         assert_eq!(c.reference_len(), 2, "V1 and V3");
-        let (b2, stats) = c.enrich_batch(vec![
+        let (b2, stats) = c.enrich_batch(records(vec![
             ev(1, "V1", "UK"),
             ev(2, "V3", "UK"),
             ev(3, "V2", "UK"),
-        ]);
+        ]));
         assert_eq!(b1.events[0].vehicle, b2.events[0].vehicle);
         assert_eq!(b2.events[0].group, b2.events[1].group);
-        assert_eq!(&*b2.new_groups[0].model, "Zephyr");
-        assert_eq!(&*b2.new_groups[1].model, UNKNOWN_MODEL, "V2 was retired");
+        assert_eq!(model(&b2.new_groups[0]), "Zephyr");
+        assert_eq!(model(&b2.new_groups[1]), UNKNOWN_MODEL, "V2 was retired");
         assert_eq!(stats.unknown, 1);
         // A snapshot replaces everything.
         c.load_records(&[VehicleRecord {
@@ -629,14 +645,14 @@ mod tests {
         )
         .unwrap();
         let mut c = VehicleCatalog::new(&table, UnknownVehiclePolicy::Unknown);
-        let (b, _) = c.enrich_batch(vec![
+        let (b, _) = c.enrich_batch(records(vec![
             ev(0, "V1", "UK"),
             ev(1, "V2", "UK"),
             ev(2, "X9", "UK"),
-        ]);
+        ]));
         fn labels(g: &GroupKey) -> (String, Vec<(&str, &str)>) {
-            let dims = g.dimensions.iter().map(|(n, v)| (&**n, &**v)).collect();
-            (g.model.to_string(), dims)
+            let dims = g.labels.iter().skip(2).map(|(n, v)| (&**n, &**v)).collect();
+            (model(g).to_string(), dims)
         }
         assert_eq!(
             b.new_groups.iter().map(labels).collect::<Vec<_>>(),
@@ -659,7 +675,7 @@ mod tests {
             model: "Aurex".into(),
             attributes: Default::default(),
         }));
-        let (b2, _) = c.enrich_batch(vec![ev(3, "V1", "UK"), ev(4, "V3", "UK")]);
+        let (b2, _) = c.enrich_batch(records(vec![ev(3, "V1", "UK"), ev(4, "V3", "UK")]));
         assert_eq!(b2.events[0].group, b.events[1].group, "V1 is electric now");
         assert_eq!(
             labels(&b2.new_groups[0]),
@@ -671,7 +687,42 @@ mod tests {
             model: "Aurex".into(),
             attributes: [("fuel_type".to_string(), "diesel".to_string())].into(),
         }]);
-        let (b3, _) = c.enrich_batch(vec![ev(5, "V3", "UK")]);
+        let (b3, _) = c.enrich_batch(records(vec![ev(5, "V3", "UK")]));
         assert_eq!(b3.events[0].group, b.events[0].group);
+    }
+
+    #[test]
+    fn groups_by_every_event_label_of_the_plan_or_none() {
+        let plan = |labels: &str| {
+            MetricPlan::from_toml(&format!("[input]\nlabels = {labels}"), &[]).unwrap()
+        };
+        let mut c = VehicleCatalog::new(&table(), UnknownVehiclePolicy::Unknown)
+            .with_event_labels(&plan(r#"["region", "site.depot"]"#));
+        let (b, _) = c.enrich_batch(records(vec![
+            rec(0, "V1", ["UK", "north"]),
+            rec(1, "V1", ["UK", "south"]),
+            rec(2, "V1", ["UK", "north"]),
+            rec(3, "V1", ["north", "UK"]),
+        ]));
+        assert_eq!(b.new_groups.len(), 3);
+        assert_eq!(b.events[0].group, b.events[2].group);
+        assert_eq!(
+            b.new_groups[1],
+            GroupKey::new([("model", "Nebulara"), ("region", "UK"), ("depot", "south")])
+        );
+        assert_eq!(
+            b.new_groups[2],
+            GroupKey::new([("model", "Nebulara"), ("region", "north"), ("depot", "UK")])
+        );
+        let mut c = VehicleCatalog::new(&table(), UnknownVehiclePolicy::Unknown)
+            .with_event_labels(&plan("[]"));
+        let (b, _) = c.enrich_batch(records(vec![rec(0, "V1", []), rec(1, "V2", [])]));
+        assert_eq!(
+            b.new_groups,
+            [
+                GroupKey::new([("model", "Nebulara")]),
+                GroupKey::new([("model", "Aurex")])
+            ]
+        );
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use fleet_core::{EventType, Msg, RawEvent, SourceEvent};
+use fleet_core::{Msg, Record, RecordBatch, SmallStr};
 use fleet_enricher::{
     EnricherMetrics, ReferenceFeed, ReferenceTable, ReferenceWatch, UnknownVehiclePolicy,
     VehicleCatalog,
@@ -10,23 +10,29 @@ use fleet_enricher::{
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
-fn batch(offset: i64) -> Msg<Vec<SourceEvent>> {
-    Msg::Data(vec![SourceEvent {
-        partition: 0,
-        offset,
-        event: RawEvent {
-            event_type: EventType::IcRpm,
-            vehicle_id: "V1".into(),
-            region: "UK".into(),
+fn batch(offset: i64) -> Msg<RecordBatch> {
+    Msg::Data(RecordBatch {
+        records: vec![Record {
+            partition: 0,
+            offset,
+            vehicle_id: SmallStr::new("V1"),
             timestamp: 1_764_000_000_000 + offset,
-            measurement: 900,
-        },
-    }])
+            labels_at: 0,
+            values_at: 0,
+            values_len: 0,
+        }],
+        labels: vec![SmallStr::new("UK")],
+        values: Vec::new(),
+    })
 }
 
 async fn models_announced(rx: &mut mpsc::Receiver<Msg<fleet_core::EnrichedBatch>>) -> Vec<String> {
     match rx.recv().await {
-        Some(Msg::Data(b)) => b.new_groups.iter().map(|g| g.model.to_string()).collect(),
+        Some(Msg::Data(b)) => b
+            .new_groups
+            .iter()
+            .filter_map(|g| g.label("model").map(str::to_string))
+            .collect(),
         other => panic!("expected data, got {other:?}"),
     }
 }

@@ -3,14 +3,16 @@
 //!
 //! It stands in for Kafka when none is configured, so that the first command
 //! a newcomer runs shows real aggregates. Its events are one partition (`0`)
-//! with sequence numbers as offsets, and go through the caller's
-//! [`SourceBatcher`] like every source's.
+//! with sequence numbers as offsets, and go through the caller's decoder and
+//! [`SourceBatcher`] like every source's: written as the wire format and
+//! decoded again, so the embedded job exercises the same path as Kafka's.
 
 use std::future::Future;
 use std::time::Duration;
 
 use crate::EventGenerator;
 use fleet_core::telemetry::wall_clock_ms;
+use fleet_core::decode::Decoder;
 use fleet_core::{Msg, SourceBatch, SourceBatcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -23,6 +25,7 @@ const TICK: Duration = Duration::from_millis(100);
 pub async fn run(
     mut generator: EventGenerator,
     events_per_second: u64,
+    decoder: Decoder,
     mut batcher: SourceBatcher,
     output: mpsc::Sender<Msg<SourceBatch>>,
     shutdown: impl Future<Output = ()>,
@@ -32,6 +35,7 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut offset = 0i64;
     let mut owed = 0.0f64;
+    let mut mismatch_logged = false;
     let per_tick = events_per_second as f64 * TICK.as_secs_f64();
     tracing::info!(events_per_second, "Embedded generator started.");
     loop {
@@ -46,8 +50,14 @@ pub async fn run(
         let now = Instant::now();
         let wall = wall_clock_ms();
         for _ in 0..n {
-            let event = generator.next_event();
-            batcher.push_sequential(offset, event, now, wall);
+            let json = generator.next_event().to_json();
+            let decoded = batcher.push_with(now, wall, |batch| {
+                decoder.decode_into(json.as_bytes(), 0, offset, batch)
+            });
+            if let (Err(e), false) = (decoded, mismatch_logged) {
+                tracing::warn!(error = %e, "Generated events do not match the configured [input]: they are skipped.");
+                mismatch_logged = true;
+            }
             offset += 1;
         }
         batcher.advance(now, wall);

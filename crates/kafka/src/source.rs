@@ -41,9 +41,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use fleet_core::telemetry::{wall_clock_ms, Readiness};
+use fleet_core::decode::Decoder;
 use fleet_core::{
-    decode_event, Checkpoint, Msg, PartitionId, RevocationFence, SourceBatch, SourceBatcher,
-    SourceEvent,
+    Checkpoint, Msg, PartitionId, RevocationFence, SourceBatch, SourceBatcher, TimestampMs,
 };
 
 use self::assignment::{AssignedPartition, Assignment, RebalanceEvent};
@@ -73,6 +73,8 @@ const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(10);
 struct SourceTask {
     cfg: KafkaConfig,
     consumer: Arc<StreamConsumer<SourceContext>>,
+    /// Message value → record, as `[input]` says.
+    decoder: Decoder,
     /// Decoded events and watermarks waiting for the enricher's channel.
     batcher: SourceBatcher,
     /// The owned partitions and where reading each stands.
@@ -111,10 +113,13 @@ pub fn declare_readiness(readiness: &Readiness) {
 }
 
 /// Runs the source until `shutdown` completes, then drains and leaves the group.
-/// `batcher` places the events in event time (its watermark tracker, the
-/// output mode's watermarks, at most `kafka.max_batch_events` per batch).
+/// `decoder` turns each message value into a record; `batcher` places the
+/// records in event time (its watermark tracker, the output mode's
+/// watermarks, at most `kafka.max_batch_events` per batch).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     cfg: KafkaConfig,
+    decoder: Decoder,
     batcher: SourceBatcher,
     output: mpsc::Sender<Msg<SourceBatch>>,
     sink: SinkFeedback,
@@ -157,6 +162,7 @@ pub async fn run(
     tracing::info!(topic = %cfg.topic, group = %cfg.group_id, "Subscribed.");
 
     let mut task = SourceTask {
+        decoder,
         batcher,
         consumer,
         assignment: Assignment::new(mode),
@@ -267,9 +273,8 @@ impl SourceTask {
             messages += 1;
             match received {
                 Ok(m) => {
-                    if let Some(event) = self.take(&m, now) {
+                    if self.take(&m, now, wall) {
                         events += 1;
-                        self.batcher.push(event, now, wall);
                     }
                 }
                 Err(error) => tracing::warn!(%error, "Kafka consumer error."),
@@ -285,9 +290,9 @@ impl SourceTask {
         self.apply_backpressure(now);
     }
 
-    /// The event in message `m`, if it is one to process; what is not is
-    /// counted, or rewound.
-    fn take(&mut self, m: &BorrowedMessage<'_>, now: Instant) -> Option<SourceEvent> {
+    /// Decodes message `m` into the batcher if it is one to process, and
+    /// says whether it was; what is not is counted, or rewound.
+    fn take(&mut self, m: &BorrowedMessage<'_>, now: Instant, wall: TimestampMs) -> bool {
         let (partition, offset) = (m.partition(), m.offset());
         let Some(judgement) = self.assignment.judge(partition, offset, now) else {
             tracing::debug!(
@@ -295,7 +300,7 @@ impl SourceTask {
                 offset,
                 "Message of a partition not owned skipped."
             );
-            return None;
+            return false;
         };
         match judgement {
             Judgement::Take => {}
@@ -304,22 +309,22 @@ impl SourceTask {
             }
             Judgement::Duplicate => {
                 self.metrics.duplicates(1);
-                return None;
+                return false;
             }
             Judgement::Rewind(target) => {
                 self.rewind(partition, target);
-                return None;
+                return false;
             }
         }
-        match decode_event(m.payload().unwrap_or_default()) {
-            Ok(event) => Some(SourceEvent {
-                partition,
-                offset,
-                event,
-            }),
+        let payload = m.payload().unwrap_or_default();
+        let decoder = &self.decoder;
+        match self.batcher.push_with(now, wall, |batch| {
+            decoder.decode_into(payload, partition, offset, batch)
+        }) {
+            Ok(()) => true,
             Err(e) => {
                 self.metrics.decode_error(partition, offset, &e);
-                None
+                false
             }
         }
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fleet_aggregator::{AggregatorConfig, AggregatorMetrics};
+use fleet_core::decode::Decoder;
 use fleet_core::telemetry::{Channel, Readiness, TelemetryMetrics};
 use fleet_core::{
     Checkpoint, Msg, ReferenceChanges, RevocationFence, SourceBatch, SourceBatcher,
@@ -152,6 +153,7 @@ fn spawn_core(
         telemetry.service.clone(),
     );
     let catalog = VehicleCatalog::new(reference, settings.reference.unknown_vehicle)
+        .with_event_labels(&settings.plan)
         .with_drilldown(DrilldownSelector::new(selection));
     telemetry.readiness.ok(READY_REFERENCE);
     let metrics = telemetry.enricher.clone();
@@ -183,6 +185,7 @@ fn spawn_core(
         output_mode: settings.output_mode,
         max_label_sets: settings.max_label_sets,
         drilldown: drilldown_frequency,
+        plan: Arc::clone(&settings.plan),
     };
     let metrics = telemetry.aggregator.clone();
     tasks.spawn(
@@ -246,11 +249,13 @@ fn spawn_sink(
     telemetry: &Telemetry,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) {
+    let plan = Arc::clone(&settings.plan);
     match &settings.sink {
         SinkKind::Console => {
             tasks.spawn(
                 async move {
-                    crate::console::run(tail, acks, std::io::BufWriter::new(std::io::stdout()))
+                    let stdout = std::io::BufWriter::new(std::io::stdout());
+                    crate::console::run(tail, acks, &plan, stdout)
                         .await
                         .context("console sink")?;
                     Ok(())
@@ -264,8 +269,10 @@ fn spawn_sink(
             let readiness = telemetry.readiness.clone();
             tasks.spawn(
                 async move {
-                    fleet_remote_write::run_fenced(*cfg, tail, acks, metrics, readiness, fence)
-                        .await
+                    fleet_remote_write::run_fenced(
+                        *cfg, plan, tail, acks, metrics, readiness, fence,
+                    )
+                    .await
                         .context("remote-write emitter")
                 }
                 .instrument(tracing::info_span!("remote_write")),
@@ -389,6 +396,7 @@ fn spawn_source(
 ) -> anyhow::Result<()> {
     let tracker = WatermarkTracker::new(settings.watermarks, settings.window);
     let mode = settings.output_mode;
+    let decoder = Decoder::new(&settings.plan.input);
     match &settings.source {
         SourceKind::Kafka(kafka) => {
             let kafka = (**kafka).clone();
@@ -399,7 +407,7 @@ fn spawn_source(
             tasks.spawn(
                 async move {
                     fleet_kafka::source::run(
-                        kafka, batcher, head, sink, metrics, readiness, shutdown,
+                        kafka, decoder, batcher, head, sink, metrics, readiness, shutdown,
                     )
                     .await
                     .context("Kafka source")
@@ -419,7 +427,8 @@ fn spawn_source(
             );
             tasks.spawn(
                 async move {
-                    fleet_generator::live::run(events, rate, batcher, head, shutdown).await;
+                    fleet_generator::live::run(events, rate, decoder, batcher, head, shutdown)
+                        .await;
                     Ok(())
                 }
                 .instrument(tracing::info_span!("source")),
@@ -430,7 +439,7 @@ fn spawn_source(
             let batcher = SourceBatcher::new(tracker, REPLAY_BATCH, mode);
             tasks.spawn(
                 async move {
-                    let stats = fleet_replay::run(path, batcher, head).await?;
+                    let stats = fleet_replay::run(path, decoder, batcher, head).await?;
                     let malformed: u64 = stats.malformed.values().sum();
                     tracing::info!(events = stats.events, malformed, "Replay finished.");
                     Ok(())

@@ -13,9 +13,8 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::PathBuf;
 
-use fleet_core::{
-    decode_event, DecodeErrorKind, Msg, Scope, SourceBatch, SourceBatcher, Watermark,
-};
+use fleet_core::decode::Decoder;
+use fleet_core::{DecodeErrorKind, Msg, Scope, SourceBatch, SourceBatcher, Watermark};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -58,9 +57,11 @@ pub enum ReplayError {
     Reader(#[from] tokio::task::JoinError),
 }
 
-/// Reads `path` into `output` on a blocking thread, through `batcher`.
+/// Reads `path` into `output` on a blocking thread, each line decoded by
+/// `decoder` into `batcher`.
 pub async fn run(
     path: PathBuf,
+    decoder: Decoder,
     batcher: SourceBatcher,
     output: mpsc::Sender<Msg<SourceBatch>>,
 ) -> Result<ReplayStats, ReplayError> {
@@ -70,7 +71,7 @@ pub async fn run(
     })?;
     tokio::task::spawn_blocking(move || {
         let reader = std::io::BufReader::with_capacity(READ_BUFFER, file);
-        read(reader, batcher, &mut |msg| {
+        read(reader, &decoder, batcher, &mut |msg| {
             output
                 .blocking_send(msg)
                 .map_err(|_| ReplayError::DownstreamClosed)
@@ -94,6 +95,7 @@ enum ReadError<E> {
 /// message handed to `deliver` as soon as it is ready, then the end of input.
 fn read<E>(
     mut reader: impl BufRead,
+    decoder: &Decoder,
     mut batcher: SourceBatcher,
     deliver: &mut impl FnMut(Msg<SourceBatch>) -> Result<(), E>,
 ) -> Result<ReplayStats, ReadError<E>> {
@@ -116,11 +118,8 @@ fn read<E>(
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match decode_event(line) {
-            Ok(event) => {
-                stats.events += 1;
-                batcher.push_sequential(offset, event, now, 0);
-            }
+        match batcher.push_with(now, 0, |batch| decoder.decode_into(line, 0, offset, batch)) {
+            Ok(()) => stats.events += 1,
             Err(e) => {
                 let n = stats.malformed.entry(e.kind).or_default();
                 if *n == 0 {

@@ -1,31 +1,60 @@
 use super::*;
 use fleet_core::{EnrichedBatch, EventType, GroupId, VehicleKey};
+use fleet_plan::MetricPlan;
+use fleet_testkit::oracle::Expected;
 
 fn spec() -> WindowSpec {
     WindowSpec::new(5000).unwrap()
 }
 
 fn group(model: &str, region: &str) -> GroupKey {
-    GroupKey::new(model, region)
+    GroupKey::new([("model", model), ("region", region)])
 }
 
-fn ev(offset: i64, vehicle: u32, group: u32, t: EventType, ts: i64, m: i64) -> EnrichedEvent {
-    EnrichedEvent {
-        drilldown: false,
-        partition: 0,
-        offset,
-        vehicle: VehicleKey(vehicle),
-        group: GroupId(group),
-        event_type: t,
-        timestamp: ts,
-        measurement: m,
+/// The reference demo's record of one signal (its signals are declared in
+/// `EventType` order).
+#[derive(Clone, Copy, Debug)]
+struct Ev {
+    e: EnrichedEvent,
+    value: SignalValue,
+}
+
+fn ev(offset: i64, vehicle: u32, group: u32, t: EventType, ts: i64, m: i64) -> Ev {
+    let signal = match t {
+        EventType::IcRpm => SignalId(0),
+        EventType::ElectricRpm => SignalId(1),
+        EventType::Warnings => SignalId(2),
+    };
+    Ev {
+        e: EnrichedEvent {
+            drilldown: false,
+            partition: 0,
+            offset,
+            vehicle: VehicleKey(vehicle),
+            group: GroupId(group),
+            timestamp: ts,
+            values_at: 0,
+            values_len: 1,
+        },
+        value: SignalValue {
+            signal,
+            value: Value::Integer(m),
+        },
     }
+}
+
+fn demo_windows() -> TumblingWindows {
+    TumblingWindows::new(spec(), Arc::new(Layout::new(&MetricPlan::reference_demo())))
+}
+
+fn model(a: &WindowAggregate) -> &str {
+    a.group.label("model").unwrap_or_default()
 }
 
 /// One scope's windows with the group table the aggregator keeps beside them.
 struct Fixture {
     w: TumblingWindows,
-    groups: Vec<GroupKey>,
+    groups: GroupTables,
 }
 
 /// What the checkpoint of one scope holds.
@@ -38,8 +67,12 @@ impl Fixture {
     fn new(w: TumblingWindows) -> Self {
         Fixture {
             w,
-            groups: Vec::new(),
+            groups: GroupTables::new(&MetricPlan::reference_demo()),
         }
+    }
+
+    fn record(&mut self, ev: &Ev) -> Admit {
+        self.w.record(&ev.e, &[ev.value], self.groups.of(ev.e.group))
     }
 
     fn with_max_groups(self, max_groups: usize) -> Self {
@@ -57,9 +90,10 @@ impl Fixture {
     }
 
     fn record_batch(&mut self, batch: fleet_core::EnrichedBatch) -> BatchOutcome {
-        self.groups.extend(batch.new_groups);
+        self.groups.announce(batch.new_groups);
         let mut outcome = BatchOutcome::default();
-        self.w.record_events(&batch.events, &mut outcome);
+        self.w
+            .record_events(&batch.events, &batch.values, &self.groups, &mut outcome);
         for (p, offset) in batch.consumed_without_output {
             self.w.consumed(p, offset);
         }
@@ -94,7 +128,7 @@ impl std::ops::DerefMut for Fixture {
 }
 
 fn windows_with_groups() -> Fixture {
-    let mut w = Fixture::new(TumblingWindows::new(spec()));
+    let mut w = Fixture::new(demo_windows());
     w.record_batch(EnrichedBatch {
         new_groups: vec![group("Nebulara", "UK"), group("Aurex", "UK")],
         ..Default::default()
@@ -123,9 +157,9 @@ fn aggregates_one_window_per_group() {
     let out = w.advance(Watermark(4999));
     assert_eq!(out.len(), 2);
     // Ordered by model: Aurex before Nebulara.
-    assert_eq!(&*out[0].group.model, "Aurex");
-    assert_eq!(out[0].vehicles_in_motion, 1);
-    let n = &out[1];
+    assert_eq!(model(&out[0]), "Aurex");
+    assert_eq!(Expected::from_aggregate(&out[0]).vehicles_in_motion, 1);
+    let n = &Expected::from_aggregate(&out[1]);
     assert_eq!((n.window_start, n.window_end), (0, 5000));
     assert_eq!(n.vehicles_reporting, 3);
     assert_eq!(n.vehicles_in_motion, 1);
@@ -175,7 +209,7 @@ fn checkpoint_holds_back_offsets_of_open_windows() {
     let mut w = windows_with_groups();
     let mut e = |p: i32, offset: i64, ts: i64| {
         let mut x = ev(offset, 1, 0, EventType::IcRpm, ts, 5);
-        x.partition = p;
+        x.e.partition = p;
         w.record(&x);
     };
     e(0, 10, 1_000);
@@ -250,7 +284,7 @@ fn dropped_unknown_vehicles_still_advance_offsets() {
 #[test]
 fn groups_over_the_limit_fold_into_other_with_distinct_vehicles_counted_once() {
     use EventType::*;
-    let mut w = Fixture::new(TumblingWindows::new(spec()).with_max_groups(3));
+    let mut w = Fixture::new(demo_windows().with_max_groups(3));
     w.record_batch(EnrichedBatch {
         new_groups: vec![
             group("A", "UK"),
@@ -276,10 +310,10 @@ fn groups_over_the_limit_fold_into_other_with_distinct_vehicles_counted_once() {
         w.record(e);
     }
     let out = w.advance(Watermark(4999));
-    let models: Vec<&str> = out.iter().map(|a| &*a.group.model).collect();
+    let models: Vec<&str> = out.iter().map(model).collect();
     assert_eq!(models, ["A", "B", "other"]);
-    let other = &out[2];
-    assert_eq!(&*other.group.region, "other");
+    let other = &Expected::from_aggregate(&out[2]);
+    assert_eq!(other.region, "other");
     assert_eq!(other.events, 3);
     assert_eq!(other.vehicles_reporting, 2, "vehicle 5 once, vehicle 6");
     assert_eq!(other.vehicles_in_motion, 1, "vehicle 6 moved");
@@ -306,7 +340,7 @@ fn a_window_within_the_limit_is_not_folded() {
     w.record(&ev(1, 2, 1, IcRpm, 100, 900));
     let out = w.advance(Watermark(4999));
     assert_eq!(out.len(), 2);
-    assert!(out.iter().all(|a| &*a.group.model != "other"));
+    assert!(out.iter().all(|a| model(a) != "other"));
     assert_eq!(w.take_folds(), Folds::default());
 }
 
@@ -314,9 +348,9 @@ fn a_window_within_the_limit_is_not_folded() {
 fn drilled_down_vehicles_leave_samples_of_each_closed_window() {
     use EventType::*;
     let mut w = windows_with_groups().with_drilldown(Some(fleet_drilldown::SampleFrequency::Raw));
-    let drilled = |e: EnrichedEvent| EnrichedEvent {
-        drilldown: true,
-        ..e
+    let drilled = |mut ev: Ev| {
+        ev.e.drilldown = true;
+        ev
     };
     w.record(&drilled(ev(0, 1, 0, IcRpm, 1200, 900)));
     w.record(&drilled(ev(1, 1, 0, IcRpm, 1000, 800))); // out of order, in bound
@@ -329,7 +363,7 @@ fn drilled_down_vehicles_leave_samples_of_each_closed_window() {
         .map(|s| (s.vehicle.0, s.timestamp, s.value))
         .collect();
     assert_eq!(got, [(1, 1000, 800.0), (1, 1200, 900.0)], "in time order");
-    assert_eq!(&*samples[0].group.model, "Nebulara");
+    assert_eq!(samples[0].group.label("model"), Some("Nebulara"));
     // Late for its window: dropped with the window's other late events.
     assert!(matches!(
         w.record(&drilled(ev(4, 1, 0, IcRpm, 1300, 500))),
