@@ -118,7 +118,7 @@ impl ScopedWindows {
 
     /// Moves event time to `watermark` in every set `scope` covers (the set of
     /// `scope` itself made if need be, so that it judges later events by it);
-    /// returns the windows it closes in (window end, labels) order, each
+    /// returns the windows it closes in (window end, grouping, labels) order, each
     /// labelled with its set's partition, if any.
     pub fn advance(&mut self, scope: Scope, watermark: Watermark) -> Vec<WindowAggregate> {
         if self.mode.keeps(scope) {
@@ -135,7 +135,9 @@ impl ScopedWindows {
                 a.group.partition = set_scope.partition();
             }
         }
-        closed.sort_by(|a, b| (a.window_end, &a.group).cmp(&(b.window_end, &b.group)));
+        closed.sort_by(|a, b| {
+            (a.window_end, a.grouping, &a.group).cmp(&(b.window_end, b.grouping, &b.group))
+        });
         closed
     }
 
