@@ -22,7 +22,8 @@
 //!
 //! [`oracle`] computes the design's output from a list of events in the
 //! plainest possible way, sharing no code with the streaming aggregator, so
-//! that big runs can be checked against it.
+//! that big runs can be checked against it; [`oracle::declared`] does the
+//! same for metrics declared in the configuration (docs/METRICS.md).
 #![deny(missing_docs)]
 
 use std::future::Future;

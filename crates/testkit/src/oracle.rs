@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use fleet_core::{EventType, RawEvent, WindowAggregate};
 use serde::Serialize;
 
+pub mod declared;
 #[cfg(test)]
 mod tests;
 
