@@ -12,13 +12,16 @@
 //!   are dropped, and the rest equals the batch computation.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_aggregator::{Aggregator, AggregatorConfig, AggregatorMetrics};
+use fleet_core::decode::Decoder;
 use fleet_core::{
-    EventType, Msg, OutputMode, RawEvent, Scope, SourceBatcher, SourceEvent, Watermark,
-    WatermarkRules, WatermarkTracker, WindowAggregate, WindowSpec,
+    EventType, Msg, OutputMode, RawEvent, Scope, SourceBatcher, Watermark, WatermarkRules,
+    WatermarkTracker, WindowAggregate, WindowSpec,
 };
+use fleet_plan::MetricPlan;
 use fleet_enricher::{ReferenceTable, UnknownVehiclePolicy, VehicleCatalog};
 use fleet_testkit::oracle;
 use proptest::prelude::*;
@@ -140,6 +143,8 @@ fn run_pipeline(s: &Scenario, mode: OutputMode) -> (Vec<WindowAggregate>, usize)
         tracker.assign(p, now);
     }
     let mut batcher = SourceBatcher::new(tracker, s.max_batch, mode);
+    let plan = Arc::new(MetricPlan::reference_demo());
+    let decoder = Decoder::new(&plan.input);
     let table = ReferenceTable::from_pairs(s.reference.clone());
     let mut catalog = VehicleCatalog::new(&table, UnknownVehiclePolicy::Unknown);
     let mut registry = prometheus_client::registry::Registry::default();
@@ -149,6 +154,7 @@ fn run_pipeline(s: &Scenario, mode: OutputMode) -> (Vec<WindowAggregate>, usize)
         output_mode: mode,
         max_label_sets: usize::MAX,
         drilldown: None,
+        plan,
     };
     let mut aggregator = Aggregator::new(&config, metrics);
     let mut out = Vec::new();
@@ -166,15 +172,12 @@ fn run_pipeline(s: &Scenario, mode: OutputMode) -> (Vec<WindowAggregate>, usize)
     };
     for (p, event) in &s.arrivals {
         let offset = offsets.entry(*p).or_default();
-        batcher.push(
-            SourceEvent {
-                partition: *p,
-                offset: *offset,
-                event: event.clone(),
-            },
-            now,
-            0,
-        );
+        let json = event.to_json();
+        batcher
+            .push_with(now, 0, |b| {
+                decoder.decode_into(json.as_bytes(), *p, *offset, b)
+            })
+            .unwrap();
         *offset += 1;
         drain(&mut batcher, &mut out);
     }

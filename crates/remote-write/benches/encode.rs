@@ -20,8 +20,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use fleet_core::{WindowAggregate, WindowBatch};
+use fleet_core::WindowBatch;
 use fleet_remote_write::{compress, RemoteWriteBatch, SeriesNaming, SeriesTable};
+use fleet_testkit::oracle::Expected;
 use tokio::time::Instant;
 
 /// The design's fleet: 8 models × 20 regions.
@@ -55,15 +56,17 @@ fn windows(groups: usize, windows: usize) -> Vec<WindowBatch> {
             WindowBatch {
                 vehicle_samples: Vec::new(),
                 aggregates: (0..groups as i64)
-                    .map(|g| WindowAggregate {
-                        vehicles_in_motion: (g * 7 + w) as u64 % 500,
-                        warnings: (g + w) % 40,
-                        vehicles_reporting: 600 + (g * 3 + w) as u64 % 100,
-                        ic_rpm_sum: 1_500_000 + g * 1000 + w,
-                        ic_rpm_count: 900 + (w % 50) as u64,
-                        electric_rpm_sum: -20_000 + g * 31 - w,
-                        electric_rpm_count: 800 + (g % 50) as u64,
-                        ..fleet::aggregate(g, end)
+                    .map(|g| {
+                        fleet::aggregate(&Expected {
+                            vehicles_in_motion: (g * 7 + w) as u64 % 500,
+                            warnings: (g + w) % 40,
+                            vehicles_reporting: 600 + (g * 3 + w) as u64 % 100,
+                            ic_rpm_sum: 1_500_000 + g * 1000 + w,
+                            ic_rpm_count: 900 + (w % 50) as u64,
+                            electric_rpm_sum: -20_000 + g * 31 - w,
+                            electric_rpm_count: 800 + (g % 50) as u64,
+                            ..fleet::window(g, end)
+                        })
                     })
                     .collect(),
                 checkpoint: Default::default(),

@@ -21,8 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_core::telemetry::{wall_clock_ms, Readiness};
-use fleet_core::{Checkpoint, WindowAggregate, WindowBatch};
+use fleet_core::{Checkpoint, WindowBatch};
+use fleet_plan::MetricPlan;
 use fleet_remote_write::{RemoteWriteConfig, RemoteWriteMetrics};
+use fleet_testkit::oracle::Expected;
 use fleet_testkit::{Prometheus, PrometheusOptions};
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
@@ -54,15 +56,17 @@ fn window(groups: usize, end: i64, n: i64) -> WindowBatch {
     WindowBatch {
         vehicle_samples: Vec::new(),
         aggregates: (0..groups as i64)
-            .map(|g| WindowAggregate {
-                vehicles_in_motion: (g + n) as u64 % 500,
-                warnings: (g + n) % 40,
-                vehicles_reporting: 600,
-                ic_rpm_sum: 1_500_000 + g + n,
-                ic_rpm_count: 900,
-                electric_rpm_sum: -20_000 + g - n,
-                electric_rpm_count: 800,
-                ..fleet::aggregate(g, end)
+            .map(|g| {
+                fleet::aggregate(&Expected {
+                    vehicles_in_motion: (g + n) as u64 % 500,
+                    warnings: (g + n) % 40,
+                    vehicles_reporting: 600,
+                    ic_rpm_sum: 1_500_000 + g + n,
+                    ic_rpm_count: 900,
+                    electric_rpm_sum: -20_000 + g - n,
+                    electric_rpm_count: 800,
+                    ..fleet::window(g, end)
+                })
             })
             .collect(),
         checkpoint: Checkpoint {
@@ -134,11 +138,16 @@ async fn main() {
     let requests = fleet_testkit::exposed_value(&exposed, "fleet_remote_write_requests_total", &[]);
     // Every sample of every series, counted by Prometheus itself.
     let range_s = n * STEP_MS / 1000 + 60;
+    let series_names: Vec<String> = MetricPlan::reference_demo()
+        .metrics
+        .iter()
+        .flat_map(|m| m.series_names())
+        .collect();
     let mut stored = 0.0;
-    for metric in fleet_remote_write::Metric::ALL {
+    for name in &series_names {
         stored += prometheus
             .query(
-                &format!("sum(count_over_time({}[{range_s}s]))", metric.name()),
+                &format!("sum(count_over_time({name}[{range_s}s]))"),
                 Some(first_end + n * STEP_MS),
             )
             .await
@@ -146,11 +155,11 @@ async fn main() {
             .first()
             .map_or(0.0, |s| s.value);
     }
-    let samples = (n as usize * args.groups * 9) as f64;
+    let series = args.groups * series_names.len();
+    let samples = (n as usize * series) as f64;
     println!(
-        "{} groups ({} series), {} shards: {n} windows, {samples} samples in {:.2} s wall",
+        "{} groups ({series} series), {} shards: {n} windows, {samples} samples in {:.2} s wall",
         args.groups,
-        args.groups * 9,
         args.shards,
         wall.as_secs_f64()
     );

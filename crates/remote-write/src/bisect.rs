@@ -136,7 +136,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::encode::tests::aggregate;
+    use crate::encode::tests::{aggregate, expected};
     use crate::encode::SeriesNaming;
     use crate::proto::{Label, WriteRequest};
 
@@ -213,7 +213,7 @@ mod tests {
         ]));
 
         let stale = aggregate("A", "UK", 10_000); // older than stored: out of order
-        let mut changed = aggregate("A", "UK", 15_000); // same time, new values: duplicate
+        let mut changed = expected("A", "UK", 15_000); // same time, new values: duplicate
         changed.vehicles_in_motion += 1;
         changed.warnings += 1;
         // The 7 other metrics of `changed` keep their values: accepted again.
@@ -222,7 +222,7 @@ mod tests {
             aggregate("B", "FR", 10_000),
             aggregate("B", "FR", 15_000),
         ];
-        let mut all = vec![stale, changed];
+        let mut all = vec![stale, crate::demo::aggregate(&changed)];
         all.extend(good.iter().cloned());
         let d = tsdb.deliver(batch(&all));
         assert_eq!(d.dropped(DropReason::OutOfOrder), 9);

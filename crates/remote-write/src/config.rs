@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_aws::Region;
@@ -113,7 +114,9 @@ pub struct RemoteWriteConfig {
     pub max_retries: u32,
     /// Prepended to every metric name, for example `fleet_`. Default empty.
     pub metric_prefix: String,
-    /// Labels added to every series (not `model`, `region` or `__*`). Default none.
+    /// Labels added to every series: not `__*`, a label the service sets
+    /// (`model`, `kafka_partition`, `vehicle_id`, `le`), nor (checked with the
+    /// plan, by the preprocessor's settings) an event label or dimension. Default none.
     pub constant_labels: BTreeMap<String, String>,
     /// Extra HTTP headers sent with every request (for example a tenant id). Default none.
     pub headers: BTreeMap<String, Secret>,
@@ -301,9 +304,10 @@ impl RemoteWriteConfig {
         Ok(roots)
     }
 
-    /// How series are named.
-    pub fn series_naming(&self) -> SeriesNaming {
+    /// How the aggregates of `plan`'s metrics are named as series.
+    pub fn series_naming(&self, plan: Arc<fleet_plan::MetricPlan>) -> SeriesNaming {
         SeriesNaming {
+            plan,
             metric_prefix: self.metric_prefix.clone(),
             constant_labels: self.constant_labels.clone(),
         }

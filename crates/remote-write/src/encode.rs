@@ -1,8 +1,10 @@
 //! Window aggregates → series → protobuf → snappy: the pure half of the emitter.
 //!
-//! Every aggregate becomes one sample per [`Metric`] at `timestamp = window_end`,
-//! labelled `__name__`, `model`, `region` and the constant labels, labels sorted
-//! by name as Prometheus requires. A [`RemoteWriteBatch`] keeps the samples of
+//! Every aggregate becomes the samples its plan's metrics write
+//! ([`WindowAggregate::for_each_sample`]) at `timestamp = window_end`,
+//! labelled `__name__`, the group's labels (`model`, `region`, …), `le` for
+//! histogram buckets and the constant labels, sorted by name as Prometheus
+//! requires. A [`RemoteWriteBatch`] keeps the samples of
 //! one or more requests as a flat list in which each series' samples are in
 //! timestamp order (one window batch is ordered by `(timestamp, series)`, and
 //! later batches are appended after earlier ones), so that any contiguous
@@ -20,6 +22,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use fleet_core::{GroupKey, TimestampMs, VehicleSample, WindowAggregate, WindowBatch};
+use fleet_plan::{GroupingId, MetricPlan};
 use prost::Message;
 
 use crate::proto::{Label, Sample, TimeSeries, WriteRequest};
@@ -28,49 +31,66 @@ use crate::RemoteWriteError;
 /// The label Prometheus stores the metric name in.
 pub const METRIC_NAME_LABEL: &str = "__name__";
 /// The label carrying the vehicle model.
-pub const MODEL_LABEL: &str = "model";
-/// The label carrying the region.
-pub const REGION_LABEL: &str = "region";
+pub const MODEL_LABEL: &str = fleet_plan::MODEL_LABEL;
 /// The label carrying the vehicle id of a drill-down series.
 pub const VEHICLE_ID_LABEL: &str = fleet_drilldown::VEHICLE_ID_LABEL;
 /// The label carrying the Kafka partition in the partitioned output mode.
-pub const PARTITION_LABEL: &str = "kafka_partition";
+pub const PARTITION_LABEL: &str = fleet_core::aggregate::PARTITION_LABEL;
+/// The label of a histogram bucket's bound.
+pub const BUCKET_LABEL: &str = fleet_core::aggregate::BUCKET_LABEL;
 
-/// How aggregates are named as series: the metric-name prefix and the labels
-/// added to every series.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// How aggregates are named as series: the plan that names their metrics,
+/// the metric-name prefix and the labels added to every series.
+#[derive(Clone, Debug, PartialEq)]
 pub struct SeriesNaming {
+    /// The metrics and signals behind the aggregates.
+    pub plan: Arc<MetricPlan>,
     /// Prepended verbatim to every metric name (include the trailing `_`).
     pub metric_prefix: String,
-    /// Added to every series. A name that collides with `__name__`, `model` or
-    /// `region` is ignored here; configuration validation refuses it earlier.
+    /// Added to every series. A name the service sets itself or a group
+    /// label already has is ignored here; configuration validation refuses
+    /// it earlier.
     pub constant_labels: BTreeMap<String, String>,
 }
 
-impl SeriesNaming {
-    /// The series of `metric` for `group`.
-    fn series(&self, group: &GroupKey, metric: Metric) -> Series {
-        self.labelled(metric.name(), group, None)
+impl Default for SeriesNaming {
+    /// The reference demo's metrics, no prefix, no constant labels.
+    fn default() -> Self {
+        SeriesNaming {
+            plan: Arc::new(MetricPlan::reference_demo()),
+            metric_prefix: String::new(),
+            constant_labels: BTreeMap::new(),
+        }
     }
+}
 
-    /// The drill-down series of `sample`'s vehicle and sensor.
+impl SeriesNaming {
+    /// The drill-down series of `sample`'s vehicle and signal.
     fn vehicle_series(&self, sample: &VehicleSample) -> Series {
-        self.labelled(
-            fleet_drilldown::metric_name(sample.sensor),
-            &sample.group,
-            Some(&sample.vehicle_id),
-        )
+        let name = self
+            .plan
+            .input
+            .signals
+            .get(usize::from(sample.signal.0))
+            .map(fleet_drilldown::metric_name)
+            .unwrap_or_default();
+        self.labelled(&name, &sample.group, Some(&sample.vehicle_id), None)
     }
 
     /// A series named `metric` (after the prefix), labelled with `group`,
-    /// the vehicle if given, and the constant labels.
-    fn labelled(&self, metric: &str, group: &GroupKey, vehicle: Option<&str>) -> Series {
+    /// the vehicle and the bucket bound if given, and the constant labels.
+    fn labelled(
+        &self,
+        metric: &str,
+        group: &GroupKey,
+        vehicle: Option<&str>,
+        le: Option<&str>,
+    ) -> Series {
         let label = |name: &str, value: &str| Label {
             name: name.to_owned(),
             value: value.to_owned(),
         };
-        let mut labels =
-            Vec::with_capacity(5 + group.dimensions.len() + self.constant_labels.len());
+        let mut labels = Vec::with_capacity(4 + group.labels.len() + self.constant_labels.len());
         labels.push(Label {
             name: METRIC_NAME_LABEL.to_owned(),
             value: format!("{}{metric}", self.metric_prefix),
@@ -78,22 +98,17 @@ impl SeriesNaming {
         if let Some(vehicle) = vehicle {
             labels.push(label(VEHICLE_ID_LABEL, vehicle));
         }
-        labels.push(label(MODEL_LABEL, &group.model));
-        labels.push(label(REGION_LABEL, &group.region));
-        labels.extend(
-            group
-                .dimensions
-                .iter()
-                .filter(|(name, _)| !is_builtin_label(name))
-                .map(|(name, value)| label(name, value)),
-        );
+        labels.extend(group.labels.iter().map(|(name, value)| label(name, value)));
         if let Some(partition) = group.partition {
             labels.push(label(PARTITION_LABEL, &partition.to_string()));
+        }
+        if let Some(le) = le {
+            labels.push(label(BUCKET_LABEL, le));
         }
         labels.extend(
             self.constant_labels
                 .iter()
-                .filter(|(name, _)| !is_builtin_label(name))
+                .filter(|(name, _)| !is_builtin_label(name) && group.label(name).is_none())
                 .map(|(name, value)| label(name, value)),
         );
         labels.sort_by(|a, b| a.name.cmp(&b.name));
@@ -103,84 +118,7 @@ impl SeriesNaming {
 
 /// Whether `name` is one of the labels this crate sets itself.
 pub(crate) fn is_builtin_label(name: &str) -> bool {
-    matches!(
-        name,
-        METRIC_NAME_LABEL | MODEL_LABEL | REGION_LABEL | PARTITION_LABEL | VEHICLE_ID_LABEL
-    )
-}
-
-/// The metrics written for every aggregate (docs/ARCHITECTURE.md, "Output").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Metric {
-    /// Distinct vehicles with a non-zero RPM event.
-    VehiclesInMotion,
-    /// Sum of the vehicles' latest warning counts.
-    Warnings,
-    /// Distinct vehicles with any event.
-    VehiclesReporting,
-    /// Mean engine RPM; omitted without engine events.
-    IcEngineRpmAvg,
-    /// Mean motor RPM; omitted without motor events.
-    ElectricMotorRpmAvg,
-    /// Sum of engine RPM, so means across instances are exact.
-    IcEngineRpmSum,
-    /// Number of engine RPM events.
-    IcEngineRpmCount,
-    /// Sum of motor RPM.
-    ElectricMotorRpmSum,
-    /// Number of motor RPM events.
-    ElectricMotorRpmCount,
-}
-
-impl Metric {
-    /// Every metric, in the design's table order.
-    pub const ALL: [Metric; 9] = [
-        Metric::VehiclesInMotion,
-        Metric::Warnings,
-        Metric::VehiclesReporting,
-        Metric::IcEngineRpmAvg,
-        Metric::ElectricMotorRpmAvg,
-        Metric::IcEngineRpmSum,
-        Metric::IcEngineRpmCount,
-        Metric::ElectricMotorRpmSum,
-        Metric::ElectricMotorRpmCount,
-    ];
-
-    /// The metric name without prefix.
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::VehiclesInMotion => "vehicles_in_motion",
-            Metric::Warnings => "warnings",
-            Metric::VehiclesReporting => "vehicles_reporting",
-            Metric::IcEngineRpmAvg => "ic_engine_rpm_avg",
-            Metric::ElectricMotorRpmAvg => "electric_motor_rpm_avg",
-            Metric::IcEngineRpmSum => "ic_engine_rpm_sum",
-            Metric::IcEngineRpmCount => "ic_engine_rpm_count",
-            Metric::ElectricMotorRpmSum => "electric_motor_rpm_sum",
-            Metric::ElectricMotorRpmCount => "electric_motor_rpm_count",
-        }
-    }
-
-    /// This metric's value for `a`; `None` when it is omitted (a mean without input).
-    pub fn value(self, a: &WindowAggregate) -> Option<f64> {
-        // Counts stay exact as f64 up to 2^53, far beyond one window's events.
-        match self {
-            Metric::VehiclesInMotion => Some(a.vehicles_in_motion as f64),
-            Metric::Warnings => Some(a.warnings as f64),
-            Metric::VehiclesReporting => Some(a.vehicles_reporting as f64),
-            Metric::IcEngineRpmAvg => a.ic_rpm_avg(),
-            Metric::ElectricMotorRpmAvg => a.electric_rpm_avg(),
-            Metric::IcEngineRpmSum => Some(a.ic_rpm_sum as f64),
-            Metric::IcEngineRpmCount => Some(a.ic_rpm_count as f64),
-            Metric::ElectricMotorRpmSum => Some(a.electric_rpm_sum as f64),
-            Metric::ElectricMotorRpmCount => Some(a.electric_rpm_count as f64),
-        }
-    }
-}
-
-/// How many samples `a` produces (7 to 9).
-pub fn samples_in(a: &WindowAggregate) -> usize {
-    Metric::ALL.iter().filter(|m| m.value(a).is_some()).count()
+    fleet_plan::RESERVED_LABELS.contains(&name)
 }
 
 /// Encodes aggregates of one or more windows into one request: one
@@ -251,8 +189,8 @@ const MAX_REMEMBERED_GROUPS: usize = 100_000;
 #[derive(Debug, Default)]
 pub struct SeriesTable {
     naming: SeriesNaming,
-    /// Per group, its series by [`Metric`] index, made on first use.
-    known: HashMap<GroupKey, [Option<Arc<Series>>; Metric::ALL.len()]>,
+    /// Per grouping and group, its series by [`fleet_core::aggregate::Sample::slot`], made on first use.
+    known: HashMap<(GroupingId, GroupKey), Vec<Option<Arc<Series>>>>,
 }
 
 impl SeriesTable {
@@ -265,33 +203,35 @@ impl SeriesTable {
     }
 
     /// The samples of `aggregates`, in any window order, ordered by
-    /// `(timestamp, model, region, metric)`.
+    /// `(timestamp, grouping, labels)`, then as each aggregate writes them.
     pub fn batch(&mut self, aggregates: &[WindowAggregate]) -> RemoteWriteBatch {
         let mut sorted: Vec<&WindowAggregate> = aggregates.iter().collect();
-        sorted.sort_by(|a, b| (a.window_end, &a.group).cmp(&(b.window_end, &b.group)));
+        sorted.sort_by(|a, b| {
+            (a.window_end, a.grouping, &a.group).cmp(&(b.window_end, b.grouping, &b.group))
+        });
         if self.known.len() >= MAX_REMEMBERED_GROUPS {
             self.known.clear();
         }
-        let mut samples = Vec::with_capacity(aggregates.len() * Metric::ALL.len());
+        let plan = Arc::clone(&self.naming.plan);
+        let mut samples = Vec::with_capacity(aggregates.len() * 9);
         for a in sorted {
-            if !self.known.contains_key(&a.group) {
-                self.known.insert(a.group.clone(), Default::default());
-            }
-            let Some(slots) = self.known.get_mut(&a.group) else {
-                continue;
-            };
-            for (metric, slot) in Metric::ALL.into_iter().zip(slots.iter_mut()) {
-                let Some(value) = metric.value(a) else {
-                    continue;
-                };
-                let series =
-                    slot.get_or_insert_with(|| Arc::new(self.naming.series(&a.group, metric)));
+            let key = (a.grouping, a.group.clone());
+            let naming = &self.naming;
+            let slots = self.known.entry(key).or_default();
+            a.for_each_sample(&plan, |s| {
+                if slots.len() <= s.slot {
+                    slots.resize(s.slot + 1, None);
+                }
+                let series = slots[s.slot].get_or_insert_with(|| {
+                    let name = &s.metric.series_names()[s.series];
+                    Arc::new(naming.labelled(name, &a.group, None, s.le.as_deref()))
+                });
                 samples.push(BatchSample {
                     series: Arc::clone(series),
                     timestamp: a.window_end,
-                    value,
+                    value: s.value,
                 });
-            }
+            });
         }
         RemoteWriteBatch { samples }
     }
@@ -308,7 +248,7 @@ impl SeriesTable {
         for sample in &batch.vehicle_samples {
             let series = match &last {
                 Some((prev, series))
-                    if prev.sensor == sample.sensor
+                    if prev.signal == sample.signal
                         && prev.vehicle_id == sample.vehicle_id
                         && prev.group == sample.group =>
                 {
@@ -532,13 +472,20 @@ impl RemoteWriteBatch {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::*;
+    use fleet_core::{MetricValue, Number};
+    use fleet_testkit::oracle::Expected;
 
-    pub(crate) fn aggregate(model: &str, region: &str, window_end: i64) -> WindowAggregate {
-        WindowAggregate {
+    use super::*;
+    use crate::demo;
+
+    /// A window of the reference demo of group (`model`, `region`), every
+    /// metric present (9 samples).
+    pub(crate) fn expected(model: &str, region: &str, window_end: i64) -> Expected {
+        Expected {
             window_start: window_end - 5000,
             window_end,
-            group: GroupKey::new(model, region),
+            model: model.into(),
+            region: region.into(),
             vehicles_in_motion: 3,
             warnings: 2,
             vehicles_reporting: 4,
@@ -548,6 +495,11 @@ pub(crate) mod tests {
             electric_rpm_count: 3,
             events: 9,
         }
+    }
+
+    /// The aggregate of [`expected`].
+    pub(crate) fn aggregate(model: &str, region: &str, window_end: i64) -> WindowAggregate {
+        demo::aggregate(&expected(model, region, window_end))
     }
 
     fn names(ts: &TimeSeries) -> Vec<&str> {
@@ -563,6 +515,20 @@ pub(crate) mod tests {
             .iter()
             .find(|t| label(t, "__name__") == metric && label(t, "model") == model)
             .unwrap()
+    }
+
+    /// Each sample of `batch` as its log line, in list order.
+    fn described(batch: &RemoteWriteBatch) -> Vec<String> {
+        batch
+            .samples
+            .iter()
+            .map(|s| {
+                RemoteWriteBatch {
+                    samples: vec![s.clone()],
+                }
+                .describe_first()
+            })
+            .collect()
     }
 
     #[test]
@@ -590,6 +556,37 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn samples_keep_the_order_the_demo_always_wrote() {
+        // Given out of order on purpose: windows, then groups, are sorted.
+        let batch = RemoteWriteBatch::from_aggregates(
+            &[
+                aggregate("B", "UK", 10_000),
+                aggregate("A", "UK", 10_000),
+                aggregate("A", "UK", 5000),
+            ],
+            &SeriesNaming::default(),
+        );
+        let per_group = [
+            "vehicles_in_motion",
+            "warnings",
+            "vehicles_reporting",
+            "ic_engine_rpm_avg",
+            "electric_motor_rpm_avg",
+            "ic_engine_rpm_sum",
+            "ic_engine_rpm_count",
+            "electric_motor_rpm_sum",
+            "electric_motor_rpm_count",
+        ];
+        let expected: Vec<String> = [("A", 5000), ("A", 10_000), ("B", 10_000)]
+            .into_iter()
+            .flat_map(|(model, end)| {
+                per_group.map(|name| format!(r#"{name}{{model="{model}",region="UK"}} @ {end}"#))
+            })
+            .collect();
+        assert_eq!(described(&batch), expected);
+    }
+
+    #[test]
     fn labels_are_sorted_and_carry_prefix_and_constant_labels() {
         let naming = SeriesNaming {
             metric_prefix: "fleet_".into(),
@@ -597,7 +594,9 @@ pub(crate) mod tests {
                 ("zone".to_string(), "eu".to_string()),
                 ("env".to_string(), "prod".to_string()),
                 ("model".to_string(), "ignored".to_string()),
+                ("region".to_string(), "ignored".to_string()),
             ]),
+            ..SeriesNaming::default()
         };
         let req = encode(&[aggregate("Nebulara", "UK", 10_000)], &naming);
         for ts in &req.timeseries {
@@ -613,27 +612,28 @@ pub(crate) mod tests {
     #[test]
     fn drill_down_samples_follow_the_aggregates_with_vehicle_labels() {
         let a = aggregate("Nebulara", "UK", 10_000);
-        let sample = |sensor, timestamp, value| VehicleSample {
+        let naming = SeriesNaming {
+            constant_labels: BTreeMap::from([("env".to_string(), "prod".to_string())]),
+            ..SeriesNaming::default()
+        };
+        let signal = |name| naming.plan.input.signal_named(name).unwrap();
+        let sample = |signal, timestamp, value| VehicleSample {
             vehicle_id: "V1".into(),
             group: a.group.clone(),
-            sensor,
+            signal,
             timestamp,
             value,
         };
         let batch = WindowBatch {
             aggregates: vec![a.clone()],
             vehicle_samples: vec![
-                sample(fleet_core::EventType::IcRpm, 6_000, 900.0),
-                sample(fleet_core::EventType::IcRpm, 7_000, 950.0),
-                sample(fleet_core::EventType::Warnings, 10_000, 2.0),
+                sample(signal("IC_RPM"), 6_000, 900.0),
+                sample(signal("IC_RPM"), 7_000, 950.0),
+                sample(signal("WARNINGS"), 10_000, 2.0),
             ],
             checkpoint: Default::default(),
         };
-        let naming = SeriesNaming {
-            constant_labels: BTreeMap::from([("env".to_string(), "prod".to_string())]),
-            ..SeriesNaming::default()
-        };
-        let req = SeriesTable::new(naming)
+        let req = SeriesTable::new(naming.clone())
             .window_batch(&batch)
             .to_write_request();
         assert_eq!(req.timeseries.len(), 9 + 2);
@@ -653,26 +653,28 @@ pub(crate) mod tests {
 
     #[test]
     fn dimensions_are_labels_of_their_own() {
-        let mut a = aggregate("Nebulara", "UK", 10_000);
-        a.group.dimensions = [
-            ("model_year".into(), "2024".into()),
-            ("fuel_type".into(), "diesel".into()),
-        ]
-        .into_iter()
-        .collect();
+        let dimensions = ["model_year".to_string(), "fuel_type".to_string()];
+        let naming = SeriesNaming {
+            plan: Arc::new(MetricPlan::from_toml("", &dimensions).unwrap()),
+            ..SeriesNaming::default()
+        };
+        let group = |year| {
+            GroupKey::new([
+                ("model", "Nebulara"),
+                ("region", "UK"),
+                ("model_year", year),
+                ("fuel_type", "diesel"),
+            ])
+        };
+        let a = WindowAggregate {
+            group: group("2024"),
+            ..aggregate("Nebulara", "UK", 10_000)
+        };
         let b = WindowAggregate {
-            group: GroupKey {
-                dimensions: [
-                    ("model_year".into(), "2025".into()),
-                    ("fuel_type".into(), "diesel".into()),
-                ]
-                .into_iter()
-                .collect(),
-                ..a.group.clone()
-            },
+            group: group("2025"),
             ..a.clone()
         };
-        let req = encode(&[a, b], &SeriesNaming::default());
+        let req = encode(&[a, b], &naming);
         assert_eq!(req.timeseries.len(), 18, "two groups, one per model year");
         for ts in &req.timeseries {
             assert_eq!(
@@ -680,6 +682,89 @@ pub(crate) mod tests {
                 ["__name__", "fuel_type", "model", "model_year", "region"]
             );
             assert_eq!(label(ts, "fuel_type"), "diesel");
+        }
+    }
+
+    #[test]
+    fn histograms_write_cumulative_buckets_and_coarser_groupings_fewer_labels() {
+        let plan = MetricPlan::from_toml(
+            r#"
+            [[metrics]]
+            name = "ic_engine_rpm"
+            help = "Engine RPM."
+            function = "histogram"
+            signal = "IC_RPM"
+            buckets = [0.5, 1000, 2500]
+
+            [[metrics]]
+            name = "vehicles_reporting"
+            help = "Distinct vehicles with any event."
+            function = "distinct_vehicles"
+            by = ["region"]
+            "#,
+            &[],
+        )
+        .unwrap();
+        let naming = SeriesNaming {
+            plan: Arc::new(plan),
+            metric_prefix: "fleet_".into(),
+            constant_labels: BTreeMap::from([("env".to_string(), "prod".to_string())]),
+        };
+        let by_model = |model: &str, window_end| WindowAggregate {
+            values: vec![MetricValue::Histogram {
+                buckets: vec![1, 0, 2, 1],
+                sum: Number::Integer(9000),
+                count: 4,
+            }],
+            ..aggregate(model, "UK", window_end)
+        };
+        let by_region = |window_end| WindowAggregate {
+            grouping: GroupingId(1),
+            group: GroupKey::new([("region", "UK")]),
+            values: vec![MetricValue::Count(5)],
+            ..aggregate("unused", "UK", window_end)
+        };
+        let mut table = SeriesTable::new(naming);
+        // Given out of order on purpose: by window, then grouping, then labels.
+        let batch = table.batch(&[
+            by_region(10_000),
+            by_model("B", 10_000),
+            by_model("A", 10_000),
+        ]);
+        // Buckets cumulative, `+Inf` last, then the sum and count.
+        let line = |series: &str, labels: &str| {
+            format!(r#"fleet_ic_engine_rpm_{series}{{env="prod",{labels}region="UK"}} @ 10000"#)
+        };
+        let model = |m: &str| {
+            let group = format!(r#"model="{m}","#);
+            let bucket = |le: &str| line("bucket", &format!(r#"le="{le}",{group}"#));
+            [
+                bucket("0.5"),
+                bucket("1000"),
+                bucket("2500"),
+                bucket("+Inf"),
+                line("sum", &group),
+                line("count", &group),
+            ]
+        };
+        let mut expected: Vec<String> = model("A").into_iter().chain(model("B")).collect();
+        expected.push(r#"fleet_vehicles_reporting{env="prod",region="UK"} @ 10000"#.into());
+        assert_eq!(described(&batch), expected);
+        let values: Vec<f64> = batch.samples.iter().map(|s| s.value).collect();
+        let per_model = [1.0, 1.0, 3.0, 4.0, 9000.0, 4.0];
+        assert_eq!(values[..6], per_model);
+        assert_eq!(values[6..12], per_model);
+        assert_eq!(values[12], 5.0);
+
+        // The next window reuses every series, buckets included.
+        let next = table.batch(&[
+            by_model("A", 15_000),
+            by_model("B", 15_000),
+            by_region(15_000),
+        ]);
+        assert_eq!(next.len(), batch.len());
+        for (a, b) in batch.samples.iter().zip(&next.samples) {
+            assert!(Arc::ptr_eq(&a.series, &b.series));
         }
     }
 
@@ -701,13 +786,16 @@ pub(crate) mod tests {
 
     #[test]
     fn averages_are_omitted_without_input() {
-        let mut a = aggregate("A", "UK", 10_000);
-        a.ic_rpm_sum = 0;
-        a.ic_rpm_count = 0;
-        a.electric_rpm_sum = 0;
-        a.electric_rpm_count = 0;
-        assert_eq!(samples_in(&a), 7);
-        let req = encode(&[a], &SeriesNaming::default());
+        let a = demo::aggregate(&Expected {
+            ic_rpm_sum: 0,
+            ic_rpm_count: 0,
+            electric_rpm_sum: 0,
+            electric_rpm_count: 0,
+            ..expected("A", "UK", 10_000)
+        });
+        let batch = RemoteWriteBatch::from_aggregates(&[a], &SeriesNaming::default());
+        assert_eq!(batch.len(), 7);
+        let req = batch.to_write_request();
         let metrics: Vec<&str> = req
             .timeseries
             .iter()
@@ -754,22 +842,23 @@ pub(crate) mod tests {
 
     #[test]
     fn direct_protobuf_is_what_prost_encodes() {
-        let mut zero = aggregate("Z", "UK", 0);
+        let mut zero = expected("Z", "UK", 0);
         zero.vehicles_in_motion = 0; // default values are left out by both
         zero.warnings = i64::MAX / 3;
-        let mut negative = aggregate("A", "FR", -5000);
+        let mut negative = expected("A", "FR", -5000);
         negative.electric_rpm_sum = -1;
         let batch = RemoteWriteBatch::from_aggregates(
             &[
                 aggregate("A", "UK", 10_000),
                 aggregate("A", "UK", 15_000),
                 aggregate("Nebulara", "UK", 1_764_000_005_000),
-                zero,
-                negative,
+                demo::aggregate(&zero),
+                demo::aggregate(&negative),
             ],
             &SeriesNaming {
                 metric_prefix: "fleet_".into(),
                 constant_labels: BTreeMap::from([("env".to_string(), "prod".to_string())]),
+                ..SeriesNaming::default()
             },
         );
         for piece in [

@@ -44,10 +44,16 @@ pub mod shard;
 pub mod sigv4;
 pub mod stage;
 
+/// The reference demo's aggregates, the same file as the integration tests'
+/// and benchmarks'.
+#[cfg(test)]
+#[path = "../tests/common/demo.rs"]
+mod demo;
+
 pub use bisect::{Delivery, DroppedSamples};
 pub use config::{check_label_name, OnRetryExhausted, RemoteWriteConfig, SigV4Config};
 pub use emitter::{Emitter, RequestSigner, RetryPolicy, SignFuture};
-pub use encode::{compress, encode, Metric, RemoteWriteBatch, Series, SeriesNaming, SeriesTable};
+pub use encode::{compress, encode, RemoteWriteBatch, Series, SeriesNaming, SeriesTable};
 pub use error::{RemoteWriteError, Retry};
 pub use health::READY_REMOTE_WRITE;
 pub use metrics::{DropReason, RemoteWriteMetrics, StatusClass};

@@ -35,7 +35,8 @@ use crate::RemoteWriteError;
 /// and pauses the source: backpressure, nothing lost. If the task is aborted
 /// instead, the checkpoints of undelivered batches were never published, so
 /// Kafka replays them. Errors on a configuration the endpoint cannot be
-/// reached with, and if a shard task panics.
+/// reached with, and if a shard task panics. Names the reference demo's
+/// metrics; the service names its plan's with [`run_fenced`].
 pub async fn run(
     cfg: RemoteWriteConfig,
     input: mpsc::Receiver<WindowBatch>,
@@ -44,7 +45,8 @@ pub async fn run(
     readiness: Arc<Readiness>,
 ) -> Result<(), RemoteWriteError> {
     let fence = Arc::new(RevocationFence::default());
-    run_fenced(cfg, input, acks, metrics, readiness, fence).await
+    let plan = Arc::new(fleet_plan::MetricPlan::reference_demo());
+    run_fenced(cfg, plan, input, acks, metrics, readiness, fence).await
 }
 
 /// [`run`], sharing `fence` with a Kafka source: batches built before the
@@ -53,6 +55,7 @@ pub async fn run(
 /// kept there for the source to wait on (see [`RevocationFence`]).
 pub async fn run_fenced(
     cfg: RemoteWriteConfig,
+    plan: Arc<fleet_plan::MetricPlan>,
     mut input: mpsc::Receiver<WindowBatch>,
     acks: watch::Sender<Option<Checkpoint>>,
     metrics: RemoteWriteMetrics,
@@ -81,7 +84,7 @@ pub async fn run_fenced(
         };
         shards.spawn(shard.run(work));
     }
-    let mut series = SeriesTable::new(cfg.series_naming());
+    let mut series = SeriesTable::new(cfg.series_naming(plan));
     let mut stopped_early = false;
     'input: while let Some(batch) = input.recv().await {
         if fence.is_stale(batch.checkpoint.epoch) {
@@ -124,7 +127,8 @@ mod tests {
     //! the scheduler and the endpoint could produce.
     use std::collections::{BTreeMap, HashMap};
 
-    use fleet_core::{GroupKey, WindowAggregate};
+    use fleet_core::WindowAggregate;
+    use fleet_testkit::oracle::Expected;
     use proptest::prelude::*;
 
     use super::*;
@@ -194,10 +198,11 @@ mod tests {
     }
 
     fn aggregate(group: usize, window_end: i64) -> WindowAggregate {
-        WindowAggregate {
+        crate::demo::aggregate(&Expected {
             window_start: window_end - 5000,
             window_end,
-            group: GroupKey::new(format!("model-{group}"), ["UK", "FR"][group % 2]),
+            model: format!("model-{group}"),
+            region: ["UK", "FR"][group % 2].into(),
             vehicles_in_motion: group as u64,
             warnings: 1,
             vehicles_reporting: 2,
@@ -206,7 +211,7 @@ mod tests {
             electric_rpm_sum: -5,
             electric_rpm_count: 1,
             events: 3,
-        }
+        })
     }
 
     /// The simulated stage: the same parts `run` and the shard tasks use.

@@ -13,12 +13,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{aggregate, metric, metrics};
+use common::{aggregate, expected, metric, metrics};
 use fleet_core::telemetry::Readiness;
-use fleet_core::{Checkpoint, WindowAggregate, WindowBatch};
+use fleet_core::{Checkpoint, WindowBatch};
+use fleet_plan::MetricPlan;
 use fleet_remote_write::{
     DropReason, Emitter, OnRetryExhausted, RemoteWriteBatch, RemoteWriteConfig,
 };
+use fleet_testkit::oracle::Expected;
 use fleet_testkit::{prometheus_or_skip, Prometheus, PrometheusOptions};
 use tokio::sync::{mpsc, watch};
 
@@ -53,8 +55,8 @@ async fn samples(prometheus: &Prometheus, selector: &str, time_ms: i64) -> Vec<(
         .unwrap_or_default()
 }
 
-/// How a written metric's value is computed from its aggregate.
-type ValueOf = fn(&WindowAggregate) -> f64;
+/// How a written metric's value is computed from what its aggregate holds.
+type ValueOf = fn(&Expected) -> f64;
 
 /// Now − 10 min on a 5 s boundary.
 fn recent_window_end() -> i64 {
@@ -146,8 +148,8 @@ async fn writes_two_windows_of_two_groups_and_reads_them_back() {
         for (name, value) in written {
             let selector = format!(r#"{name}{{model="{model}",region="{region}",env="test"}}"#);
             let expected = vec![
-                (t1, value(&aggregate(model, region, t1, seeds[0]))),
-                (t2, value(&aggregate(model, region, t2, seeds[1]))),
+                (t1, value(&expected(model, region, t1, seeds[0]))),
+                (t2, value(&expected(model, region, t2, seeds[1]))),
             ];
             assert_eq!(
                 samples(&prometheus, &selector, t2).await,
@@ -167,7 +169,7 @@ async fn bad_samples_are_isolated_dropped_and_counted_the_rest_written() {
     let (t2, t3) = (t1 + 5000, t1 + 10_000);
     let (root, m) = metrics();
     let mut emitter = Emitter::new(&config(&prometheus), m).unwrap();
-    let naming = config(&prometheus).series_naming();
+    let naming = config(&prometheus).series_naming(Arc::new(MetricPlan::reference_demo()));
 
     let first = [aggregate("A", "UK", t1, 0), aggregate("A", "UK", t2, 0)];
     let d = emitter
@@ -223,11 +225,11 @@ async fn bad_samples_are_isolated_dropped_and_counted_the_rest_written() {
     );
 
     // A keeps its first values at t1 and t2, and gained t3.
-    let a = |f: fn(&WindowAggregate) -> f64| {
+    let a = |f: ValueOf| {
         vec![
-            (t1, f(&aggregate("A", "UK", t1, 0))),
-            (t2, f(&aggregate("A", "UK", t2, 0))),
-            (t3, f(&aggregate("A", "UK", t3, 0))),
+            (t1, f(&expected("A", "UK", t1, 0))),
+            (t2, f(&expected("A", "UK", t2, 0))),
+            (t3, f(&expected("A", "UK", t3, 0))),
         ]
     };
     assert_eq!(

@@ -387,6 +387,7 @@ async fn after_a_revocation_stale_batches_are_dropped_and_in_flight_ones_counted
             max_linger_ms: 0,
             ..config(addr)
         },
+        Arc::new(fleet_plan::MetricPlan::reference_demo()),
         rx,
         acks,
         m,

@@ -3,17 +3,21 @@
 // Test code: a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use fleet_core::{GroupKey, WindowAggregate};
+use fleet_core::WindowAggregate;
 use fleet_remote_write::RemoteWriteMetrics;
+use fleet_testkit::oracle::Expected;
 use prometheus_client::registry::Registry;
+
+mod demo;
 
 /// A window of one (model, region) with every metric present (9 samples);
 /// values differ with `seed`.
-pub fn aggregate(model: &str, region: &str, window_end: i64, seed: u64) -> WindowAggregate {
-    WindowAggregate {
+pub fn expected(model: &str, region: &str, window_end: i64, seed: u64) -> Expected {
+    Expected {
         window_start: window_end - 5000,
         window_end,
-        group: GroupKey::new(model, region),
+        model: model.into(),
+        region: region.into(),
         vehicles_in_motion: 10 + seed,
         warnings: 2 + seed as i64,
         vehicles_reporting: 20 + seed,
@@ -23,6 +27,11 @@ pub fn aggregate(model: &str, region: &str, window_end: i64, seed: u64) -> Windo
         electric_rpm_count: 3 + seed,
         events: 30,
     }
+}
+
+/// The aggregate of [`expected`].
+pub fn aggregate(model: &str, region: &str, window_end: i64, seed: u64) -> WindowAggregate {
+    demo::aggregate(&expected(model, region, window_end, seed))
 }
 
 /// The stage's metrics, registered under `fleet_remote_write_` in a registry

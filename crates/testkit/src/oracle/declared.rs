@@ -55,7 +55,16 @@ impl Number {
         }
     }
 
-    /// Integers wrap (exact 64-bit arithmetic); floats add.
+    /// Integers saturate at the 64-bit bounds (sums, means, histograms);
+    /// floats add.
+    fn saturating_add(self, other: Number) -> Number {
+        match (self, other) {
+            (Number::Int(a), Number::Int(b)) => Number::Int(a.saturating_add(b)),
+            _ => Number::Float(self.as_f64() + other.as_f64()),
+        }
+    }
+
+    /// Integers wrap (the sum of latest readings); floats add.
     fn add(self, other: Number) -> Number {
         match (self, other) {
             (Number::Int(a), Number::Int(b)) => Number::Int(a.wrapping_add(b)),
@@ -358,9 +367,9 @@ impl Accumulator {
             (Accumulator::Distinct(vehicles), _) => {
                 vehicles.insert(vehicle.to_string());
             }
-            (Accumulator::Sum(sum), Some(v)) => *sum = sum.add(v),
+            (Accumulator::Sum(sum), Some(v)) => *sum = sum.saturating_add(v),
             (Accumulator::Mean { sum, count }, Some(v)) => {
-                *sum = sum.add(v);
+                *sum = sum.saturating_add(v);
                 *count += 1;
             }
             (Accumulator::Extreme(extreme), Some(v)) => {
@@ -395,7 +404,7 @@ impl Accumulator {
                         *n += 1;
                     }
                 }
-                *sum = sum.add(v);
+                *sum = sum.saturating_add(v);
                 *count += 1;
             }
             // A number function always has a number signal (checked at parse).
