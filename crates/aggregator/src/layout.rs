@@ -157,7 +157,8 @@ fn grouping_layout(plan: &MetricPlan, grouping: GroupingId) -> GroupingLayout {
         ints += int_cells;
         floats += float_cells;
     }
-    assert!(bits <= 64, "more than 63 per-vehicle metrics in one grouping");
+    // The plan allows at most `MAX_PER_VEHICLE_METRICS` (63) flags per grouping.
+    debug_assert!(bits <= 64);
     GroupingLayout {
         grouping,
         per_vehicle: bits > 1,

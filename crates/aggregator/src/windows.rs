@@ -253,7 +253,9 @@ impl TumblingWindows {
                 w.prefetch(ahead);
             }
             let at = e.values_at as usize;
-            let values = values.get(at..at + usize::from(e.values_len)).unwrap_or_default();
+            let values = values
+                .get(at..at + usize::from(e.values_len))
+                .unwrap_or_default();
             match self.record(e, values, groups.of(e.group)) {
                 Admit::Counted => outcome.counted += 1,
                 Admit::Late { lag_ms } => outcome.late_lags_ms.push(lag_ms),
@@ -319,7 +321,14 @@ impl TumblingWindows {
                 // The drill-down keeps integer signals (exact means).
                 for v in values {
                     if let Value::Integer(measurement) = v.value {
-                        drilldown.record(start, e.vehicle, e.group, v.signal, e.timestamp, measurement);
+                        drilldown.record(
+                            start,
+                            e.vehicle,
+                            e.group,
+                            v.signal,
+                            e.timestamp,
+                            measurement,
+                        );
                     }
                 }
             }

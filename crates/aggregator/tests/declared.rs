@@ -16,14 +16,11 @@ use std::time::Duration;
 use fleet_aggregator::{Aggregator, AggregatorConfig, AggregatorMetrics};
 use fleet_core::decode::Decoder;
 use fleet_core::{
-    Msg, OutputMode, Scope, SourceBatcher, Watermark, WatermarkRules, WatermarkTracker,
-    WindowSpec,
+    Msg, OutputMode, Scope, SourceBatcher, Watermark, WatermarkRules, WatermarkTracker, WindowSpec,
 };
 use fleet_enricher::{ReferenceTable, UnknownVehiclePolicy, VehicleCatalog};
 use fleet_plan::MetricPlan;
-use fleet_testkit::oracle::declared::{
-    self, approx_eq, DeclaredConfig, OracleRecord, VehicleRef,
-};
+use fleet_testkit::oracle::declared::{self, approx_eq, DeclaredConfig, OracleRecord, VehicleRef};
 use proptest::prelude::*;
 use serde_json::Value as Json;
 use tokio::time::Instant;
@@ -98,7 +95,9 @@ fn filter(kinds: Vec<Kind>) -> BoxedStrategy<String> {
     let kinds = Arc::new(kinds);
     let one = {
         let kinds = Arc::clone(&kinds);
-        (0..n).prop_flat_map(move |i| comparison(i, &kinds[i])).boxed()
+        (0..n)
+            .prop_flat_map(move |i| comparison(i, &kinds[i]))
+            .boxed()
     };
     (one.clone(), one, 0u8..4)
         .prop_map(|(a, b, how)| match how {
@@ -171,7 +170,7 @@ fn value(kind: &Kind, pick: u32) -> String {
     match kind {
         Kind::Integer => format!("{}", (pick % 9) as i64 - 4),
         Kind::Float => format!("{}", ((pick % 17) as f64 - 8.0) * 0.75),
-        Kind::Boolean => format!("{}", pick % 2 == 0),
+        Kind::Boolean => format!("{}", pick.is_multiple_of(2)),
         Kind::State => format!("\"{}\"", STATES[(pick % 3) as usize]),
     }
 }
@@ -246,7 +245,7 @@ fn case(max_delay_ms: i64) -> impl Strategy<Value = Case> {
                     if wide {
                         let mut nested = Vec::new();
                         for (s, k) in kinds.iter().enumerate() {
-                            if present >> s & 1 == 1 || present % 7 == 0 {
+                            if present >> s & 1 == 1 || present.is_multiple_of(7) {
                                 let field = format!("\"s{s}\":{}", value(k, pick.rotate_left(s as u32 * 5)));
                                 if s % 2 == 1 { nested.push(field) } else { fields.push(field) }
                             }
@@ -260,7 +259,7 @@ fn case(max_delay_ms: i64) -> impl Strategy<Value = Case> {
                         fields.push(format!("\"v\":{}", value(&kinds[s], pick)));
                     }
                     // Now and then a record with a wrong type: malformed, skipped.
-                    if pick % 23 == 0 {
+                    if pick.is_multiple_of(23) {
                         fields.push("\"t\":\"late\"".to_string());
                     }
                     timed.push((t + delay, i, v, format!("{{{}}}", fields.join(","))));
@@ -333,7 +332,9 @@ fn run_pipeline(c: &Case, plan: &Arc<MetricPlan>, mode: OutputMode) -> (Vec<Stri
     let mut offsets: HashMap<i32, i64> = HashMap::new();
     for (p, record) in &c.arrivals {
         let offset = offsets.entry(*p).or_default();
-        let _ = batcher.push_with(now, 0, |b| decoder.decode_into(record.as_bytes(), *p, *offset, b));
+        let _ = batcher.push_with(now, 0, |b| {
+            decoder.decode_into(record.as_bytes(), *p, *offset, b)
+        });
         *offset += 1;
         drain(&mut batcher, &mut out);
     }
@@ -392,7 +393,10 @@ fn same(a: &Json, b: &Json) -> bool {
     match (a, b) {
         (Json::Number(x), Json::Number(y)) => match (x.as_i64(), y.as_i64()) {
             (Some(i), Some(j)) => i == j,
-            _ => approx_eq(x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN)),
+            _ => approx_eq(
+                x.as_f64().unwrap_or(f64::NAN),
+                y.as_f64().unwrap_or(f64::NAN),
+            ),
         },
         (Json::Object(x), Json::Object(y)) => {
             x.len() == y.len()
@@ -421,13 +425,20 @@ fn assert_same_lines(mut got: Vec<String>, mut want: Vec<String>, toml: &str) {
     };
     got.sort_by_key(key);
     want.sort_by_key(key);
-    assert_eq!(got.len(), want.len(), "{toml}\ngot {got:#?}\nwant {want:#?}");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{toml}\ngot {got:#?}\nwant {want:#?}"
+    );
     for (g, w) in got.iter().zip(&want) {
         // Field order matters too: compare key sequences as written.
         let gk: Vec<&str> = g.split("\":").collect();
         let wk: Vec<&str> = w.split("\":").collect();
         assert_eq!(gk.len(), wk.len(), "{toml}\n{g}\n{w}");
-        let (gv, wv): (Json, Json) = (serde_json::from_str(g).unwrap(), serde_json::from_str(w).unwrap());
+        let (gv, wv): (Json, Json) = (
+            serde_json::from_str(g).unwrap(),
+            serde_json::from_str(w).unwrap(),
+        );
         assert!(same(&gv, &wv), "{toml}\ngot  {g}\nwant {w}");
     }
 }

@@ -21,8 +21,8 @@ use fleet_core::{
     EventType, Msg, OutputMode, RawEvent, Scope, SourceBatcher, Watermark, WatermarkRules,
     WatermarkTracker, WindowAggregate, WindowSpec,
 };
-use fleet_plan::MetricPlan;
 use fleet_enricher::{ReferenceTable, UnknownVehiclePolicy, VehicleCatalog};
+use fleet_plan::MetricPlan;
 use fleet_testkit::oracle;
 use proptest::prelude::*;
 use tokio::time::Instant;

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use fleet_core::{EventType, RawEvent, SmallStr, SourceEvent};
+use fleet_core::{Record, RecordBatch, SmallStr};
 use fleet_enricher::{ReferenceTable, UnknownVehiclePolicy, VehicleCatalog};
 use fleet_generator::{vin, MODELS, REGIONS};
 use nix::time::{clock_gettime, ClockId};
@@ -200,21 +200,21 @@ pub fn run(args: &CatalogArgs) -> anyhow::Result<()> {
     let mut enrich = Duration::ZERO;
     let mut enriched = 0usize;
     for (b, chunk) in order.chunks(2048).enumerate() {
-        let batch: Vec<SourceEvent> = chunk
-            .iter()
-            .zip(0i64..)
-            .map(|(&i, k)| SourceEvent {
+        let mut batch = RecordBatch::with_capacity(chunk.len());
+        for (&i, k) in chunk.iter().zip(0i64..) {
+            batch.records.push(Record {
                 partition: 0,
                 offset: b as i64 * 2048 + k,
-                event: RawEvent {
-                    event_type: EventType::IcRpm,
-                    vehicle_id: vins[i as usize].0.clone(),
-                    region: REGIONS[i as usize % REGIONS.len()].0.into(),
-                    timestamp: 1_764_000_000_000 + k,
-                    measurement: 1000,
-                },
-            })
-            .collect();
+                vehicle_id: vins[i as usize].0.clone(),
+                timestamp: 1_764_000_000_000 + k,
+                labels_at: batch.labels.len() as u32,
+                values_at: 0,
+                values_len: 0,
+            });
+            batch
+                .labels
+                .push(REGIONS[i as usize % REGIONS.len()].0.into());
+        }
         let start = thread_cpu()?;
         let (out, stats) = catalog.enrich_batch(batch);
         enrich += thread_cpu()?.saturating_sub(start);

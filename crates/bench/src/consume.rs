@@ -13,6 +13,8 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use fleet_core::decode::Decoder;
+use fleet_core::RecordBatch;
 use fleet_kafka::KafkaConfig;
 use futures::StreamExt;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -115,9 +117,30 @@ fn consumer_config(args: &ConsumeArgs, way: &str) -> rdkafka::ClientConfig {
     cfg.consumer_config()
 }
 
-/// Counts a payload; returns whether it was malformed (only with `--decode`).
-fn take(payload: Option<&[u8]>, decode: bool) -> bool {
-    decode && fleet_core::decode_event(payload.unwrap_or_default()).is_err()
+/// With `--decode`, the service's decoder on the reference demo's plan and
+/// a batch it decodes into, emptied as the source's batcher would.
+struct Decoding(Option<(Decoder, RecordBatch)>);
+
+impl Decoding {
+    fn new(decode: bool) -> Self {
+        Decoding(decode.then(|| {
+            let plan = fleet_plan::MetricPlan::reference_demo();
+            (Decoder::new(&plan.input), RecordBatch::with_capacity(2048))
+        }))
+    }
+
+    /// Counts a payload; returns whether it was malformed (only with `--decode`).
+    fn take(&mut self, payload: Option<&[u8]>) -> bool {
+        let Some((decoder, batch)) = &mut self.0 else {
+            return false;
+        };
+        if batch.len() >= 2048 {
+            batch.clear();
+        }
+        decoder
+            .decode_into(payload.unwrap_or_default(), 0, 0, batch)
+            .is_err()
+    }
 }
 
 /// As the source reads: one `MessageStream` polled by a tokio task.
@@ -137,12 +160,13 @@ fn stream_pass(
             .context("subscribing to the topic")?;
         let mut stream = consumer.stream();
         let (mut messages, mut malformed) = (0u64, 0u64);
+        let mut decoding = Decoding::new(args.decode);
         let read_all = async {
             while messages < args.events {
                 match stream.next().await {
                     Some(Ok(m)) => {
                         messages += 1;
-                        malformed += u64::from(take(m.payload(), args.decode));
+                        malformed += u64::from(decoding.take(m.payload()));
                     }
                     Some(Err(e)) => return Err(anyhow::Error::new(e).context("consuming")),
                     None => bail!("the message stream ended"),
@@ -172,6 +196,7 @@ fn poll_pass(
         .context("subscribing to the topic")?;
     let started = Instant::now();
     let (mut messages, mut malformed) = (0u64, 0u64);
+    let mut decoding = Decoding::new(args.decode);
     while messages < args.events {
         if started.elapsed() > deadline {
             bail!("read {messages} of {} messages", args.events);
@@ -179,7 +204,7 @@ fn poll_pass(
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 messages += 1;
-                malformed += u64::from(take(m.payload(), args.decode));
+                malformed += u64::from(decoding.take(m.payload()));
             }
             Some(Err(e)) => return Err(anyhow::Error::new(e).context("consuming")),
             None => {}

@@ -82,7 +82,8 @@ impl Corpus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleet_core::decode_event;
+    use fleet_core::decode::Decoder;
+    use fleet_core::RecordBatch;
 
     #[test]
     fn every_line_is_one_decodable_event_and_every_vehicle_is_referenced() {
@@ -94,9 +95,11 @@ mod tests {
         let corpus = Corpus::generate(&config, 3_000).unwrap();
         assert_eq!(corpus.len(), 3_000);
         assert_eq!(corpus.lines().count(), 3_000);
+        let decoder = Decoder::new(&fleet_plan::MetricPlan::reference_demo().input);
+        let mut batch = RecordBatch::default();
         for line in corpus.lines() {
             assert!(!line.contains(&b'\n'));
-            decode_event(line).unwrap();
+            decoder.decode_into(line, 0, 0, &mut batch).unwrap();
         }
         assert_eq!(corpus.reference().len(), 50);
         assert_eq!(

@@ -152,8 +152,8 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
     };
 
     let events = corpus.len();
-    let (mut decode_runs, mut serde_runs, mut pipeline_runs, mut threaded_runs) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut decode_runs, mut pipeline_runs, mut threaded_runs) =
+        (Vec::new(), Vec::new(), Vec::new());
     let (mut decode_work, mut pipeline_work, mut threaded_work) =
         (Default::default(), Default::default(), None);
     for round in 1..=cli.repeat {
@@ -161,14 +161,6 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
         progress(round, cli.repeat, "decode", t);
         decode_runs.push(t);
         decode_work = work;
-
-        let (work, t) = measure(|| Ok(phases::serde_decode_only(&corpus)))?;
-        progress(round, cli.repeat, "serde", t);
-        serde_runs.push(t);
-        anyhow::ensure!(
-            work == decode_work,
-            "the two decoders disagree: {work:?} vs {decode_work:?}"
-        );
 
         let mut stages = Stages::new(&corpus, &params);
         let (work, t) = measure(|| phases::inline_pipeline(&corpus, &params, &mut stages))?;
@@ -201,7 +193,6 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
         Machine::detect(),
         input,
         (Phase::new("decode", events, decode_runs), decode_work),
-        Phase::new("serde", events, serde_runs),
         (Phase::new("pipeline", events, pipeline_runs), pipeline_work),
         threaded,
         (peak_after_input, ProcessUsage::now()?.peak_rss_bytes),

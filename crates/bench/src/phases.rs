@@ -1,9 +1,7 @@
 //! The three measured phases, each a plain function over the same [`Corpus`].
 //!
-//! - [`decode_only`]: `decode_event` on every line, the floor any pipeline pays.
-//! - [`serde_decode_only`]: the same with `decode_event_serde`, the decoder
-//!   `decode_event` falls back to (and the whole decoder before its fast
-//!   path): the floor the first figures were measured against.
+//! - [`decode_only`]: the plan's decoder on every line, the floor any
+//!   pipeline pays.
 //! - [`inline_pipeline`]: the whole job on the calling thread — decode, the
 //!   source's batcher and watermarks, the enricher's join, the aggregator's
 //!   windows, and the emitter's encoding of every closed window batch into
@@ -20,16 +18,19 @@
 //! Functions that profilers should find by name are `#[inline(never)]`.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use fleet_aggregator::{Aggregator, AggregatorConfig, AggregatorMetrics};
+use fleet_core::decode::Decoder;
 use fleet_core::{
-    decode_event, decode_event_serde, Msg, OutputMode, Scope, SourceBatch, SourceBatcher,
-    Watermark, WatermarkRules, WatermarkTracker, WindowBatch, WindowSpec,
+    Msg, OutputMode, RecordBatch, Scope, SourceBatch, SourceBatcher, Watermark, WatermarkRules,
+    WatermarkTracker, WindowBatch, WindowSpec,
 };
 use fleet_drilldown::{SampleFrequency, VehicleSelection};
 use fleet_enricher::{DrilldownSelector, EnricherMetrics, UnknownVehiclePolicy, VehicleCatalog};
+use fleet_plan::MetricPlan;
 use fleet_remote_write::{compress, RemoteWriteConfig, SeriesNaming, SeriesTable};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
@@ -96,35 +97,24 @@ pub struct DecodeWork {
     pub malformed: u64,
 }
 
-/// Decodes every line and drops the event.
+/// Decodes every line with the reference demo's plan, a batch of
+/// `BATCH_EVENTS` records at a time, and drops the records.
 #[inline(never)]
 pub fn decode_only(corpus: &Corpus) -> DecodeWork {
+    let decoder = Decoder::new(&MetricPlan::reference_demo().input);
     let mut work = DecodeWork::default();
-    for line in corpus.lines() {
-        match decode_event(line) {
-            Ok(event) => {
-                black_box(&event);
-                work.events += 1;
-            }
+    let mut batch = RecordBatch::with_capacity(BATCH_EVENTS);
+    for (offset, line) in (0i64..).zip(corpus.lines()) {
+        match decoder.decode_into(line, 0, offset, &mut batch) {
+            Ok(()) => work.events += 1,
             Err(_) => work.malformed += 1,
         }
-    }
-    work
-}
-
-/// Decodes every line with the serde decoder alone and drops the event.
-#[inline(never)]
-pub fn serde_decode_only(corpus: &Corpus) -> DecodeWork {
-    let mut work = DecodeWork::default();
-    for line in corpus.lines() {
-        match decode_event_serde(line) {
-            Ok(event) => {
-                black_box(&event);
-                work.events += 1;
-            }
-            Err(_) => work.malformed += 1,
+        if batch.len() == BATCH_EVENTS {
+            black_box(&batch);
+            batch.clear();
         }
     }
+    black_box(&batch);
     work
 }
 
@@ -184,13 +174,15 @@ impl Stages {
             output_mode: OutputMode::Single,
             max_label_sets: usize::MAX,
             drilldown: params.drilldown,
+            plan: Arc::new(MetricPlan::reference_demo()),
         };
         let metrics = AggregatorMetrics::register(&mut Registry::default());
+        let aggregator = Aggregator::new(&aggregator_config, metrics);
         Stages {
             catalog: VehicleCatalog::new(corpus.reference(), UnknownVehiclePolicy::Unknown)
                 .with_drilldown(DrilldownSelector::new(selection)),
             aggregator_config,
-            aggregator: Aggregator::new(&aggregator_config, metrics),
+            aggregator,
             sink: EncodingSink::new(params.max_samples_per_request),
         }
     }
@@ -265,14 +257,12 @@ fn feed(
 ) -> anyhow::Result<SourceWork> {
     let tracker = WatermarkTracker::new(params.bounded_input_rules(), params.window);
     let mut batcher = SourceBatcher::new(tracker, params.batch_events, OutputMode::Single);
+    let decoder = Decoder::new(&MetricPlan::reference_demo().input);
     let mut work = SourceWork::default();
     let now = Instant::now();
     for (offset, line) in (0i64..).zip(corpus.lines()) {
-        match decode_event(line) {
-            Ok(event) => {
-                work.events += 1;
-                batcher.push_sequential(offset, event, now, 0);
-            }
+        match batcher.push_with(now, 0, |batch| decoder.decode_into(line, 0, offset, batch)) {
+            Ok(()) => work.events += 1,
             Err(_) => work.malformed += 1,
         }
         while let Some(msg) = batcher.pop() {
@@ -401,7 +391,6 @@ mod tests {
 
         assert_eq!(inline.events, 60_000);
         assert_eq!(decode_only(&corpus).events, 60_000);
-        assert_eq!(serde_decode_only(&corpus).events, 60_000);
         assert_eq!(inline.malformed, 0);
         // The default realism makes ~0.1 % late; nothing else is lost.
         assert!(

@@ -93,7 +93,7 @@ impl Figures {
 /// The summary of one phase.
 #[derive(Clone, Debug, Serialize)]
 pub struct Phase {
-    /// `decode`, `serde`, `pipeline` or `threaded`.
+    /// `decode`, `pipeline` or `threaded`.
     pub name: &'static str,
     /// Events per run.
     pub events: u64,
@@ -157,11 +157,6 @@ pub struct Report {
     pub threaded_work: Option<PipelineWork>,
     /// Inline pipeline CPU time over decode CPU time.
     pub pipeline_over_decode: Ratio,
-    /// Inline pipeline CPU time over the serde decoder's CPU time (the
-    /// decode floor before the fast path).
-    pub pipeline_over_serde_decode: Ratio,
-    /// Serde decoder CPU time over decode (fast path) CPU time.
-    pub serde_over_decode: Ratio,
     /// Threaded pipeline CPU time over inline pipeline CPU time, if run.
     pub threaded_over_pipeline: Option<Ratio>,
     /// Peak RSS once the input was prepared (the JSON lines and line index dominate), bytes.
@@ -177,17 +172,14 @@ impl Report {
         machine: Machine,
         input: Input,
         decode: (Phase, DecodeWork),
-        serde_decode: Phase,
         pipeline: (Phase, PipelineWork),
         threaded: Option<(Phase, PipelineWork)>,
         peak_rss: (u64, u64),
     ) -> Report {
         let pipeline_over_decode = Ratio::of(&pipeline.0, &decode.0);
-        let pipeline_over_serde_decode = Ratio::of(&pipeline.0, &serde_decode);
-        let serde_over_decode = Ratio::of(&serde_decode, &decode.0);
         let threaded_over_pipeline = threaded.as_ref().map(|t| Ratio::of(&t.0, &pipeline.0));
         let (threaded_phase, threaded_work) = threaded.unzip();
-        let mut phases = vec![decode.0, serde_decode, pipeline.0];
+        let mut phases = vec![decode.0, pipeline.0];
         phases.extend(threaded_phase);
         Report {
             machine,
@@ -197,8 +189,6 @@ impl Report {
             pipeline_work: pipeline.1,
             threaded_work,
             pipeline_over_decode,
-            pipeline_over_serde_decode,
-            serde_over_decode,
             threaded_over_pipeline,
             peak_rss_after_input_bytes: peak_rss.0,
             peak_rss_bytes: peak_rss.1,
@@ -255,18 +245,6 @@ impl Report {
         let _ = writeln!(
             out,
             "\npipeline / decode CPU time: {:.2}x (best), {:.2}x (median)",
-            r.best, r.median
-        );
-        let r = self.pipeline_over_serde_decode;
-        let _ = writeln!(
-            out,
-            "pipeline / serde decode CPU time: {:.2}x (best), {:.2}x (median)",
-            r.best, r.median
-        );
-        let r = self.serde_over_decode;
-        let _ = writeln!(
-            out,
-            "serde decode / decode CPU time: {:.2}x (best), {:.2}x (median)",
             r.best, r.median
         );
         if let Some(r) = self.threaded_over_pipeline {

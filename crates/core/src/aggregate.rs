@@ -180,7 +180,11 @@ impl WindowAggregate {
                             put(0, 2 + i, Some(le), cumulative as f64);
                         }
                     }
-                    (1, MetricValue::Mean { sum, count } | MetricValue::Histogram { sum, count, .. }) => {
+                    (
+                        1,
+                        MetricValue::Mean { sum, count }
+                        | MetricValue::Histogram { sum, count, .. },
+                    ) => {
                         put(1, 0, None, sum.as_f64());
                         put(2, 1, None, *count as f64);
                     }

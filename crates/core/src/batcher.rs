@@ -70,7 +70,9 @@ impl SourceBatcher {
         let Some(record) = self.current.records.get(before) else {
             return Ok(());
         };
-        let reached_window_end = self.tracker.observe(record.partition, record.timestamp, now);
+        let reached_window_end = self
+            .tracker
+            .observe(record.partition, record.timestamp, now);
         if reached_window_end {
             self.advance(now, wall_ms);
         } else if self.current.len() >= self.max_batch {

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::aggregate::Labels;
 #[cfg(doc)]
 use crate::OutputMode;
-use crate::aggregate::Labels;
 use crate::{PartitionId, RecordBatch, Scope, SignalValue, TimestampMs, Watermark};
 
 /// A message on a stage channel: a batch of data, or a control message.

@@ -359,13 +359,7 @@ mod tests {
         }
     }
 
-    fn s(
-        vehicle: u32,
-        group: u32,
-        signal: SignalId,
-        ts: TimestampMs,
-        value: f64,
-    ) -> ReducedSample {
+    fn s(vehicle: u32, group: u32, signal: SignalId, ts: TimestampMs, value: f64) -> ReducedSample {
         ReducedSample {
             vehicle: VehicleKey(vehicle),
             group: GroupId(group),

@@ -349,7 +349,12 @@ impl VehicleCatalog {
     /// The event labels' values of tuple index `labels` (see [`Self::intern_labels`]).
     fn label_values(&self, labels: u32) -> Vec<Arc<str>> {
         match self.event_labels.len() {
-            1 => self.region_names.get(labels as usize).cloned().into_iter().collect(),
+            1 => self
+                .region_names
+                .get(labels as usize)
+                .cloned()
+                .into_iter()
+                .collect(),
             _ => self
                 .tuple_values
                 .get(labels as usize)
@@ -384,7 +389,12 @@ impl VehicleCatalog {
         self.next_group = id.saturating_add(1);
         let profile = &self.profiles[m];
         let mut labels = vec![(Arc::from(MODEL_LABEL), profile.model.clone())];
-        labels.extend(self.event_labels.iter().cloned().zip(self.label_values(region)));
+        labels.extend(
+            self.event_labels
+                .iter()
+                .cloned()
+                .zip(self.label_values(region)),
+        );
         labels.extend(profile.dimensions.iter().cloned());
         new.push(GroupKey {
             labels: labels.into(),
@@ -457,8 +467,16 @@ mod tests {
     use fleet_core::{Record, RecordBatch};
 
     /// A record at `offset` of vehicle `vin` with these event label values.
-    fn rec<const N: usize>(offset: i64, vin: &str, labels: [&str; N]) -> (i64, String, Vec<String>) {
-        (offset, vin.to_string(), labels.iter().map(|l| l.to_string()).collect())
+    fn rec<const N: usize>(
+        offset: i64,
+        vin: &str,
+        labels: [&str; N],
+    ) -> (i64, String, Vec<String>) {
+        (
+            offset,
+            vin.to_string(),
+            labels.iter().map(|l| l.to_string()).collect(),
+        )
     }
 
     fn ev(offset: i64, vin: &str, region: &str) -> (i64, String, Vec<String>) {

@@ -11,8 +11,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::EventGenerator;
-use fleet_core::telemetry::wall_clock_ms;
 use fleet_core::decode::Decoder;
+use fleet_core::telemetry::wall_clock_ms;
 use fleet_core::{Msg, SourceBatch, SourceBatcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;

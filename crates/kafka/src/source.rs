@@ -40,8 +40,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use fleet_core::telemetry::{wall_clock_ms, Readiness};
 use fleet_core::decode::Decoder;
+use fleet_core::telemetry::{wall_clock_ms, Readiness};
 use fleet_core::{
     Checkpoint, Msg, PartitionId, RevocationFence, SourceBatch, SourceBatcher, TimestampMs,
 };

@@ -67,6 +67,7 @@ pub(crate) fn compile(
         None => Vec::new(),
     };
     check_label_fields(&labels, &compiled, &mut problems);
+    check_per_vehicle_metrics(&groupings, &compiled, &mut problems);
     match input_plan {
         Some(input) if problems.0.is_empty() => Ok(MetricPlan {
             input,
@@ -298,6 +299,35 @@ fn plan_labels(
         source: LabelSource::Dimension(i),
     }));
     labels
+}
+
+/// Most metrics of one grouping that keep a flag per vehicle
+/// (`distinct_vehicles`, `sum_of_latest`, `mean_of_latest`): one bit each in
+/// the aggregator's per-vehicle slot.
+pub const MAX_PER_VEHICLE_METRICS: usize = 63;
+
+fn check_per_vehicle_metrics(groupings: &[Grouping], metrics: &[Metric], problems: &mut Problems) {
+    for g in 0..groupings.len() {
+        let per_vehicle: Vec<&str> = metrics
+            .iter()
+            .filter(|m| usize::from(m.grouping.0) == g)
+            .filter(|m| {
+                matches!(
+                    m.function,
+                    Function::DistinctVehicles | Function::SumOfLatest | Function::MeanOfLatest
+                )
+            })
+            .map(|m| m.name.as_str())
+            .collect();
+        if per_vehicle.len() > MAX_PER_VEHICLE_METRICS {
+            problems.add(
+                format!("metrics.{}", per_vehicle[MAX_PER_VEHICLE_METRICS]),
+                format!(
+                    "more than {MAX_PER_VEHICLE_METRICS} distinct_vehicles, sum_of_latest and mean_of_latest metrics with the same grouping"
+                ),
+            );
+        }
+    }
 }
 
 /// A label is a field of the JSON-lines record too: it must not take the

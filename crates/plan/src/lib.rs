@@ -19,7 +19,7 @@ pub mod path;
 
 mod compile;
 
-pub use compile::PlanProblem;
+pub use compile::{PlanProblem, MAX_PER_VEHICLE_METRICS};
 pub use config::{
     Function, InputConfig, MetricConfig, Shape, SignalConfig, SignalType, TimeFormat,
 };
@@ -338,7 +338,9 @@ impl MetricPlan {
         // As the configuration's layers merge: tables key by key, arrays whole.
         for (key, value) in given {
             match (sections.get_mut(&key), value) {
-                (Some(toml::Value::Table(default)), toml::Value::Table(table)) if key == "input" => {
+                (Some(toml::Value::Table(default)), toml::Value::Table(table))
+                    if key == "input" =>
+                {
                     default.extend(table)
                 }
                 (_, value) if key == "input" || key == "metrics" => {

@@ -273,7 +273,7 @@ fn spawn_sink(
                         *cfg, plan, tail, acks, metrics, readiness, fence,
                     )
                     .await
-                        .context("remote-write emitter")
+                    .context("remote-write emitter")
                 }
                 .instrument(tracing::info_span!("remote_write")),
             );

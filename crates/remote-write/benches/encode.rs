@@ -57,7 +57,7 @@ fn windows(groups: usize, windows: usize) -> Vec<WindowBatch> {
                 vehicle_samples: Vec::new(),
                 aggregates: (0..groups as i64)
                     .map(|g| {
-                        fleet::aggregate(&Expected {
+                        Expected::to_aggregate(&Expected {
                             vehicles_in_motion: (g * 7 + w) as u64 % 500,
                             warnings: (g + w) % 40,
                             vehicles_reporting: 600 + (g * 3 + w) as u64 % 100,

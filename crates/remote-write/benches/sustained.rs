@@ -57,7 +57,7 @@ fn window(groups: usize, end: i64, n: i64) -> WindowBatch {
         vehicle_samples: Vec::new(),
         aggregates: (0..groups as i64)
             .map(|g| {
-                fleet::aggregate(&Expected {
+                Expected::to_aggregate(&Expected {
                     vehicles_in_motion: (g + n) as u64 % 500,
                     warnings: (g + n) % 40,
                     vehicles_reporting: 600,

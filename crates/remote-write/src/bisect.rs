@@ -222,7 +222,7 @@ mod tests {
             aggregate("B", "FR", 10_000),
             aggregate("B", "FR", 15_000),
         ];
-        let mut all = vec![stale, crate::demo::aggregate(&changed)];
+        let mut all = vec![stale, changed.to_aggregate()];
         all.extend(good.iter().cloned());
         let d = tsdb.deliver(batch(&all));
         assert_eq!(d.dropped(DropReason::OutOfOrder), 9);

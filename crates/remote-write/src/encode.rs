@@ -476,7 +476,6 @@ pub(crate) mod tests {
     use fleet_testkit::oracle::Expected;
 
     use super::*;
-    use crate::demo;
 
     /// A window of the reference demo of group (`model`, `region`), every
     /// metric present (9 samples).
@@ -499,7 +498,7 @@ pub(crate) mod tests {
 
     /// The aggregate of [`expected`].
     pub(crate) fn aggregate(model: &str, region: &str, window_end: i64) -> WindowAggregate {
-        demo::aggregate(&expected(model, region, window_end))
+        Expected::to_aggregate(&expected(model, region, window_end))
     }
 
     fn names(ts: &TimeSeries) -> Vec<&str> {
@@ -786,7 +785,7 @@ pub(crate) mod tests {
 
     #[test]
     fn averages_are_omitted_without_input() {
-        let a = demo::aggregate(&Expected {
+        let a = Expected::to_aggregate(&Expected {
             ic_rpm_sum: 0,
             ic_rpm_count: 0,
             electric_rpm_sum: 0,
@@ -852,8 +851,8 @@ pub(crate) mod tests {
                 aggregate("A", "UK", 10_000),
                 aggregate("A", "UK", 15_000),
                 aggregate("Nebulara", "UK", 1_764_000_005_000),
-                demo::aggregate(&zero),
-                demo::aggregate(&negative),
+                Expected::to_aggregate(&zero),
+                Expected::to_aggregate(&negative),
             ],
             &SeriesNaming {
                 metric_prefix: "fleet_".into(),

@@ -44,12 +44,6 @@ pub mod shard;
 pub mod sigv4;
 pub mod stage;
 
-/// The reference demo's aggregates, the same file as the integration tests'
-/// and benchmarks'.
-#[cfg(test)]
-#[path = "../tests/common/demo.rs"]
-mod demo;
-
 pub use bisect::{Delivery, DroppedSamples};
 pub use config::{check_label_name, OnRetryExhausted, RemoteWriteConfig, SigV4Config};
 pub use emitter::{Emitter, RequestSigner, RetryPolicy, SignFuture};

@@ -198,7 +198,7 @@ mod tests {
     }
 
     fn aggregate(group: usize, window_end: i64) -> WindowAggregate {
-        crate::demo::aggregate(&Expected {
+        Expected::to_aggregate(&Expected {
             window_start: window_end - 5000,
             window_end,
             model: format!("model-{group}"),

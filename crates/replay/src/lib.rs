@@ -153,6 +153,10 @@ mod tests {
         SourceBatcher::new(tracker, 100, OutputMode::Single)
     }
 
+    fn decoder() -> Decoder {
+        Decoder::new(&fleet_plan::MetricPlan::reference_demo().input)
+    }
+
     const EVENT: &str =
         r#"{"eventType":"IC_RPM","vehicleId":"V1","region":"UK","timestamp":1000,"measurement":5}"#;
 
@@ -160,7 +164,7 @@ mod tests {
     fn lines_become_one_partition_in_file_order_and_the_end_closes_every_window() {
         let input = format!("{EVENT}\n\n{{not json\n{EVENT}");
         let mut sent = Vec::new();
-        let stats = read::<()>(input.as_bytes(), batcher(), &mut |msg| {
+        let stats = read::<()>(input.as_bytes(), &decoder(), batcher(), &mut |msg| {
             sent.push(msg);
             Ok(())
         })
@@ -173,7 +177,7 @@ mod tests {
         let offsets: Vec<(i32, i64)> = sent
             .iter()
             .filter_map(|m| match m {
-                Msg::Data(batch) => Some(batch.iter().map(|e| (e.partition, e.offset))),
+                Msg::Data(batch) => Some(batch.records.iter().map(|e| (e.partition, e.offset))),
                 _ => None,
             })
             .flatten()
@@ -188,7 +192,13 @@ mod tests {
     #[tokio::test]
     async fn a_closed_pipeline_and_a_missing_file_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let missing = run(dir.path().join("none.jsonl"), batcher(), mpsc::channel(1).0).await;
+        let missing = run(
+            dir.path().join("none.jsonl"),
+            decoder(),
+            batcher(),
+            mpsc::channel(1).0,
+        )
+        .await;
         assert!(
             matches!(missing, Err(ReplayError::Open { .. })),
             "{missing:?}"
@@ -197,7 +207,7 @@ mod tests {
         std::fs::write(&file, format!("{EVENT}\n")).unwrap();
         let (tx, rx) = mpsc::channel(1);
         drop(rx);
-        let closed = run(file, batcher(), tx).await;
+        let closed = run(file, decoder(), batcher(), tx).await;
         assert!(
             matches!(closed, Err(ReplayError::DownstreamClosed)),
             "{closed:?}"

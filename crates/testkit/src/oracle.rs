@@ -141,6 +141,35 @@ impl Expected {
         }
     }
 
+    /// The streaming aggregate this record describes (the inverse of
+    /// [`Self::from_aggregate`]): the reference demo's one grouping, group
+    /// (`model`, `region`), values in plan order. For tests of the stages
+    /// after the aggregator.
+    pub fn to_aggregate(&self) -> WindowAggregate {
+        use fleet_core::{GroupKey, MetricValue, Number};
+        let mean = |sum, count| MetricValue::Mean {
+            sum: Number::Integer(sum),
+            count,
+        };
+        WindowAggregate {
+            window_start: self.window_start,
+            window_end: self.window_end,
+            grouping: fleet_plan::GroupingId(0),
+            group: GroupKey::new([
+                ("model", self.model.as_str()),
+                ("region", self.region.as_str()),
+            ]),
+            events: self.events,
+            values: vec![
+                MetricValue::Count(self.vehicles_in_motion),
+                MetricValue::Value(Some(Number::Integer(self.warnings))),
+                MetricValue::Count(self.vehicles_reporting),
+                mean(self.ic_rpm_sum, self.ic_rpm_count),
+                mean(self.electric_rpm_sum, self.electric_rpm_count),
+            ],
+        }
+    }
+
     /// The samples written to Prometheus for this record, metric name (with
     /// `prefix`) → value. Averages are absent without input; sums and counts
     /// are always present.

@@ -201,7 +201,8 @@ impl OpenWindow {
         for (c, g) in cells.iter_mut().zip(&layout.groupings) {
             c.ints.clear();
             c.floats.clear();
-            c.vehicles.reset(if g.per_vehicle { g.slot_words } else { 0 });
+            c.vehicles
+                .reset(if g.per_vehicle { g.slot_words } else { 0 });
         }
         OpenWindow {
             start,
@@ -226,7 +227,13 @@ impl OpenWindow {
     /// Adds a record whose values `signals` holds; `groups[g]` is its
     /// group in grouping `g`.
     #[inline]
-    pub fn add(&mut self, layout: &Layout, e: &EnrichedEvent, groups: &[u32], signals: &SignalIndex) {
+    pub fn add(
+        &mut self,
+        layout: &Layout,
+        e: &EnrichedEvent,
+        groups: &[u32],
+        signals: &SignalIndex,
+    ) {
         self.first_offsets.lower(e.partition, e.offset);
         for ((g, cells), &group) in layout.groupings.iter().zip(&mut self.cells).zip(groups) {
             cells.add(g, group, e, signals);
@@ -242,7 +249,10 @@ impl OpenWindow {
         if gl.float_latest {
             cells.sum_float_latest(gl);
         }
-        cells.groups(gl).map(|(id, ints, floats)| (id, ints[0] as u64, values(gl, ints, floats))).collect()
+        cells
+            .groups(gl)
+            .map(|(id, ints, floats)| (id, ints[0] as u64, values(gl, ints, floats)))
+            .collect()
     }
 
     /// The values of the groups of grouping `g` for which `folded` holds,
@@ -250,7 +260,12 @@ impl OpenWindow {
     /// counts once, with its latest reading among them. Walks the window's
     /// vehicles, so only for the rare window over its group limit. Call
     /// after [`Self::close`] of the same grouping.
-    pub fn fold(&self, layout: &Layout, g: usize, folded: impl Fn(u32) -> bool) -> (u64, Vec<MetricValue>) {
+    pub fn fold(
+        &self,
+        layout: &Layout,
+        g: usize,
+        folded: impl Fn(u32) -> bool,
+    ) -> (u64, Vec<MetricValue>) {
         let (Some(gl), Some(cells)) = (layout.groupings.get(g), self.cells.get(g)) else {
             return (0, Vec::new());
         };
@@ -421,7 +436,10 @@ impl GroupingCells {
         let nf = g.floats;
         for (group, slot) in self.vehicles.occupied() {
             for m in &g.metrics {
-                if let Op::Latest { num: Num::Float, .. } = m.op {
+                if let Op::Latest {
+                    num: Num::Float, ..
+                } = m.op
+                {
                     if slot[1] & (1 << m.bit) != 0 {
                         self.floats[group as usize * nf + m.float_at] +=
                             f64::from_bits(slot[m.word_at + 1]);
@@ -523,11 +541,7 @@ fn fold_vehicle(m: &MetricCells, same: &[&[u64]], ints: &mut [i64], floats: &mut
     let bit = 1u64 << m.bit;
     let c = m.int_at;
     match m.op {
-        Op::Distinct => {
-            if same.iter().any(|s| s[1] & bit != 0) {
-                ints[c] += 1;
-            }
-        }
+        Op::Distinct if same.iter().any(|s| s[1] & bit != 0) => ints[c] += 1,
         Op::Latest { num, .. } => {
             let latest = same
                 .iter()
@@ -559,7 +573,8 @@ fn values(g: &GroupingLayout, ints: &[i64], floats: &[f64]) -> Vec<MetricValue> 
         .iter()
         .map(|m| {
             let c = m.int_at;
-            let count = ints[c] as u64;
+            // Every op but a float sum has its count at `int_at`.
+            let count = ints.get(c).map_or(0, |&n| n as u64);
             match m.op {
                 Op::Count | Op::Distinct => MetricValue::Count(count),
                 Op::Sum(n) => MetricValue::Value(Some(number(n, c, m.float_at))),
@@ -573,10 +588,9 @@ fn values(g: &GroupingLayout, ints: &[i64], floats: &[f64]) -> Vec<MetricValue> 
                 Op::Latest { num, mean: false } => {
                     MetricValue::Value(Some(number(num, c + 1, m.float_at)))
                 }
-                Op::Latest { num, mean: true } => MetricValue::Value(
-                    (count > 0)
-                        .then(|| Number::Float(number(num, c + 1, m.float_at).as_f64() / count as f64)),
-                ),
+                Op::Latest { num, mean: true } => MetricValue::Value((count > 0).then(|| {
+                    Number::Float(number(num, c + 1, m.float_at).as_f64() / count as f64)
+                })),
                 Op::Histogram(n) => {
                     let count_at = c + m.buckets.len() + 1;
                     MetricValue::Histogram {

@@ -72,7 +72,8 @@ impl Fixture {
     }
 
     fn record(&mut self, ev: &Ev) -> Admit {
-        self.w.record(&ev.e, &[ev.value], self.groups.of(ev.e.group))
+        self.w
+            .record(&ev.e, &[ev.value], self.groups.of(ev.e.group))
     }
 
     fn with_max_groups(self, max_groups: usize) -> Self {

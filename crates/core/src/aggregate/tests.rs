@@ -1,6 +1,5 @@
 use super::*;
 
-
 fn demo(ic_count: u64) -> WindowAggregate {
     WindowAggregate {
         window_start: 0,
@@ -34,7 +33,11 @@ fn the_reference_demo_writes_the_designs_json_line() {
     let partitioned = WindowAggregate {
         group: GroupKey {
             partition: Some(3),
-            ..GroupKey::new([("model", "Nebulara"), ("region", "UK"), ("fuel_type", "diesel")])
+            ..GroupKey::new([
+                ("model", "Nebulara"),
+                ("region", "UK"),
+                ("fuel_type", "diesel"),
+            ])
         },
         ..demo(2)
     };
@@ -71,7 +74,12 @@ fn the_reference_demo_writes_its_nine_series_and_omits_empty_means() {
     assert_eq!(sorted, expected_sorted);
     assert_eq!(
         samples.iter().map(|s| s.0.as_str()).collect::<Vec<_>>()[..4],
-        ["vehicles_in_motion", "warnings", "vehicles_reporting", "ic_engine_rpm_avg"]
+        [
+            "vehicles_in_motion",
+            "warnings",
+            "vehicles_reporting",
+            "ic_engine_rpm_avg"
+        ]
     );
     assert_eq!(slots, [0, 1, 2, 5, 3, 4, 6, 7]);
 }
@@ -118,6 +126,7 @@ fn histograms_are_cumulative_with_inf_last() {
     });
     assert_eq!(
         buckets,
-        [("0.5", 1.0), ("1000", 1.0), ("2500", 3.0), ("+Inf", 4.0)].map(|(l, v)| (l.to_string(), v))
+        [("0.5", 1.0), ("1000", 1.0), ("2500", 3.0), ("+Inf", 4.0)]
+            .map(|(l, v)| (l.to_string(), v))
     );
 }

@@ -342,3 +342,23 @@ fn from_toml_layers_input_keys_and_replaces_lists() {
     let problems = MetricPlan::from_toml("[input]\nshape = \"round\"", &[]).unwrap_err();
     assert!(problems[0].problem.contains("round"), "{problems:?}");
 }
+
+#[test]
+fn at_most_63_per_vehicle_metrics_share_a_grouping() {
+    let metrics: String = (0..64)
+        .map(|i| {
+            format!(
+                "[[metrics]]\nname = \"d{i}\"\nhelp = \"h\"\nfunction = \"distinct_vehicles\"\n"
+            )
+        })
+        .collect();
+    let problems = MetricPlan::from_toml(&metrics, &[]).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "metrics.d63");
+    let fewer: String = metrics
+        .split("[[metrics]]")
+        .skip(2)
+        .map(|m| format!("[[metrics]]{m}"))
+        .collect();
+    assert!(MetricPlan::from_toml(&fewer, &[]).is_ok());
+}

@@ -3,10 +3,6 @@
 
 use fleet_testkit::oracle::Expected;
 
-#[path = "../../tests/common/demo.rs"]
-mod demo;
-pub use demo::aggregate;
-
 /// Group `g` (`Model{g % 8}` in `region-{g / 8}`) in the 5 s window ending at
 /// `end`, with 3,000 events; every other count is 0, for the caller to set.
 pub fn window(g: i64, end: i64) -> Expected {

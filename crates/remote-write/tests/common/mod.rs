@@ -8,8 +8,6 @@ use fleet_remote_write::RemoteWriteMetrics;
 use fleet_testkit::oracle::Expected;
 use prometheus_client::registry::Registry;
 
-mod demo;
-
 /// A window of one (model, region) with every metric present (9 samples);
 /// values differ with `seed`.
 pub fn expected(model: &str, region: &str, window_end: i64, seed: u64) -> Expected {
@@ -31,7 +29,7 @@ pub fn expected(model: &str, region: &str, window_end: i64, seed: u64) -> Expect
 
 /// The aggregate of [`expected`].
 pub fn aggregate(model: &str, region: &str, window_end: i64, seed: u64) -> WindowAggregate {
-    demo::aggregate(&expected(model, region, window_end, seed))
+    Expected::to_aggregate(&expected(model, region, window_end, seed))
 }
 
 /// The stage's metrics, registered under `fleet_remote_write_` in a registry

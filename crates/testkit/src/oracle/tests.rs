@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use fleet_core::{EventType, GroupKey, RawEvent, WindowAggregate};
+use fleet_core::{EventType, RawEvent};
 
 use super::*;
 
@@ -173,10 +173,11 @@ fn negative_times_floor_to_their_window() {
 
 #[test]
 fn matches_the_core_json_line_of_the_same_aggregate() {
-    let aggregate = WindowAggregate {
+    let expected = Expected {
         window_start: 0,
         window_end: 5000,
-        group: GroupKey::new("Nebulara", "UK"),
+        model: "Nebulara".into(),
+        region: "UK".into(),
         vehicles_in_motion: 1,
         warnings: 6,
         vehicles_reporting: 2,
@@ -186,7 +187,9 @@ fn matches_the_core_json_line_of_the_same_aggregate() {
         electric_rpm_count: 3,
         events: 9,
     };
+    let aggregate = expected.to_aggregate();
     let map = from_aggregates([&aggregate]);
-    let expected = &map[&key(5000, "Nebulara")];
-    assert_eq!(expected.to_json_line(), aggregate.to_json_line());
+    assert_eq!(map[&key(5000, "Nebulara")], expected);
+    let plan = fleet_plan::MetricPlan::reference_demo();
+    assert_eq!(expected.to_json_line(), aggregate.to_json_line(&plan));
 }

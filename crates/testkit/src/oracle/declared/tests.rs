@@ -622,7 +622,7 @@ by = []
 }
 
 #[test]
-fn integer_sums_wrap() {
+fn integer_sums_saturate_and_sums_of_latest_wrap() {
     let text = narrow(
         r#"
 [[input.signals]]
@@ -655,10 +655,10 @@ by = []
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     let out = run(&text, &lines, &HashMap::new());
     let value = out.lines[0].to_json_value();
-    assert_eq!(value["n"], i64::MIN);
+    // Sums saturate; the sum of latest readings wraps (docs/METRICS.md).
+    assert_eq!(value["n"], i64::MAX);
     assert_eq!(value["n_latest"], i64::MIN);
-    // The mean is the wrapped sum over the count, as the streaming side's.
-    assert_eq!(value["n_mean_avg"], i64::MIN as f64 / 2.0);
+    assert_eq!(value["n_mean_avg"], i64::MAX as f64 / 2.0);
 }
 
 #[test]
