@@ -37,4 +37,4 @@ pub mod vin;
 
 pub use config::GeneratorConfig;
 pub use fleet::{Fleet, Model, Vehicle, FUEL_TYPES, MODELS, REFERENCE_CSV_HEADER, REGIONS};
-pub use generator::{Bounded, EventGenerator};
+pub use generator::{Bounded, EventGenerator, Generator, NarrowSim};
