@@ -43,15 +43,18 @@ use crate::vehicle::{Reading, VehicleSim};
 const VEHICLE_STREAM: u64 = 0x5EED_F1EE_7000_0001;
 const NETWORK_STREAM: u64 = 0x5EED_F1EE_7000_0002;
 
-mod sealed {
+pub(crate) mod sealed {
     use fleet_core::TimestampMs;
 
+    use crate::jsonl::JsonRecord;
+
     /// The part of a generator that differs between record shapes: the
-    /// simulated vehicles and what one of them reports in its slot. Sealed,
-    /// so that the generator's invariants cannot be broken from outside.
+    /// simulated vehicles and what one of them reports in its slot. In a
+    /// private module, so that only this crate implements it or advances a
+    /// vehicle; [`super::RecordKind`] is its public name.
     pub trait Simulation: std::fmt::Debug {
         /// What a vehicle reports.
-        type Record: std::fmt::Debug;
+        type Record: std::fmt::Debug + JsonRecord;
 
         /// Advances `vehicle` (an index into the fleet) by one simulated
         /// second and returns what it reports at `timestamp`.
@@ -60,6 +63,14 @@ mod sealed {
 }
 
 use sealed::Simulation;
+
+/// What the vehicles of a [`Generator`] report, [`NarrowSim`] or
+/// [`crate::wide::WideSim`]: lets code handle both generators alike
+/// (`fn f<K: RecordKind>(g: &mut Generator<K>)`, items `K::Record`).
+/// Implemented by this crate only.
+pub trait RecordKind: Simulation {}
+
+impl<S: Simulation> RecordKind for S {}
 
 /// The reference demo's vehicles: each reports one reading a second, an
 /// engine or motor RPM or its warning-light count, as a [`RawEvent`].
@@ -190,7 +201,9 @@ impl Generator<NarrowSim> {
                 .iter()
                 .map(|v| (v.vin.clone(), v.region))
                 .collect(),
-            sims: (0..fleet.len()).map(|_| VehicleSim::new(&mut rng)).collect(),
+            sims: (0..fleet.len())
+                .map(|_| VehicleSim::new(&mut rng))
+                .collect(),
             rng,
         })
     }
@@ -383,4 +396,4 @@ impl<S: Simulation> Iterator for Bounded<'_, S> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
