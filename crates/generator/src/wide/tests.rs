@@ -337,3 +337,72 @@ fn the_example_uses_every_function_and_smaller_layouts_stay_valid() {
     }
     assert_eq!(previous, 12);
 }
+
+/// The series a dashboard query selects: `name{...}` in panels,
+/// `label_values(name..., label)` in variables.
+fn series_in(query: &str) -> Vec<&str> {
+    if let Some(inner) = query.strip_prefix("label_values(") {
+        let end = inner.find(['{', ',']).unwrap_or(inner.len());
+        return vec![inner[..end].trim()];
+    }
+    let pieces: Vec<&str> = query.split('{').collect();
+    pieces[..pieces.len() - 1]
+        .iter()
+        .filter_map(|before| {
+            let start = before
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(0, |i| i + 1);
+            Some(&before[start..]).filter(|n| !n.is_empty())
+        })
+        .collect()
+}
+
+#[test]
+fn the_dashboard_reads_only_series_the_example_writes() {
+    let plan = example_plan(50);
+    let series: HashSet<String> = plan.metrics.iter().flat_map(|m| m.series_names()).collect();
+    let labels: HashSet<&str> = plan.labels.iter().map(|l| l.name.as_str()).collect();
+    let text =
+        std::fs::read_to_string(workspace_file("grafana/dashboards/wide-fleet.json")).unwrap();
+    let dashboard: Json = serde_json::from_str(&text).unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            queries.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if let Some(query) = variable["query"]["query"].as_str() {
+            queries.push(query.to_string());
+        }
+    }
+    assert!(queries.len() >= 12, "{queries:?}");
+    let mut used = HashSet::new();
+    for query in &queries {
+        let names = series_in(query);
+        assert!(!names.is_empty(), "no series in {query}");
+        for name in names {
+            assert!(
+                series.contains(name),
+                "{name} is no series of the example: {query}"
+            );
+            used.insert(name.to_string());
+        }
+        for clause in query.split(" by (").skip(1) {
+            let grouping = clause.split(')').next().unwrap_or_default();
+            for label in grouping.split(',').map(str::trim) {
+                assert!(
+                    labels.contains(label) || label == "le",
+                    "{label} in {query}"
+                );
+            }
+        }
+    }
+    for metric in &plan.metrics {
+        assert!(
+            metric.series_names().iter().any(|s| used.contains(s)),
+            "no panel shows {}",
+            metric.name
+        );
+    }
+}
