@@ -157,6 +157,7 @@ impl WideLayout {
             name: c.name.to_string(),
             path: c.path.to_string(),
             signal_type: c.signal_type,
+            // The gear is the only state signal.
             states: if c.signal_type == SignalType::State {
                 &GEAR_STATES
             } else {
