@@ -1,12 +1,16 @@
 //! `fleet-generator`: writes a synthetic fleet's raw events and reference CSV.
 //!
 //! Argument parsing and output selection only; the fleet, the events and their
-//! encoding come from the library. [`Output`] names where events go:
+//! encoding come from the library. `--shape` picks the records: the reference
+//! demo's narrow events (the default), or wide records of `--signals`
+//! signals each, whose matching `[input]` and `[[metrics]]` `--config-out`
+//! writes. Both shapes go through the same outputs. [`Output`] names where
+//! events go:
 //!
 //! - a file or stdout (`--output`): JSON lines, written synchronously and as
 //!   fast as possible. No async runtime is built: nothing waits on a network.
 //! - Kafka (`--brokers`): one message per event, key = VIN, through
-//!   [`EventPublisher`], which waits for every delivery of a batch. A tokio
+//!   [`EventPublisher::publish_raw`], which waits for every delivery of a batch. A tokio
 //!   runtime is built for this mode only. The stream is paced against the
 //!   wall clock (`--rate`, default one event per vehicle per second), so with
 //!   the default event-time origin (now) event time follows the wall clock as
@@ -25,10 +29,13 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
-use clap::{ArgGroup, Parser};
+use clap::{ArgGroup, Parser, ValueEnum};
 use fleet_core::config::{ConfigError, Problems, EXIT_CONFIG};
-use fleet_core::{RawEvent, TimestampMs};
-use fleet_generator::{jsonl, EventGenerator, Fleet, GeneratorConfig};
+use fleet_core::TimestampMs;
+use fleet_generator::jsonl::{self, JsonRecord};
+use fleet_generator::{
+    EventGenerator, Fleet, Generator, GeneratorConfig, RecordKind, WideGenerator, WideLayout,
+};
 use fleet_kafka::producer::EventPublisher;
 use fleet_kafka::KafkaConfig;
 use tokio::sync::watch;
@@ -54,13 +61,26 @@ const LAG_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// message.timeout.ms=…` overrides it.
 const DEFAULT_MESSAGE_TIMEOUT_MS: &str = "30000";
 
-/// Writes a deterministic synthetic fleet's raw events (JSON lines to a file or
-/// stdout, or messages to Kafka keyed by VIN) and its reference CSV
+/// Writes a deterministic synthetic fleet's raw events, or with `--shape
+/// wide` its wide records (JSON lines to a file or stdout, or messages to
+/// Kafka keyed by VIN), and its reference CSV
 /// (`vehicle_id,model,fuel_type,model_year`).
 #[derive(Debug, Parser)]
 #[command(name = "fleet-generator", version)]
-#[command(group(ArgGroup::new("sink").required(true).args(["output", "brokers"])))]
+#[command(group(ArgGroup::new("sink").args(["output", "brokers"])))]
 struct Cli {
+    /// The records: `narrow`, the reference demo's events (one signal each),
+    /// or `wide`, one JSON object per vehicle and second with --signals
+    /// signals (docs/METRICS.md).
+    #[arg(long, value_enum, default_value_t = Shape::Narrow)]
+    shape: Shape,
+    /// Wide only: signals per record, 1 to 1000 [default: 50].
+    #[arg(long, value_name = "N")]
+    signals: Option<usize>,
+    /// Wide only: write the service configuration that matches the records
+    /// (`[input]` and `[[metrics]]`, TOML) to this file; alone, only that.
+    #[arg(long, value_name = "PATH")]
+    config_out: Option<PathBuf>,
     /// Number of vehicles; each reports about once per simulated second.
     #[arg(long, default_value_t = GeneratorConfig::REFERENCE_FLEET_VEHICLES)]
     vehicles: usize,
@@ -72,7 +92,7 @@ struct Cli {
     #[arg(long, default_value_t = GeneratorConfig::DEFAULT.seed)]
     seed: u64,
     /// Write events as JSON lines to a file path, or `-` for stdout.
-    #[arg(long, value_name = "PATH|-")]
+    #[arg(long, value_name = "PATH|-", required_unless_present_any = ["brokers", "config_out"])]
     output: Option<String>,
     /// Produce events to Kafka at these bootstrap servers instead (key = VIN).
     #[arg(long, value_name = "HOST:PORT[,..]")]
@@ -131,6 +151,15 @@ struct Cli {
     no_realism: bool,
 }
 
+/// `--shape`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Shape {
+    /// The reference demo's events: one signal per record.
+    Narrow,
+    /// One record per vehicle and second, carrying many signals.
+    Wide,
+}
+
 /// Parses `--kafka-property KEY=VALUE`; the value may contain `=` and be empty.
 fn parse_property(arg: &str) -> Result<(String, String), String> {
     match arg.split_once('=') {
@@ -163,16 +192,41 @@ impl Cli {
         }
     }
 
+    /// The wide records' layout, `None` for narrow events; refuses the
+    /// wide-only flags with narrow events.
+    fn layout(&self) -> Result<Option<WideLayout>, ConfigError> {
+        match self.shape {
+            Shape::Wide => {
+                WideLayout::new(self.signals.unwrap_or(WideLayout::DEFAULT_SIGNALS)).map(Some)
+            }
+            Shape::Narrow => {
+                let mut problems = Problems::default();
+                for (key, given) in [
+                    ("signals", self.signals.is_some()),
+                    ("config_out", self.config_out.is_some()),
+                ] {
+                    problems.check(
+                        !given,
+                        key,
+                        "applies to --shape wide only (narrow events match the default configuration)",
+                    );
+                }
+                problems.finish(None)
+            }
+        }
+    }
+
     /// The output, checked: clap has already made `--output` and `--brokers`
-    /// exclusive and one of them present. The Kafka-only flags are checked
+    /// exclusive and one of them present unless `--config-out` is (`None`:
+    /// only the configuration is written). The Kafka-only flags are checked
     /// here, not with clap's `requires`: clap waives a requirement on an
     /// argument that conflicts with one present, and `--brokers` conflicts
     /// with `--output`.
-    fn output(&self) -> Result<Output, ConfigError> {
+    fn output(&self) -> Result<Option<Output>, ConfigError> {
         if let Some(brokers) = &self.brokers {
             return self
                 .kafka_output(brokers)
-                .map(|k| Output::Kafka(Box::new(k)));
+                .map(|k| Some(Output::Kafka(Box::new(k))));
         }
         let mut problems = Problems::default();
         for (key, given) in [
@@ -185,8 +239,9 @@ impl Cli {
         }
         problems.finish(())?;
         match self.output.as_deref() {
-            Some("-") => Ok(Output::Stdout),
-            Some(path) => Ok(Output::File(PathBuf::from(path))),
+            Some("-") => Ok(Some(Output::Stdout)),
+            Some(path) => Ok(Some(Output::File(PathBuf::from(path)))),
+            None if self.config_out.is_some() => Ok(None),
             None => Err(ConfigError::single(
                 "output",
                 "give --output PATH|- or --brokers HOST:PORT",
@@ -287,7 +342,8 @@ fn error_chain(err: &anyhow::Error) -> String {
 fn run(cli: &Cli) -> anyhow::Result<()> {
     // Every configuration problem is reported before anything is written.
     let output = cli.output()?;
-    if cli.events.is_none() && !matches!(output, Output::Kafka(_)) {
+    let layout = cli.layout()?;
+    if cli.events.is_none() && matches!(output, Some(Output::File(_) | Output::Stdout)) {
         return Err(ConfigError::single(
             "events",
             "--events is required for file and stdout output",
@@ -299,6 +355,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     // Resolved once and shown at the end, so the run can be reproduced with --start-ms.
     let start_ms = config.resolve_start_ms();
     config.start_ms = Some(start_ms);
+    if let (Some(path), Some(layout)) = (&cli.config_out, &layout) {
+        std::fs::write(path, layout.config_toml())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     let fleet = Fleet::from_config(&config);
     if let Some(path) = &cli.reference_out {
         let file =
@@ -307,8 +367,33 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             .write_reference_csv(BufWriter::new(file))
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let mut generator = EventGenerator::new(&fleet, &config)?;
-    match &output {
+    let Some(output) = output else {
+        return Ok(());
+    };
+    match layout {
+        None => emit(
+            cli,
+            &output,
+            &fleet,
+            EventGenerator::new(&fleet, &config)?,
+            start_ms,
+        ),
+        Some(layout) => {
+            let generator = WideGenerator::new(&fleet, &config, &layout)?;
+            emit(cli, &output, &fleet, generator, start_ms)
+        }
+    }
+}
+
+/// Sends the generator's records to `output`.
+fn emit<K: RecordKind>(
+    cli: &Cli,
+    output: &Output,
+    fleet: &Fleet,
+    mut generator: Generator<K>,
+    start_ms: TimestampMs,
+) -> anyhow::Result<()> {
+    match output {
         Output::File(path) => {
             let events = cli.events.unwrap_or_default();
             let mut progress = Progress::new(Some(events));
@@ -340,7 +425,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 .build()
                 .context("cannot start the async runtime")?;
             if let Some(topic) = &cli.reference_topic {
-                runtime.block_on(publish_reference(kafka, topic, &fleet))?;
+                runtime.block_on(publish_reference(kafka, topic, fleet))?;
             }
             runtime.block_on(run_kafka(kafka, &mut generator, cli, start_ms))?;
         }
@@ -384,9 +469,9 @@ async fn publish_reference(kafka: &KafkaOutput, topic: &str, fleet: &Fleet) -> a
 }
 
 /// Kafka mode: builds the producer, paces the generator into it and reports.
-async fn run_kafka(
+async fn run_kafka<K: RecordKind>(
     kafka: &KafkaOutput,
-    generator: &mut EventGenerator,
+    generator: &mut Generator<K>,
     cli: &Cli,
     start_ms: TimestampMs,
 ) -> anyhow::Result<()> {
@@ -475,7 +560,7 @@ impl Pacing {
     async fn run(
         &self,
         publisher: &EventPublisher,
-        mut events: impl Iterator<Item = RawEvent>,
+        mut events: impl Iterator<Item = impl JsonRecord>,
         stop: &mut watch::Receiver<bool>,
         progress: &mut Progress,
     ) -> anyhow::Result<Produced> {
@@ -522,8 +607,20 @@ impl Pacing {
                     stopped: false,
                 });
             }
+            let values = batch
+                .iter()
+                .map(|record| {
+                    let mut value = Vec::new();
+                    record.write_json(&mut value).map(|()| value)
+                })
+                .collect::<io::Result<Vec<_>>>()
+                .context("cannot encode an event")?;
+            let messages = batch
+                .iter()
+                .zip(&values)
+                .map(|(record, value)| (record.key().as_bytes(), value.as_slice()));
             publisher
-                .publish(&batch)
+                .publish_raw(messages)
                 .await
                 .with_context(|| format!("failed after {sent} events were delivered"))?;
             sent += batch.len() as u64;
@@ -713,20 +810,20 @@ mod tests {
         assert!(parse(&["--output", "-", "--brokers", "h:1"]).is_err());
         assert!(parse(&["--events", "5"]).is_err());
         let cli = parse(&["--output", "-"]).unwrap();
-        assert!(matches!(cli.output(), Ok(Output::Stdout)));
+        assert!(matches!(cli.output(), Ok(Some(Output::Stdout))));
     }
 
     #[test]
     fn the_default_rate_is_one_event_per_vehicle_per_second_and_zero_unpaced() {
         let cli = parse(&["--brokers", "h:1", "--vehicles", "2000"]).unwrap();
-        let Ok(Output::Kafka(kafka)) = cli.output() else {
+        let Ok(Some(Output::Kafka(kafka))) = cli.output() else {
             panic!("not Kafka output");
         };
         assert_eq!(kafka.rate, Some(2000));
         assert_eq!(kafka.config.topic, "vehicle-events");
         assert_eq!(kafka.config.client["message.timeout.ms"], "30000");
         let cli = parse(&["--brokers", "h:1", "--rate", "0", "--topic", "raw"]).unwrap();
-        let Ok(Output::Kafka(kafka)) = cli.output() else {
+        let Ok(Some(Output::Kafka(kafka))) = cli.output() else {
             panic!("not Kafka output");
         };
         assert_eq!(kafka.rate, None);

@@ -152,3 +152,135 @@ fn kafka_only_flags_and_bad_kafka_settings_are_configuration_errors() {
         assert!(out.stdout.is_empty(), "{flags:?} wrote events");
     }
 }
+
+#[test]
+fn wide_shape_writes_records_and_the_configuration_that_decodes_them() {
+    use fleet_testkit::oracle::declared::{
+        expected_declared, DeclaredConfig, MetricValue, OracleRecord, VehicleRef,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let records_path = dir.path().join("wide.jsonl");
+    let config_path = dir.path().join("wide.toml");
+    let csv_path = dir.path().join("vehicles.csv");
+    let args = |out: &std::path::Path| {
+        let mut command = generator();
+        command
+            .args(["--shape", "wide", "--vehicles", "200", "--events", "6000"])
+            .args(["--seed", "3", "--start-ms", "1764000000000", "--output"])
+            .arg(out);
+        command
+    };
+    let status = args(&records_path)
+        .arg("--config-out")
+        .arg(&config_path)
+        .arg("--reference-out")
+        .arg(&csv_path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // The default is 50 signals: the checked-in example.
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../config/examples/wide-fleet.toml");
+    assert_eq!(config, std::fs::read_to_string(example).unwrap());
+
+    let text = std::fs::read_to_string(&records_path).unwrap();
+    assert_eq!(text.lines().count(), 6_000);
+    let csv = std::fs::read_to_string(&csv_path).unwrap();
+    let reference: std::collections::HashMap<String, VehicleRef> = csv
+        .lines()
+        .skip(1)
+        .map(|row| {
+            let mut columns = row.split(',');
+            let vin = columns.next().unwrap().to_string();
+            let model = columns.next().unwrap().to_string();
+            let vehicle = VehicleRef {
+                model,
+                ..VehicleRef::default()
+            };
+            (vin, vehicle)
+        })
+        .collect();
+    for line in text.lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let vin = record["vin"].as_str().unwrap();
+        assert!(reference.contains_key(vin), "{vin}");
+        assert!(record["speed_kmh"].is_f64() && record["soc_pct"].is_i64());
+        assert!(record["signals"]["coolant_c"].is_f64(), "{line}");
+        assert!(record["site"]["depot"].is_string());
+    }
+
+    // The independent oracle decodes every record with that configuration
+    // and finds moving vehicles.
+    let declared = DeclaredConfig::from_toml(&config).unwrap();
+    let input: Vec<OracleRecord> = text
+        .lines()
+        .map(|line| OracleRecord {
+            partition: 0,
+            bytes: line.as_bytes().to_vec(),
+        })
+        .collect();
+    let output = expected_declared(&declared, &input, &reference, 5_000, None, false);
+    assert!(
+        output.decode_errors.is_empty(),
+        "{:?}",
+        output.decode_errors
+    );
+    let moving: u64 = output
+        .lines
+        .iter()
+        .flat_map(|line| &line.metrics)
+        .filter(|(name, _)| name == "vehicles_moving")
+        .map(|(_, value)| match value {
+            MetricValue::Count(n) => *n,
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert!(moving > 0);
+
+    // The same arguments give the same bytes.
+    let again = dir.path().join("again.jsonl");
+    assert!(args(&again).status().unwrap().success());
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), text);
+}
+
+#[test]
+fn config_out_alone_writes_only_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seven.toml");
+    let out = generator()
+        .args(["--shape", "wide", "--signals", "7", "--config-out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    let config = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(config.matches("[[input.signals]]").count(), 7);
+    assert!(config.contains("name = \"engine_rpm\""), "{config}");
+}
+
+#[test]
+fn wide_only_flags_are_refused_with_narrow_events() {
+    for (flags, key) in [
+        (&["--signals", "5"][..], "signals"),
+        (&["--config-out", "x.toml"][..], "config_out"),
+        (&["--shape", "wide", "--signals", "0"][..], "signals"),
+    ] {
+        let out = generator()
+            .args(["--events", "5", "--output", "-"])
+            .args(flags)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{flags:?}: {stderr}");
+        assert!(stderr.contains(key), "{flags:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{flags:?} wrote events");
+    }
+}

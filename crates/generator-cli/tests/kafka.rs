@@ -47,6 +47,32 @@ fn decode_keyed(records: &[ConsumedRecord]) -> Vec<(i32, RawEvent)> {
         .collect()
 }
 
+/// Checks that the topic holds exactly the file's records: the same
+/// vehicles, each in one partition with its records in the file's order
+/// (`consumed` is sorted by partition and offset). Returns the partitions used.
+fn assert_as_in_file_per_vehicle<T: PartialEq + std::fmt::Debug>(
+    consumed: impl IntoIterator<Item = (i32, String, T)>,
+    expected: impl IntoIterator<Item = (String, T)>,
+) -> BTreeSet<i32> {
+    let mut got: BTreeMap<String, (BTreeSet<i32>, Vec<T>)> = BTreeMap::new();
+    for (partition, vin, record) in consumed {
+        let entry = got.entry(vin).or_default();
+        entry.0.insert(partition);
+        entry.1.push(record);
+    }
+    let mut want: BTreeMap<String, Vec<T>> = BTreeMap::new();
+    for (vin, record) in expected {
+        want.entry(vin).or_default().push(record);
+    }
+    assert_eq!(got.len(), want.len());
+    for (vin, records) in &want {
+        let (partitions, values) = &got[vin];
+        assert_eq!(partitions.len(), 1, "{vin} spread over {partitions:?}");
+        assert_eq!(values, records, "records of {vin}");
+    }
+    got.values().flat_map(|(p, _)| p.iter().copied()).collect()
+}
+
 /// Reads everything: `expected` records, then checks that nothing more follows.
 async fn consume_exactly(tansu: &Tansu, topic: &str, expected: usize) -> Vec<ConsumedRecord> {
     let records = tansu
@@ -119,30 +145,57 @@ async fn kafka_mode_produces_exactly_the_file_mode_events_keyed_by_vin() {
         .collect();
     assert_eq!(expected.len(), 5000);
 
-    // Per vehicle: one partition, and its events in the file's order (records
-    // are sorted by partition and offset). Together with the equal counts this
-    // means the topic holds exactly the file's events.
-    let mut by_vin: BTreeMap<&str, (BTreeSet<i32>, Vec<&RawEvent>)> = BTreeMap::new();
-    for (partition, event) in &consumed {
-        let entry = by_vin.entry(event.vehicle_id.as_str()).or_default();
-        entry.0.insert(*partition);
-        entry.1.push(event);
-    }
-    let mut want_by_vin: BTreeMap<&str, Vec<&RawEvent>> = BTreeMap::new();
-    for event in &expected {
-        want_by_vin
-            .entry(event.vehicle_id.as_str())
-            .or_default()
-            .push(event);
-    }
-    assert_eq!(by_vin.len(), want_by_vin.len());
-    for (vin, want) in &want_by_vin {
-        let (partitions, got) = &by_vin[vin];
-        assert_eq!(partitions.len(), 1, "{vin} spread over {partitions:?}");
-        assert_eq!(got, want, "events of {vin}");
-    }
-    let used: BTreeSet<i32> = consumed.iter().map(|(p, _)| *p).collect();
+    let consumed = consumed
+        .into_iter()
+        .map(|(partition, event)| (partition, event.vehicle_id.to_string(), event));
+    let expected = expected.into_iter().map(|e| (e.vehicle_id.to_string(), e));
+    let used = assert_as_in_file_per_vehicle(consumed, expected);
     assert!(used.len() > 1, "500 vehicles all landed in {used:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wide_records_go_to_kafka_as_in_file_mode_keyed_by_vin() {
+    let Some(tansu) = tansu_or_skip().await else {
+        return;
+    };
+    tansu.create_topic("wide", 3).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wide.jsonl");
+    let common = ["--shape", "wide", "--signals", "40", "--vehicles", "300"];
+    let common = [&common[..], &["--events", "3000", "--start-ms", START_MS]].concat();
+
+    let mut file_run = generator();
+    file_run.args(&common).arg("--output").arg(&path);
+    run_generator(file_run).await;
+    let mut kafka_run = generator();
+    kafka_run
+        .args(&common)
+        .args(["--rate", "0", "--topic", "wide"])
+        .args(["--brokers", &tansu.bootstrap_servers()]);
+    let stderr = run_generator(kafka_run).await;
+    assert!(
+        stderr.contains("3000 events produced to topic wide"),
+        "{stderr}"
+    );
+
+    let vin_of = |json: &str| {
+        let value: serde_json::Value = serde_json::from_str(json).unwrap();
+        value["vin"].as_str().unwrap().to_string()
+    };
+    let consumed = consume_exactly(&tansu, "wide", 3000).await;
+    let consumed = consumed.into_iter().map(|record| {
+        let value = String::from_utf8(record.value.unwrap()).unwrap();
+        let vin = vin_of(&value);
+        assert_eq!(
+            record.key.as_deref(),
+            Some(vin.as_bytes()),
+            "not keyed by its VIN"
+        );
+        (record.partition, vin, value)
+    });
+    let file = std::fs::read_to_string(&path).unwrap();
+    let expected = file.lines().map(|line| (vin_of(line), line.to_string()));
+    assert_as_in_file_per_vehicle(consumed, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,12 +19,17 @@
 //!
 //! The vehicles and the network draw from separate random streams, so the
 //! realism knobs change only the order in which the same events arrive.
+//!
+//! What a vehicle reports in its slot is the one thing the record shapes do
+//! not share: [`Generator`] is generic over it, so the narrow events
+//! ([`EventGenerator`]) and the wide records ([`crate::WideGenerator`]) get
+//! the same clock, the same disorder, late events and outages.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
 use fleet_core::config::ConfigError;
-use fleet_core::{EventType, RawEvent, TimestampMs};
+use fleet_core::{RawEvent, TimestampMs};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -38,43 +43,92 @@ use crate::vehicle::{Reading, VehicleSim};
 const VEHICLE_STREAM: u64 = 0x5EED_F1EE_7000_0001;
 const NETWORK_STREAM: u64 = 0x5EED_F1EE_7000_0002;
 
-/// A generated event not yet turned into a [`RawEvent`]: cheap to buffer.
-#[derive(Clone, Copy, Debug)]
-struct Draft {
-    vehicle: u32,
-    event_type: EventType,
-    timestamp: TimestampMs,
-    measurement: i32,
+pub(crate) mod sealed {
+    use fleet_core::TimestampMs;
+
+    use crate::jsonl::JsonRecord;
+
+    /// The part of a generator that differs between record shapes: the
+    /// simulated vehicles and what one of them reports in its slot. In a
+    /// private module, so that only this crate implements it or advances a
+    /// vehicle; [`super::RecordKind`] is its public name.
+    pub trait Simulation: std::fmt::Debug {
+        /// What a vehicle reports.
+        type Record: std::fmt::Debug + JsonRecord;
+
+        /// Advances `vehicle` (an index into the fleet) by one simulated
+        /// second and returns what it reports at `timestamp`.
+        fn record(&mut self, vehicle: u32, timestamp: TimestampMs) -> Self::Record;
+    }
+}
+
+use sealed::Simulation;
+
+/// What the vehicles of a [`Generator`] report, [`NarrowSim`] or
+/// [`crate::wide::WideSim`]: lets code handle both generators alike
+/// (`fn f<K: RecordKind>(g: &mut Generator<K>)`, items `K::Record`).
+/// Implemented by this crate only.
+pub trait RecordKind: Simulation {}
+
+impl<S: Simulation> RecordKind for S {}
+
+/// The reference demo's vehicles: each reports one reading a second, an
+/// engine or motor RPM or its warning-light count, as a [`RawEvent`].
+#[derive(Debug)]
+pub struct NarrowSim {
+    /// VIN and region of each vehicle, indexed like `sims`.
+    identities: Vec<(String, &'static str)>,
+    sims: Vec<VehicleSim>,
+    rng: SmallRng,
+}
+
+impl Simulation for NarrowSim {
+    type Record = RawEvent;
+
+    fn record(&mut self, vehicle: u32, timestamp: TimestampMs) -> RawEvent {
+        let Reading {
+            event_type,
+            measurement,
+        } = self.sims[vehicle as usize].tick(&mut self.rng);
+        let (vin, region) = &self.identities[vehicle as usize];
+        RawEvent {
+            event_type,
+            vehicle_id: vin.into(),
+            region: (*region).into(),
+            timestamp,
+            measurement: i64::from(measurement),
+        }
+    }
 }
 
 /// A buffered event, ordered so that [`BinaryHeap`] pops the earliest release
 /// time first and, among equal ones, the one generated first.
 #[derive(Debug)]
-struct Pending {
+struct Pending<R> {
     release: TimestampMs,
     seq: u64,
-    draft: Draft,
+    record: R,
 }
 
-impl Ord for Pending {
+impl<R> Ord for Pending<R> {
     fn cmp(&self, other: &Self) -> Ordering {
         (other.release, other.seq).cmp(&(self.release, self.seq))
     }
 }
 
-impl PartialOrd for Pending {
+impl<R> PartialOrd for Pending<R> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl PartialEq for Pending {
+impl<R> PartialEq for Pending<R> {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
 
-impl Eq for Pending {}
+impl<R> Eq for Pending<R> {}
 
 /// The simulated network's knobs, in the units the generator computes with.
 #[derive(Clone, Copy, Debug)]
@@ -106,18 +160,18 @@ impl Network {
     }
 }
 
-/// A deterministic, endless stream of raw events from a [`Fleet`].
+/// A deterministic, endless stream of records from a [`Fleet`], one per
+/// vehicle and simulated second, in the arrival order of a simulated network.
+/// `S` is what the vehicles report: [`EventGenerator`] and
+/// [`crate::WideGenerator`] name the two shapes.
 #[derive(Debug)]
-pub struct EventGenerator {
-    /// VIN and region of each vehicle, indexed like `sims`.
-    identities: Vec<(String, &'static str)>,
-    sims: Vec<VehicleSim>,
+pub struct Generator<S: Simulation> {
+    sim: S,
     /// End of the current offline period of each vehicle (simulated ms); the
     /// vehicle is online once the clock reaches it.
     offline_until: Vec<TimestampMs>,
     /// The order in which vehicles report within each simulated second.
     order: Vec<u32>,
-    vehicle_rng: SmallRng,
     network_rng: SmallRng,
     network: Network,
     /// Start of the current simulated second.
@@ -127,16 +181,42 @@ pub struct EventGenerator {
     /// Timestamp of the newest generated event: the simulated now.
     clock: TimestampMs,
     /// Events generated but not yet emitted.
-    pending: BinaryHeap<Pending>,
+    pending: BinaryHeap<Pending<S::Record>>,
     /// Events generated so far; also the tie-breaker of the reorder buffer.
     generated: u64,
 }
 
-impl EventGenerator {
+/// A deterministic, endless stream of raw events (the reference demo's
+/// narrow records) from a [`Fleet`].
+pub type EventGenerator = Generator<NarrowSim>;
+
+impl Generator<NarrowSim> {
     /// A generator for `fleet` with the simulation knobs of `config`
     /// (`config.vehicles` is not read: the fleet is what it is). Refuses an
     /// invalid configuration or an empty fleet.
     pub fn new(fleet: &Fleet, config: &GeneratorConfig) -> Result<EventGenerator, ConfigError> {
+        Generator::with_sim(fleet, config, |fleet, mut rng| NarrowSim {
+            identities: fleet
+                .vehicles()
+                .iter()
+                .map(|v| (v.vin.clone(), v.region))
+                .collect(),
+            sims: (0..fleet.len())
+                .map(|_| VehicleSim::new(&mut rng))
+                .collect(),
+            rng,
+        })
+    }
+}
+
+impl<S: Simulation> Generator<S> {
+    /// The generator of the simulation `build` makes from the fleet and the
+    /// vehicle stream (after the reporting order was drawn from it).
+    pub(crate) fn with_sim(
+        fleet: &Fleet,
+        config: &GeneratorConfig,
+        build: impl FnOnce(&Fleet, SmallRng) -> S,
+    ) -> Result<Generator<S>, ConfigError> {
         config.validate()?;
         if fleet.is_empty() {
             return Err(ConfigError::single("vehicles", "the fleet has no vehicles"));
@@ -148,20 +228,11 @@ impl EventGenerator {
         let network_rng = SmallRng::seed_from_u64(config.seed ^ NETWORK_STREAM);
         let mut order: Vec<u32> = (0..vehicles).collect();
         order.shuffle(&mut vehicle_rng);
-        let sims = (0..vehicles)
-            .map(|_| VehicleSim::new(&mut vehicle_rng))
-            .collect();
         let start = config.resolve_start_ms();
-        Ok(EventGenerator {
-            identities: fleet
-                .vehicles()
-                .iter()
-                .map(|v| (v.vin.clone(), v.region))
-                .collect(),
-            sims,
+        Ok(Generator {
+            sim: build(fleet, vehicle_rng),
             offline_until: vec![TimestampMs::MIN; fleet.len()],
             order,
-            vehicle_rng,
             network_rng,
             network: Network::new(config),
             second_start: start,
@@ -173,12 +244,12 @@ impl EventGenerator {
     }
 
     /// The next event in arrival order. Never ends.
-    pub fn next_event(&mut self) -> RawEvent {
+    pub fn next_event(&mut self) -> S::Record {
         let mut unlimited = u64::MAX;
         loop {
             // With generation allowed there is always an event to return.
-            if let Some(draft) = self.advance(&mut unlimited) {
-                return self.materialize(draft);
+            if let Some(record) = self.advance(&mut unlimited) {
+                return record;
             }
         }
     }
@@ -186,7 +257,7 @@ impl EventGenerator {
     /// A bounded run: generates exactly `events` more events and then releases
     /// everything still buffered, in release order. On a fresh generator it
     /// yields exactly `events` events, none held back.
-    pub fn take_exact(&mut self, events: u64) -> Bounded<'_> {
+    pub fn take_exact(&mut self, events: u64) -> Bounded<'_, S> {
         Bounded {
             generator: self,
             to_generate: events,
@@ -195,7 +266,7 @@ impl EventGenerator {
 
     /// Releases everything buffered (delayed, late and offline events) without
     /// generating more, as at the end of a run. The generator can continue afterwards.
-    pub fn drain(&mut self) -> Bounded<'_> {
+    pub fn drain(&mut self) -> Bounded<'_, S> {
         self.take_exact(0)
     }
 
@@ -219,35 +290,35 @@ impl EventGenerator {
     /// The next event to emit, generating while `*budget > 0` (one unit per
     /// generated event); with no budget left, buffered events are released in
     /// order regardless of the clock, and `None` means all were.
-    fn advance(&mut self, budget: &mut u64) -> Option<Draft> {
+    fn advance(&mut self, budget: &mut u64) -> Option<S::Record> {
         loop {
             let may_generate = *budget > 0;
             match self.pending.peek() {
                 Some(next) if next.release <= self.clock || !may_generate => {
-                    return self.pending.pop().map(|p| p.draft);
+                    return self.pending.pop().map(|p| p.record);
                 }
                 None if !may_generate => return None,
                 _ => {}
             }
             *budget -= 1;
-            let (draft, release) = self.generate();
+            let (record, release) = self.generate();
             let seq = self.generated - 1;
             // On time and nothing older due: skip the heap (the common case).
             let nothing_due = self.pending.peek().is_none_or(|p| p.release > self.clock);
             if release <= self.clock && nothing_due {
-                return Some(draft);
+                return Some(record);
             }
             self.pending.push(Pending {
                 release,
                 seq,
-                draft,
+                record,
             });
         }
     }
 
     /// Simulates the next slot: advances the clock, lets the vehicle report and
     /// decides when the network delivers it.
-    fn generate(&mut self) -> (Draft, TimestampMs) {
+    fn generate(&mut self) -> (S::Record, TimestampMs) {
         let vehicles = self.order.len();
         // `slot < vehicles <= u32::MAX`, so the product fits in u64.
         let offset = (self.slot as u64 * 1_000 / vehicles as u64) as TimestampMs;
@@ -260,18 +331,9 @@ impl EventGenerator {
         }
         self.clock = timestamp;
         self.generated += 1;
-        let Reading {
-            event_type,
-            measurement,
-        } = self.sims[vehicle as usize].tick(&mut self.vehicle_rng);
+        let record = self.sim.record(vehicle, timestamp);
         let release = self.release_time(vehicle as usize, timestamp);
-        let draft = Draft {
-            vehicle,
-            event_type,
-            timestamp,
-            measurement,
-        };
-        (draft, release)
+        (record, release)
     }
 
     /// When the simulated network delivers an event of `vehicle` measured at `timestamp`.
@@ -298,43 +360,31 @@ impl EventGenerator {
             timestamp
         }
     }
-
-    fn materialize(&self, draft: Draft) -> RawEvent {
-        let (vin, region) = &self.identities[draft.vehicle as usize];
-        RawEvent {
-            event_type: draft.event_type,
-            vehicle_id: vin.into(),
-            region: (*region).into(),
-            timestamp: draft.timestamp,
-            measurement: i64::from(draft.measurement),
-        }
-    }
 }
 
-impl Iterator for EventGenerator {
-    type Item = RawEvent;
+impl<S: Simulation> Iterator for Generator<S> {
+    type Item = S::Record;
 
-    /// Always `Some`: the stream is endless. Use [`EventGenerator::take_exact`]
+    /// Always `Some`: the stream is endless. Use [`Generator::take_exact`]
     /// for a run that ends with everything delivered.
-    fn next(&mut self) -> Option<RawEvent> {
+    fn next(&mut self) -> Option<S::Record> {
         Some(self.next_event())
     }
 }
 
-/// A run of a known length; see [`EventGenerator::take_exact`] and [`EventGenerator::drain`].
+/// A run of a known length; see [`Generator::take_exact`] and [`Generator::drain`].
 #[derive(Debug)]
-pub struct Bounded<'a> {
-    generator: &'a mut EventGenerator,
+pub struct Bounded<'a, S: Simulation = NarrowSim> {
+    generator: &'a mut Generator<S>,
     /// Events still to generate before only buffered ones are released.
     to_generate: u64,
 }
 
-impl Iterator for Bounded<'_> {
-    type Item = RawEvent;
+impl<S: Simulation> Iterator for Bounded<'_, S> {
+    type Item = S::Record;
 
-    fn next(&mut self) -> Option<RawEvent> {
-        let draft = self.generator.advance(&mut self.to_generate)?;
-        Some(self.generator.materialize(draft))
+    fn next(&mut self) -> Option<S::Record> {
+        self.generator.advance(&mut self.to_generate)
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -346,4 +396,4 @@ impl Iterator for Bounded<'_> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,27 +1,48 @@
-//! Raw events as JSON lines, the format of the replay input (docs/ARCHITECTURE.md, "Offline replay").
+//! Generated records as JSON lines, the format of the replay input (docs/ARCHITECTURE.md, "Offline replay").
 //!
-//! Each line is exactly [`RawEvent::to_json`]: the same serde serialisation,
-//! written straight into the output buffer instead of through a `String`, which
-//! is what makes file output fast.
+//! A raw event's line is exactly [`RawEvent::to_json`]: the same serde
+//! serialisation, written straight into the output buffer instead of through
+//! a `String`, which is what makes file output fast. A wide record's line is
+//! its JSON as generated. [`JsonRecord`] is what both shapes share with the
+//! Kafka producer of the `fleet-generator` command: a key and a JSON value.
 
 use std::io::{self, Write};
 
 use fleet_core::RawEvent;
 
+/// A generated record as it goes on the wire.
+pub trait JsonRecord {
+    /// The vehicle id: the Kafka message key.
+    fn key(&self) -> &str;
+
+    /// Writes the record as one JSON object, without a newline.
+    fn write_json(&self, out: &mut impl Write) -> io::Result<()>;
+}
+
+impl JsonRecord for RawEvent {
+    fn key(&self) -> &str {
+        &self.vehicle_id
+    }
+
+    fn write_json(&self, out: &mut impl Write) -> io::Result<()> {
+        Ok(serde_json::to_writer(out, self)?)
+    }
+}
+
 /// How often (in events) [`write_events`] reports progress.
 pub const PROGRESS_EVERY: u64 = 1 << 16;
 
-/// Writes one event and a newline.
-pub fn write_event_line(out: &mut impl Write, event: &RawEvent) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, event)?;
+/// Writes one record and a newline.
+pub fn write_event_line(out: &mut impl Write, event: &impl JsonRecord) -> io::Result<()> {
+    event.write_json(out)?;
     out.write_all(b"\n")
 }
 
-/// Writes every event of `events` as a JSON line and flushes; calls `progress`
-/// with the count written so far every [`PROGRESS_EVERY`] events. Returns the
+/// Writes every record of `events` as a JSON line and flushes; calls `progress`
+/// with the count written so far every [`PROGRESS_EVERY`] records. Returns the
 /// number written. Wrap `out` in a `BufWriter`: the lines are small.
 pub fn write_events(
-    events: impl IntoIterator<Item = RawEvent>,
+    events: impl IntoIterator<Item = impl JsonRecord>,
     mut out: impl Write,
     mut progress: impl FnMut(u64),
 ) -> io::Result<u64> {

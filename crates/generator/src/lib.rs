@@ -17,6 +17,11 @@
 //!   10 % are warning-light counts. A simulated network disorders events within
 //!   `max_disorder_ms`, makes a few late beyond the out-of-orderness, and lets
 //!   vehicles go offline and deliver a burst when they return.
+//! - [`WideGenerator`]: the same fleet, clock and network, but each record
+//!   one JSON object per vehicle and second with many typed signals (speed,
+//!   gear, state of charge, temperatures, doors, tyres, extra sensors), as a
+//!   fleet with its own schema sends them; [`WideLayout`] is their schema and
+//!   writes the matching `[input]` and `[[metrics]]` (docs/METRICS.md).
 //! - [`jsonl`]: the events as JSON lines, fast.
 //! - [`live`]: the embedded source, the generator paced in real time into
 //!   the pipeline when no Kafka is configured.
@@ -34,7 +39,9 @@ pub mod jsonl;
 pub mod live;
 mod vehicle;
 pub mod vin;
+pub mod wide;
 
 pub use config::GeneratorConfig;
 pub use fleet::{Fleet, Model, Vehicle, FUEL_TYPES, MODELS, REFERENCE_CSV_HEADER, REGIONS};
-pub use generator::{Bounded, EventGenerator};
+pub use generator::{Bounded, EventGenerator, Generator, NarrowSim, RecordKind};
+pub use wide::{WideGenerator, WideLayout, WideRecord};

@@ -63,18 +63,23 @@ impl Drive {
 
     /// Long-run share of time in each state, per mille, so a fresh fleet starts
     /// in equilibrium (computed from the dwell times and successor weights).
-    const STATIONARY: [(Drive, u32); 4] = [
+    pub(crate) const STATIONARY: [(Drive, u32); 4] = [
         (Drive::Parked, 484),
         (Drive::Electric, 215),
         (Drive::Engine, 197),
         (Drive::Hybrid, 104),
     ];
 
-    fn uses_engine(self) -> bool {
+    /// The state after one more second: `Some` when the vehicle leaves this one.
+    pub(crate) fn transition(self, rng: &mut SmallRng) -> Option<Drive> {
+        (rng.random::<f64>() < 1.0 / self.mean_dwell_s()).then(|| pick(rng, &self.successors()))
+    }
+
+    pub(crate) fn uses_engine(self) -> bool {
         matches!(self, Drive::Engine | Drive::Hybrid)
     }
 
-    fn uses_electric(self) -> bool {
+    pub(crate) fn uses_electric(self) -> bool {
         matches!(self, Drive::Electric | Drive::Hybrid)
     }
 }
@@ -86,7 +91,7 @@ const LIGHT_ON_PER_S: f64 = 1.0 / 10_800.0;
 /// Chance per second that a given light goes off: lights stay on about 15 minutes.
 const LIGHT_OFF_PER_S: f64 = 1.0 / 900.0;
 /// At most this many lights are on at once.
-const MAX_LIGHTS: u8 = 3;
+pub(crate) const MAX_LIGHTS: u8 = 3;
 /// Combustion engine speed range while running (idle to a spirited overtake).
 const IC_RPM: (i32, i32) = (750, 5_800);
 /// Electric motor speed range while driving forward.
@@ -116,12 +121,7 @@ impl VehicleSim {
     /// A vehicle drawn from the long-run distribution of states.
     pub(crate) fn new(rng: &mut SmallRng) -> VehicleSim {
         let drive = pick(rng, &Drive::STATIONARY);
-        let warning_lights = match rng.random_range(0..1_000) {
-            0..=919 => 0,
-            920..=979 => 1,
-            980..=994 => 2,
-            _ => 3,
-        };
+        let warning_lights = initial_warning_lights(rng);
         VehicleSim {
             drive,
             ic_rpm: rng.random_range(900..=2_200),
@@ -132,8 +132,7 @@ impl VehicleSim {
 
     /// Advances the vehicle by one second and returns what it reports.
     pub(crate) fn tick(&mut self, rng: &mut SmallRng) -> Reading {
-        if rng.random::<f64>() < 1.0 / self.drive.mean_dwell_s() {
-            let next = pick(rng, &self.drive.successors());
+        if let Some(next) = self.drive.transition(rng) {
             if next.uses_engine() && !self.drive.uses_engine() {
                 self.ic_rpm = rng.random_range(900..=1_800);
             }
@@ -148,12 +147,7 @@ impl VehicleSim {
         if self.drive.uses_electric() {
             self.electric_rpm = self.next_electric_rpm(rng);
         }
-        let light = rng.random::<f64>();
-        if light < LIGHT_ON_PER_S {
-            self.warning_lights = (self.warning_lights + 1).min(MAX_LIGHTS);
-        } else if light < LIGHT_ON_PER_S + f64::from(self.warning_lights) * LIGHT_OFF_PER_S {
-            self.warning_lights -= 1;
-        }
+        self.warning_lights = next_warning_lights(self.warning_lights, rng);
         self.report(rng.random::<f64>())
     }
 
@@ -199,8 +193,31 @@ impl VehicleSim {
     }
 }
 
+/// Warning lights on in a vehicle drawn from the long-run distribution.
+pub(crate) fn initial_warning_lights(rng: &mut SmallRng) -> u8 {
+    match rng.random_range(0..1_000) {
+        0..=919 => 0,
+        920..=979 => 1,
+        980..=994 => 2,
+        _ => 3,
+    }
+}
+
+/// The number of warning lights on a second after `lights` were: now and
+/// then one comes on, and each that is on goes off after a while.
+pub(crate) fn next_warning_lights(lights: u8, rng: &mut SmallRng) -> u8 {
+    let light = rng.random::<f64>();
+    if light < LIGHT_ON_PER_S {
+        (lights + 1).min(MAX_LIGHTS)
+    } else if light < LIGHT_ON_PER_S + f64::from(lights) * LIGHT_OFF_PER_S {
+        lights - 1
+    } else {
+        lights
+    }
+}
+
 /// A choice drawn with probability proportional to its weight.
-fn pick<T: Copy>(rng: &mut SmallRng, choices: &[(T, u32)]) -> T {
+pub(crate) fn pick<T: Copy>(rng: &mut SmallRng, choices: &[(T, u32)]) -> T {
     let total: u32 = choices.iter().map(|c| c.1).sum();
     let mut ticket = rng.random_range(0..total.max(1));
     for &(choice, weight) in choices {

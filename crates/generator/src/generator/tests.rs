@@ -1,10 +1,11 @@
 use std::collections::HashMap;
 
 use super::*;
+use fleet_core::EventType;
 
-const START: TimestampMs = 1_764_000_000_000;
+pub(crate) const START: TimestampMs = 1_764_000_000_000;
 
-fn config(vehicles: usize) -> GeneratorConfig {
+pub(crate) fn config(vehicles: usize) -> GeneratorConfig {
     GeneratorConfig {
         vehicles,
         start_ms: Some(START),
@@ -19,16 +20,20 @@ fn run(config: &GeneratorConfig, events: u64) -> Vec<RawEvent> {
 }
 
 /// For each event, how far its timestamp lies behind the newest one emitted before it.
-fn lags(events: &[RawEvent]) -> Vec<i64> {
+pub(crate) fn lags(timestamps: impl IntoIterator<Item = TimestampMs>) -> Vec<i64> {
     let mut newest = TimestampMs::MIN;
-    events
-        .iter()
-        .map(|e| {
-            let lag = newest.saturating_sub(e.timestamp).max(0);
-            newest = newest.max(e.timestamp);
+    timestamps
+        .into_iter()
+        .map(|t| {
+            let lag = newest.saturating_sub(t).max(0);
+            newest = newest.max(t);
             lag
         })
         .collect()
+}
+
+fn times(events: &[RawEvent]) -> impl Iterator<Item = TimestampMs> + '_ {
+    events.iter().map(|e| e.timestamp)
 }
 
 fn sorted(mut events: Vec<RawEvent>) -> Vec<RawEvent> {
@@ -129,7 +134,7 @@ fn disorder_never_exceeds_max_disorder_ms() {
             ..config(vehicles)
         };
         let events = run(&config, 200_000);
-        let lags = lags(&events);
+        let lags = lags(times(&events));
         let worst = lags.iter().copied().max().unwrap_or(0);
         assert!(
             worst <= 1_500,
@@ -159,7 +164,7 @@ fn the_late_fraction_is_roughly_honoured() {
     };
     let events = run(&config, 400_000);
     // Beyond the design's default out-of-orderness of 2 s.
-    let late = lags(&events).iter().filter(|&&l| l > 2_000).count() as f64;
+    let late = lags(times(&events)).iter().filter(|&&l| l > 2_000).count() as f64;
     let expected = 0.01 * 400_000.0;
     assert!(
         (late - expected).abs() < 0.15 * expected,
@@ -170,7 +175,7 @@ fn the_late_fraction_is_roughly_honoured() {
 #[test]
 fn the_default_realism_has_a_few_late_events_and_more_disordered_ones() {
     let events = run(&config(3_000), 300_000);
-    let lags = lags(&events);
+    let lags = lags(times(&events));
     let late = lags.iter().filter(|&&l| l > 2_000).count();
     let disordered = lags.iter().filter(|&&l| l > 0).count();
     assert!((150..600).contains(&late), "{late} late");
@@ -186,7 +191,7 @@ fn offline_vehicles_deliver_their_events_in_a_late_burst() {
         ..config(500)
     };
     let events = run(&config, 500 * 600);
-    let lags = lags(&events);
+    let lags = lags(times(&events));
     // About 0.001 × 300,000 = 300 outages of 10–60 s, each delivering that many seconds of events.
     let very_late = lags.iter().filter(|&&l| l >= 9_000).count();
     assert!(very_late > 1_000, "{very_late}");
