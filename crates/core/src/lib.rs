@@ -1,7 +1,8 @@
 //! The bottom crate of the fleet preprocessor: the types every stage speaks.
 //!
 //! Stages depend on this crate and never on each other. It holds
-//! - the wire format of raw vehicle events and its decoder ([`event`]),
+//! - the wire format of raw vehicle events and its decoder ([`event`]), and
+//!   the decoder of records of any declared shape ([`decode`], [`record`]),
 //! - what flows between stages: enriched events, watermarks, window aggregates
 //!   and the offset checkpoints that travel with them ([`pipeline`], [`window`]),
 //! - the per-partition watermark tracker with idleness ([`watermark`]),
@@ -17,6 +18,7 @@
 pub mod aggregate;
 pub mod batcher;
 pub mod config;
+pub mod decode;
 pub mod event;
 pub mod fence;
 pub mod file_watch;
@@ -32,7 +34,9 @@ pub mod telemetry;
 pub mod watermark;
 pub mod window;
 
+pub use aggregate::{Labels, MetricValue, Number, WindowAggregate};
 pub use batcher::SourceBatcher;
+pub use decode::Decoder;
 pub use event::{
     decode_event, decode_event_serde, DecodeError, DecodeErrorKind, EventType, RawEvent,
 };
@@ -49,7 +53,6 @@ pub use scope::{OutputMode, PipelineConfig, Scope};
 pub use secret::Secret;
 pub use small_str::SmallStr;
 pub use watermark::{Watermark, WatermarkRules, WatermarkTracker};
-pub use aggregate::{Labels, MetricValue, Number, WindowAggregate};
 pub use window::{VehicleSample, WindowBatch, WindowSpec, WindowsConfig};
 
 /// Event time and window bounds: milliseconds since the Unix epoch.

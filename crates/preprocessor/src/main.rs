@@ -19,6 +19,7 @@ mod console;
 mod service;
 mod settings;
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -82,8 +83,10 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::PrintConfig => unreachable!("handled before the configuration is validated"),
         Command::CheckConfig => {
-            println!("configuration is valid");
-            print!("{}", settings.plan);
+            // A reader that stops early (`| head`) is not an error.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "configuration is valid");
+            let _ = write!(out, "{}", settings.plan);
             Ok(())
         }
         Command::Healthcheck { ready } => healthcheck(&settings, ready),
