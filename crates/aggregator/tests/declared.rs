@@ -11,22 +11,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
-use fleet_aggregator::{Aggregator, AggregatorConfig, AggregatorMetrics};
-use fleet_core::decode::Decoder;
-use fleet_core::{
-    Msg, OutputMode, Scope, SourceBatcher, Watermark, WatermarkRules, WatermarkTracker, WindowSpec,
-};
-use fleet_enricher::{ReferenceTable, UnknownVehiclePolicy, VehicleCatalog};
+use fleet_core::OutputMode;
 use fleet_plan::MetricPlan;
 use fleet_testkit::oracle::declared::{self, approx_eq, DeclaredConfig, OracleRecord, VehicleRef};
 use proptest::prelude::*;
 use serde_json::Value as Json;
-use tokio::time::Instant;
 
-const WINDOW_MS: i64 = 5000;
-const OOO_MS: i64 = 2000;
+mod common;
+
+use common::{OOO_MS, WINDOW_MS};
+
 const START: i64 = 1_764_000_000_000;
 
 /// A declared signal of the generated schema.
@@ -291,65 +286,19 @@ fn case(max_delay_ms: i64) -> impl Strategy<Value = Case> {
 
 /// The streaming side's JSON lines and late count.
 fn run_pipeline(c: &Case, plan: &Arc<MetricPlan>, mode: OutputMode) -> (Vec<String>, usize) {
-    let window = WindowSpec::new(WINDOW_MS).unwrap();
-    let rules = WatermarkRules {
-        out_of_orderness_ms: OOO_MS,
-        idle_timeout: Duration::MAX,
-        all_idle_close_after: None,
+    let arrivals: Vec<(i32, Vec<u8>)> = c
+        .arrivals
+        .iter()
+        .map(|(p, r)| (*p, r.clone().into_bytes()))
+        .collect();
+    let input = common::Input {
+        arrivals: &arrivals,
+        partitions: c.partitions,
+        max_batch: c.max_batch,
+        reference: &c.reference,
     };
-    let now = Instant::now();
-    let mut tracker = WatermarkTracker::new(rules, window);
-    for p in 0..c.partitions {
-        tracker.assign(p, now);
-    }
-    let mut batcher = SourceBatcher::new(tracker, c.max_batch, mode);
-    let decoder = Decoder::new(&plan.input);
-    let table = ReferenceTable::from_pairs(c.reference.clone());
-    let mut catalog =
-        VehicleCatalog::new(&table, UnknownVehiclePolicy::Unknown).with_event_labels(plan);
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = AggregatorMetrics::register(&mut registry);
-    let config = AggregatorConfig {
-        window,
-        output_mode: mode,
-        max_label_sets: usize::MAX,
-        drilldown: None,
-        plan: Arc::clone(plan),
-    };
-    let mut aggregator = Aggregator::new(&config, metrics);
-    let mut out = Vec::new();
-    let mut drain = |batcher: &mut SourceBatcher, out: &mut Vec<String>| {
-        while let Some(msg) = batcher.pop() {
-            let msg = match msg.into_data() {
-                Ok(batch) => Msg::Data(catalog.enrich_batch(batch).0),
-                Err(control) => control,
-            };
-            if let Some(batch) = aggregator.step(msg) {
-                out.extend(batch.aggregates.iter().map(|a| a.to_json_line(plan)));
-            }
-        }
-    };
-    let mut offsets: HashMap<i32, i64> = HashMap::new();
-    for (p, record) in &c.arrivals {
-        let offset = offsets.entry(*p).or_default();
-        let _ = batcher.push_with(now, 0, |b| {
-            decoder.decode_into(record.as_bytes(), *p, *offset, b)
-        });
-        *offset += 1;
-        drain(&mut batcher, &mut out);
-    }
-    batcher.push_msg(Msg::Watermark(Scope::All, Watermark::END_OF_INPUT));
-    drain(&mut batcher, &mut out);
-    let late = registry_value(&registry, "late_events_total");
-    (out, late)
-}
-
-fn registry_value(registry: &prometheus_client::registry::Registry, name: &str) -> usize {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as usize
+    let (out, late) = common::run_pipeline(&input, plan, mode);
+    (out.iter().map(|a| a.to_json_line(plan)).collect(), late)
 }
 
 /// The oracle's JSON lines and late count.

@@ -13,22 +13,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
-use fleet_aggregator::{Aggregator, AggregatorConfig, AggregatorMetrics};
-use fleet_core::decode::Decoder;
-use fleet_core::{
-    EventType, Msg, OutputMode, RawEvent, Scope, SourceBatcher, Watermark, WatermarkRules,
-    WatermarkTracker, WindowAggregate, WindowSpec,
-};
-use fleet_enricher::{ReferenceTable, UnknownVehiclePolicy, VehicleCatalog};
+use fleet_core::{EventType, OutputMode, RawEvent, WindowAggregate};
 use fleet_plan::MetricPlan;
 use fleet_testkit::oracle;
 use proptest::prelude::*;
-use tokio::time::Instant;
 
-const WINDOW_MS: i64 = 5000;
-const OOO_MS: i64 = 2000;
+mod common;
+
+use common::{OOO_MS, WINDOW_MS};
+
 const START: i64 = 1_764_000_000_000;
 
 /// One generated scenario.
@@ -131,69 +125,18 @@ fn scenario(max_delay_ms: i64) -> impl Strategy<Value = Scenario> {
 /// Runs the pipeline's synchronous cores over the scenario; returns the
 /// aggregates and the number of late events.
 fn run_pipeline(s: &Scenario, mode: OutputMode) -> (Vec<WindowAggregate>, usize) {
-    let window = WindowSpec::new(WINDOW_MS).unwrap();
-    let rules = WatermarkRules {
-        out_of_orderness_ms: OOO_MS,
-        idle_timeout: Duration::MAX,
-        all_idle_close_after: None,
+    let arrivals: Vec<(i32, Vec<u8>)> = s
+        .arrivals
+        .iter()
+        .map(|(p, e)| (*p, e.to_json().into_bytes()))
+        .collect();
+    let input = common::Input {
+        arrivals: &arrivals,
+        partitions: s.partitions,
+        max_batch: s.max_batch,
+        reference: &s.reference,
     };
-    let now = Instant::now();
-    let mut tracker = WatermarkTracker::new(rules, window);
-    for p in 0..s.partitions {
-        tracker.assign(p, now);
-    }
-    let mut batcher = SourceBatcher::new(tracker, s.max_batch, mode);
-    let plan = Arc::new(MetricPlan::reference_demo());
-    let decoder = Decoder::new(&plan.input);
-    let table = ReferenceTable::from_pairs(s.reference.clone());
-    let mut catalog = VehicleCatalog::new(&table, UnknownVehiclePolicy::Unknown);
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = AggregatorMetrics::register(&mut registry);
-    let config = AggregatorConfig {
-        window,
-        output_mode: mode,
-        max_label_sets: usize::MAX,
-        drilldown: None,
-        plan,
-    };
-    let mut aggregator = Aggregator::new(&config, metrics);
-    let mut out = Vec::new();
-    let mut offsets: HashMap<i32, i64> = HashMap::new();
-    let mut drain = |batcher: &mut SourceBatcher, out: &mut Vec<WindowAggregate>| {
-        while let Some(msg) = batcher.pop() {
-            let msg = match msg.into_data() {
-                Ok(batch) => Msg::Data(catalog.enrich_batch(batch).0),
-                Err(control) => control,
-            };
-            if let Some(batch) = aggregator.step(msg) {
-                out.extend(batch.aggregates);
-            }
-        }
-    };
-    for (p, event) in &s.arrivals {
-        let offset = offsets.entry(*p).or_default();
-        let json = event.to_json();
-        batcher
-            .push_with(now, 0, |b| {
-                decoder.decode_into(json.as_bytes(), *p, *offset, b)
-            })
-            .unwrap();
-        *offset += 1;
-        drain(&mut batcher, &mut out);
-    }
-    batcher.push_msg(Msg::Watermark(Scope::All, Watermark::END_OF_INPUT));
-    drain(&mut batcher, &mut out);
-    let late = registry_value(&registry, "late_events_total");
-    (out, late)
-}
-
-/// A counter's value in the text exposition of `registry`.
-fn registry_value(registry: &prometheus_client::registry::Registry, name: &str) -> usize {
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as usize
+    common::run_pipeline(&input, &Arc::new(MetricPlan::reference_demo()), mode)
 }
 
 /// The design's late rule, event by event. Single output mode: the pipeline
