@@ -2,20 +2,28 @@
 //! [`RecordBatch`], by the rules of docs/METRICS.md, "`[input]`: the record".
 //!
 //! The input plan's paths are compiled once into a matcher: per object
-//! level, a [`table`] from field name to the field's roles (the vehicle id,
+//! level, a table from field name to the field's roles (the vehicle id,
 //! the time, a label, the narrow type or value field, a wide signal) and to
-//! the level nested under it. A message is then read in one pass: fields no
-//! path names are skipped with only their syntax checked, a field with one
-//! role is read straight as the JSON type the role wants (anything else —
-//! `null`, escapes, another type — goes the general way), strings land in
-//! [`SmallStr`]s, and labels and values go straight into the batch's arenas,
-//! so nothing is allocated per record.
+//! the level nested under it. A message is then read in one pass, with no
+//! allocation per record: fields no path names are skipped with only their
+//! syntax checked; a field with one role is read straight as the JSON type
+//! the role wants (anything else — `null`, escapes, another type — goes the
+//! general way); strings land in [`SmallStr`]s, labels and values straight
+//! in the batch's arenas.
 //!
 //! Refusals are classified as [`crate::decode_event`] classifies the
-//! reference demo's events: malformed JSON and a wrong JSON type are refused
-//! where they are met, in document order; missing fields, then unknown
-//! signal names, then invalid values once the message has been read. A
-//! field given twice counts with its last value.
+//! reference demo's events (the tests compare the two): malformed JSON and
+//! a wrong JSON type where they are met, in document order; then missing
+//! fields, unknown signal names and invalid values, in that order, once the
+//! message is read. Where docs/METRICS.md says nothing:
+//! - a field given twice counts with its last value, leaf by leaf (a wrong
+//!   type in any occurrence still refuses the record);
+//! - an object a path goes through (`signals` in `signals.coolant_c`) that
+//!   is `null` leaves the fields under it absent; any other non-object there
+//!   is of the wrong type;
+//! - as serde_json: a message that is no object is of the wrong type when
+//!   its first value is JSON, `-0` is no integer, and a number beyond `f64`
+//!   is not JSON.
 
 use fleet_plan::{FieldPath, InputPlan, SignalId, SignalType, TimeFormat, Value};
 
@@ -27,7 +35,7 @@ mod table;
 mod time;
 
 #[cfg(test)]
-pub(crate) mod testing;
+mod testing;
 #[cfg(test)]
 mod tests;
 

@@ -193,6 +193,29 @@ fn unescaped<R>(raw: &[u8], f: impl FnOnce(&[u8]) -> R) -> Parsed<R> {
     Ok(f(buf.as_bytes()))
 }
 
+/// Powers of ten up to 10^8.
+static POW10_U64: [u64; 9] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// The value of the eight ASCII digits of `w`, the first in its low byte;
+/// zero bytes count as leading zeros (D. Lemire, "Faster parsing of
+/// floating-point numbers", simdjson's parse_eight_digits_unrolled).
+#[inline(always)]
+fn eight_digits(w: u64) -> u64 {
+    let v = (w & 0x0F0F_0F0F_0F0F_0F0F).wrapping_mul(2561) >> 8;
+    let v = (v & 0x00FF_00FF_00FF_00FF).wrapping_mul(6_553_601) >> 16;
+    (v & 0x0000_FFFF_0000_FFFF).wrapping_mul(42_949_672_960_001) >> 32
+}
+
 /// The digits, dot and exponent of a number, before its value is needed.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Number {
@@ -597,20 +620,23 @@ impl<'a> Cursor<'a> {
         let rest = self.bytes.get(self.pos..).unwrap_or_default();
         let mut m = *mantissa;
         let mut n = 0;
-        // Eight at a time (D. Lemire, "Faster parsing of floating-point
-        // numbers", simdjson's parse_eight_digits_unrolled); wrapping once
-        // past 19 digits, when the mantissa is no longer used.
+        // Up to eight at a time: the digits leading a word (wrapping past 19
+        // digits, when the mantissa is no longer used).
         while let Some(w) = word(rest, n) {
-            let high = w & 0xF0F0_F0F0_F0F0_F0F0;
-            let carry = w.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0;
-            if high | (carry >> 4) != 0x3333_3333_3333_3333 {
-                break;
+            let x = w ^ (ONES * u64::from(b'0'));
+            let others = (x.wrapping_add(ONES * 0x76) | x) & HIGHS;
+            let k = (others.trailing_zeros() / 8) as usize;
+            if k > 0 {
+                m = m
+                    .wrapping_mul(POW10_U64[k])
+                    .wrapping_add(eight_digits(w << (64 - 8 * k)));
+                n += k;
             }
-            let v = (w & 0x0F0F_0F0F_0F0F_0F0F).wrapping_mul(2561) >> 8;
-            let v = (v & 0x00FF_00FF_00FF_00FF).wrapping_mul(6_553_601) >> 16;
-            let v = (v & 0x0000_FFFF_0000_FFFF).wrapping_mul(42_949_672_960_001) >> 32;
-            m = m.wrapping_mul(100_000_000).wrapping_add(v);
-            n += 8;
+            if k < 8 {
+                self.pos += n;
+                *mantissa = m;
+                return u32::try_from(n).unwrap_or(u32::MAX);
+            }
         }
         for &b in &rest[n..] {
             let d = b.wrapping_sub(b'0');

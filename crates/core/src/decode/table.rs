@@ -177,7 +177,9 @@ impl Names {
                 .filter(|(_, n)| n.as_bytes().first() == Some(&byte));
             if let (Some((id, name)), None) = (starting.next(), starting.next()) {
                 let len = name.len() + terminator.len();
-                if len <= 16 {
+                // Raw bytes are the text only without escapes.
+                let plain = !name.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20);
+                if len <= 16 && plain {
                     first[usize::from(byte)] = quoted.len() as u16;
                     quoted.push(Quoted {
                         id,
@@ -271,5 +273,9 @@ mod tests {
         let values = Names::new(&["IC_RPM", "ELECTRIC_RPM", "WARNINGS"], "\"");
         assert_eq!(values.quoted(b"WARNINGS\",\"vehicleId\"", 0), Some((2, 9)));
         assert_eq!(values.quoted(b"WARNINGSX\",\"vehicleId\"", 0), None);
+        // `a\b` written raw is `a` and a backspace.
+        let escaped = Names::new(&["a\\b"], "\"");
+        assert_eq!(escaped.quoted(b"a\\b\"                ", 0), None);
+        assert_eq!(escaped.find(b"a\\b"), Some(0));
     }
 }

@@ -210,6 +210,44 @@ fn reads_escapes_as_serde_does() {
 }
 
 #[test]
+fn names_with_a_backslash_or_quote_are_read_escaped_only() {
+    let plan = input_plan(
+        r#"
+        [input]
+        shape = "wide"
+        vehicle_id = 'v\id'
+        labels = []
+        [[input.signals]]
+        name = "speed"
+        type = "float"
+        path = 'sp"d'
+        "#,
+    );
+    let decoder = Decoder::new(&plan);
+    let got = decode(
+        &decoder,
+        0,
+        br#"{"v\\id":"V","timestamp":1,"sp\"d":2.5,"v\\bid":"X"}"#,
+    );
+    let speed = SignalValue {
+        signal: SignalId(0),
+        value: Value::Float(2.5),
+    };
+    assert_eq!(got, Ok(("V".into(), 1, vec![], vec![speed])));
+    // Raw `\i` is no escape, `\b` a backspace: neither is `v\id`.
+    for input in [
+        r#"{"v\bid":"V","timestamp":1}"#,
+        r#"{"v\id":"V","timestamp":1}"#,
+    ] {
+        assert_ne!(
+            decode(&decoder, 0, input.as_bytes()).map(|r| r.0),
+            Ok("V".into()),
+            "{input}"
+        );
+    }
+}
+
+#[test]
 fn a_repeated_field_counts_with_its_last_value() {
     let (_, timestamp, labels, values) = decode_demo(
         r#"{"eventType":"OIL","vehicleId":"","region":"UK","timestamp":1,"measurement":2,"timestamp":5,"region":"FR","vehicleId":"V","eventType":"WARNINGS","measurement":3}"#,
@@ -297,7 +335,10 @@ fn wide_record(fields: &str) -> String {
     format!(r#"{{"vin":"V1","ts":1000,"region":"UK","site":{{"depot":"D1"}}{fields}}}"#)
 }
 
-fn wide_values(fields: &str) -> Result<Vec<(u16, Value)>, DecodeErrorKind> {
+/// A record's values as (signal, value), or why it is refused.
+type Values = Result<Vec<(u16, Value)>, DecodeErrorKind>;
+
+fn wide_values(fields: &str) -> Values {
     decode_wide(&wide_record(fields))
         .map(|(.., values)| values.iter().map(|v| (v.signal.0, v.value)).collect())
 }
@@ -338,8 +379,7 @@ fn decodes_wide_records_with_nested_paths_and_any_subset_of_signals() {
 #[test]
 fn types_wide_signals() {
     use DecodeErrorKind::*;
-    type Case<'a> = (&'a str, Result<Vec<(u16, Value)>, DecodeErrorKind>);
-    let cases: [Case; 22] = [
+    let cases: [(&str, Values); 22] = [
         (
             r#","odometer":9223372036854775807"#,
             Ok(vec![(1, Value::Integer(i64::MAX))]),
