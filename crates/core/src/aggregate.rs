@@ -232,10 +232,9 @@ impl Serialize for JsonLine<'_> {
             match value {
                 MetricValue::Count(n) => map.serialize_entry(&m.name, n)?,
                 MetricValue::Value(v) => map.serialize_entry(&m.name, v)?,
-                MetricValue::Mean { sum, count } => map.serialize_entry(
-                    &format!("{}_avg", m.name),
-                    &MetricValue::mean(*sum, *count),
-                )?,
+                MetricValue::Mean { sum, count } => {
+                    map.serialize_entry(&m.series_names()[0], &MetricValue::mean(*sum, *count))?
+                }
                 MetricValue::Histogram {
                     buckets,
                     sum,

@@ -38,6 +38,15 @@ struct Profile {
     dimensions: Labels,
 }
 
+/// The names of `plan`'s event labels, in plan order.
+fn event_label_names(plan: &MetricPlan) -> Arc<[Arc<str>]> {
+    plan.labels
+        .iter()
+        .filter(|l| matches!(l.source, LabelSource::Event(_)))
+        .map(|l| Arc::from(l.name.as_str()))
+        .collect()
+}
+
 /// What one batch did, for the metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Enrichment {
@@ -102,12 +111,7 @@ impl VehicleCatalog {
             profile_index: HashMap::new(),
             key_buffer: String::new(),
             unknown_profile: 0,
-            event_labels: MetricPlan::reference_demo()
-                .labels
-                .iter()
-                .filter(|l| matches!(l.source, LabelSource::Event(_)))
-                .map(|l| Arc::from(l.name.as_str()))
-                .collect(),
+            event_labels: event_label_names(&MetricPlan::reference_demo()),
             regions: IdTable::with_capacity(64),
             region_index: RegionIndex::default(),
             region_names: Vec::new(),
@@ -134,12 +138,7 @@ impl VehicleCatalog {
     /// reference demo's: `region`), which the source's records carry in
     /// plan order.
     pub fn with_event_labels(mut self, plan: &MetricPlan) -> Self {
-        self.event_labels = plan
-            .labels
-            .iter()
-            .filter(|l| matches!(l.source, LabelSource::Event(_)))
-            .map(|l| Arc::from(l.name.as_str()))
-            .collect();
+        self.event_labels = event_label_names(plan);
         self
     }
 

@@ -213,7 +213,7 @@ impl SeriesTable {
             self.known.clear();
         }
         let plan = Arc::clone(&self.naming.plan);
-        let mut samples = Vec::with_capacity(aggregates.len() * 9);
+        let mut samples = Vec::with_capacity(aggregates.len() * plan.metrics.len());
         for a in sorted {
             let key = (a.grouping, a.group.clone());
             let naming = &self.naming;

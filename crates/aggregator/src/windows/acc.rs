@@ -30,12 +30,15 @@ use crate::layout::{GroupingLayout, Layout, MetricCells, Num, Op, OCCUPIED};
 pub(super) struct VehicleTable {
     words: Vec<u64>,
     stride: usize,
+    /// `words.len() / stride`, kept so that a probe divides nothing.
+    slots: usize,
     len: usize,
 }
 
 impl VehicleTable {
+    #[inline(always)]
     fn slots(&self) -> usize {
-        self.words.len().checked_div(self.stride).unwrap_or(0)
+        self.slots
     }
 
     #[inline(always)]
@@ -74,8 +77,9 @@ impl VehicleTable {
     #[cold]
     #[inline(never)]
     fn grow(&mut self) {
-        let capacity = (self.slots() * 3 / 2).max(64);
+        let capacity = (self.slots * 3 / 2).max(64);
         let old = std::mem::replace(&mut self.words, vec![0; capacity * self.stride]);
+        self.slots = capacity;
         for slot in old.chunks_exact(self.stride).filter(|s| s[1] != 0) {
             let at = self.find((slot[0] >> 32) as u32, slot[0]);
             self.words[at..at + self.stride].copy_from_slice(slot);
@@ -98,6 +102,7 @@ impl VehicleTable {
         }
         if self.stride != stride {
             self.words.clear();
+            self.slots = 0;
             self.stride = stride;
         }
     }
