@@ -70,6 +70,14 @@ pub(crate) struct GroupingLayout {
     pub per_vehicle: bool,
     /// Whether a float `Latest` must be summed at close.
     pub float_latest: bool,
+    /// Per signal, the metrics (indices into `metrics`, in order) a record
+    /// carrying that signal alone can contribute to: those reading it, and
+    /// those reading no signal unless their filter compares another signal
+    /// only. Narrow records carry one signal; the rest are skipped unread.
+    pub single: Vec<Vec<u16>>,
+    /// The metrics a record carrying no signal can contribute to: those
+    /// reading no signal, without a filter.
+    pub unconditional: Vec<u16>,
 }
 
 /// Every grouping's layout.
@@ -159,7 +167,24 @@ fn grouping_layout(plan: &MetricPlan, grouping: GroupingId) -> GroupingLayout {
     }
     // The plan allows at most `MAX_PER_VEHICLE_METRICS` (63) flags per grouping.
     debug_assert!(bits <= 64);
+    let contributes = |m: &MetricCells, carried: Option<SignalId>| match (m.signal, &m.filter) {
+        (Some(s), _) => Some(s) == carried,
+        (None, None) => true,
+        (None, Some(f)) => carried.is_some_and(|s| f.mentions(s)),
+    };
+    let indices = |carried: Option<SignalId>| -> Vec<u16> {
+        (0..metrics.len())
+            .filter(|&i| contributes(&metrics[i], carried))
+            .map(|i| i as u16)
+            .collect()
+    };
+    let single = (0..plan.input.signals.len())
+        .map(|s| indices(Some(SignalId(s as u16))))
+        .collect();
+    let unconditional = indices(None);
     GroupingLayout {
+        single,
+        unconditional,
         grouping,
         per_vehicle: bits > 1,
         float_latest: metrics.iter().any(|m| {
@@ -208,5 +233,10 @@ mod tests {
             g.metrics.iter().map(|m| m.bit).collect::<Vec<_>>(),
             [1, 2, 3, 0, 0]
         );
+        // IC_RPM, ELECTRIC_RPM, WARNINGS: vehicles_in_motion (0) by its
+        // filter's signals, vehicles_reporting (2) always, each signal its
+        // own metric.
+        assert_eq!(g.single, [vec![0, 2, 3], vec![0, 2, 4], vec![1, 2]]);
+        assert_eq!(g.unconditional, [2]);
     }
 }

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use fleet_core::{
-    EnrichedEvent, GroupKey, MetricValue, PartitionId, SignalValue, TimestampMs, VehicleKey,
-    Watermark, WindowAggregate, WindowSpec,
+    EnrichedEvent, GroupKey, MetricValue, Number, PartitionId, SignalValue, TimestampMs,
+    VehicleKey, Watermark, WindowAggregate, WindowSpec,
 };
 use fleet_plan::{GroupingId, SignalId, Value};
 
@@ -314,22 +314,29 @@ impl TumblingWindows {
             };
         }
         let i = self.window_index(start);
-        self.signals.load(values);
-        self.open[i].add(&self.layout, e, groups, &self.signals);
+        // Records of one signal give it to the metrics directly.
+        if values.len() > 1 {
+            self.signals.load(values);
+        }
+        self.open[i].add(&self.layout, e, groups, &self.signals, values);
         if e.drilldown {
             if let Some(drilldown) = &mut self.drilldown {
-                // The drill-down keeps integer signals (exact means).
+                // Booleans as 0 and 1; a state is not a quantity.
                 for v in values {
-                    if let Value::Integer(measurement) = v.value {
-                        drilldown.record(
-                            start,
-                            e.vehicle,
-                            e.group,
-                            v.signal,
-                            e.timestamp,
-                            measurement,
-                        );
-                    }
+                    let measurement = match v.value {
+                        Value::Integer(i) => Number::Integer(i),
+                        Value::Float(f) => Number::Float(f),
+                        Value::Boolean(b) => Number::Integer(i64::from(b)),
+                        Value::State(_) => continue,
+                    };
+                    drilldown.record(
+                        start,
+                        e.vehicle,
+                        e.group,
+                        v.signal,
+                        e.timestamp,
+                        measurement,
+                    );
                 }
             }
         }

@@ -14,8 +14,10 @@
 //!   in start order therefore give every series increasing timestamps across
 //!   windows too.
 //! - The output depends only on the multiset of events recorded, never on
-//!   their arrival order: every tie is broken by value, and means are summed
-//!   exactly in integers.
+//!   their arrival order: every tie is broken by value, and means of integer
+//!   signals are summed exactly in integers. Means of float signals are
+//!   summed in arrival order, like the aggregator's float sums: their last
+//!   bits may differ between two orders.
 //!
 //! Memory: [`SampleFrequency::Raw`] keeps one 32-byte record per event,
 //! sorted only at close; the window reductions keep one small accumulator per
@@ -24,6 +26,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use fleet_core::aggregate::Number;
 use fleet_core::{GroupId, TimestampMs, VehicleKey};
 use fleet_plan::SignalId;
 
@@ -54,28 +57,55 @@ struct SeriesKey {
     signal: SignalId,
 }
 
-/// One event, as [`SampleFrequency::Raw`] keeps it (32 bytes).
+/// One event, as [`SampleFrequency::Raw`] keeps it (32 bytes). The
+/// measurement is kept as the sample value it becomes: two integers that
+/// round to one `f64` write the same sample.
 #[derive(Clone, Copy, Debug)]
 struct RawRecord {
     key: SeriesKey,
     timestamp: TimestampMs,
-    measurement: i64,
+    measurement: f64,
 }
 
 /// The latest event of a series (ties: the larger measurement).
 #[derive(Clone, Copy, Debug)]
 struct Latest {
     timestamp: TimestampMs,
-    measurement: i64,
+    measurement: f64,
 }
 
-/// The exact sum and count of a series' measurements: the sum of up to 2^64
-/// measurements of any `i64` fits in an `i128`, so no order of addition
-/// changes it.
+impl Latest {
+    fn is_after(&self, other: &Latest) -> bool {
+        self.timestamp
+            .cmp(&other.timestamp)
+            .then(self.measurement.total_cmp(&other.measurement))
+            .is_gt()
+    }
+}
+
+/// The sum and count of a series' measurements. Integers are summed exactly:
+/// the sum of up to 2^64 measurements of any `i64` fits in an `i128`, so no
+/// order of addition changes it. A series is one signal, so only one of the
+/// two sums is ever non-zero.
 #[derive(Clone, Copy, Debug, Default)]
 struct Sum {
-    sum: i128,
+    integers: i128,
+    floats: f64,
     count: u64,
+}
+
+impl Sum {
+    fn add(&mut self, measurement: Number) {
+        match measurement {
+            Number::Integer(i) => self.integers += i128::from(i),
+            Number::Float(f) => self.floats += f,
+        }
+        self.count += 1;
+    }
+
+    fn mean(&self) -> f64 {
+        (self.integers as f64 + self.floats) / self.count as f64
+    }
 }
 
 /// The state of one open window; every window of one [`VehicleWindows`] has
@@ -175,7 +205,7 @@ impl VehicleWindows {
         group: GroupId,
         signal: SignalId,
         timestamp: TimestampMs,
-        measurement: i64,
+        measurement: Number,
     ) {
         let frequency = self.frequency;
         let spare = &mut self.spare;
@@ -192,25 +222,19 @@ impl VehicleWindows {
             Window::Raw(records) => records.push(RawRecord {
                 key,
                 timestamp,
-                measurement,
+                measurement: measurement.as_f64(),
             }),
             Window::Last(map) => {
-                let latest = map.entry(key).or_insert(Latest {
+                let reading = Latest {
                     timestamp,
-                    measurement,
-                });
-                if (timestamp, measurement) > (latest.timestamp, latest.measurement) {
-                    *latest = Latest {
-                        timestamp,
-                        measurement,
-                    };
+                    measurement: measurement.as_f64(),
+                };
+                let latest = map.entry(key).or_insert(reading);
+                if reading.is_after(latest) {
+                    *latest = reading;
                 }
             }
-            Window::Mean(map) => {
-                let sum = map.entry(key).or_default();
-                sum.sum += i128::from(measurement);
-                sum.count += 1;
-            }
+            Window::Mean(map) => map.entry(key).or_default().add(measurement),
         }
     }
 
@@ -247,7 +271,7 @@ impl VehicleWindows {
                 records.sort_unstable_by(|a, b| {
                     (a.key, a.timestamp)
                         .cmp(&(b.key, b.timestamp))
-                        .then(b.measurement.cmp(&a.measurement))
+                        .then(b.measurement.total_cmp(&a.measurement))
                 });
                 out.reserve(records.len());
                 let mut previous: Option<(SeriesKey, TimestampMs)> = None;
@@ -257,25 +281,20 @@ impl VehicleWindows {
                         continue;
                     }
                     previous = Some((record.key, record.timestamp));
-                    out.push(sample(
-                        record.key,
-                        record.timestamp,
-                        record.measurement as f64,
-                    ));
+                    out.push(sample(record.key, record.timestamp, record.measurement));
                 }
             }
             Window::Last(map) => {
                 out.extend(
                     map.drain()
-                        .map(|(key, latest)| sample(key, window_end, latest.measurement as f64)),
+                        .map(|(key, latest)| sample(key, window_end, latest.measurement)),
                 );
                 sort_series(&mut out[first..]);
             }
             Window::Mean(map) => {
                 out.extend(
-                    map.drain().map(|(key, sum)| {
-                        sample(key, window_end, sum.sum as f64 / sum.count as f64)
-                    }),
+                    map.drain()
+                        .map(|(key, sum)| sample(key, window_end, sum.mean())),
                 );
                 sort_series(&mut out[first..]);
             }
@@ -355,7 +374,14 @@ mod tests {
 
     fn record_all(windows: &mut VehicleWindows, events: &[Event]) {
         for &(start, vehicle, group, signal, ts, m) in events {
-            windows.record(start, VehicleKey(vehicle), GroupId(group), signal, ts, m);
+            windows.record(
+                start,
+                VehicleKey(vehicle),
+                GroupId(group),
+                signal,
+                ts,
+                Number::Integer(m),
+            );
         }
     }
 
@@ -367,6 +393,36 @@ mod tests {
             timestamp: ts,
             value,
         }
+    }
+
+    #[test]
+    fn float_signals_are_reduced_like_integers() {
+        const SPEED: SignalId = SignalId(3);
+        let readings = [(1_000, 50.5), (3_000, 12.25), (3_000, 60.0), (2_000, -1.5)];
+        let close = |frequency| {
+            let mut windows = VehicleWindows::new(frequency);
+            for (ts, v) in readings {
+                windows.record(0, VehicleKey(7), GroupId(1), SPEED, ts, Number::Float(v));
+            }
+            windows.close(0, 5_000)
+        };
+        assert_eq!(
+            close(SampleFrequency::Raw),
+            vec![
+                s(7, 1, SPEED, 1_000, 50.5),
+                s(7, 1, SPEED, 2_000, -1.5),
+                s(7, 1, SPEED, 3_000, 60.0),
+            ],
+            "the larger of two readings at one time"
+        );
+        assert_eq!(
+            close(SampleFrequency::WindowLast),
+            vec![s(7, 1, SPEED, 5_000, 60.0)]
+        );
+        assert_eq!(
+            close(SampleFrequency::WindowMean),
+            vec![s(7, 1, SPEED, 5_000, (50.5 + 12.25 + 60.0 - 1.5) / 4.0)]
+        );
     }
 
     #[test]
@@ -542,10 +598,17 @@ mod tests {
     fn a_burst_does_not_pin_its_memory() {
         let mut windows = VehicleWindows::new(SampleFrequency::Raw);
         for i in 0..10_000 {
-            windows.record(0, VehicleKey(i), GroupId(0), IC, 1, 1);
+            windows.record(0, VehicleKey(i), GroupId(0), IC, 1, Number::Integer(1));
         }
         assert_eq!(windows.close(0, 5000).len(), 10_000);
-        windows.record(5000, VehicleKey(1), GroupId(0), IC, 5001, 1);
+        windows.record(
+            5000,
+            VehicleKey(1),
+            GroupId(0),
+            IC,
+            5001,
+            Number::Integer(1),
+        );
         windows.close(5000, 10_000);
         let Some(Window::Raw(records)) = windows.spare.last() else {
             panic!("a spare raw window");

@@ -155,6 +155,17 @@ impl Filter {
     pub fn passes(&self, value: &impl Fn(SignalId) -> Option<Value>) -> bool {
         self.eval(value) == Truth::True
     }
+
+    /// Whether the filter compares `signal`. A record that carries none of
+    /// the signals a filter compares never passes it: every comparison is
+    /// unknown, and so is any combination of unknowns.
+    pub fn mentions(&self, signal: SignalId) -> bool {
+        match self {
+            Filter::Compare { signal: s, .. } | Filter::In { signal: s, .. } => *s == signal,
+            Filter::Not(f) => f.mentions(signal),
+            Filter::And(a, b) | Filter::Or(a, b) => a.mentions(signal) || b.mentions(signal),
+        }
+    }
 }
 
 /// How `v` orders against `c`; `None` across kinds that do not compare.

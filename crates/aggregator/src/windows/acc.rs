@@ -136,9 +136,10 @@ impl OffsetMap {
     }
 }
 
-/// A record's signal values by signal id, loaded once per record so that
-/// every metric finds its input by indexing. Entries of earlier records are
-/// told apart by a stamp, so loading never clears.
+/// A record's signal values by signal id, loaded once per record of
+/// several signals so that every metric finds its input by indexing.
+/// Entries of earlier records are told apart by a stamp, so loading never
+/// clears.
 #[derive(Debug, Default)]
 pub(super) struct SignalIndex {
     stamp: u32,
@@ -229,8 +230,8 @@ impl OpenWindow {
         }
     }
 
-    /// Adds a record whose values `signals` holds; `groups[g]` is its
-    /// group in grouping `g`.
+    /// Adds a record that carries `values`, loaded into `signals`;
+    /// `groups[g]` is its group in grouping `g`.
     #[inline]
     pub fn add(
         &mut self,
@@ -238,10 +239,11 @@ impl OpenWindow {
         e: &EnrichedEvent,
         groups: &[u32],
         signals: &SignalIndex,
+        values: &[SignalValue],
     ) {
         self.first_offsets.lower(e.partition, e.offset);
         for ((g, cells), &group) in layout.groupings.iter().zip(&mut self.cells).zip(groups) {
-            cells.add(g, group, e, signals);
+            cells.add(g, group, e, signals, values);
         }
     }
 
@@ -308,8 +310,8 @@ impl VehicleTable {
         }
         let key = (u64::from(vehicle) << 32) | u64::from(group);
         let at = self.find(vehicle, key);
+        // An empty slot is all zeros: tables start zeroed and lose no slot.
         if self.words[at + 1] == 0 {
-            self.words[at..at + self.stride].fill(0);
             self.words[at] = key;
             self.words[at + 1] = OCCUPIED;
             self.len += 1;
@@ -319,102 +321,57 @@ impl VehicleTable {
 }
 
 impl GroupingCells {
+    /// Adds a record that carries `values` (loaded into `signals`).
     #[inline(always)]
-    fn add(&mut self, g: &GroupingLayout, group: u32, e: &EnrichedEvent, signals: &SignalIndex) {
+    fn add(
+        &mut self,
+        g: &GroupingLayout,
+        group: u32,
+        e: &EnrichedEvent,
+        signals: &SignalIndex,
+        values: &[SignalValue],
+    ) {
         let gi = group as usize;
         if (gi + 1) * g.ints > self.ints.len() {
             self.ints.resize((gi + 1) * g.ints, 0);
             self.floats.resize((gi + 1) * g.floats, 0.0);
         }
-        let ints = &mut self.ints[gi * g.ints..(gi + 1) * g.ints];
-        let floats = &mut self.floats[gi * g.floats..(gi + 1) * g.floats];
-        let vehicles = &mut self.vehicles;
-        ints[0] += 1;
-        let mut slot_at: Option<usize> = None;
-        for m in &g.metrics {
-            let value = match m.signal {
-                Some(s) => match signals.get(s) {
-                    Some(v) => Some(v),
-                    None => continue,
-                },
-                None => None,
-            };
-            if let Some(filter) = &m.filter {
-                if !filter.passes(&|s| signals.get(s)) {
-                    continue;
+        let mut cells = Cells {
+            ints: &mut self.ints[gi * g.ints..(gi + 1) * g.ints],
+            floats: &mut self.floats[gi * g.floats..(gi + 1) * g.floats],
+            vehicles: &mut self.vehicles,
+            slot_at: None,
+        };
+        cells.ints[0] += 1;
+        match values {
+            [] => {
+                for &i in &g.unconditional {
+                    cells.apply(g, &g.metrics[usize::from(i)], None, group, e, |_| None);
                 }
             }
-            let c = m.int_at;
-            match (m.op, value) {
-                (Op::Count, _) => ints[c] += 1,
-                (Op::Sum(n), Some(v)) => add_sum(n, v, ints, floats, c, m.float_at),
-                (Op::Mean(n), Some(v)) => {
-                    ints[c] += 1;
-                    add_sum(n, v, ints, floats, c + 1, m.float_at);
+            // The record's one signal is all a metric or a filter can read.
+            &[one] => {
+                let Some(metrics) = g.single.get(usize::from(one.signal.0)) else {
+                    return;
+                };
+                let only = |s: SignalId| (s == one.signal).then_some(one.value);
+                for &i in metrics {
+                    let m = &g.metrics[usize::from(i)];
+                    let value = m.signal.map(|_| one.value);
+                    cells.apply(g, m, value, group, e, only);
                 }
-                (Op::Min(n) | Op::Max(n), Some(v)) => {
-                    let first = ints[c] == 0;
-                    ints[c] += 1;
-                    let min = matches!(m.op, Op::Min(_));
-                    match (n, v) {
-                        (Num::Int, Value::Integer(v)) => {
-                            let cur = &mut ints[c + 1];
-                            if first || (min && v < *cur) || (!min && v > *cur) {
-                                *cur = v;
-                            }
-                        }
-                        (_, v) => {
-                            let v = v.as_f64().unwrap_or(0.0);
-                            let cur = &mut floats[m.float_at];
-                            if first || (min && v < *cur) || (!min && v > *cur) {
-                                *cur = v;
-                            }
-                        }
-                    }
-                }
-                (Op::Distinct, _) => {
-                    let at = *slot_at.get_or_insert_with(|| vehicles.slot_at(e.vehicle.0, group));
-                    let bit = 1u64 << m.bit;
-                    if vehicles.words[at + 1] & bit == 0 {
-                        vehicles.words[at + 1] |= bit;
-                        ints[c] += 1;
-                    }
-                }
-                (Op::Latest { num, .. }, Some(v)) => {
-                    let at = *slot_at.get_or_insert_with(|| vehicles.slot_at(e.vehicle.0, group));
-                    let s = &mut vehicles.words[at..at + g.slot_words];
-                    let bit = 1u64 << m.bit;
-                    let had = s[1] & bit != 0;
-                    let reading = Reading::of(num, e.timestamp, v);
-                    let old = Reading {
-                        ts: s[m.word_at] as i64,
-                        bits: s[m.word_at + 1],
+            }
+            _ => {
+                for m in &g.metrics {
+                    let value = match m.signal {
+                        Some(s) => match signals.get(s) {
+                            Some(v) => Some(v),
+                            None => continue,
+                        },
+                        None => None,
                     };
-                    if had && !reading.is_newer_than(old, num) {
-                        continue;
-                    }
-                    if !had {
-                        ints[c] += 1;
-                        s[1] |= bit;
-                    }
-                    if num == Num::Int {
-                        let previous = if had { old.bits as i64 } else { 0 };
-                        ints[c + 1] = ints[c + 1]
-                            .wrapping_sub(previous)
-                            .wrapping_add(reading.bits as i64);
-                    }
-                    s[m.word_at] = reading.ts as u64;
-                    s[m.word_at + 1] = reading.bits;
+                    cells.apply(g, m, value, group, e, |s| signals.get(s));
                 }
-                (Op::Histogram(n), Some(v)) => {
-                    let x = v.as_f64().unwrap_or(0.0);
-                    let bucket = m.buckets.partition_point(|&b| b < x);
-                    let count = c + m.buckets.len() + 1;
-                    ints[c + bucket] += 1;
-                    ints[count] += 1;
-                    add_sum(n, v, ints, floats, count + 1, m.float_at);
-                }
-                (_, None) => {}
             }
         }
     }
@@ -451,6 +408,124 @@ impl GroupingCells {
                     }
                 }
             }
+        }
+    }
+}
+
+/// One group's cells in one grouping, while a record is added: the slot of
+/// (vehicle, group) is found once, by the first metric that needs it.
+struct Cells<'a> {
+    ints: &'a mut [i64],
+    floats: &'a mut [f64],
+    vehicles: &'a mut VehicleTable,
+    slot_at: Option<usize>,
+}
+
+impl Cells<'_> {
+    #[inline(always)]
+    fn slot(&mut self, vehicle: u32, group: u32) -> usize {
+        match self.slot_at {
+            Some(at) => at,
+            None => {
+                let at = self.vehicles.slot_at(vehicle, group);
+                self.slot_at = Some(at);
+                at
+            }
+        }
+    }
+
+    /// Metric `m`'s part of adding the record: `value` is its input
+    /// signal's (present: a metric whose signal is absent is not applied),
+    /// `signal` gives the record's signals to its filter.
+    #[inline(always)]
+    fn apply(
+        &mut self,
+        g: &GroupingLayout,
+        m: &MetricCells,
+        value: Option<Value>,
+        group: u32,
+        e: &EnrichedEvent,
+        signal: impl Fn(SignalId) -> Option<Value>,
+    ) {
+        if let Some(filter) = &m.filter {
+            if !filter.passes(&signal) {
+                return;
+            }
+        }
+        let c = m.int_at;
+        let (ints, floats) = (&mut *self.ints, &mut *self.floats);
+        match (m.op, value) {
+            (Op::Count, _) => ints[c] += 1,
+            (Op::Sum(n), Some(v)) => add_sum(n, v, ints, floats, c, m.float_at),
+            (Op::Mean(n), Some(v)) => {
+                ints[c] += 1;
+                add_sum(n, v, ints, floats, c + 1, m.float_at);
+            }
+            (Op::Min(n) | Op::Max(n), Some(v)) => {
+                let first = ints[c] == 0;
+                ints[c] += 1;
+                let min = matches!(m.op, Op::Min(_));
+                match (n, v) {
+                    (Num::Int, Value::Integer(v)) => {
+                        let cur = &mut ints[c + 1];
+                        if first || (min && v < *cur) || (!min && v > *cur) {
+                            *cur = v;
+                        }
+                    }
+                    (_, v) => {
+                        let v = v.as_f64().unwrap_or(0.0);
+                        let cur = &mut floats[m.float_at];
+                        if first || (min && v < *cur) || (!min && v > *cur) {
+                            *cur = v;
+                        }
+                    }
+                }
+            }
+            (Op::Distinct, _) => {
+                let at = self.slot(e.vehicle.0, group);
+                let (ints, words) = (&mut *self.ints, &mut self.vehicles.words);
+                let bit = 1u64 << m.bit;
+                if words[at + 1] & bit == 0 {
+                    words[at + 1] |= bit;
+                    ints[c] += 1;
+                }
+            }
+            (Op::Latest { num, .. }, Some(v)) => {
+                let at = self.slot(e.vehicle.0, group);
+                let ints = &mut *self.ints;
+                let s = &mut self.vehicles.words[at..at + g.slot_words];
+                let bit = 1u64 << m.bit;
+                let had = s[1] & bit != 0;
+                let reading = Reading::of(num, e.timestamp, v);
+                let old = Reading {
+                    ts: s[m.word_at] as i64,
+                    bits: s[m.word_at + 1],
+                };
+                if had && !reading.is_newer_than(old, num) {
+                    return;
+                }
+                if !had {
+                    ints[c] += 1;
+                    s[1] |= bit;
+                }
+                if num == Num::Int {
+                    let previous = if had { old.bits as i64 } else { 0 };
+                    ints[c + 1] = ints[c + 1]
+                        .wrapping_sub(previous)
+                        .wrapping_add(reading.bits as i64);
+                }
+                s[m.word_at] = reading.ts as u64;
+                s[m.word_at + 1] = reading.bits;
+            }
+            (Op::Histogram(n), Some(v)) => {
+                let x = v.as_f64().unwrap_or(0.0);
+                let bucket = m.buckets.partition_point(|&b| b < x);
+                let count = c + m.buckets.len() + 1;
+                ints[c + bucket] += 1;
+                ints[count] += 1;
+                add_sum(n, v, ints, floats, count + 1, m.float_at);
+            }
+            (_, None) => {}
         }
     }
 }

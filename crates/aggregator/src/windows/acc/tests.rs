@@ -154,7 +154,7 @@ fn computes_each_function_in_one_window() {
             values_len: values.len() as u16,
             drilldown: false,
         };
-        window.add(&layout, &e, &[0], &index);
+        window.add(&layout, &e, &[0], &index, &values);
     }
     let closed = window.close(&layout, 0);
     assert_eq!(closed.len(), 1);
