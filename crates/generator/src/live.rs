@@ -10,15 +10,42 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::EventGenerator;
+use crate::{EventGenerator, Fleet, GeneratorConfig};
 use fleet_core::decode::Decoder;
 use fleet_core::telemetry::wall_clock_ms;
-use fleet_core::{Msg, SourceBatch, SourceBatcher};
+use fleet_core::{DecodeError, Msg, RecordBatch, SourceBatch, SourceBatcher};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// How often the generator emits a batch.
 const TICK: Duration = Duration::from_millis(100);
+
+/// Events [`readable_by`] tries: enough for every event type of the demo.
+const SAMPLE_EVENTS: u64 = 1_000;
+
+/// Whether `decoder` reads any of the events `config`'s generator writes;
+/// the first refusal when it reads none. Configuration validation calls it:
+/// an `[input]` made for other records would otherwise see every generated
+/// event counted as malformed.
+pub fn readable_by(config: &GeneratorConfig, decoder: &Decoder) -> Result<(), DecodeError> {
+    let fleet = Fleet::from_config(config);
+    let mut generator = match EventGenerator::new(&fleet, config) {
+        Ok(generator) => generator,
+        // Not this check's problem: validation reports the configuration.
+        Err(_) => return Ok(()),
+    };
+    let mut batch = RecordBatch::default();
+    let mut first_refusal = None;
+    for (offset, event) in (0..).zip(generator.take_exact(SAMPLE_EVENTS)) {
+        match decoder.decode_into(event.to_json().as_bytes(), 0, offset, &mut batch) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                first_refusal.get_or_insert(e);
+            }
+        }
+    }
+    first_refusal.map_or(Ok(()), Err)
+}
 
 /// Emits `events_per_second` generated events into `output` until `shutdown`
 /// completes or the pipeline closes.
@@ -72,4 +99,23 @@ pub async fn run(
         }
     }
     tracing::info!(events = offset, "Embedded generator stopped.");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::WideLayout;
+    use fleet_plan::MetricPlan;
+
+    #[test]
+    fn the_demo_input_reads_the_generated_events_and_a_wide_one_does_not() {
+        let config = GeneratorConfig::DEFAULT;
+        let demo = Decoder::new(&MetricPlan::reference_demo().input);
+        assert_eq!(readable_by(&config, &demo), Ok(()));
+
+        let wide = WideLayout::new(10).unwrap().config_toml();
+        let wide = MetricPlan::from_toml(&wide, &[]).unwrap();
+        let refusal = readable_by(&config, &Decoder::new(&wide.input)).unwrap_err();
+        assert!(refusal.to_string().contains("vin"), "{refusal}");
+    }
 }

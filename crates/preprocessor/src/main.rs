@@ -172,7 +172,11 @@ fn load(cli: &Cli) -> Result<ValidSettings, ConfigError> {
     {
         settings.reference.csv_path = path.display().to_string();
     }
-    settings.validate_with(problems)
+    let settings = settings.validate_with(problems)?;
+    if !matches!(cli.command, Some(Command::Replay { .. })) {
+        settings.check_embedded_input()?;
+    }
+    Ok(settings)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

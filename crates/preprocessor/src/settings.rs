@@ -120,6 +120,27 @@ pub struct ValidSettings {
 }
 
 impl ValidSettings {
+    /// Refuses an `[input]` that reads none of the embedded generator's
+    /// events when the generator is the source: every event would be counted
+    /// as malformed. `replay` reads a file instead and does not ask.
+    pub fn check_embedded_input(&self) -> Result<(), ConfigError> {
+        let SourceKind::Embedded(generator) = &self.source else {
+            return Ok(());
+        };
+        let decoder = fleet_core::decode::Decoder::new(&self.plan.input);
+        fleet_generator::live::readable_by(generator, &decoder).map_err(|refusal| {
+            ConfigError::single(
+                "input",
+                format!(
+                    "reads none of the embedded generator's events, which are the reference \
+                     demo's (the source while kafka.brokers is empty; the first was refused: \
+                     {refusal}); set kafka.brokers, or give a file of your records to \
+                     `fleet-preprocessor replay`"
+                ),
+            )
+        })
+    }
+
     /// The same pipeline over a file of raw events (`replay`): a bounded
     /// input with no idleness, printed as JSON lines; its reference data is
     /// the CSV as it is at the start (a reference topic is not read), and it
@@ -286,6 +307,26 @@ mod tests {
     use fleet_core::secret::REDACTED;
 
     use super::*;
+
+    #[test]
+    fn the_embedded_generator_needs_an_input_that_reads_its_events() {
+        let defaults = Settings::load(None).unwrap().validate().unwrap();
+        assert_eq!(defaults.check_embedded_input(), Ok(()));
+
+        let dir = tempfile::tempdir().unwrap();
+        let wide = dir.path().join("wide.toml");
+        std::fs::write(
+            &wide,
+            fleet_generator::WideLayout::new(5).unwrap().config_toml(),
+        )
+        .unwrap();
+        let valid = Settings::load(Some(&wide)).unwrap().validate().unwrap();
+        let refusal = valid.check_embedded_input().unwrap_err().to_string();
+        assert!(refusal.contains("input: reads none"), "{refusal}");
+        // Replay reads a file, whatever the generator writes.
+        let replay = valid.for_replay("records.jsonl".into());
+        assert_eq!(replay.check_embedded_input(), Ok(()));
+    }
 
     #[test]
     fn embedded_defaults_parse_and_validate() {
