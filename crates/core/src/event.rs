@@ -1,21 +1,17 @@
-//! The raw vehicle event as it travels on Kafka, and its decoder.
+//! The reference demo's raw vehicle event as the generator writes it, and a
+//! plain serde decoder of it.
 //!
-//! The decoder classifies every refusal by [`DecodeErrorKind`] so the source
-//! can count malformed messages by reason and skip them; it never panics on
-//! input. Unknown extra fields are ignored (docs/ARCHITECTURE.md, "Wire formats").
-//!
-//! Decoding has two paths. A fast path ([`fast`]) scans a plain flat object
-//! in one pass without allocating; anything it is not certain about (escapes,
-//! nested or fractional values, every refusal) goes to the serde path,
-//! [`decode_event_serde`], which decides and classifies as it always has.
-//! Tests check that the two agree on every input.
+//! The service never uses [`decode_event`]: it decodes every record with the
+//! plan's [`Decoder`](crate::decode::Decoder). This one reads the demo's
+//! events back in tests and tools, and it is the independent reference the
+//! decoder's property tests compare with: it classifies every refusal by
+//! [`DecodeErrorKind`] as the service counts them (docs/ARCHITECTURE.md,
+//! "Wire formats"), never panics on input, and ignores unknown fields.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 use crate::{SmallStr, TimestampMs};
-
-mod fast;
 
 /// What a raw event measured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -153,19 +149,8 @@ struct WireEvent<'a> {
     measurement: Option<i64>,
 }
 
-/// Decodes one message value into a [`RawEvent`].
-#[inline]
+/// Decodes one demo event.
 pub fn decode_event(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
-    match fast::decode(bytes) {
-        Some(event) => Ok(event),
-        None => decode_event_serde(bytes),
-    }
-}
-
-/// The reference decoder, through serde_json: what [`decode_event`] falls
-/// back to for any input its fast path does not take, and the one that
-/// classifies every refusal. Public for benchmarks and tests.
-pub fn decode_event_serde(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
     let wire: WireEvent<'_> = serde_json::from_slice(bytes).map_err(|e| {
         let kind = match e.classify() {
             serde_json::error::Category::Data => DecodeErrorKind::WrongType,

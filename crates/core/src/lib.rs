@@ -37,9 +37,7 @@ pub mod window;
 pub use aggregate::{Labels, MetricValue, Number, WindowAggregate};
 pub use batcher::SourceBatcher;
 pub use decode::Decoder;
-pub use event::{
-    decode_event, decode_event_serde, DecodeError, DecodeErrorKind, EventType, RawEvent,
-};
+pub use event::{decode_event, DecodeError, DecodeErrorKind, EventType, RawEvent};
 pub use fence::RevocationFence;
 pub use file_watch::FileWatch;
 pub use partition_map::PartitionMap;
