@@ -5,16 +5,34 @@
 //! hide the figure the benchmark is about. Line boundaries are found here too,
 //! so the timed loops spend nothing on splitting, as a Kafka consumer gets each
 //! message already delimited.
+//!
+//! The corpus carries the [`MetricPlan`] its records are read with: the
+//! reference demo's for narrow events, the generator's matching example
+//! configuration (`WideLayout::config_toml`) for wide records.
+
+use std::sync::Arc;
 
 use anyhow::Context;
 use fleet_enricher::ReferenceTable;
-use fleet_generator::{jsonl, EventGenerator, Fleet, GeneratorConfig};
+use fleet_generator::jsonl::{self, JsonRecord};
+use fleet_generator::{EventGenerator, Fleet, GeneratorConfig, WideGenerator, WideLayout};
+use fleet_plan::MetricPlan;
 
 /// Average line length of the default fleet's events, bytes (measured: a
 /// 5,000,000-event file is 585 MB); only sizes the first allocation.
 const LINE_BYTES_HINT: usize = 120;
 
-/// Generated events as JSON lines, plus the fleet's reference data.
+/// What the generated records look like.
+#[derive(Clone, Debug)]
+pub enum Shape {
+    /// The reference demo's events, read with the default configuration.
+    Narrow,
+    /// Wide records of this layout, read with its example configuration.
+    Wide(WideLayout),
+}
+
+/// Generated events as JSON lines, plus the fleet's reference data and the
+/// plan that reads them.
 #[derive(Debug)]
 pub struct Corpus {
     /// Every event's JSON object, each followed by `\n`.
@@ -22,23 +40,40 @@ pub struct Corpus {
     /// Per line, the index of its terminating `\n` in `text`.
     line_ends: Vec<usize>,
     reference: ReferenceTable,
+    plan: Arc<MetricPlan>,
 }
 
 impl Corpus {
     /// Exactly `events` events of the fleet described by `config`, in arrival
     /// order (disorder, late events and offline bursts as configured).
-    pub fn generate(config: &GeneratorConfig, events: u64) -> anyhow::Result<Corpus> {
+    pub fn generate(
+        config: &GeneratorConfig,
+        events: u64,
+        shape: &Shape,
+    ) -> anyhow::Result<Corpus> {
         let fleet = Fleet::from_config(config);
-        let mut generator =
-            EventGenerator::new(&fleet, config).context("generator configuration")?;
         let expected = usize::try_from(events).unwrap_or(usize::MAX);
-        let mut text = Vec::with_capacity(expected.saturating_mul(LINE_BYTES_HINT));
-        let mut line_ends = Vec::with_capacity(expected);
-        for event in generator.take_exact(events) {
-            // Writing into a Vec cannot fail short of running out of memory.
-            jsonl::write_event_line(&mut text, &event).context("serialising an event")?;
-            line_ends.push(text.len() - 1);
-        }
+        let mut lines = Lines {
+            text: Vec::with_capacity(expected.saturating_mul(LINE_BYTES_HINT)),
+            line_ends: Vec::with_capacity(expected),
+        };
+        let plan = match shape {
+            Shape::Narrow => {
+                let mut generator =
+                    EventGenerator::new(&fleet, config).context("generator configuration")?;
+                lines.extend(generator.take_exact(events))?;
+                MetricPlan::reference_demo()
+            }
+            Shape::Wide(layout) => {
+                let mut generator = WideGenerator::new(&fleet, config, layout)
+                    .context("generator configuration")?;
+                lines.extend(generator.take_exact(events))?;
+                MetricPlan::from_toml(&layout.config_toml(), &[]).map_err(|problems| {
+                    anyhow::anyhow!("the wide example configuration: {problems:?}")
+                })?
+            }
+        };
+        let Lines { text, line_ends } = lines;
         // Fleet order, as a reference CSV written by `fleet-generator` lists it.
         let reference = ReferenceTable::from_pairs(
             fleet
@@ -50,6 +85,7 @@ impl Corpus {
             text,
             line_ends,
             reference,
+            plan: Arc::new(plan),
         })
     }
 
@@ -77,6 +113,28 @@ impl Corpus {
     pub fn reference(&self) -> &ReferenceTable {
         &self.reference
     }
+
+    /// The plan the records are decoded and aggregated with.
+    pub fn plan(&self) -> &Arc<MetricPlan> {
+        &self.plan
+    }
+}
+
+/// The JSON lines being written, with their ends.
+struct Lines {
+    text: Vec<u8>,
+    line_ends: Vec<usize>,
+}
+
+impl Lines {
+    fn extend(&mut self, records: impl Iterator<Item = impl JsonRecord>) -> anyhow::Result<()> {
+        for record in records {
+            // Writing into a Vec cannot fail short of running out of memory.
+            jsonl::write_event_line(&mut self.text, &record).context("serialising an event")?;
+            self.line_ends.push(self.text.len() - 1);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -92,10 +150,10 @@ mod tests {
             start_ms: Some(1_764_000_000_000),
             ..GeneratorConfig::DEFAULT
         };
-        let corpus = Corpus::generate(&config, 3_000).unwrap();
+        let corpus = Corpus::generate(&config, 3_000, &Shape::Narrow).unwrap();
         assert_eq!(corpus.len(), 3_000);
         assert_eq!(corpus.lines().count(), 3_000);
-        let decoder = Decoder::new(&fleet_plan::MetricPlan::reference_demo().input);
+        let decoder = Decoder::new(&corpus.plan().input);
         let mut batch = RecordBatch::default();
         for line in corpus.lines() {
             assert!(!line.contains(&b'\n'));
@@ -106,5 +164,25 @@ mod tests {
             corpus.bytes(),
             corpus.lines().map(|l| l.len() as u64 + 1).sum::<u64>()
         );
+    }
+
+    #[test]
+    fn wide_records_decode_with_their_example_configuration() {
+        let config = GeneratorConfig {
+            vehicles: 40,
+            start_ms: Some(1_764_000_000_000),
+            ..GeneratorConfig::DEFAULT
+        };
+        let layout = WideLayout::new(50).unwrap();
+        let corpus = Corpus::generate(&config, 2_000, &Shape::Wide(layout)).unwrap();
+        assert_eq!(corpus.len(), 2_000);
+        assert_eq!(corpus.plan().input.signals.len(), 50);
+        let decoder = Decoder::new(&corpus.plan().input);
+        let mut batch = RecordBatch::default();
+        for line in corpus.lines() {
+            decoder.decode_into(line, 0, 0, &mut batch).unwrap();
+        }
+        assert_eq!(batch.len(), 2_000);
+        assert!(corpus.bytes() > 2_000 * 1_000, "50 signals make long lines");
     }
 }

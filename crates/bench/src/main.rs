@@ -31,9 +31,9 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::Parser;
-use fleet_generator::GeneratorConfig;
+use fleet_generator::{GeneratorConfig, WideLayout};
 
-use corpus::Corpus;
+use corpus::{Corpus, Shape};
 use phases::{PipelineParams, Stages};
 use report::{Input, Machine, Phase, Report};
 use usage::{measure, ProcessUsage, Timing};
@@ -46,6 +46,14 @@ struct Cli {
     /// `catalog` or `consume`: another measurement instead of the pipeline phases.
     #[command(subcommand)]
     command: Option<Command>,
+    /// `narrow`: the reference demo's events, read with the default
+    /// configuration; `wide`: the generator's wide records of `--signals`
+    /// signals, read with their example configuration (twelve metrics).
+    #[arg(long, default_value = "narrow", value_parser = ["narrow", "wide"])]
+    shape: String,
+    /// Wide only: signals per record [default: 50].
+    #[arg(long)]
+    signals: Option<usize>,
     /// Fleet size.
     #[arg(long, default_value_t = GeneratorConfig::REFERENCE_FLEET_VEHICLES)]
     vehicles: usize,
@@ -138,7 +146,18 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
         "Generating {} events of {} vehicles (not timed)…",
         cli.events, cli.vehicles
     );
-    let corpus = Corpus::generate(&config, cli.events)?;
+    let (shape, shape_name) = match (cli.shape.as_str(), cli.signals) {
+        ("wide", signals) => {
+            let signals = signals.unwrap_or(WideLayout::DEFAULT_SIGNALS);
+            (
+                Shape::Wide(WideLayout::new(signals).context("--signals")?),
+                format!("wide, {signals} signals"),
+            )
+        }
+        (_, Some(_)) => anyhow::bail!("--signals applies to --shape wide only"),
+        _ => (Shape::Narrow, "narrow".to_string()),
+    };
+    let corpus = Corpus::generate(&config, cli.events, &shape)?;
     let peak_after_input = ProcessUsage::now()?.peak_rss_bytes;
     let runtime = if cli.threaded {
         Some(
@@ -180,6 +199,8 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
     }
 
     let input = Input {
+        shape: shape_name,
+        metrics: corpus.plan().metrics.len(),
         vehicles: cli.vehicles,
         events,
         seed: cli.seed,
@@ -188,12 +209,20 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
         batch_events: params.batch_events,
         repeat: decode_runs.len(),
     };
-    let threaded = threaded_work.map(|work| (Phase::new("threaded", events, threaded_runs), work));
+    let bytes = corpus.bytes();
+    let threaded =
+        threaded_work.map(|work| (Phase::new("threaded", events, bytes, threaded_runs), work));
     Ok(Report::new(
         Machine::detect(),
         input,
-        (Phase::new("decode", events, decode_runs), decode_work),
-        (Phase::new("pipeline", events, pipeline_runs), pipeline_work),
+        (
+            Phase::new("decode", events, bytes, decode_runs),
+            decode_work,
+        ),
+        (
+            Phase::new("pipeline", events, bytes, pipeline_runs),
+            pipeline_work,
+        ),
         threaded,
         (peak_after_input, ProcessUsage::now()?.peak_rss_bytes),
     ))

@@ -97,11 +97,11 @@ pub struct DecodeWork {
     pub malformed: u64,
 }
 
-/// Decodes every line with the reference demo's plan, a batch of
-/// `BATCH_EVENTS` records at a time, and drops the records.
+/// Decodes every line with the corpus's plan, a batch of `BATCH_EVENTS`
+/// records at a time, and drops the records.
 #[inline(never)]
 pub fn decode_only(corpus: &Corpus) -> DecodeWork {
-    let decoder = Decoder::new(&MetricPlan::reference_demo().input);
+    let decoder = Decoder::new(&corpus.plan().input);
     let mut work = DecodeWork::default();
     let mut batch = RecordBatch::with_capacity(BATCH_EVENTS);
     for (offset, line) in (0i64..).zip(corpus.lines()) {
@@ -129,7 +129,7 @@ pub struct PipelineWork {
     pub windowed_events: u64,
     /// Window batches the aggregator emitted (one per watermark that closed windows).
     pub window_batches: u64,
-    /// Window aggregates, one per window and (model, region).
+    /// Window aggregates, one per window, grouping and group.
     pub aggregates: u64,
     /// Remote-Write samples.
     pub samples: u64,
@@ -174,16 +174,17 @@ impl Stages {
             output_mode: OutputMode::Single,
             max_label_sets: usize::MAX,
             drilldown: params.drilldown,
-            plan: Arc::new(MetricPlan::reference_demo()),
+            plan: Arc::clone(corpus.plan()),
         };
         let metrics = AggregatorMetrics::register(&mut Registry::default());
         let aggregator = Aggregator::new(&aggregator_config, metrics);
         Stages {
             catalog: VehicleCatalog::new(corpus.reference(), UnknownVehiclePolicy::Unknown)
+                .with_event_labels(corpus.plan())
                 .with_drilldown(DrilldownSelector::new(selection)),
             aggregator_config,
             aggregator,
-            sink: EncodingSink::new(params.max_samples_per_request),
+            sink: EncodingSink::new(corpus.plan(), params.max_samples_per_request),
         }
     }
 
@@ -213,9 +214,12 @@ struct EncodingSink {
 }
 
 impl EncodingSink {
-    fn new(max_samples: usize) -> EncodingSink {
+    fn new(plan: &Arc<MetricPlan>, max_samples: usize) -> EncodingSink {
         EncodingSink {
-            series: SeriesTable::new(SeriesNaming::default()),
+            series: SeriesTable::new(SeriesNaming {
+                plan: Arc::clone(plan),
+                ..SeriesNaming::default()
+            }),
             max_samples,
             work: PipelineWork::default(),
         }
@@ -257,7 +261,7 @@ fn feed(
 ) -> anyhow::Result<SourceWork> {
     let tracker = WatermarkTracker::new(params.bounded_input_rules(), params.window);
     let mut batcher = SourceBatcher::new(tracker, params.batch_events, OutputMode::Single);
-    let decoder = Decoder::new(&MetricPlan::reference_demo().input);
+    let decoder = Decoder::new(&corpus.plan().input);
     let mut work = SourceWork::default();
     let now = Instant::now();
     for (offset, line) in (0i64..).zip(corpus.lines()) {
@@ -365,7 +369,8 @@ pub fn threaded_pipeline(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fleet_generator::GeneratorConfig;
+    use crate::corpus::Shape;
+    use fleet_generator::{GeneratorConfig, WideLayout};
 
     fn corpus() -> Corpus {
         let config = GeneratorConfig {
@@ -373,7 +378,7 @@ mod tests {
             start_ms: Some(1_764_000_000_000),
             ..GeneratorConfig::DEFAULT
         };
-        Corpus::generate(&config, 60_000).unwrap()
+        Corpus::generate(&config, 60_000, &Shape::Narrow).unwrap()
     }
 
     #[test]
@@ -417,5 +422,30 @@ mod tests {
         let b = inline_pipeline(&corpus, &small, &mut Stages::new(&corpus, &small)).unwrap();
         assert_eq!((a.aggregates, a.samples), (b.aggregates, b.samples));
         assert!(b.requests >= a.samples / 10 && b.requests > a.requests);
+    }
+
+    #[test]
+    fn the_wide_example_runs_through_both_pipelines_alike() {
+        let config = GeneratorConfig {
+            vehicles: 100,
+            start_ms: Some(1_764_000_000_000),
+            ..GeneratorConfig::DEFAULT
+        };
+        let layout = WideLayout::new(50).unwrap();
+        let corpus = Corpus::generate(&config, 6_000, &Shape::Wide(layout)).unwrap();
+        let params = PipelineParams::service_defaults().unwrap();
+        let inline = inline_pipeline(&corpus, &params, &mut Stages::new(&corpus, &params)).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let threaded =
+            threaded_pipeline(&corpus, &params, Stages::new(&corpus, &params), &runtime).unwrap();
+        assert_eq!(inline, threaded);
+        assert_eq!((inline.events, inline.malformed), (6_000, 0));
+        assert_eq!(decode_only(&corpus).events, 6_000);
+        // Twelve metrics, histograms among them: many more samples per
+        // aggregate than the demo's nine.
+        assert!(inline.samples > 12 * inline.aggregates, "{inline:?}");
     }
 }

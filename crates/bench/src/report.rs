@@ -43,6 +43,10 @@ impl Machine {
 /// What was measured on.
 #[derive(Clone, Debug, Serialize)]
 pub struct Input {
+    /// `narrow` (the reference demo) or `wide, N signals`.
+    pub shape: String,
+    /// Metrics declared by the plan the records are read with.
+    pub metrics: usize,
     /// Fleet size.
     pub vehicles: usize,
     /// Events generated.
@@ -74,10 +78,12 @@ pub struct Figures {
     pub events_per_cpu_s: f64,
     /// Events per elapsed second.
     pub events_per_wall_s: f64,
+    /// Megabytes (10^6) of JSON lines per CPU-second.
+    pub json_mb_per_cpu_s: f64,
 }
 
 impl Figures {
-    fn new(t: Timing, events: u64) -> Figures {
+    fn new(t: Timing, events: u64, bytes: u64) -> Figures {
         let n = events as f64;
         Figures {
             wall_s: t.wall_s,
@@ -86,6 +92,7 @@ impl Figures {
             cpu_us_per_event: t.cpu_s * 1e6 / n.max(1.0),
             events_per_cpu_s: n / t.cpu_s.max(f64::MIN_POSITIVE),
             events_per_wall_s: n / t.wall_s.max(f64::MIN_POSITIVE),
+            json_mb_per_cpu_s: bytes as f64 / 1e6 / t.cpu_s.max(f64::MIN_POSITIVE),
         }
     }
 }
@@ -97,6 +104,8 @@ pub struct Phase {
     pub name: &'static str,
     /// Events per run.
     pub events: u64,
+    /// JSON bytes per run.
+    pub bytes: u64,
     /// Every run, in order.
     pub runs: Vec<Timing>,
     /// The run with the least CPU time.
@@ -106,14 +115,17 @@ pub struct Phase {
 }
 
 impl Phase {
-    /// Summarises `runs` (at least one) of `events` events each.
-    pub fn new(name: &'static str, events: u64, runs: Vec<Timing>) -> Phase {
+    /// Summarises `runs` (at least one) of `events` events in `bytes` of
+    /// JSON each.
+    pub fn new(name: &'static str, events: u64, bytes: u64, runs: Vec<Timing>) -> Phase {
         let mut by_cpu = runs.clone();
         by_cpu.sort_by(|a, b| a.cpu_s.total_cmp(&b.cpu_s));
-        let pick = |i: usize| Figures::new(by_cpu.get(i).copied().unwrap_or_default(), events);
+        let pick =
+            |i: usize| Figures::new(by_cpu.get(i).copied().unwrap_or_default(), events, bytes);
         Phase {
             name,
             events,
+            bytes,
             best: pick(0),
             median: pick(by_cpu.len().saturating_sub(1) / 2),
             runs,
@@ -201,8 +213,10 @@ impl Report {
         let (m, i) = (&self.machine, &self.input);
         let _ = writeln!(
             out,
-            "fleet-bench: {} events of {} vehicles (seed {}), {} MB of JSON lines, batches of {}",
+            "fleet-bench: {} events ({}, {} metrics) of {} vehicles (seed {}), {} MB of JSON lines, batches of {}",
             thousands(i.events),
+            i.shape,
+            i.metrics,
             thousands(i.vehicles as u64),
             i.seed,
             thousands(i.json_bytes / 1_000_000),
@@ -215,7 +229,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<9} {:<6} {:>8} {:>8} {:>7} {:>12} {:>14} {:>14}",
+            "{:<9} {:<6} {:>8} {:>8} {:>7} {:>12} {:>14} {:>14} {:>9}",
             "phase",
             "run",
             "wall s",
@@ -223,13 +237,14 @@ impl Report {
             "sys s",
             "CPU µs/event",
             "events/CPU-s",
-            "events/wall-s"
+            "events/wall-s",
+            "MB/CPU-s"
         );
         for phase in &self.phases {
             for (label, f) in [("best", &phase.best), ("median", &phase.median)] {
                 let _ = writeln!(
                     out,
-                    "{:<9} {:<6} {:>8.3} {:>8.3} {:>7.3} {:>12.3} {:>14} {:>14}",
+                    "{:<9} {:<6} {:>8.3} {:>8.3} {:>7.3} {:>12.3} {:>14} {:>14} {:>9.0}",
                     phase.name,
                     label,
                     f.wall_s,
@@ -238,6 +253,7 @@ impl Report {
                     f.cpu_us_per_event,
                     thousands(f.events_per_cpu_s.round() as u64),
                     thousands(f.events_per_wall_s.round() as u64),
+                    f.json_mb_per_cpu_s,
                 );
             }
         }
@@ -318,13 +334,20 @@ mod tests {
         let p = Phase::new(
             "decode",
             1_000_000,
+            500_000_000,
             vec![t(1.0, 3.0), t(9.0, 1.0), t(2.0, 2.0)],
         );
         assert_eq!((p.best.wall_s, p.best.cpu_s), (9.0, 1.0));
         assert_eq!(p.median.cpu_s, 2.0);
         assert_eq!(p.best.events_per_cpu_s, 1_000_000.0);
         assert_eq!(p.median.cpu_us_per_event, 2.0);
-        let q = Phase::new("pipeline", 1_000_000, vec![t(1.0, 4.0), t(1.0, 3.0)]);
+        assert_eq!(p.best.json_mb_per_cpu_s, 500.0);
+        let q = Phase::new(
+            "pipeline",
+            1_000_000,
+            500_000_000,
+            vec![t(1.0, 4.0), t(1.0, 3.0)],
+        );
         assert_eq!(q.median.cpu_s, 3.0, "lower median of two");
         let r = Ratio::of(&q, &p);
         assert_eq!((r.best, r.median), (3.0, 1.5));
