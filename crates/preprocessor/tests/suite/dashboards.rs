@@ -3,15 +3,26 @@
 //! Prometheus, then each panel target's `expr` and each templating query,
 //! with the template variables substituted as Grafana would for "All", is
 //! evaluated as an instant query at the end of the generated data.
+//!
+//! The dashboards of the default configuration's series are checked here,
+//! after a run of the reference demo's events; the wide-fleet dashboard
+//! after the wide run of `wide_fleet`, which writes its series.
+#![allow(clippy::unwrap_used)] // helpers of the tests below
 
 use crate::common::*;
 use fleet_testkit::oracle;
+use fleet_testkit::Prometheus;
 
-/// The dashboards whose queries are checked, relative to the workspace root.
+/// The dashboards over the default configuration's series, relative to the
+/// workspace root.
 const DASHBOARDS: [&str; 2] = [
     "grafana/dashboards/fleet-overview.json",
     "grafana/dashboards/vehicle-drilldown.json",
 ];
+
+/// The dashboard over the series of the wide example
+/// (`config/examples/wide-fleet.toml`), checked by `wide_fleet`.
+pub const WIDE: [&str; 1] = ["grafana/dashboards/wide-fleet.json"];
 
 fn workspace_file(relative: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -44,6 +55,25 @@ fn dashboard_queries_are_extracted_and_substituted() {
         to_promql("sum(rate(x{model=~\"${model}\"}[$__rate_interval])) / $__range"),
         "sum(rate(x{model=~\".*\"}[1m])) / 1h"
     );
+    assert_eq!(
+        to_promql("label_values(x{model=~\"$model\"}, depot)"),
+        "group by (depot) (x{model=~\".*\"})"
+    );
+    assert_eq!(
+        to_promql("sum by (depot) (x{depot=~\"$depot\",region=~\"${depot}\"})"),
+        "sum by (depot) (x{depot=~\".*\",region=~\".*\"})"
+    );
+    // Every dashboard's queries are left without a variable.
+    for file in DASHBOARDS.iter().chain(&WIDE) {
+        let dashboard: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(workspace_file(file)).unwrap()).unwrap();
+        let queries = dashboard_queries(&dashboard);
+        assert!(!queries.is_empty(), "{file}: no query");
+        for q in &queries {
+            let promql = to_promql(&q.expr);
+            assert!(!promql.contains('$'), "{file}: {}: {promql}", q.what);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,15 +105,35 @@ async fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
     let nothing = to_promql("sum(vehicles_in_motion{region=~\"nowhere\",model=~\"$model\"})");
     assert!(prom.query(&nothing, Some(end)).await.unwrap().is_empty());
 
+    let (checked, failures) = failing_queries(&prom, &DASHBOARDS, end).await;
+    assert!(checked >= 20, "queries checked: {checked}");
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} dashboard queries fail:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    service.terminate().await;
+}
+
+/// Runs every query of the dashboards `files` (workspace-relative) as an
+/// instant query at `at_ms`, as Grafana would with "All" selected: how many
+/// ran, and each that failed, gave no data, a series without the label a
+/// variable offers, or a non-finite value.
+pub async fn failing_queries(
+    prom: &Prometheus,
+    files: &[&str],
+    at_ms: i64,
+) -> (usize, Vec<String>) {
     let mut checked = 0;
     let mut failures = Vec::new();
-    for file in DASHBOARDS {
+    for &file in files {
         let dashboard: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(workspace_file(file)).unwrap()).unwrap();
         for query in dashboard_queries(&dashboard) {
             let promql = to_promql(&query.expr);
             checked += 1;
-            match prom.query(&promql, Some(end)).await {
+            match prom.query(&promql, Some(at_ms)).await {
                 Ok(samples) if samples.is_empty() => failures.push(format!(
                     "{file}: {}: no data from {promql:?} (dashboard: {:?})",
                     query.what, query.expr
@@ -116,14 +166,7 @@ async fn every_dashboard_query_returns_data_after_an_end_to_end_run() {
             }
         }
     }
-    assert!(checked >= 20, "queries checked: {checked}");
-    assert!(
-        failures.is_empty(),
-        "{} of {checked} dashboard queries fail:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
-    service.terminate().await;
+    (checked, failures)
 }
 
 /// One query of a dashboard: where it is and its text as written.
@@ -188,8 +231,8 @@ fn label_values_label(query: &str) -> Option<String> {
     Some(label.trim().to_string())
 }
 
-/// The PromQL Grafana runs for `expr` with "All" selected for `$region` and
-/// `$model` (their `allValue` is `.*`), a 1-minute interval and a 1-hour
+/// The PromQL Grafana runs for `expr` with "All" selected for `$region`,
+/// `$model` and `$depot` (their `allValue` is `.*`), a 1-minute interval and a 1-hour
 /// range. A `label_values(selector, label)` variable query becomes
 /// `group by (label) (selector)`: one series per value the variable offers.
 fn to_promql(expr: &str) -> String {
@@ -201,6 +244,8 @@ fn to_promql(expr: &str) -> String {
         ("$model", ".*"),
         ("${vehicle_id}", ".*"),
         ("$vehicle_id", ".*"),
+        ("${depot}", ".*"),
+        ("$depot", ".*"),
         ("${__rate_interval}", "1m"),
         ("$__rate_interval", "1m"),
         ("${__interval}", "1m"),

@@ -20,3 +20,4 @@ mod observability;
 mod reference_topic;
 mod scale_out;
 mod shutdown;
+mod wide_fleet;
