@@ -24,12 +24,17 @@
 //! - as serde_json: a message that is no object is of the wrong type when
 //!   its first value is JSON, `-0` is no integer, and a number beyond `f64`
 //!   is not JSON.
+//!
+//! Flat narrow records in compact JSON (the reference demo's) first try a
+//! shorter path, [`flat`], that writes a record only when it is complete
+//! and valid and leaves everything else to the general one.
 
 use fleet_plan::{FieldPath, InputPlan, SignalId, SignalType, TimeFormat, Value};
 
 use crate::record::{Record, RecordBatch, SignalValue};
 use crate::{DecodeError, DecodeErrorKind, PartitionId, SmallStr};
 
+mod flat;
 mod json;
 mod table;
 mod time;
@@ -235,6 +240,8 @@ pub struct Decoder {
     states: Vec<Names>,
     /// Some signal has a range or states to check.
     checked: bool,
+    /// Records are flat and narrow: [`flat`]'s fast path is tried first.
+    flat: bool,
 }
 
 impl Decoder {
@@ -283,9 +290,11 @@ impl Decoder {
             Role::Signal(_, SignalType::Integer | SignalType::Float) => Some(Want::Number),
             Role::Signal(_, SignalType::Boolean) => Some(Want::Bool),
         };
+        let levels = levels(&fields, want);
         Decoder {
+            flat: flat::eligible(input, &levels),
             plan: input.clone(),
-            levels: levels(&fields, want),
+            levels,
             keys: Names::new(&keys, "\""),
             narrow_types,
             states: input
@@ -310,6 +319,9 @@ impl Decoder {
         offset: i64,
         batch: &mut RecordBatch,
     ) -> Result<(), DecodeError> {
+        if self.flat && self.decode_flat(bytes, partition, offset, batch).is_some() {
+            return Ok(());
+        }
         let records = batch.records.len();
         let mut c = Cursor::new(bytes);
         let mut st = State {

@@ -448,6 +448,13 @@ impl Cells<'_> {
         signal: impl Fn(SignalId) -> Option<Value>,
     ) {
         if let Some(filter) = &m.filter {
+            // A vehicle counted once in the window needs no more filtering.
+            if m.op == Op::Distinct {
+                let at = self.slot(e.vehicle.0, group);
+                if self.vehicles.words[at + 1] & (1u64 << m.bit) != 0 {
+                    return;
+                }
+            }
             if !filter.passes(&signal) {
                 return;
             }

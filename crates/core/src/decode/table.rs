@@ -202,7 +202,16 @@ impl Names {
     /// `None` when that is not sure, and [`Table::get`] decides.
     #[inline(always)]
     pub(super) fn quoted(&self, bytes: &[u8], at: usize) -> Option<(usize, usize)> {
-        let [w0, w1] = words16(bytes, at)?;
+        let [w0, w1] = match words16(bytes, at) {
+            Some(words) => words,
+            // Near the end: zero padding never matches a plain name's bytes.
+            None => {
+                let rest = bytes.get(at..)?;
+                let mut padded = [0u8; 16];
+                padded[..rest.len()].copy_from_slice(rest);
+                words16(&padded, 0)?
+            }
+        };
         let q = self
             .quoted
             .get(usize::from(self.first[(w0 & 0xff) as usize]))?;
@@ -269,7 +278,10 @@ mod tests {
         assert_eq!(at("vehicleId\" :1"), None);
         assert_eq!(at("vehicleIdx\":1"), None);
         assert_eq!(at("t\":1"), None);
-        assert_eq!(names.quoted(b"ts\":1", 0), None);
+        // Near the end of the message, as anywhere else.
+        assert_eq!(names.quoted(b"ts\":1", 0), Some((4, 4)));
+        assert_eq!(names.quoted(b"ts\"", 0), None);
+        assert_eq!(names.quoted(b"t", 0), None);
         let values = Names::new(&["IC_RPM", "ELECTRIC_RPM", "WARNINGS"], "\"");
         assert_eq!(values.quoted(b"WARNINGS\",\"vehicleId\"", 0), Some((2, 9)));
         assert_eq!(values.quoted(b"WARNINGSX\",\"vehicleId\"", 0), None);

@@ -17,6 +17,16 @@ fn demo() -> &'static (InputPlan, Decoder) {
     })
 }
 
+/// The demo's decoder without the flat fast path: the general way alone.
+fn demo_general() -> &'static Decoder {
+    static GENERAL: OnceLock<Decoder> = OnceLock::new();
+    GENERAL.get_or_init(|| {
+        let mut decoder = Decoder::new(&demo().0);
+        decoder.flat = false;
+        decoder
+    })
+}
+
 /// The one record `input` decodes to: its vehicle id, time, labels and
 /// values (sorted by signal), or the reason it is refused. A refusal must
 /// leave the batch as it was.
@@ -89,9 +99,46 @@ fn check_demo(input: &[u8]) -> Result<(), TestCaseError> {
         }
     }
     let new = decode(&demo().1, 1, input);
+    let general = decode(demo_general(), 1, input);
+    prop_assert_eq!(
+        &new,
+        &general,
+        "fast and general paths, input {:?}",
+        String::from_utf8_lossy(input)
+    );
     let old = old.as_ref().map(as_record).map_err(|e| e.kind);
     prop_assert_eq!(new, old, "input {:?}", String::from_utf8_lossy(input));
     Ok(())
+}
+
+#[test]
+fn flat_narrow_records_take_the_fast_path_and_nothing_else_does() {
+    let (plan, decoder) = demo();
+    assert!(decoder.flat);
+    let mut batch = RecordBatch::default();
+    let plain =
+        br#"{"eventType":"WARNINGS","vehicleId":"V1","region":"UK","timestamp":5,"measurement":2}"#;
+    assert_eq!(decoder.decode_flat(plain, 0, 0, &mut batch), Some(()));
+    assert_eq!(batch.len(), 1);
+    for other in [
+        // Whitespace, an unknown field, a repeated one, an escape, a
+        // negative warnings count, an unknown signal: the general way.
+        &br#"{ "eventType":"WARNINGS","vehicleId":"V1","region":"UK","timestamp":5,"measurement":2}"#[..],
+        br#"{"eventType":"WARNINGS","x":1,"vehicleId":"V1","region":"UK","timestamp":5,"measurement":2}"#,
+        br#"{"eventType":"WARNINGS","vehicleId":"V1","vehicleId":"V2","region":"UK","timestamp":5,"measurement":2}"#,
+        br#"{"eventType":"WARNINGS","vehicleId":"V\u0031","region":"UK","timestamp":5,"measurement":2}"#,
+        br#"{"eventType":"WARNINGS","vehicleId":"V1","region":"UK","timestamp":5,"measurement":-2}"#,
+        br#"{"eventType":"OIL","vehicleId":"V1","region":"UK","timestamp":5,"measurement":2}"#,
+        br#"{"eventType":"WARNINGS","vehicleId":"V1","region":"UK","timestamp":5,"measurement":2} "#,
+    ] {
+        assert_eq!(decoder.decode_flat(other, 0, 0, &mut batch), None, "{}", String::from_utf8_lossy(other));
+        assert_eq!(batch.len(), 1, "the batch is untouched");
+    }
+    let nested = input_plan("[input]\nlabels = [\"site.depot\"]");
+    assert!(!Decoder::new(&nested).flat);
+    let wide = input_plan("[input]\nshape = \"wide\"");
+    assert!(!Decoder::new(&wide).flat);
+    assert!(plan.narrow.is_some());
 }
 
 #[test]
