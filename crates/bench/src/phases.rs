@@ -381,19 +381,26 @@ mod tests {
         Corpus::generate(&config, 60_000, &Shape::Narrow).unwrap()
     }
 
-    #[test]
-    fn the_inline_and_the_threaded_pipelines_do_the_same_work() {
-        let corpus = corpus();
+    /// What the inline pipeline did with the service defaults, checked to be
+    /// what the threaded one did.
+    fn inline_as_threaded(corpus: &Corpus) -> PipelineWork {
         let params = PipelineParams::service_defaults().unwrap();
-        let inline = inline_pipeline(&corpus, &params, &mut Stages::new(&corpus, &params)).unwrap();
+        let inline = inline_pipeline(corpus, &params, &mut Stages::new(corpus, &params)).unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .build()
             .unwrap();
         let threaded =
-            threaded_pipeline(&corpus, &params, Stages::new(&corpus, &params), &runtime).unwrap();
+            threaded_pipeline(corpus, &params, Stages::new(corpus, &params), &runtime).unwrap();
         assert_eq!(inline, threaded);
+        inline
+    }
 
+    #[test]
+    fn the_inline_and_the_threaded_pipelines_do_the_same_work() {
+        let corpus = corpus();
+        let params = PipelineParams::service_defaults().unwrap();
+        let inline = inline_as_threaded(&corpus);
         assert_eq!(inline.events, 60_000);
         assert_eq!(decode_only(&corpus).events, 60_000);
         assert_eq!(inline.malformed, 0);
@@ -433,15 +440,7 @@ mod tests {
         };
         let layout = WideLayout::new(50).unwrap();
         let corpus = Corpus::generate(&config, 6_000, &Shape::Wide(layout)).unwrap();
-        let params = PipelineParams::service_defaults().unwrap();
-        let inline = inline_pipeline(&corpus, &params, &mut Stages::new(&corpus, &params)).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .build()
-            .unwrap();
-        let threaded =
-            threaded_pipeline(&corpus, &params, Stages::new(&corpus, &params), &runtime).unwrap();
-        assert_eq!(inline, threaded);
+        let inline = inline_as_threaded(&corpus);
         assert_eq!((inline.events, inline.malformed), (6_000, 0));
         assert_eq!(decode_only(&corpus).events, 6_000);
         // Twelve metrics, histograms among them: many more samples per

@@ -124,7 +124,9 @@ impl Decoder {
         }
         let labels_at = batch.labels.len();
         let values_at = batch.values.len();
-        batch.labels.extend(labels.into_iter().take(labels_len));
+        for label in &mut labels[..labels_len] {
+            batch.labels.push(std::mem::replace(label, SmallStr::EMPTY));
+        }
         batch.values.push(value);
         batch.records.push(Record {
             partition,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use crate::dashboards;
-use fleet_generator::{Fleet, GeneratorConfig, WideGenerator, WideLayout, WideRecord};
+use fleet_generator::{GeneratorConfig, WideGenerator, WideLayout, WideRecord};
 use fleet_testkit::oracle::declared::{
     self, approx_eq, DeclaredConfig, OracleRecord, SampleKey, VehicleRef,
 };
@@ -40,23 +40,14 @@ fn generate_wide(
     layout: &WideLayout,
     realism: impl FnOnce(GeneratorConfig) -> GeneratorConfig,
 ) -> WideRun {
-    let now = fleet_core::telemetry::wall_clock_ms();
-    let start = now - 20 * 60_000;
-    let start = start - start.rem_euclid(WINDOW_MS);
-    let config = realism(GeneratorConfig {
-        vehicles,
-        seed,
-        start_ms: Some(start),
-        ..GeneratorConfig::DEFAULT
-    });
-    let fleet = Fleet::from_config(&config);
+    let RecentFleet {
+        config,
+        fleet,
+        reference_csv,
+        dir,
+    } = RecentFleet::new(vehicles, seed, realism);
     let mut generator = WideGenerator::new(&fleet, &config, layout).unwrap();
     let records: Vec<WideRecord> = generator.take_exact(vehicles as u64 * seconds).collect();
-    let dir = tempfile::tempdir().unwrap();
-    let reference_csv = dir.path().join("vehicles.csv");
-    fleet
-        .write_reference_csv(std::fs::File::create(&reference_csv).unwrap())
-        .unwrap();
     let reference = fleet
         .reference_map()
         .into_iter()

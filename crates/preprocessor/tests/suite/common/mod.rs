@@ -41,31 +41,61 @@ pub struct Run {
     pub dir: tempfile::TempDir,
 }
 
-/// `seconds` of fleet time for `vehicles`, starting 20 minutes ago (aligned
-/// to a window) so every window is in the past and inside Prometheus's head.
+/// A fleet of `vehicles` whose time starts 20 minutes ago (aligned to a
+/// window), so every window is in the past and inside Prometheus's head;
+/// its reference CSV written in a new temporary directory.
+pub struct RecentFleet {
+    pub config: GeneratorConfig,
+    pub fleet: Fleet,
+    pub reference_csv: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl RecentFleet {
+    pub fn new(
+        vehicles: usize,
+        seed: u64,
+        realism: impl FnOnce(GeneratorConfig) -> GeneratorConfig,
+    ) -> RecentFleet {
+        let now = fleet_core::telemetry::wall_clock_ms();
+        let start = now - 20 * 60_000;
+        let start = start - start.rem_euclid(WINDOW_MS);
+        let config = realism(GeneratorConfig {
+            vehicles,
+            seed,
+            start_ms: Some(start),
+            ..GeneratorConfig::DEFAULT
+        });
+        let fleet = Fleet::from_config(&config);
+        let dir = tempfile::tempdir().unwrap();
+        let reference_csv = dir.path().join("vehicles.csv");
+        fleet
+            .write_reference_csv(std::fs::File::create(&reference_csv).unwrap())
+            .unwrap();
+        RecentFleet {
+            config,
+            fleet,
+            reference_csv,
+            dir,
+        }
+    }
+}
+
+/// `seconds` of fleet time for `vehicles` of a [`RecentFleet`].
 pub fn generate(
     vehicles: usize,
     seconds: u64,
     seed: u64,
     realism: impl FnOnce(GeneratorConfig) -> GeneratorConfig,
 ) -> Run {
-    let now = fleet_core::telemetry::wall_clock_ms();
-    let start = now - 20 * 60_000;
-    let start = start - start.rem_euclid(WINDOW_MS);
-    let config = realism(GeneratorConfig {
-        vehicles,
-        seed,
-        start_ms: Some(start),
-        ..GeneratorConfig::DEFAULT
-    });
-    let fleet = Fleet::from_config(&config);
+    let RecentFleet {
+        config,
+        fleet,
+        reference_csv,
+        dir,
+    } = RecentFleet::new(vehicles, seed, realism);
     let mut generator = EventGenerator::new(&fleet, &config).unwrap();
     let events: Vec<RawEvent> = generator.take_exact(vehicles as u64 * seconds).collect();
-    let dir = tempfile::tempdir().unwrap();
-    let reference_csv = dir.path().join("vehicles.csv");
-    fleet
-        .write_reference_csv(std::fs::File::create(&reference_csv).unwrap())
-        .unwrap();
     Run {
         events,
         reference: fleet.reference_map(),
