@@ -167,6 +167,7 @@ pub fn load_collecting<T: DeserializeOwned>(
             return None;
         }
     };
+    refuse_inexact_integers(&mut tree, &defaults, &mut Vec::new(), problems);
     for _ in 0..MAX_REPAIRS {
         let error = match serde_path_to_error::deserialize::<_, T>(tree.clone()) {
             Ok(value) => return Some(value),
@@ -187,6 +188,57 @@ pub fn load_collecting<T: DeserializeOwned>(
         }
     }
     None
+}
+
+/// Refuses, naming the key, a number given where the default is an integer
+/// that is not exactly one: the deserialiser would round `5000.5` and `1e4`,
+/// and saturate `1e20` (or an environment value too large for an `i64`, read
+/// as a float), without a word. The default takes the key's place, so the
+/// rest still loads and is checked.
+fn refuse_inexact_integers(
+    tree: &mut config::Value,
+    defaults: &config::Value,
+    path: &mut Vec<String>,
+    problems: &mut Problems,
+) {
+    use config::ValueKind;
+    let config::ValueKind::Table(table) = &mut tree.kind else {
+        return;
+    };
+    for (key, value) in table.iter_mut() {
+        let Some(default) = table_get(defaults, key) else {
+            continue;
+        };
+        path.push(key.clone());
+        let integer_default = matches!(
+            default.kind,
+            ValueKind::I64(_) | ValueKind::I128(_) | ValueKind::U64(_) | ValueKind::U128(_)
+        );
+        match &value.kind {
+            ValueKind::Table(_) => refuse_inexact_integers(value, default, path, problems),
+            ValueKind::Float(f) if integer_default => {
+                let problem = if f.abs() >= 9.2e18 {
+                    format!(
+                        "{f} is beyond the integers this key takes (at most {})",
+                        i64::MAX
+                    )
+                } else {
+                    format!(
+                        "must be an integer written without a fraction or an exponent, \
+                         not the floating-point number {f}"
+                    )
+                };
+                problems.add(&path.join("."), problem);
+                *value = default.clone();
+            }
+            ValueKind::Boolean(b) if integer_default => {
+                problems.add(&path.join("."), format!("must be an integer, not {b}"));
+                *value = default.clone();
+            }
+            _ => {}
+        }
+        path.pop();
+    }
 }
 
 /// Puts the default of `path` in place of its value, or removes the key when
@@ -316,6 +368,43 @@ mod tests {
             "good keys keep their value"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_number_that_is_not_exactly_an_integer_is_refused_by_key() {
+        let dir = tempfile_dir("inexact");
+        let defaults = "[windows]\nlength_ms = 5\n[kafka]\nbrokers = \"\"\nbatch = 7\n";
+        for (given, shown) in [
+            ("5000.5", "5000.5"),
+            ("1e4", "10000"),
+            ("1e20", "100000000000000000000"),
+            ("true", "true"),
+        ] {
+            let file = dir.join("inexact.toml");
+            std::fs::write(&file, format!("[windows]\nlength_ms = {given}\n")).unwrap();
+            let mut problems = Problems::default();
+            let repaired = load_collecting::<Two>(
+                Layers {
+                    defaults_toml: defaults,
+                    file: Some(&file),
+                    env_prefix: None,
+                },
+                &mut problems,
+            )
+            .expect("repaired");
+            let err = problems.finish(()).unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{err}");
+            assert_eq!(err.problems[0].key, "windows.length_ms", "{err}");
+            assert!(err.problems[0].problem.contains(shown), "{err}");
+            assert_eq!(repaired.windows.length_ms, 5, "the default in its place");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("fleet-config-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]

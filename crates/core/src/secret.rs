@@ -73,6 +73,28 @@ impl<'de> Deserialize<'de> for Secret {
     }
 }
 
+/// `url` with the password of its user information (`scheme://user:password@host…`)
+/// shown as [`REDACTED`]; any other text unchanged.
+pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let rest = &url[scheme_end..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let Some(at) = authority.rfind('@') else {
+        return url.into();
+    };
+    match authority[..at].split_once(':') {
+        Some((user, _password)) => format!(
+            "{}{user}:{REDACTED}{}",
+            &url[..scheme_end],
+            &url[scheme_end + at..]
+        )
+        .into(),
+        None => url.into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -80,6 +102,24 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    #[test]
+    fn a_urls_password_is_redacted() {
+        assert_eq!(
+            redact_url("http://user:secret@prom:9090/api/v1/write?x=a:b@c"),
+            format!("http://user:{REDACTED}@prom:9090/api/v1/write?x=a:b@c")
+        );
+        assert_eq!(
+            redact_url("https://user@prom/write"),
+            "https://user@prom/write"
+        );
+        assert_eq!(
+            redact_url("http://prom:9090/write"),
+            "http://prom:9090/write"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(redact_url(""), "");
+    }
 
     #[test]
     fn is_never_shown() {

@@ -51,6 +51,15 @@ impl TelemetryConfig {
     /// Checks every key, naming it under `telemetry.`; returns the endpoint's
     /// address, if one is configured and valid.
     pub fn validate(&self, problems: &mut crate::config::Problems) -> Option<SocketAddr> {
+        problems.check(
+            is_log_filter(&self.log_level),
+            "telemetry.log_level",
+            format!(
+                "{:?} is neither a level (error, warn, info, debug, trace, off) nor \
+                 comma-separated target=level directives (RUST_LOG takes any filter)",
+                self.log_level
+            ),
+        );
         let listen = self.listen.trim();
         if listen.is_empty() {
             return None;
@@ -63,6 +72,30 @@ impl TelemetryConfig {
         );
         parsed.ok()
     }
+}
+
+/// Whether `filter` is a level or `target=level` directives: what
+/// `telemetry.log_level` takes. A filter the subscriber reads otherwise (a
+/// misspelt level is read as a target) would silence every line.
+fn is_log_filter(filter: &str) -> bool {
+    let level = |l: &str| {
+        ["error", "warn", "info", "debug", "trace", "off"]
+            .iter()
+            .any(|known| l.trim().eq_ignore_ascii_case(known))
+    };
+    let target = |t: &str| {
+        let t = t.trim();
+        !t.is_empty()
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '-' | '.'))
+    };
+    !filter.trim().is_empty()
+        && filter
+            .split(',')
+            .all(|directive| match directive.split_once('=') {
+                Some((t, l)) => target(t) && level(l),
+                None => level(directive),
+            })
 }
 
 /// Installs the global `tracing` subscriber, writing to stderr. `RUST_LOG`,
@@ -360,6 +393,38 @@ pub fn wall_clock_ms() -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_levels_and_target_directives_are_log_filters_and_nothing_else() {
+        for good in [
+            "info",
+            "DEBUG",
+            "warn,fleet_kafka=debug",
+            "rdkafka=off, info",
+            "a::b-c.d=trace",
+        ] {
+            assert!(is_log_filter(good), "{good}");
+        }
+        for bad in [
+            "verbose!!",
+            "",
+            "informative",
+            "fleet=loud",
+            "=info",
+            "info,",
+        ] {
+            assert!(!is_log_filter(bad), "{bad}");
+        }
+        let mut problems = crate::config::Problems::default();
+        let config = TelemetryConfig {
+            listen: String::new(),
+            log_format: LogFormat::Human,
+            log_level: "verbose!!".into(),
+        };
+        config.validate(&mut problems);
+        let err = problems.finish(()).unwrap_err();
+        assert_eq!(err.problems[0].key, "telemetry.log_level", "{err}");
+    }
 
     #[test]
     fn readiness_lists_failing_conditions() {

@@ -177,9 +177,12 @@ impl Settings {
     /// `<redacted>`: the secrets are [`fleet_core::Secret`]s, which serialize
     /// so (`remote_write.basic_auth_password`, the values of
     /// `remote_write.headers`, `kafka.security.password`, and the secret
-    /// properties of `kafka.client`: see [`fleet_kafka::ClientProperties`]).
+    /// properties of `kafka.client`: see [`fleet_kafka::ClientProperties`]),
+    /// and so is a password in `remote_write.url`.
     pub fn to_redacted_toml(&self) -> Result<String, toml::ser::Error> {
-        toml::to_string(self)
+        let mut shown = self.clone();
+        shown.remote_write.url = fleet_core::secret::redact_url(&self.remote_write.url).into();
+        toml::to_string(&shown)
     }
 
     /// Loads the layers: embedded defaults, optional file, `FLEET__*` environment.
@@ -377,12 +380,12 @@ mod tests {
         let file = dir.path().join("secret.toml");
         std::fs::write(
             &file,
-            "[kafka.client]\n\"sasl.password\" = \"kafka-pw\"\n\"sasl.oauthbearer.client.secret\" = \"s3cr3t\"\n\"fetch.min.bytes\" = \"1\"\n[remote_write]\nbasic_auth_password = \"rw-pw\"\nheaders = { Authorization = \"Bearer tok\" }\n",
+            "[kafka.client]\n\"sasl.password\" = \"kafka-pw\"\n\"sasl.oauthbearer.client.secret\" = \"s3cr3t\"\n\"fetch.min.bytes\" = \"1\"\n[remote_write]\nurl = \"http://writer:url-pw@prom:9090/api/v1/write\"\nbasic_auth_password = \"rw-pw\"\nheaders = { Authorization = \"Bearer tok\" }\n",
         )
         .unwrap();
         let settings = Settings::load(Some(&file)).unwrap();
         let text = settings.to_redacted_toml().unwrap();
-        for secret in ["kafka-pw", "s3cr3t", "rw-pw", "Bearer tok"] {
+        for secret in ["kafka-pw", "s3cr3t", "rw-pw", "Bearer tok", "url-pw"] {
             assert!(!text.contains(secret), "{secret} shown in:\n{text}");
         }
         assert!(text.contains("fetch.min.bytes"), "{text}");

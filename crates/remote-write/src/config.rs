@@ -331,12 +331,13 @@ impl RemoteWriteConfig {
         if !self.enabled() {
             return Err("is empty: remote write is off".into());
         }
-        let url = Url::parse(&self.url).map_err(|e| format!("{:?} is not a URL: {e}", self.url))?;
+        let shown = fleet_core::secret::redact_url(&self.url);
+        let url = Url::parse(&self.url).map_err(|e| format!("{shown:?} is not a URL: {e}"))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(format!("{:?}: the scheme must be http or https", self.url));
+            return Err(format!("{shown:?}: the scheme must be http or https"));
         }
         if url.host_str().is_none_or(str::is_empty) {
-            return Err(format!("{:?} has no host", self.url));
+            return Err(format!("{shown:?} has no host"));
         }
         Ok(url)
     }

@@ -188,7 +188,7 @@ impl Emitter {
         }
         if cfg.tls_insecure_skip_verify {
             tracing::warn!(
-                url = %url,
+                url = %fleet_core::secret::redact_url(url.as_str()),
                 "remote_write.tls_insecure_skip_verify is on: the endpoint's certificate is not checked, so anyone in the path can read and alter the writes."
             );
             client = client.danger_accept_invalid_certs(true);

@@ -319,3 +319,30 @@ fn print_config_refuses_an_unloadable_file() {
     assert!(text(&out.stderr).contains("lenght_ms"));
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn check_config_refuses_numbers_that_are_not_exactly_integers_and_unknown_log_levels() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("inexact.toml");
+    std::fs::write(
+        &file,
+        "[remote_write]\nshards = 0.5\n[kafka]\ncommit_interval_ms = 1e4\n[telemetry]\nlog_level = \"verbose!!\"\n",
+    )
+    .unwrap();
+    // Too large for an i64: the environment value is read as a float.
+    let out = run(
+        &file,
+        &["check-config"],
+        &[("FLEET__WINDOWS__LENGTH_MS", "100000000000000000000")],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    for key in [
+        "remote_write.shards: ",
+        "kafka.commit_interval_ms: ",
+        "telemetry.log_level: ",
+        "windows.length_ms: ",
+    ] {
+        assert!(stderr.contains(key), "{key} not named in:\n{stderr}");
+    }
+}
