@@ -189,6 +189,13 @@ impl ReferenceTable {
                 }
             }
             let line = record.position().map_or(0, |p| p.line());
+            // A quote left open takes the rows after it into one field.
+            if record.iter().any(|f| f.contains(['\n', '\r'])) {
+                return Err(ReferenceError::BadRow {
+                    line,
+                    reason: "a field holds a line break: a quote left open?".into(),
+                });
+            }
             let field = |col: usize, name: &str| match record.get(col) {
                 Some(v) if !v.is_empty() => Ok(v),
                 _ => Err(ReferenceError::BadRow {
@@ -348,6 +355,12 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "reference data line 3: empty or missing model"
+        );
+        let open_quote = "vehicle_id,model\nV1,\"A\nV2,B\nV3,C\n";
+        let e = ReferenceTable::from_csv_reader(open_quote.as_bytes(), &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "reference data line 2: a field holds a line break: a quote left open?"
         );
     }
 }

@@ -268,12 +268,17 @@ impl KafkaConfig {
             "kafka.start_timestamp_ms",
             "is required with kafka.start_from = \"timestamp\"",
         );
-        for key in self.client.keys() {
+        for (key, value) in self.client.iter() {
             problems.check(
                 !MANAGED.contains(&key.as_str()),
                 &format!("kafka.client.{key}"),
                 "is managed by the service; use the matching kafka.* key",
             );
+            // What librdkafka refuses when the client is made, found now:
+            // setting a property in a native configuration connects nothing.
+            if let Err(e) = ClientConfig::new().set(key, value).create_native_config() {
+                problems.add(&format!("kafka.client.{key}"), e.to_string());
+            }
         }
         self.security
             .validate(&self.brokers, &self.client, problems);
@@ -350,6 +355,27 @@ mod tests {
         let c = cfg.consumer_config();
         assert_eq!(c.get("queued.min.messages"), Some("1000"));
         assert_eq!(c.get("statistics.interval.ms"), Some("1000"));
+    }
+
+    #[test]
+    fn properties_librdkafka_refuses_are_named_without_connecting() {
+        let cfg = KafkaConfig {
+            brokers: "localhost:9092".into(),
+            client: BTreeMap::from([
+                ("no.such.property".to_string(), "1".to_string()),
+                ("fetch.min.bytes".to_string(), "many".to_string()),
+                ("fetch.wait.max.ms".to_string(), "50".to_string()),
+            ])
+            .into(),
+            ..KafkaConfig::default()
+        };
+        assert_eq!(
+            problems_of(&cfg),
+            vec![
+                "kafka.client.fetch.min.bytes",
+                "kafka.client.no.such.property"
+            ]
+        );
     }
 
     #[test]

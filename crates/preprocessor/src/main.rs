@@ -83,6 +83,10 @@ fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::PrintConfig => unreachable!("handled before the configuration is validated"),
         Command::CheckConfig => {
+            if let Err(e) = settings.check_reference_data() {
+                eprintln!("fleet-preprocessor: {e}");
+                return ExitCode::from(EXIT_CONFIG as u8);
+            }
             // A reader that stops early (`| head`) is not an error.
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "configuration is valid");

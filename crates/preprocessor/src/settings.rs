@@ -120,6 +120,17 @@ pub struct ValidSettings {
 }
 
 impl ValidSettings {
+    /// Reads the reference CSV as the service does at start, so that
+    /// `check-config` refuses what the service would (`reference.csv_path`).
+    pub fn check_reference_data(&self) -> Result<(), ConfigError> {
+        let ReferenceSource::Csv { path, .. } = &self.reference.source else {
+            return Ok(());
+        };
+        fleet_enricher::ReferenceTable::from_csv_file(path, &self.reference.dimensions)
+            .map(drop)
+            .map_err(|e| ConfigError::single("reference.csv_path", e.to_string()))
+    }
+
     /// Refuses an `[input]` that reads none of the embedded generator's
     /// events when the generator is the source: every event would be counted
     /// as malformed. `replay` reads a file instead and does not ask.

@@ -232,6 +232,20 @@ impl RemoteWriteConfig {
             &key("bearer_token_file"),
             "use either basic auth or a bearer token, not both",
         );
+        if let Some(path) = &self.bearer_token_file {
+            // Read again before each request (rotation); at start it must be there.
+            match std::fs::read_to_string(path) {
+                Ok(token) => problems.check(
+                    !token.trim().is_empty(),
+                    &key("bearer_token_file"),
+                    format!("{} is empty", path.display()),
+                ),
+                Err(e) => problems.add(
+                    &key("bearer_token_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                ),
+            }
+        }
         let has_auth = self.basic_auth_username.is_some() || self.bearer_token_file.is_some();
         problems.check(
             !(has_auth
@@ -412,6 +426,36 @@ pub fn check_label_name(name: &str) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// A readable token file, alive for the test process.
+    fn token_file() -> PathBuf {
+        static FILE: std::sync::OnceLock<tempfile::NamedTempFile> = std::sync::OnceLock::new();
+        FILE.get_or_init(|| {
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), "token\n").unwrap();
+            file
+        })
+        .path()
+        .to_path_buf()
+    }
+
+    #[test]
+    fn the_bearer_token_file_must_be_readable_and_not_empty() {
+        let with = |path: PathBuf| RemoteWriteConfig {
+            url: "http://prom:9090/api/v1/write".into(),
+            bearer_token_file: Some(path),
+            ..RemoteWriteConfig::default()
+        };
+        assert!(problems(&with(token_file())).is_empty());
+        let missing = problems(&with("/nonexistent/token".into()));
+        assert!(
+            missing[0].starts_with("remote_write.bearer_token_file: cannot read"),
+            "{missing:?}"
+        );
+        let empty = tempfile::NamedTempFile::new().unwrap();
+        let empty = problems(&with(empty.path().to_path_buf()));
+        assert!(empty[0].ends_with("is empty"), "{empty:?}");
+    }
+
     fn problems(cfg: &RemoteWriteConfig) -> Vec<String> {
         let mut p = Problems::default();
         cfg.validate(&mut p);
@@ -514,12 +558,12 @@ mod tests {
         let both = RemoteWriteConfig {
             basic_auth_username: Some("u".into()),
             basic_auth_password: Some("p".into()),
-            bearer_token_file: Some("/run/token".into()),
+            bearer_token_file: Some(token_file()),
             ..RemoteWriteConfig::default()
         };
         assert_eq!(problems(&both).len(), 1, "{:?}", problems(&both));
         let header = RemoteWriteConfig {
-            bearer_token_file: Some("/run/token".into()),
+            bearer_token_file: Some(token_file()),
             headers: BTreeMap::from([("Authorization".into(), "Bearer x".into())]),
             ..RemoteWriteConfig::default()
         };
@@ -586,7 +630,7 @@ mod tests {
         );
 
         let conflicting = RemoteWriteConfig {
-            bearer_token_file: Some("/run/token".into()),
+            bearer_token_file: Some(token_file()),
             ..sigv4(None, amp)
         };
         assert!(problems(&conflicting)[0].starts_with("remote_write.sigv4"));

@@ -346,3 +346,46 @@ fn check_config_refuses_numbers_that_are_not_exactly_integers_and_unknown_log_le
         assert!(stderr.contains(key), "{key} not named in:\n{stderr}");
     }
 }
+
+#[test]
+fn check_config_runs_the_checks_the_service_runs_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let one_column = write("one-column.csv", "vehicle_id,model\nV1,A\nV2\n");
+    let open_quote = write("open-quote.csv", "vehicle_id,model\nV1,\"A\nV2,B\n");
+    for (csv, problem) in [
+        (&one_column, "line 3: empty or missing model"),
+        (&open_quote, "line 2: a field holds a line break"),
+    ] {
+        let file = write(
+            "reference.toml",
+            &format!("[reference]\ncsv_path = \"{}\"\n", csv.display()),
+        );
+        let out = run(&file, &["check-config"], &[]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{stderr}");
+        assert!(stderr.contains("reference.csv_path: "), "{stderr}");
+        assert!(stderr.contains(problem), "{stderr}");
+    }
+    let file = write(
+        "client.toml",
+        "[kafka]\nbrokers = \"127.0.0.1:9092\"\n[kafka.client]\n\"no.such.property\" = \"1\"\n\
+         [remote_write]\nurl = \"http://127.0.0.1:9090/api/v1/write\"\n\
+         bearer_token_file = \"/nonexistent/token\"\n",
+    );
+    let out = run(&file, &["check-config"], &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("kafka.client.no.such.property: "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("remote_write.bearer_token_file: cannot read"),
+        "{stderr}"
+    );
+}
