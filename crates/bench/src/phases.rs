@@ -19,7 +19,6 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use fleet_aggregator::{Aggregator, AggregatorConfig, AggregatorMetrics};
@@ -77,14 +76,13 @@ impl PipelineParams {
         })
     }
 
-    /// The watermark rules of a bounded input, as `replay` uses them:
-    /// processing time plays no part, so no partition ever turns idle.
+    /// The watermark rules of a bounded input, as `replay` uses them.
     fn bounded_input_rules(&self) -> WatermarkRules {
         WatermarkRules {
             out_of_orderness_ms: self.out_of_orderness_ms,
-            idle_timeout: Duration::MAX,
-            all_idle_close_after: None,
+            ..WatermarkRules::defaults()
         }
+        .bounded()
     }
 }
 

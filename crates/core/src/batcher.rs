@@ -13,7 +13,10 @@ use std::collections::VecDeque;
 
 use tokio::time::Instant;
 
-use crate::{Msg, OutputMode, RecordBatch, Scope, SourceBatch, TimestampMs, WatermarkTracker};
+use crate::{
+    DecodeError, DecodeErrorKind, Msg, OutputMode, RecordBatch, Scope, SourceBatch, TimestampMs,
+    WatermarkTracker,
+};
 
 /// Batches plus watermarks, ready to send in order.
 #[derive(Debug)]
@@ -58,18 +61,34 @@ impl SourceBatcher {
 
     /// Adds one record: `append` appends it to the current batch (as
     /// [`Decoder::decode_into`](crate::decode::Decoder::decode_into) does), or
-    /// appends nothing and fails, which changes nothing here.
-    pub fn push_with<E>(
+    /// appends nothing and fails, which changes nothing here. A record whose
+    /// time is further ahead of `wall_ms` than the rules allow is taken out
+    /// again and refused ([`DecodeErrorKind::TooFarAhead`]).
+    pub fn push_with(
         &mut self,
         now: Instant,
         wall_ms: TimestampMs,
-        append: impl FnOnce(&mut RecordBatch) -> Result<(), E>,
-    ) -> Result<(), E> {
+        append: impl FnOnce(&mut RecordBatch) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
         let before = self.current.len();
         append(&mut self.current)?;
         let Some(record) = self.current.records.get(before) else {
             return Ok(());
         };
+        if let Some(ahead) = self.tracker.rules().max_ahead_ms {
+            if record.timestamp > wall_ms.saturating_add(ahead) {
+                let refusal = DecodeError::new(
+                    DecodeErrorKind::TooFarAhead,
+                    format!(
+                        "event time {} is more than {ahead} ms ahead of the wall clock ({wall_ms})",
+                        record.timestamp
+                    ),
+                );
+                let (labels_at, values_at) = (record.labels_at as usize, record.values_at as usize);
+                self.current.truncate(before, labels_at, values_at);
+                return Err(refusal);
+            }
+        }
         let reached_window_end = self
             .tracker
             .observe(record.partition, record.timestamp, now);
@@ -139,7 +158,19 @@ mod tests {
     use crate::{Record, SmallStr, Watermark, WatermarkRules, WindowSpec};
 
     fn push(b: &mut SourceBatcher, partition: i32, offset: i64, ts: i64, now: Instant) {
-        let appended: Result<(), ()> = b.push_with(now, 0, |batch| {
+        let appended = push_at(b, partition, offset, ts, now, 0);
+        assert!(appended.is_ok());
+    }
+
+    fn push_at(
+        b: &mut SourceBatcher,
+        partition: i32,
+        offset: i64,
+        ts: i64,
+        now: Instant,
+        wall_ms: i64,
+    ) -> Result<(), DecodeError> {
+        b.push_with(now, wall_ms, |batch| {
             batch.records.push(Record {
                 partition,
                 offset,
@@ -150,8 +181,30 @@ mod tests {
                 values_len: 0,
             });
             Ok(())
-        });
-        assert!(appended.is_ok());
+        })
+    }
+
+    #[test]
+    fn an_event_too_far_ahead_of_the_wall_clock_is_refused_and_taken_out() {
+        let tracker =
+            WatermarkTracker::new(WatermarkRules::defaults(), WindowSpec::new(5000).unwrap());
+        let mut b = SourceBatcher::new(tracker, 100, OutputMode::Single);
+        let (now, wall) = (Instant::now(), 1_764_000_000_000);
+        assert!(push_at(&mut b, 0, 0, wall + 3_600_000, now, wall).is_ok());
+        let refused = push_at(&mut b, 0, 1, wall + 3_600_001, now, wall).unwrap_err();
+        assert_eq!(refused.kind, DecodeErrorKind::TooFarAhead);
+        assert!(push_at(&mut b, 0, 2, wall - 10, now, wall).is_ok());
+        b.seal();
+        let offsets: Vec<i64> = std::iter::from_fn(|| b.pop())
+            .filter_map(|m| m.into_data::<()>().ok())
+            .flat_map(|batch| batch.records.iter().map(|r| r.offset).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(offsets, [0, 2], "the refused record is gone");
+        // A bounded input has no wall clock to be ahead of.
+        let bounded = WatermarkRules::defaults().bounded();
+        let tracker = WatermarkTracker::new(bounded, WindowSpec::new(5000).unwrap());
+        let mut b = SourceBatcher::new(tracker, 100, OutputMode::Single);
+        assert!(push_at(&mut b, 0, 0, wall, now, 0).is_ok());
     }
 
     fn drain(b: &mut SourceBatcher) -> Vec<String> {

@@ -655,6 +655,7 @@ impl Decoder {
             (format, Scalar::Int(i)) => time::epoch_ms(i, format),
             _ => return Ok(None),
         };
+        let ms = ms.filter(|ms| crate::EVENT_TIMES.contains(ms));
         Ok(Some(ms.map_or(Time::Invalid, Time::At)))
     }
 
@@ -792,7 +793,7 @@ impl Decoder {
         }
         if !matches!(st.time, Time::At(_)) {
             return invalid(format!(
-                "{} is not a time in {}",
+                "{} is not a time in {} between 1970 and 9999",
                 plan.time,
                 plan.time_format.as_str()
             ));

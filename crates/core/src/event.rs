@@ -84,16 +84,20 @@ pub enum DecodeErrorKind {
     UnknownEventType,
     /// A field has the right type but an impossible value (empty id, negative warnings).
     InvalidValue,
+    /// The event time is further ahead of the wall clock than
+    /// `windows.max_ahead_ms`: a vehicle clock gone wrong.
+    TooFarAhead,
 }
 
 impl DecodeErrorKind {
     /// Every kind, for exporting zero-valued counters.
-    pub const ALL: [DecodeErrorKind; 5] = [
+    pub const ALL: [DecodeErrorKind; 6] = [
         DecodeErrorKind::InvalidJson,
         DecodeErrorKind::MissingField,
         DecodeErrorKind::WrongType,
         DecodeErrorKind::UnknownEventType,
         DecodeErrorKind::InvalidValue,
+        DecodeErrorKind::TooFarAhead,
     ];
 
     /// A stable snake_case name, used as a metric label value.
@@ -104,6 +108,7 @@ impl DecodeErrorKind {
             DecodeErrorKind::WrongType => "wrong_type",
             DecodeErrorKind::UnknownEventType => "unknown_event_type",
             DecodeErrorKind::InvalidValue => "invalid_value",
+            DecodeErrorKind::TooFarAhead => "too_far_ahead",
         }
     }
 }
@@ -125,7 +130,7 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    fn new(kind: DecodeErrorKind, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: DecodeErrorKind, detail: impl Into<String>) -> Self {
         DecodeError {
             kind,
             detail: detail.into(),
@@ -180,6 +185,12 @@ pub fn decode_event(bytes: &[u8]) -> Result<RawEvent, DecodeError> {
         return Err(DecodeError::new(
             DecodeErrorKind::InvalidValue,
             "empty region",
+        ));
+    }
+    if !crate::EVENT_TIMES.contains(&timestamp) {
+        return Err(DecodeError::new(
+            DecodeErrorKind::InvalidValue,
+            format!("timestamp {timestamp} is not between 1970 and 9999"),
         ));
     }
     if event_type == EventType::Warnings && measurement < 0 {

@@ -56,6 +56,11 @@ pub use window::{VehicleSample, WindowBatch, WindowSpec, WindowsConfig};
 /// Event time and window bounds: milliseconds since the Unix epoch.
 pub type TimestampMs = i64;
 
+/// The event times a record may carry: 1970-01-01T00:00:00Z to
+/// 9999-12-31T23:59:59.999Z. A time outside is an invalid value, so window
+/// arithmetic never comes near the ends of an `i64`.
+pub const EVENT_TIMES: std::ops::RangeInclusive<TimestampMs> = 0..=253_402_300_799_999;
+
 /// The Kafka partition an event came from (`0` for sources with one stream).
 pub type PartitionId = i32;
 

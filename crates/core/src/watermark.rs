@@ -46,15 +46,32 @@ pub struct WatermarkRules {
     /// With every partition idle, close windows once the wall clock passes
     /// `end + this`; `None` keeps them open until data arrives (Flink's behaviour).
     pub all_idle_close_after: Option<Duration>,
+    /// How far ahead of the wall clock an event may be, ms; `None` for a
+    /// bounded input, where the wall clock plays no part.
+    pub max_ahead_ms: Option<i64>,
 }
 
 impl WatermarkRules {
-    /// The design's defaults: 2 s out-of-orderness, 5 s idleness, all-idle close after 7 s.
+    /// The design's defaults: 2 s out-of-orderness, 5 s idleness, all-idle
+    /// close after 7 s; events at most an hour ahead of the wall clock.
     pub fn defaults() -> Self {
         WatermarkRules {
             out_of_orderness_ms: 2000,
             idle_timeout: Duration::from_secs(5),
             all_idle_close_after: Some(Duration::from_secs(7)),
+            max_ahead_ms: Some(3_600_000),
+        }
+    }
+
+    /// These rules for a bounded input (`replay`, a benchmark's corpus):
+    /// processing time plays no part, so no partition turns idle, nothing
+    /// closes on the wall clock, and no event is too far ahead of it.
+    pub fn bounded(self) -> Self {
+        WatermarkRules {
+            idle_timeout: Duration::MAX,
+            all_idle_close_after: None,
+            max_ahead_ms: None,
+            ..self
         }
     }
 
@@ -275,11 +292,7 @@ mod tests {
     use super::*;
 
     fn rules() -> WatermarkRules {
-        WatermarkRules {
-            out_of_orderness_ms: 2000,
-            idle_timeout: Duration::from_secs(5),
-            all_idle_close_after: Some(Duration::from_secs(7)),
-        }
+        WatermarkRules::defaults()
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub struct WindowsConfig {
     pub idle_timeout_ms: u64,
     /// All-idle wall-clock close delay, ms; 0 disables it.
     pub all_idle_close_after_ms: u64,
+    /// How far ahead of the wall clock an event may be, ms; a later one is
+    /// refused (`too_far_ahead`). 0 disables the check.
+    pub max_ahead_ms: u64,
     /// Most label sets (groups) one window writes; the excess is folded
     /// into one group labelled `other`.
     pub max_label_sets: usize,
@@ -58,6 +61,8 @@ impl WindowsConfig {
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             all_idle_close_after: (self.all_idle_close_after_ms > 0)
                 .then(|| Duration::from_millis(self.all_idle_close_after_ms)),
+            max_ahead_ms: (self.max_ahead_ms > 0)
+                .then(|| i64::try_from(self.max_ahead_ms).unwrap_or(i64::MAX)),
         };
         Some((window?, rules))
     }

@@ -171,11 +171,7 @@ impl ValidSettings {
                 enabled: false,
                 ..self.drilldown
             },
-            watermarks: WatermarkRules {
-                idle_timeout: Duration::MAX,
-                all_idle_close_after: None,
-                ..self.watermarks
-            },
+            watermarks: self.watermarks.bounded(),
             sink: SinkKind::Console,
             listen: None,
             ..self

@@ -144,11 +144,7 @@ mod tests {
     use fleet_core::{OutputMode, WatermarkRules, WatermarkTracker, WindowSpec};
 
     fn batcher() -> SourceBatcher {
-        let rules = WatermarkRules {
-            idle_timeout: std::time::Duration::MAX,
-            all_idle_close_after: None,
-            ..WatermarkRules::defaults()
-        };
+        let rules = WatermarkRules::defaults().bounded();
         let tracker = WatermarkTracker::new(rules, WindowSpec::new(5000).unwrap());
         SourceBatcher::new(tracker, 100, OutputMode::Single)
     }

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use fleet_aggregator::{Aggregator, AggregatorConfig, AggregatorMetrics};
 use fleet_core::decode::Decoder;
@@ -38,9 +37,9 @@ pub fn run_pipeline(
     let window = WindowSpec::new(WINDOW_MS).unwrap();
     let rules = WatermarkRules {
         out_of_orderness_ms: OOO_MS,
-        idle_timeout: Duration::MAX,
-        all_idle_close_after: None,
-    };
+        ..WatermarkRules::defaults()
+    }
+    .bounded();
     let now = Instant::now();
     let mut tracker = WatermarkTracker::new(rules, window);
     for p in 0..input.partitions {

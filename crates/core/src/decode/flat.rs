@@ -82,7 +82,13 @@ impl Decoder {
                     vehicle_id = Some(small(&c, id).ok()?);
                 }
                 Role::Time if timestamp.is_none() => match c.plain_number()? {
-                    Scalar::Int(t) => timestamp = Some(time::epoch_ms(t, self.plan.time_format)?),
+                    Scalar::Int(t) => {
+                        let ms = time::epoch_ms(t, self.plan.time_format)?;
+                        if !crate::EVENT_TIMES.contains(&ms) {
+                            return None;
+                        }
+                        timestamp = Some(ms);
+                    }
                     _ => return None,
                 },
                 Role::Label(n) if labels_seen & (1 << n) == 0 => {

@@ -586,12 +586,17 @@ fn converts_every_time_format() {
         ("epoch_s", "1764000000", Ok(1_764_000_000_000)),
         ("epoch_s", "9223372036854776", Err(InvalidValue)),
         ("epoch_s", "1.5", Err(WrongType)),
-        ("epoch_ms", "-1", Ok(-1)),
+        // Times before 1970 or after 9999 are not event times.
+        ("epoch_ms", "-1", Err(InvalidValue)),
+        ("epoch_ms", "0", Ok(0)),
+        ("epoch_ms", "253402300799999", Ok(253_402_300_799_999)),
+        ("epoch_ms", "253402300800000", Err(InvalidValue)),
         ("epoch_ms", "\"1\"", Err(WrongType)),
         ("epoch_us", "1764000000123999", Ok(1_764_000_000_123)),
-        ("epoch_us", "-1", Ok(-1)),
+        ("epoch_us", "-1", Err(InvalidValue)),
+        ("epoch_us", "999", Ok(0)),
         ("epoch_ns", "1764000000123999999", Ok(1_764_000_000_123)),
-        ("epoch_ns", "-1000001", Ok(-2)),
+        ("epoch_ns", "-1000001", Err(InvalidValue)),
         (
             "rfc3339",
             "\"2026-12-04T11:15:02.12+01:00\"",
@@ -874,7 +879,7 @@ proptest! {
         t in 0..3usize,
         vin in "[0-9A-HJ-NPR-Z]{17}",
         region in ".{1,30}",
-        ts in any::<i64>(),
+        ts in crate::EVENT_TIMES,
         m in any::<i64>(),
     ) {
         let event_type = [crate::EventType::IcRpm, crate::EventType::ElectricRpm, crate::EventType::Warnings][t];

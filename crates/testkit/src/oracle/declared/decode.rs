@@ -178,18 +178,26 @@ fn required_string(object: &Map<String, Value>, path: &[String]) -> Result<Strin
 
 fn time(object: &Map<String, Value>, path: &[String], format: TimeFormat) -> Result<i64, Reason> {
     let value = lookup(object, path)?.ok_or(Reason::MissingField)?;
-    if format == TimeFormat::Rfc3339 {
+    let ms = if format == TimeFormat::Rfc3339 {
         let text = value.as_str().ok_or(Reason::WrongType)?;
-        return rfc3339_ms(text).ok_or(Reason::InvalidValue);
-    }
-    // `as_i64` is `None` for fractions, exponents and integers beyond i64.
-    let n = value.as_i64().ok_or(Reason::WrongType)?;
-    match format {
-        // Seconds beyond what milliseconds can hold are not a time.
-        TimeFormat::EpochS => n.checked_mul(1000).ok_or(Reason::InvalidValue),
-        TimeFormat::EpochUs => Ok(n.div_euclid(1000)),
-        TimeFormat::EpochNs => Ok(n.div_euclid(1_000_000)),
-        TimeFormat::EpochMs | TimeFormat::Rfc3339 => Ok(n),
+        rfc3339_ms(text).ok_or(Reason::InvalidValue)?
+    } else {
+        // `as_i64` is `None` for fractions, exponents and integers beyond i64.
+        let n = value.as_i64().ok_or(Reason::WrongType)?;
+        match format {
+            // Seconds beyond what milliseconds can hold are not a time.
+            TimeFormat::EpochS => n.checked_mul(1000).ok_or(Reason::InvalidValue)?,
+            TimeFormat::EpochUs => n.div_euclid(1000),
+            TimeFormat::EpochNs => n.div_euclid(1_000_000),
+            TimeFormat::EpochMs | TimeFormat::Rfc3339 => n,
+        }
+    };
+    // docs/METRICS.md: only times from 1970 to the end of 9999.
+    const LAST_MS: i64 = 253_402_300_799_999;
+    if (0..=LAST_MS).contains(&ms) {
+        Ok(ms)
+    } else {
+        Err(Reason::InvalidValue)
     }
 }
 

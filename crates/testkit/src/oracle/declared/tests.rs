@@ -234,12 +234,8 @@ fn the_default_config_matches_todays_oracle() {
         .collect();
     let (mut late_somewhere, mut null_somewhere, mut unknown_somewhere) = (false, false, false);
     for seed in 1..=6 {
-        // Seed 6 starts before the epoch: negative times floor.
-        let start = if seed == 6 {
-            -20_000
-        } else {
-            1_764_000_000_000
-        };
+        // Seed 6 starts a minute after the epoch: nearly the first windows.
+        let start = if seed == 6 { 60_000 } else { 1_764_000_000_000 };
         let events = demo_events(seed, start, 2000);
         let (input, reasons) = with_junk(&events, seed);
         for window in [WINDOW, 1000] {
@@ -1044,17 +1040,18 @@ fn time_of(format: &str, t: &str) -> Result<i64, &'static str> {
 
 #[test]
 fn epoch_units_round_toward_the_past() {
-    assert_eq!(time_of("epoch_s", "-2"), Ok(-2000));
-    assert_eq!(
-        time_of("epoch_s", "9223372036854775"),
-        Ok(9_223_372_036_854_775_000)
-    );
+    assert_eq!(time_of("epoch_s", "2"), Ok(2000));
+    assert_eq!(time_of("epoch_s", "253402300799"), Ok(253_402_300_799_000));
+    // Only times from 1970 to the end of 9999 are event times.
+    assert_eq!(time_of("epoch_s", "253402300800"), Err("invalid_value"));
+    assert_eq!(time_of("epoch_s", "-2"), Err("invalid_value"));
     assert_eq!(time_of("epoch_s", "9223372036854776"), Err("invalid_value"));
-    assert_eq!(time_of("epoch_ms", "-1"), Ok(-1));
+    assert_eq!(time_of("epoch_ms", "-1"), Err("invalid_value"));
+    assert_eq!(time_of("epoch_ms", "0"), Ok(0));
     assert_eq!(time_of("epoch_us", "1999"), Ok(1));
-    assert_eq!(time_of("epoch_us", "-1"), Ok(-1));
+    assert_eq!(time_of("epoch_us", "-1"), Err("invalid_value"));
     assert_eq!(time_of("epoch_ns", "5000000000"), Ok(5000));
-    assert_eq!(time_of("epoch_ns", "-1"), Ok(-1));
+    assert_eq!(time_of("epoch_ns", "-1"), Err("invalid_value"));
     assert_eq!(time_of("epoch_ms", "1.5"), Err("wrong_type"));
     assert_eq!(time_of("epoch_ms", "1e3"), Err("wrong_type"));
     assert_eq!(time_of("epoch_ms", "1.0"), Err("wrong_type"));
@@ -1072,23 +1069,28 @@ fn epoch_units_round_toward_the_past() {
     assert_eq!(time_of("rfc3339", "\"\""), Err("invalid_value"));
     assert_eq!(time_of("rfc3339", "\"yesterday\""), Err("invalid_value"));
 
-    // A whole run: epoch_ns before the epoch floors into [-5000, 0).
+    // A whole run: epoch_ns floors into the window [0, 5000).
     let out = run(
         &time_config("epoch_ns"),
-        &[r#"{"eventType":"IC_RPM","vehicleId":"V","t":-1,"measurement":1}"#],
+        &[r#"{"eventType":"IC_RPM","vehicleId":"V","t":999999,"measurement":1}"#],
         &HashMap::new(),
     );
     assert_eq!(
         (out.lines[0].window_start, out.lines[0].window_end),
-        (-5000, 0)
+        (0, 5000)
     );
-    // The extremes of the range neither panic nor vanish.
-    let extremes = [i64::MIN, i64::MAX]
+    // The ends of the i64 range are refused; the ends of the event times
+    // are windows like any other.
+    let extremes = [i64::MIN, i64::MAX, 0, 253_402_300_799_999]
         .map(|t| format!(r#"{{"eventType":"IC_RPM","vehicleId":"V","t":{t},"measurement":1}}"#));
     let extremes: Vec<&str> = extremes.iter().map(String::as_str).collect();
     let out = run(&time_config("epoch_ms"), &extremes, &HashMap::new());
+    assert_eq!(
+        out.decode_errors,
+        BTreeMap::from([("invalid_value".to_string(), 2)])
+    );
     assert_eq!(out.lines.len(), 2);
-    assert_eq!(out.lines[1].window_end, i64::MAX);
+    assert_eq!(out.lines[1].window_end, 253_402_300_800_000);
 }
 
 const TYPED: &str = r#"
