@@ -116,7 +116,19 @@ async fn malformed_messages_are_counted_by_reason_and_skipped() {
     };
     let run = generate(100, 30, 13, in_bound);
     kafka.create_topic("mixed", 3).await.unwrap();
+    // A vehicle clock a year ahead: accepted, it would pull its partition's
+    // watermark a year forward and make the events after it late.
+    let year_ahead = fleet_core::telemetry::wall_clock_ms() + 365 * 86_400_000;
+    let ahead = format!(
+        r#"{{"eventType":"IC_RPM","vehicleId":"X","region":"UK","timestamp":{year_ahead},"measurement":1}}"#
+    );
     let bad: Vec<(&str, &str, usize)> = vec![
+        ("too_far_ahead", &ahead, 2),
+        (
+            "invalid_value",
+            r#"{"eventType":"IC_RPM","vehicleId":"X","region":"UK","timestamp":-5,"measurement":1}"#,
+            2,
+        ),
         ("invalid_json", "{not json", 7),
         (
             "missing_field",
@@ -162,6 +174,17 @@ async fn malformed_messages_are_counted_by_reason_and_skipped() {
         service.metric("fleet_source_events_total", &[]).await as usize,
         run.events.len()
     );
+    // Every window closes once the input is idle: none is held open a year
+    // ahead (which would also hold its partition's commit).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while service.metric("fleet_aggregator_open_windows", &[]).await > 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "windows still open: {}",
+            service.metric("fleet_aggregator_open_windows", &[]).await
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     service.terminate().await;
 }
 
