@@ -241,6 +241,49 @@ fn refuse_inexact_integers(
     }
 }
 
+/// `#[serde(default, deserialize_with = "fleet_core::config::exact_i64")]`
+/// for an optional integer key that has no default to check it against (see
+/// [`refuse_inexact_integers`]): a number that is not exactly an `i64` is
+/// refused, not rounded.
+pub fn exact_i64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    struct Exact;
+    impl serde::de::Visitor<'_> for Exact {
+        type Value = i64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an integer written without a fraction or an exponent")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<i64, E> {
+            v.trim()
+                .parse()
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+        }
+    }
+    struct Optional;
+    impl<'de> serde::de::Visitor<'de> for Optional {
+        type Value = Option<i64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an integer written without a fraction or an exponent")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Option<i64>, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Option<i64>, E> {
+            Ok(None)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<i64>, D::Error> {
+            d.deserialize_any(Exact).map(Some)
+        }
+    }
+    d.deserialize_option(Optional)
+}
+
 /// Puts the default of `path` in place of its value, or removes the key when
 /// it has no default. False when nothing could be changed.
 fn repair(tree: &mut config::Value, defaults: &config::Value, path: &[String]) -> bool {
@@ -397,6 +440,51 @@ mod tests {
             assert_eq!(err.problems[0].key, "windows.length_ms", "{err}");
             assert!(err.problems[0].problem.contains(shown), "{err}");
             assert_eq!(repaired.windows.length_ms, 5, "the default in its place");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Start {
+        #[serde(default, deserialize_with = "exact_i64")]
+        start_ms: Option<i64>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct WithStart {
+        generator: Start,
+    }
+
+    #[test]
+    fn an_optional_integer_without_a_default_is_refused_when_inexact() {
+        let dir = tempfile_dir("optional");
+        let file = dir.join("start.toml");
+        let load_with = |given: &str| {
+            std::fs::write(&file, format!("[generator]\n{given}")).unwrap();
+            load::<WithStart>(Layers {
+                defaults_toml: "[generator]\n",
+                file: Some(&file),
+                env_prefix: None,
+            })
+        };
+        assert_eq!(load_with("").unwrap().generator.start_ms, None);
+        assert_eq!(
+            load_with("start_ms = 1764000000000")
+                .unwrap()
+                .generator
+                .start_ms,
+            Some(1_764_000_000_000)
+        );
+        for inexact in ["start_ms = 1.5", "start_ms = 1e12", "start_ms = true"] {
+            let err = load_with(inexact).unwrap_err();
+            assert_eq!(
+                err.problems[0].key, "generator.start_ms",
+                "{inexact}: {err}"
+            );
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -29,6 +29,7 @@ pub struct GeneratorConfig {
     pub seed: u64,
     /// Event-time origin, epoch milliseconds. Default: unset, meaning the wall
     /// clock at start floored to the second (see [`GeneratorConfig::resolve_start_ms`]).
+    #[serde(default, deserialize_with = "fleet_core::config::exact_i64")]
     pub start_ms: Option<TimestampMs>,
     /// Share of events (0–1) whose delivery is delayed by up to `max_disorder_ms`,
     /// so they arrive after newer events. Default 0.05.

@@ -64,6 +64,7 @@ pub struct KafkaConfig {
     /// Where to start when the process starts: `committed` (default) or `timestamp`.
     pub start_from: StartFrom,
     /// With `start_from = "timestamp"`: the event time to replay from, epoch ms.
+    #[serde(default, deserialize_with = "fleet_core::config::exact_i64")]
     pub start_timestamp_ms: Option<i64>,
     /// `[kafka.security]`: TLS and SASL (SCRAM, or MSK IAM).
     pub security: KafkaSecurity,

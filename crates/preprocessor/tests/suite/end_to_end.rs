@@ -176,10 +176,10 @@ async fn malformed_messages_are_counted_by_reason_and_skipped() {
     );
     // Every window closes once the input is idle: none is held open a year
     // ahead (which would also hold its partition's commit).
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while service.metric("fleet_aggregator_open_windows", &[]).await > 0.0 {
         assert!(
-            std::time::Instant::now() < deadline,
+            tokio::time::Instant::now() < deadline,
             "windows still open: {}",
             service.metric("fleet_aggregator_open_windows", &[]).await
         );
