@@ -14,9 +14,6 @@ use serde::{Deserialize, Serialize};
 /// Upper bound on every delay, so simulated time arithmetic stays far from overflow.
 const MAX_DELAY_MS: u64 = 86_400_000;
 
-/// The latest event-time origin accepted: 9999-12-31T23:59:59.999Z.
-const MAX_START_MS: TimestampMs = 253_402_300_799_999;
-
 /// How the synthetic fleet behaves; every field has a default.
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -99,9 +96,13 @@ impl GeneratorConfig {
         );
         if let Some(start) = self.start_ms {
             problems.check(
-                (0..=MAX_START_MS).contains(&start),
+                fleet_core::EVENT_TIMES.contains(&start),
                 "start_ms",
-                format!("must be between 0 and {MAX_START_MS}"),
+                format!(
+                    "must be between {} and {}",
+                    fleet_core::EVENT_TIMES.start(),
+                    fleet_core::EVENT_TIMES.end()
+                ),
             );
         }
         for (key, value) in [
