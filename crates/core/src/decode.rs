@@ -28,16 +28,27 @@
 //! Flat narrow records in compact JSON (the reference demo's) first try a
 //! shorter path, [`flat`], that writes a record only when it is complete
 //! and valid and leaves everything else to the general one.
+//!
+//! Protobuf and Avro records ([`Decoder::protobuf`], [`Decoder::avro`]) are
+//! read by their own walkers against a schema, into the same record state:
+//! whatever the format, a record is assembled, checked and refused by the
+//! rules above, so the reasons mean the same for every format. A binary
+//! record that cannot be parsed at all is `malformed`.
 
 use fleet_plan::{FieldPath, InputPlan, SignalId, SignalType, TimeFormat, Value};
 
 use crate::record::{Record, RecordBatch, SignalValue};
 use crate::{DecodeError, DecodeErrorKind, PartitionId, SmallStr};
 
+mod avro;
 mod flat;
 mod json;
+mod protobuf;
 mod table;
 mod time;
+
+pub use avro::{AvroSchema, AvroSchemaError};
+pub use protobuf::{ProtoField, ProtoKind, ProtoMessage, ProtoSchema};
 
 #[cfg(test)]
 mod testing;
@@ -242,31 +253,67 @@ pub struct Decoder {
     checked: bool,
     /// Records are flat and narrow: [`flat`]'s fast path is tried first.
     flat: bool,
+    /// Records are not JSON but of this binary format.
+    binary: Option<Box<Binary>>,
+}
+
+/// A binary format's compiled reader.
+#[derive(Debug)]
+enum Binary {
+    Protobuf(protobuf::Program),
+    Avro(avro::Program),
+}
+
+/// What records are read against: nothing for JSON, else the schema of a
+/// binary format.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RecordSchema {
+    /// JSON objects, read by field name.
+    Json,
+    /// Protobuf messages of the schema's root type.
+    Protobuf(ProtoSchema),
+    /// Avro data written with the schema.
+    Avro(AvroSchema),
+}
+
+/// Something a record schema lacks or types differently from `[input]`:
+/// at start, a configuration error naming `key`; in a schema met later (a
+/// schema registry's), the records that need the field are refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchemaProblem {
+    /// The `[input]` key whose path it is (`input.signals.speed.path`).
+    pub key: String,
+    /// What is wrong, naming the field.
+    pub detail: String,
+}
+
+impl SchemaProblem {
+    fn new(role: Role, input: &InputPlan, detail: String) -> SchemaProblem {
+        let key = match role {
+            Role::VehicleId => "input.vehicle_id".to_owned(),
+            Role::Time => "input.time".to_owned(),
+            Role::Label(_) => "input.labels".to_owned(),
+            Role::Type => "input.type_field".to_owned(),
+            Role::Value => "input.value_field".to_owned(),
+            Role::Signal(id, _) => match input.signals.get(usize::from(id.0)) {
+                Some(s) => format!("input.signals.{}.path", s.name),
+                None => "input.signals".to_owned(),
+            },
+        };
+        SchemaProblem { key, detail }
+    }
+}
+
+impl std::fmt::Display for SchemaProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.detail)
+    }
 }
 
 impl Decoder {
-    /// The decoder of records of `input`.
+    /// The decoder of JSON records of `input`.
     pub fn new(input: &InputPlan) -> Decoder {
-        let mut fields: Vec<(&FieldPath, Role)> = vec![
-            (&input.vehicle_id, Role::VehicleId),
-            (&input.time, Role::Time),
-        ];
-        fields.extend(
-            input
-                .labels
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (p, Role::Label(i))),
-        );
-        if let Some(narrow) = &input.narrow {
-            fields.push((&narrow.type_field, Role::Type));
-            fields.push((&narrow.value_field, Role::Value));
-        } else {
-            fields.extend(input.signals.iter().enumerate().filter_map(|(i, s)| {
-                let role = Role::Signal(SignalId(i as u16), s.signal_type);
-                Some((s.path.as_ref()?, role))
-            }));
-        }
+        let fields = fields(input);
         let keys: Vec<&str> = input
             .signals
             .iter()
@@ -292,6 +339,7 @@ impl Decoder {
         };
         let levels = levels(&fields, want);
         Decoder {
+            binary: None,
             flat: flat::eligible(input, &levels),
             plan: input.clone(),
             levels,
@@ -309,6 +357,36 @@ impl Decoder {
         }
     }
 
+    /// The decoder of records of `input` read against `schema`; and every
+    /// path `schema` lacks or types differently.
+    pub fn for_schema(input: &InputPlan, schema: &RecordSchema) -> (Decoder, Vec<SchemaProblem>) {
+        match schema {
+            RecordSchema::Json => (Decoder::new(input), Vec::new()),
+            RecordSchema::Protobuf(schema) => Decoder::protobuf(input, schema),
+            RecordSchema::Avro(schema) => Decoder::avro(input, schema),
+        }
+    }
+
+    /// The decoder of Protobuf records of `input`, messages of `schema`'s
+    /// root type; and every path `schema` lacks or types differently.
+    pub fn protobuf(input: &InputPlan, schema: &ProtoSchema) -> (Decoder, Vec<SchemaProblem>) {
+        let (program, problems) = protobuf::compile(input, &fields(input), schema);
+        let mut decoder = Decoder::new(input);
+        decoder.flat = false;
+        decoder.binary = Some(Box::new(Binary::Protobuf(program)));
+        (decoder, problems)
+    }
+
+    /// The decoder of Avro records of `input` written with `schema`; and
+    /// every path `schema` lacks or types differently.
+    pub fn avro(input: &InputPlan, schema: &AvroSchema) -> (Decoder, Vec<SchemaProblem>) {
+        let (program, problems) = avro::compile(input, &fields(input), schema);
+        let mut decoder = Decoder::new(input);
+        decoder.flat = false;
+        decoder.binary = Some(Box::new(Binary::Avro(program)));
+        (decoder, problems)
+    }
+
     /// Decodes one message value and appends it to `batch` as one record
     /// read from `partition` at `offset`; on error appends nothing and says
     /// why the message is refused.
@@ -319,9 +397,37 @@ impl Decoder {
         offset: i64,
         batch: &mut RecordBatch,
     ) -> Result<(), DecodeError> {
+        if let Some(binary) = &self.binary {
+            return self.assemble(
+                bytes,
+                partition,
+                offset,
+                batch,
+                |c, st, batch| match &**binary {
+                    Binary::Protobuf(p) => p.read(self, c, st, batch),
+                    Binary::Avro(p) => p.read(self, c, st, batch),
+                },
+            );
+        }
         if self.flat && self.decode_flat(bytes, partition, offset, batch).is_some() {
             return Ok(());
         }
+        self.assemble(bytes, partition, offset, batch, |c, st, batch| {
+            self.read(c, st, batch)
+        })
+    }
+
+    /// Begins a record in `batch`, has `read` fill it from `bytes`, and
+    /// completes it, or takes it back out on refusal.
+    #[inline(always)]
+    fn assemble(
+        &self,
+        bytes: &[u8],
+        partition: PartitionId,
+        offset: i64,
+        batch: &mut RecordBatch,
+        read: impl FnOnce(&mut Cursor<'_>, &mut State, &mut RecordBatch) -> Result<(), DecodeError>,
+    ) -> Result<(), DecodeError> {
         let records = batch.records.len();
         let mut c = Cursor::new(bytes);
         let mut st = State {
@@ -344,9 +450,10 @@ impl Decoder {
             values_at: st.values_at as u32,
             values_len: 0,
         });
-        let decoded = self
-            .read(&mut c, &mut st, batch)
-            .and_then(|()| self.finish(&c, &mut st, batch));
+        batch
+            .labels
+            .resize(st.labels_at + self.plan.labels.len(), SmallStr::EMPTY);
+        let decoded = read(&mut c, &mut st, batch).and_then(|()| self.finish(&c, &mut st, batch));
         if decoded.is_err() {
             batch.truncate(records, st.labels_at, st.values_at);
         }
@@ -366,9 +473,6 @@ impl Decoder {
             return Err(not_an_object(c));
         }
         c.pos += 1;
-        batch
-            .labels
-            .resize(st.labels_at + self.plan.labels.len(), SmallStr::EMPTY);
         match self.object(c, 0, st, batch) {
             Ok(()) => {}
             Err(Fault::Json) => return Err(not_json(c)),
@@ -627,6 +731,46 @@ impl Decoder {
         }
     }
 
+    /// Whether the record has a value for `role` so far.
+    fn is_set(&self, role: Role, st: &State) -> bool {
+        match role {
+            Role::VehicleId => st.vehicle_id,
+            Role::Time => !matches!(st.time, Time::Absent),
+            Role::Label(i) => st.seen.contains(i),
+            Role::Type => st.signal.is_some(),
+            Role::Value => st.value.is_some(),
+            Role::Signal(signal, _) => st
+                .seen
+                .contains(self.plan.labels.len() + usize::from(signal.0)),
+        }
+    }
+
+    /// Takes an enum value's `name` for `role` (the plan lets enums serve
+    /// only the vehicle id, labels and state signals).
+    fn apply_name(&self, role: Role, name: &SmallStr, st: &mut State, batch: &mut RecordBatch) {
+        match role {
+            Role::VehicleId => {
+                if let Some(record) = batch.records.last_mut() {
+                    record.vehicle_id = name.clone();
+                }
+                st.vehicle_id = true;
+            }
+            Role::Label(i) => {
+                batch.labels[st.labels_at + i] = name.clone();
+                st.seen.insert(i);
+            }
+            Role::Signal(signal, SignalType::State) => {
+                let state = self
+                    .states
+                    .get(usize::from(signal.0))
+                    .and_then(|states| states.find(name.as_bytes()));
+                let value = Value::State(state.map_or(UNKNOWN_STATE, |i| i as u32));
+                self.put(SignalValue { signal, value }, st, batch);
+            }
+            _ => {}
+        }
+    }
+
     /// Adds a wide signal's value to the record, or replaces its earlier one.
     #[inline]
     fn put(&self, new: SignalValue, st: &mut State, batch: &mut RecordBatch) {
@@ -812,6 +956,31 @@ impl Decoder {
     }
 }
 
+/// Every path the plan reads, with its role.
+fn fields(input: &InputPlan) -> Vec<(&FieldPath, Role)> {
+    let mut fields: Vec<(&FieldPath, Role)> = vec![
+        (&input.vehicle_id, Role::VehicleId),
+        (&input.time, Role::Time),
+    ];
+    fields.extend(
+        input
+            .labels
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p, Role::Label(i))),
+    );
+    if let Some(narrow) = &input.narrow {
+        fields.push((&narrow.type_field, Role::Type));
+        fields.push((&narrow.value_field, Role::Value));
+    } else {
+        fields.extend(input.signals.iter().enumerate().filter_map(|(i, s)| {
+            let role = Role::Signal(SignalId(i as u16), s.signal_type);
+            Some((s.path.as_ref()?, role))
+        }));
+    }
+    fields
+}
+
 /// The matcher of `fields`: level 0 for the record, one more per object a
 /// path goes into.
 fn levels(fields: &[(&FieldPath, Role)], want: impl Fn(Role) -> Option<Want>) -> Vec<Level> {
@@ -892,6 +1061,14 @@ fn lookup(c: &Cursor<'_>, s: Str, table: &Names) -> Result<Option<usize>, Invali
         return c.text(s, |t| table.find(t));
     }
     Ok(table.get(c.raw(s), head(&c.bytes[s.start..], s.len)))
+}
+
+/// `word` with its indefinite article: "an int32", "a string".
+fn a(word: &str) -> String {
+    match word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        true => format!("an {word}"),
+        false => format!("a {word}"),
+    }
 }
 
 fn refuse(kind: DecodeErrorKind, detail: String) -> DecodeError {

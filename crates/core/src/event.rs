@@ -84,6 +84,9 @@ pub enum DecodeErrorKind {
     UnknownEventType,
     /// A field has the right type but an impossible value (empty id, negative warnings).
     InvalidValue,
+    /// A binary record (Protobuf, Avro) that cannot be parsed: cut short, a
+    /// length beyond the message, a string that is not UTF-8.
+    Malformed,
     /// The event time is further ahead of the wall clock than
     /// `windows.max_ahead_ms`: a vehicle clock gone wrong.
     TooFarAhead,
@@ -91,8 +94,9 @@ pub enum DecodeErrorKind {
 
 impl DecodeErrorKind {
     /// Every kind, for exporting zero-valued counters.
-    pub const ALL: [DecodeErrorKind; 6] = [
+    pub const ALL: [DecodeErrorKind; 7] = [
         DecodeErrorKind::InvalidJson,
+        DecodeErrorKind::Malformed,
         DecodeErrorKind::MissingField,
         DecodeErrorKind::WrongType,
         DecodeErrorKind::UnknownEventType,
@@ -108,6 +112,7 @@ impl DecodeErrorKind {
             DecodeErrorKind::WrongType => "wrong_type",
             DecodeErrorKind::UnknownEventType => "unknown_event_type",
             DecodeErrorKind::InvalidValue => "invalid_value",
+            DecodeErrorKind::Malformed => "malformed",
             DecodeErrorKind::TooFarAhead => "too_far_ahead",
         }
     }

@@ -18,6 +18,7 @@ enum Reason {
     wrong_type,
     unknown_event_type,
     invalid_value,
+    malformed,
     too_far_ahead,
 }
 
@@ -29,6 +30,7 @@ impl From<DecodeErrorKind> for Reason {
             DecodeErrorKind::WrongType => Reason::wrong_type,
             DecodeErrorKind::UnknownEventType => Reason::unknown_event_type,
             DecodeErrorKind::InvalidValue => Reason::invalid_value,
+            DecodeErrorKind::Malformed => Reason::malformed,
             DecodeErrorKind::TooFarAhead => Reason::too_far_ahead,
         }
     }

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::{Function, InputConfig, MetricConfig, Shape, SignalConfig, SignalType};
+use crate::config::{
+    Function, InputConfig, MetricConfig, RecordFormat, Shape, SignalConfig, SignalType,
+};
 use crate::filter::{self, SignalScope};
 use crate::names::{is_label_name, is_metric_name, is_signal_name};
 use crate::{
@@ -143,7 +145,29 @@ fn compile_input(input: &InputConfig, problems: &mut Problems) -> Option<InputPl
         problems.add("input.signals", "more than 65535 signals");
     }
     let labels: Option<Vec<FieldPath>> = labels.into_iter().collect();
+    let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    match input.format {
+        RecordFormat::Json if !input.schema_file.is_empty() => problems.add(
+            "input.schema_file",
+            "JSON records have no schema file (input.format is \"json\")",
+        ),
+        RecordFormat::Json | RecordFormat::Avro if !input.message.is_empty() => problems.add(
+            "input.message",
+            format!(
+                "only Protobuf records name a message type (input.format is {:?})",
+                input.format.as_str()
+            ),
+        ),
+        RecordFormat::Protobuf if input.message.is_empty() => problems.add(
+            "input.message",
+            "name the record's Protobuf message type, with its package (\"fleet.v1.Record\")",
+        ),
+        _ => {}
+    }
     let plan = InputPlan {
+        format: input.format,
+        schema_file: text(&input.schema_file),
+        message: text(&input.message),
         shape: input.shape,
         vehicle_id: vehicle_id?,
         time: time?,

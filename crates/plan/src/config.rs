@@ -11,6 +11,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputConfig {
+    /// The records' encoding.
+    pub format: RecordFormat,
+    /// Protobuf and Avro: the schema file (`.proto`, a descriptor set, `.avsc`).
+    pub schema_file: String,
+    /// Protobuf: the record's message type, by full name.
+    pub message: String,
     /// One signal per record, or each signal a field.
     pub shape: Shape,
     /// Path of the vehicle id.
@@ -27,6 +33,29 @@ pub struct InputConfig {
     pub value_field: String,
     /// The signals.
     pub signals: Vec<SignalConfig>,
+}
+
+/// `input.format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordFormat {
+    /// A UTF-8 JSON object per message.
+    Json,
+    /// A Protobuf message per message.
+    Protobuf,
+    /// An Avro datum per message.
+    Avro,
+}
+
+impl RecordFormat {
+    /// The configuration's name of this format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordFormat::Json => "json",
+            RecordFormat::Protobuf => "protobuf",
+            RecordFormat::Avro => "avro",
+        }
+    }
 }
 
 /// `input.shape`.

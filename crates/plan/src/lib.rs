@@ -21,7 +21,7 @@ mod compile;
 
 pub use compile::{PlanProblem, MAX_PER_VEHICLE_METRICS};
 pub use config::{
-    Function, InputConfig, MetricConfig, Shape, SignalConfig, SignalType, TimeFormat,
+    Function, InputConfig, MetricConfig, RecordFormat, Shape, SignalConfig, SignalType, TimeFormat,
 };
 pub use filter::{CmpOp, Filter, FilterError, Truth};
 pub use path::FieldPath;
@@ -78,6 +78,12 @@ impl Value {
 /// The compiled input schema.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InputPlan {
+    /// The records' encoding.
+    pub format: RecordFormat,
+    /// Protobuf and Avro: the schema file, when one is given.
+    pub schema_file: Option<String>,
+    /// Protobuf: the record's message type.
+    pub message: Option<String>,
     /// One signal per record, or several.
     pub shape: Shape,
     /// Where the vehicle id is.
@@ -243,7 +249,8 @@ impl fmt::Display for MetricPlan {
         };
         writeln!(
             f,
-            "input: {shape} records, vehicle id at {}, event time at {} ({})",
+            "input: {shape} {} records, vehicle id at {}, event time at {} ({})",
+            input.format.as_str(),
             input.vehicle_id,
             input.time,
             input.time_format.as_str()

@@ -177,7 +177,9 @@ fn load(cli: &Cli) -> Result<ValidSettings, ConfigError> {
         settings.reference.csv_path = path.display().to_string();
     }
     let settings = settings.validate_with(problems)?;
-    if !matches!(cli.command, Some(Command::Replay { .. })) {
+    if matches!(cli.command, Some(Command::Replay { .. })) {
+        settings.check_replay_input()?;
+    } else {
         settings.check_embedded_input()?;
     }
     Ok(settings)

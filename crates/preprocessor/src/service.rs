@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fleet_aggregator::{AggregatorConfig, AggregatorMetrics};
-use fleet_core::decode::Decoder;
 use fleet_core::telemetry::{Channel, Readiness, TelemetryMetrics};
 use fleet_core::{
     Checkpoint, Msg, ReferenceChanges, RevocationFence, SourceBatch, SourceBatcher,
@@ -396,7 +395,7 @@ fn spawn_source(
 ) -> anyhow::Result<()> {
     let tracker = WatermarkTracker::new(settings.watermarks, settings.window);
     let mode = settings.output_mode;
-    let decoder = Decoder::new(&settings.plan.input);
+    let decoder = settings.decoder();
     match &settings.source {
         SourceKind::Kafka(kafka) => {
             let kafka = (**kafka).clone();

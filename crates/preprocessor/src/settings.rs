@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_core::config::{ConfigError, Layers, Problems};
+use fleet_core::decode::{Decoder, RecordSchema};
 use fleet_core::telemetry::{LogFormat, TelemetryConfig};
 use fleet_core::{
     ChannelsConfig, OutputMode, PipelineConfig, WatermarkRules, WindowSpec, WindowsConfig,
@@ -16,7 +17,7 @@ use fleet_drilldown::DrilldownConfig;
 use fleet_enricher::{ReferenceConfig, ReferencePlan, ReferenceSource};
 use fleet_generator::GeneratorConfig;
 use fleet_kafka::KafkaConfig;
-use fleet_plan::{InputConfig, MetricConfig, MetricPlan};
+use fleet_plan::{InputConfig, MetricConfig, MetricPlan, RecordFormat};
 use fleet_remote_write::RemoteWriteConfig;
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +96,8 @@ pub struct ValidSettings {
     pub source: SourceKind,
     /// The records' schema and the metrics, compiled.
     pub plan: Arc<MetricPlan>,
+    /// The schema binary records are read against (`input.schema_file`).
+    pub schema: RecordSchema,
     /// The enricher's reference data.
     pub reference: ReferencePlan,
     /// The drill-down output (`[drilldown]`).
@@ -138,8 +141,17 @@ impl ValidSettings {
         let SourceKind::Embedded(generator) = &self.source else {
             return Ok(());
         };
-        let decoder = fleet_core::decode::Decoder::new(&self.plan.input);
-        fleet_generator::live::readable_by(generator, &decoder).map_err(|refusal| {
+        if self.plan.input.format != RecordFormat::Json {
+            return Err(ConfigError::single(
+                "input.format",
+                format!(
+                    "the embedded generator (the source while kafka.brokers is empty) writes \
+                     JSON, not {}; set kafka.brokers",
+                    self.plan.input.format.as_str()
+                ),
+            ));
+        }
+        fleet_generator::live::readable_by(generator, &self.decoder()).map_err(|refusal| {
             ConfigError::single(
                 "input",
                 format!(
@@ -150,6 +162,25 @@ impl ValidSettings {
                 ),
             )
         })
+    }
+
+    /// The decoder of the configured records.
+    pub fn decoder(&self) -> Decoder {
+        Decoder::for_schema(&self.plan.input, &self.schema).0
+    }
+
+    /// Refuses binary records for `replay`, which reads a file of JSON lines.
+    pub fn check_replay_input(&self) -> Result<(), ConfigError> {
+        match self.plan.input.format {
+            RecordFormat::Json => Ok(()),
+            format => Err(ConfigError::single(
+                "input.format",
+                format!(
+                    "replay reads a file of JSON records, one a line, not {}",
+                    format.as_str()
+                ),
+            )),
+        }
     }
 
     /// The same pipeline over a file of raw events (`replay`): a bounded
@@ -276,9 +307,19 @@ impl Settings {
                 }
             }
         }
+        let schema = plan.as_ref().and_then(|plan| {
+            fleet_schema::load(&plan.input)
+                .map_err(|e| {
+                    for (key, problem) in e.problems {
+                        p.add(&key, problem);
+                    }
+                })
+                .ok()
+        });
         self.channels.validate(&mut p);
         let listen = self.telemetry.validate(&mut p);
-        let (Some((window, watermarks)), Some(plan)) = (event_time, plan) else {
+        let (Some((window, watermarks)), Some(plan), Some(schema)) = (event_time, plan, schema)
+        else {
             return Err(p
                 .finish(())
                 .err()
@@ -297,6 +338,7 @@ impl Settings {
         p.finish(ValidSettings {
             source,
             plan: Arc::new(plan),
+            schema,
             reference,
             drilldown: self.drilldown,
             window,

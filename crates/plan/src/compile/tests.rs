@@ -362,3 +362,29 @@ fn at_most_63_per_vehicle_metrics_share_a_grouping() {
         .collect();
     assert!(MetricPlan::from_toml(&fewer, &[]).is_ok());
 }
+
+#[test]
+fn the_record_format_takes_its_own_keys_only() {
+    let plan = |input: &str| MetricPlan::from_toml(&format!("[input]\n{input}"), &[]);
+    let keys = |input: &str| -> Vec<String> {
+        plan(input)
+            .unwrap_err()
+            .iter()
+            .map(|p| p.key.clone())
+            .collect()
+    };
+    assert_eq!(keys("schema_file = \"r.proto\""), ["input.schema_file"]);
+    assert_eq!(
+        keys("format = \"avro\"\nmessage = \"a.B\""),
+        ["input.message"]
+    );
+    assert_eq!(
+        keys("format = \"protobuf\"\nschema_file = \"r.proto\""),
+        ["input.message"]
+    );
+    let p = plan("format = \"protobuf\"\nschema_file = \"r.proto\"\nmessage = \"a.B\"").unwrap();
+    assert_eq!(p.input.format, RecordFormat::Protobuf);
+    assert_eq!(p.input.schema_file.as_deref(), Some("r.proto"));
+    assert_eq!(p.input.message.as_deref(), Some("a.B"));
+    assert_eq!(MetricPlan::reference_demo().input.schema_file, None);
+}

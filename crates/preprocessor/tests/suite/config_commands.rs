@@ -389,3 +389,83 @@ fn check_config_runs_the_checks_the_service_runs_at_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn check_config_reads_the_schema_of_binary_records_and_names_what_does_not_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let proto = dir.path().join("record.proto");
+    std::fs::write(
+        &proto,
+        "syntax = \"proto3\";\npackage fleet.v1;\n\
+         message Record { string vehicleId = 1; string region = 2; int64 timestamp = 3;\n\
+         string eventType = 4; sint64 measurement = 5; }\n",
+    )
+    .unwrap();
+    let config = |format: &str, schema: &Path, message: &str| {
+        format!(
+            "[kafka]\nbrokers = \"127.0.0.1:9092\"\n[input]\nformat = \"{format}\"\n\
+             schema_file = \"{}\"\nmessage = \"{message}\"\n",
+            schema.display()
+        )
+    };
+    let good = dir.path().join("good.toml");
+    std::fs::write(&good, config("protobuf", &proto, "fleet.v1.Record")).unwrap();
+    let out = run(&good, &["check-config"], &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("narrow protobuf records"));
+
+    assert_problems(
+        dir.path(),
+        "message.toml",
+        &config("protobuf", &proto, "fleet.v1.Event"),
+        &["input.message: ", "fleet.v1.Record"],
+    );
+    std::fs::write(
+        &proto,
+        std::fs::read_to_string(&proto)
+            .unwrap()
+            .replace("string region", "int32 region"),
+    )
+    .unwrap();
+    assert_problems(
+        dir.path(),
+        "types.toml",
+        &config("protobuf", &proto, "fleet.v1.Record"),
+        &["input.labels: region is an int32, which cannot hold a text"],
+    );
+    let avsc = dir.path().join("record.avsc");
+    std::fs::write(
+        &avsc,
+        "{\"type\": \"record\", \"name\": \"R\", \"fields\": []}",
+    )
+    .unwrap();
+    assert_problems(
+        dir.path(),
+        "avro.toml",
+        &config("avro", &avsc, ""),
+        &[
+            "input.vehicle_id: record R has no field \"vehicleId\"",
+            "input.time: ",
+        ],
+    );
+    assert_problems(
+        dir.path(),
+        "no-schema.toml",
+        &config("avro", Path::new(""), ""),
+        &["input.schema_file: avro records need their schema file"],
+    );
+    // The embedded generator writes JSON only.
+    std::fs::write(
+        &proto,
+        std::fs::read_to_string(&proto)
+            .unwrap()
+            .replace("int32 region", "string region"),
+    )
+    .unwrap();
+    assert_problems(
+        dir.path(),
+        "embedded.toml",
+        &config("protobuf", &proto, "fleet.v1.Record").replace("brokers = \"127.0.0.1:9092\"", ""),
+        &["input.format: the embedded generator"],
+    );
+}

@@ -1,0 +1,180 @@
+//! The schemas records of the binary formats are read against, loaded and
+//! checked against `[input]` at start.
+//!
+//! `input.format = "protobuf"` takes a `.proto` file, compiled in process
+//! (no `protoc` is needed, ever), or a compiled descriptor set
+//! (`protoc --descriptor_set_out --include_imports`), and the record's
+//! message type by full name; `"avro"` takes the `.avsc` file records are
+//! written with. The decoder itself ([`fleet_core::decode`]) reads only its
+//! own small schema types, so the reflection and compiler libraries stay in
+//! this crate. Every path of `[input]` is resolved here once: a field the
+//! schema lacks, or of a type the signal cannot take, is a configuration
+//! error naming the `[input]` key.
+#![deny(missing_docs)]
+
+use std::path::Path;
+
+use fleet_core::decode::{
+    AvroSchema, Decoder, ProtoField, ProtoKind, ProtoMessage, ProtoSchema, RecordSchema,
+};
+use fleet_plan::{InputPlan, RecordFormat};
+use prost_reflect::{DescriptorPool, Kind, MessageDescriptor};
+
+/// Why the records' schema cannot be used: each problem names its key.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{}", .problems.iter().map(|(k, p)| format!("{k}: {p}")).collect::<Vec<_>>().join("; "))]
+pub struct SchemaError {
+    /// `(key, problem)`, in the order found.
+    pub problems: Vec<(String, String)>,
+}
+
+impl SchemaError {
+    fn single(key: &str, problem: impl Into<String>) -> SchemaError {
+        SchemaError {
+            problems: vec![(key.to_owned(), problem.into())],
+        }
+    }
+}
+
+/// Loads the schema `input` names and checks every path of `input` in it.
+pub fn load(input: &InputPlan) -> Result<RecordSchema, SchemaError> {
+    let schema = match input.format {
+        RecordFormat::Json => return Ok(RecordSchema::Json),
+        RecordFormat::Protobuf => {
+            let file = schema_file(input)?;
+            let pool = descriptor_pool(file)?;
+            let name = input.message.as_deref().unwrap_or_default();
+            let Some(message) = pool.get_message_by_name(name) else {
+                let mut known: Vec<String> = pool
+                    .all_messages()
+                    .map(|m| m.full_name().to_owned())
+                    .collect();
+                known.sort();
+                known.truncate(20);
+                return Err(SchemaError::single(
+                    "input.message",
+                    format!(
+                        "{file} has no message type {name:?} (it has: {})",
+                        known.join(", ")
+                    ),
+                ));
+            };
+            RecordSchema::Protobuf(proto_schema(&message))
+        }
+        RecordFormat::Avro => {
+            let file = schema_file(input)?;
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                SchemaError::single("input.schema_file", format!("cannot read {file}: {e}"))
+            })?;
+            let schema = AvroSchema::parse(&text)
+                .map_err(|e| SchemaError::single("input.schema_file", format!("{file}: {e}")))?;
+            RecordSchema::Avro(schema)
+        }
+    };
+    let (_, problems) = Decoder::for_schema(input, &schema);
+    if problems.is_empty() {
+        Ok(schema)
+    } else {
+        Err(SchemaError {
+            problems: problems.into_iter().map(|p| (p.key, p.detail)).collect(),
+        })
+    }
+}
+
+fn schema_file(input: &InputPlan) -> Result<&str, SchemaError> {
+    input.schema_file.as_deref().ok_or_else(|| {
+        SchemaError::single(
+            "input.schema_file",
+            format!("{} records need their schema file", input.format.as_str()),
+        )
+    })
+}
+
+/// The descriptors of a `.proto` file (compiled, with the files it imports
+/// from its own directory) or of a descriptor set.
+fn descriptor_pool(file: &str) -> Result<DescriptorPool, SchemaError> {
+    let key = "input.schema_file";
+    let path = Path::new(file);
+    if path.extension().is_some_and(|e| e == "proto") {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        let dir = dir.unwrap_or(Path::new("."));
+        let name = path.file_name().map(Path::new).unwrap_or(path);
+        let set = protox::compile([name], [dir])
+            .map_err(|e| SchemaError::single(key, format!("{file}: {e}")))?;
+        return DescriptorPool::from_file_descriptor_set(set)
+            .map_err(|e| SchemaError::single(key, format!("{file}: {e}")));
+    }
+    let bytes = std::fs::read(path)
+        .map_err(|e| SchemaError::single(key, format!("cannot read {file}: {e}")))?;
+    DescriptorPool::decode(bytes.as_slice()).map_err(|e| {
+        SchemaError::single(
+            key,
+            format!("{file} is neither a .proto file nor a descriptor set: {e}"),
+        )
+    })
+}
+
+/// `message` and every message type it reaches, as the decoder reads them.
+pub fn proto_schema(message: &MessageDescriptor) -> ProtoSchema {
+    let mut types = vec![message.clone()];
+    let mut messages = Vec::new();
+    let mut i = 0;
+    while let Some(m) = types.get(i).cloned() {
+        let fields = m
+            .fields()
+            .map(|f| {
+                let kind = match f.kind() {
+                    Kind::Double => ProtoKind::Double,
+                    Kind::Float => ProtoKind::Float,
+                    Kind::Int32 => ProtoKind::Int32,
+                    Kind::Int64 => ProtoKind::Int64,
+                    Kind::Uint32 => ProtoKind::Uint32,
+                    Kind::Uint64 => ProtoKind::Uint64,
+                    Kind::Sint32 => ProtoKind::Sint32,
+                    Kind::Sint64 => ProtoKind::Sint64,
+                    Kind::Fixed32 => ProtoKind::Fixed32,
+                    Kind::Fixed64 => ProtoKind::Fixed64,
+                    Kind::Sfixed32 => ProtoKind::Sfixed32,
+                    Kind::Sfixed64 => ProtoKind::Sfixed64,
+                    Kind::Bool => ProtoKind::Bool,
+                    Kind::String => ProtoKind::String,
+                    Kind::Bytes => ProtoKind::Bytes,
+                    Kind::Enum(e) => ProtoKind::Enum(
+                        e.values()
+                            .map(|v| (v.number(), v.name().to_owned()))
+                            .collect(),
+                    ),
+                    // A group is read as the message it is, but on the
+                    // wire it is no length-delimited field: the decoder
+                    // refuses it where a path needs it, by wire type.
+                    Kind::Message(inner) => {
+                        let at = match types.iter().position(|t| *t == inner) {
+                            Some(at) => at,
+                            None => {
+                                types.push(inner);
+                                types.len() - 1
+                            }
+                        };
+                        ProtoKind::Message(at)
+                    }
+                };
+                ProtoField {
+                    name: f.name().to_owned(),
+                    number: f.number(),
+                    kind,
+                    repeated: f.is_list() || f.is_map(),
+                    presence: f.supports_presence(),
+                }
+            })
+            .collect();
+        messages.push(ProtoMessage {
+            name: m.full_name().to_owned(),
+            fields,
+        });
+        i += 1;
+    }
+    ProtoSchema { messages, root: 0 }
+}
+
+#[cfg(test)]
+mod tests;
