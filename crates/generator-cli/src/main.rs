@@ -34,7 +34,8 @@ use fleet_core::config::{ConfigError, Problems, EXIT_CONFIG};
 use fleet_core::TimestampMs;
 use fleet_generator::jsonl::{self, JsonRecord};
 use fleet_generator::{
-    EventGenerator, Fleet, Generator, GeneratorConfig, RecordKind, WideGenerator, WideLayout,
+    EventGenerator, Fleet, Generator, GeneratorConfig, RecordKind, WideEncoder, WideGenerator,
+    WideLayout, WireFormat,
 };
 use fleet_kafka::producer::EventPublisher;
 use fleet_kafka::KafkaConfig;
@@ -77,6 +78,16 @@ struct Cli {
     /// Wide only: signals per record, 1 to 1000 [default: 50].
     #[arg(long, value_name = "N")]
     signals: Option<usize>,
+    /// Wide only: how each record is encoded; protobuf and avro need
+    /// --brokers (they are binary) and describe the records with
+    /// --schema-out.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+    /// Wide, protobuf or avro: write the records' schema (a .proto file, or
+    /// an Avro schema) to this file; --config-out names it as
+    /// `input.schema_file`.
+    #[arg(long, value_name = "PATH")]
+    schema_out: Option<PathBuf>,
     /// Wide only: write the service configuration that matches the records
     /// (`[input]` and `[[metrics]]`, TOML) to this file; alone, only that.
     #[arg(long, value_name = "PATH")]
@@ -160,6 +171,27 @@ enum Shape {
     Wide,
 }
 
+/// `--format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    /// One JSON object per record.
+    Json,
+    /// A Protobuf message (`fleet.wide.Record`).
+    Protobuf,
+    /// An Avro datum.
+    Avro,
+}
+
+impl Format {
+    fn wire(self) -> WireFormat {
+        match self {
+            Format::Json => WireFormat::Json,
+            Format::Protobuf => WireFormat::Protobuf,
+            Format::Avro => WireFormat::Avro,
+        }
+    }
+}
+
 /// Parses `--kafka-property KEY=VALUE`; the value may contain `=` and be empty.
 fn parse_property(arg: &str) -> Result<(String, String), String> {
     match arg.split_once('=') {
@@ -204,6 +236,8 @@ impl Cli {
                 for (key, given) in [
                     ("signals", self.signals.is_some()),
                     ("config_out", self.config_out.is_some()),
+                    ("format", self.format != Format::Json),
+                    ("schema_out", self.schema_out.is_some()),
                 ] {
                     problems.check(
                         !given,
@@ -350,14 +384,47 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         )
         .into());
     }
+    if cli.format != Format::Json {
+        let mut problems = Problems::default();
+        problems.check(
+            !matches!(output, Some(Output::File(_) | Output::Stdout)),
+            "format",
+            "protobuf and avro records are binary: they go to Kafka (--brokers), not to JSON lines",
+        );
+        problems.check(
+            cli.config_out.is_none() || cli.schema_out.is_some(),
+            "schema_out",
+            "needed with --config-out: the configuration names the schema file",
+        );
+        problems.finish(())?;
+    } else if cli.schema_out.is_some() {
+        return Err(
+            ConfigError::single("schema_out", "applies to --format protobuf or avro only").into(),
+        );
+    }
     let mut config = cli.generator_config();
     config.validate()?;
     // Resolved once and shown at the end, so the run can be reproduced with --start-ms.
     let start_ms = config.resolve_start_ms();
     config.start_ms = Some(start_ms);
+    if let (Some(path), Some(layout)) = (&cli.schema_out, &layout) {
+        let schema = match cli.format {
+            Format::Protobuf => layout.proto_schema(),
+            Format::Avro | Format::Json => layout.avro_schema(),
+        };
+        std::fs::write(path, schema).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     if let (Some(path), Some(layout)) = (&cli.config_out, &layout) {
-        std::fs::write(path, layout.config_toml())
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let schema_file = cli
+            .schema_out
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        std::fs::write(
+            path,
+            layout.config_toml_for(cli.format.wire(), &schema_file),
+        )
+        .with_context(|| format!("cannot write {}", path.display()))?;
     }
     let fleet = Fleet::from_config(&config);
     if let Some(path) = &cli.reference_out {
@@ -377,21 +444,32 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             &fleet,
             EventGenerator::new(&fleet, &config)?,
             start_ms,
+            |event| event,
         ),
         Some(layout) => {
             let generator = WideGenerator::new(&fleet, &config, &layout)?;
-            emit(cli, &output, &fleet, generator, start_ms)
+            match cli.format {
+                Format::Json => emit(cli, &output, &fleet, generator, start_ms, |record| record),
+                format => {
+                    let encoder = WideEncoder::new(&layout, format.wire())?;
+                    emit(cli, &output, &fleet, generator, start_ms, |record| {
+                        encoder.wire(record)
+                    })
+                }
+            }
         }
     }
 }
 
-/// Sends the generator's records to `output`.
-fn emit<K: RecordKind>(
+/// Sends the generator's records to `output`, each as `wire` makes it
+/// (the Kafka output; the JSON lines are the records themselves).
+fn emit<K: RecordKind, W: JsonRecord>(
     cli: &Cli,
     output: &Output,
     fleet: &Fleet,
     mut generator: Generator<K>,
     start_ms: TimestampMs,
+    wire: impl FnMut(K::Record) -> W,
 ) -> anyhow::Result<()> {
     match output {
         Output::File(path) => {
@@ -427,7 +505,7 @@ fn emit<K: RecordKind>(
             if let Some(topic) = &cli.reference_topic {
                 runtime.block_on(publish_reference(kafka, topic, fleet))?;
             }
-            runtime.block_on(run_kafka(kafka, &mut generator, cli, start_ms))?;
+            runtime.block_on(run_kafka(kafka, &mut generator, cli, start_ms, wire))?;
         }
     }
     Ok(())
@@ -469,11 +547,12 @@ async fn publish_reference(kafka: &KafkaOutput, topic: &str, fleet: &Fleet) -> a
 }
 
 /// Kafka mode: builds the producer, paces the generator into it and reports.
-async fn run_kafka<K: RecordKind>(
+async fn run_kafka<K: RecordKind, W: JsonRecord>(
     kafka: &KafkaOutput,
     generator: &mut Generator<K>,
     cli: &Cli,
     start_ms: TimestampMs,
+    mut wire: impl FnMut(K::Record) -> W,
 ) -> anyhow::Result<()> {
     // Listening starts before the first event, so an early Ctrl-C is a clean stop too.
     let mut stop = watch_for_shutdown().context("cannot listen for SIGINT and SIGTERM")?;
@@ -505,14 +584,14 @@ async fn run_kafka<K: RecordKind>(
             pacing
                 .run(
                     &publisher,
-                    generator.take_exact(events),
+                    generator.take_exact(events).map(&mut wire),
                     &mut stop,
                     &mut progress,
                 )
                 .await
         }
         None => {
-            let endless = std::iter::from_fn(|| Some(generator.next_event()));
+            let endless = std::iter::from_fn(|| Some(wire(generator.next_event())));
             pacing
                 .run(&publisher, endless, &mut stop, &mut progress)
                 .await

@@ -44,4 +44,4 @@ pub mod wide;
 pub use config::GeneratorConfig;
 pub use fleet::{Fleet, Model, Vehicle, FUEL_TYPES, MODELS, REFERENCE_CSV_HEADER, REGIONS};
 pub use generator::{Bounded, EventGenerator, Generator, NarrowSim, RecordKind};
-pub use wide::{WideGenerator, WideLayout, WideRecord};
+pub use wide::{WideEncoder, WideGenerator, WideLayout, WideRecord, WireFormat};

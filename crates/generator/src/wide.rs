@@ -32,6 +32,9 @@ use crate::GeneratorConfig;
 
 mod config;
 mod vehicle;
+mod wire;
+
+pub use wire::{WideEncoder, WireError, WireFormat, WireRecord, PROTO_MESSAGE};
 
 use vehicle::{Quantity, WideVehicle, GEAR_STATES};
 

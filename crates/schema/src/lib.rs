@@ -114,6 +114,26 @@ fn descriptor_pool(file: &str) -> Result<DescriptorPool, SchemaError> {
     })
 }
 
+/// The descriptors of one `.proto` source held in memory, named `name`
+/// (it may import Google's well-known types, nothing else).
+pub fn compile_proto_source(name: &str, source: &str) -> Result<DescriptorPool, protox::Error> {
+    #[derive(Debug)]
+    struct Source(String, String);
+    impl protox::file::FileResolver for Source {
+        fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+            if name == self.0 {
+                protox::file::File::from_source(name, &self.1)
+            } else {
+                protox::file::GoogleFileResolver::new().open_file(name)
+            }
+        }
+    }
+    let mut compiler =
+        protox::Compiler::with_file_resolver(Source(name.to_owned(), source.to_owned()));
+    compiler.open_file(name)?;
+    Ok(compiler.descriptor_pool())
+}
+
 /// `message` and every message type it reaches, as the decoder reads them.
 pub fn proto_schema(message: &MessageDescriptor) -> ProtoSchema {
     let mut types = vec![message.clone()];

@@ -10,7 +10,9 @@ use std::fmt::Write as _;
 
 use fleet_plan::{Function, SignalType};
 
-use super::{write_float, WideLayout, LABEL_PATHS, TIME_PATH, VEHICLE_ID_PATH};
+use super::{
+    write_float, WideLayout, WireFormat, LABEL_PATHS, PROTO_MESSAGE, TIME_PATH, VEHICLE_ID_PATH,
+};
 
 /// One `[[metrics]]`.
 struct Metric {
@@ -166,19 +168,51 @@ impl WideLayout {
     /// is not the name), states and range, and the metrics whose signals
     /// the layout has.
     pub fn config_toml(&self) -> String {
+        self.config_toml_for(WireFormat::Json, "")
+    }
+
+    /// [`Self::config_toml`] for records in `format`, whose schema (as
+    /// [`Self::proto_schema`] or [`Self::avro_schema`] write it) is at
+    /// `schema_file`; their time is epoch milliseconds.
+    pub fn config_toml_for(&self, format: WireFormat, schema_file: &str) -> String {
         let mut out = String::new();
         let count = self.signals.len();
+        let flags = match format {
+            WireFormat::Json => String::new(),
+            other => format!(" --format {}", other.as_str()),
+        };
         let _ = writeln!(
             out,
-            "# The records of `fleet-generator --shape wide --signals {count}`, and metrics\n\
+            "# The records of `fleet-generator --shape wide --signals {count}{flags}`, and metrics\n\
              # over them that use every function of docs/METRICS.md. Written by\n\
-             # `fleet-generator --shape wide --signals {count} --config-out PATH`.\n\
+             # `fleet-generator --shape wide --signals {count}{flags} --config-out PATH`.\n\
              # Feed the service with that generator (--brokers), not the embedded one."
         );
         let labels: Vec<String> = LABEL_PATHS.iter().map(|l| quoted(l)).collect();
+        out.push_str("\n[input]\n");
+        let time_format = match format {
+            WireFormat::Json => "rfc3339",
+            WireFormat::Protobuf => {
+                let _ = writeln!(
+                    out,
+                    "format = \"protobuf\"\nschema_file = {}\nmessage = {}",
+                    quoted(schema_file),
+                    quoted(PROTO_MESSAGE)
+                );
+                "epoch_ms"
+            }
+            WireFormat::Avro => {
+                let _ = writeln!(
+                    out,
+                    "format = \"avro\"\nschema_file = {}",
+                    quoted(schema_file)
+                );
+                "epoch_ms"
+            }
+        };
         let _ = write!(
             out,
-            "\n[input]\nshape = \"wide\"\nvehicle_id = {}\ntime = {}\ntime_format = \"rfc3339\"\nlabels = [{}]\n",
+            "shape = \"wide\"\nvehicle_id = {}\ntime = {}\ntime_format = \"{time_format}\"\nlabels = [{}]\n",
             quoted(VEHICLE_ID_PATH),
             quoted(TIME_PATH),
             labels.join(", ")

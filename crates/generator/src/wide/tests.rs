@@ -406,3 +406,63 @@ fn the_dashboard_reads_only_series_the_example_writes() {
         );
     }
 }
+
+/// Each binary format's records, encoded by the formats' reference
+/// libraries, decode with the layout's schema and configuration into
+/// exactly the records the JSON ones decode into.
+#[test]
+fn binary_records_decode_into_the_json_records() {
+    use fleet_core::decode::Decoder;
+    use fleet_core::record::RecordBatch;
+
+    let records = run(&config(40), 60, 400);
+    let layout = WideLayout::new(60).unwrap();
+    let json_plan = MetricPlan::from_toml(&layout.config_toml(), &[]).unwrap();
+    let json = Decoder::new(&json_plan.input);
+    let dir = std::env::temp_dir().join(format!("fleet-wire-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (format, schema, file) in [
+        (WireFormat::Protobuf, layout.proto_schema(), "wide.proto"),
+        (WireFormat::Avro, layout.avro_schema(), "wide.avsc"),
+    ] {
+        let path = dir.join(file);
+        std::fs::write(&path, schema).unwrap();
+        let toml = layout.config_toml_for(format, &path.display().to_string());
+        let plan = MetricPlan::from_toml(&toml, &[]).unwrap();
+        let loaded = fleet_schema::load(&plan.input).unwrap();
+        let (decoder, problems) = Decoder::for_schema(&plan.input, &loaded);
+        assert!(problems.is_empty(), "{problems:?}");
+        let encoder = WideEncoder::new(&layout, format).unwrap();
+        let (mut want, mut got) = (RecordBatch::default(), RecordBatch::default());
+        for (i, record) in records.iter().enumerate() {
+            json.decode_into(record.json.as_bytes(), 0, i as i64, &mut want)
+                .unwrap();
+            let bytes = encoder.encode(record).unwrap();
+            decoder.decode_into(&bytes, 0, i as i64, &mut got).unwrap();
+        }
+        // Within a record, values come in field order, which differs.
+        for batch in [&mut want, &mut got] {
+            for r in &batch.records {
+                let at = r.values_at as usize;
+                batch.values[at..at + usize::from(r.values_len)].sort_by_key(|v| v.signal);
+            }
+        }
+        assert_eq!(got, want, "{format:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_json_configuration_is_the_binary_ones_but_for_format_and_time() {
+    let layout = WideLayout::new(8).unwrap();
+    let json = layout.config_toml();
+    let proto = layout.config_toml_for(WireFormat::Protobuf, "wide.proto");
+    assert!(proto.contains(
+        "format = \"protobuf\"\nschema_file = \"wide.proto\"\nmessage = \"fleet.wide.Record\"\n"
+    ));
+    assert!(proto.contains("time_format = \"epoch_ms\""));
+    let body = |t: &str| t[t.find("shape = ").unwrap()..].replace("epoch_ms", "rfc3339");
+    assert_eq!(body(&proto), body(&json));
+    assert!(layout.proto_schema().contains("optional Gear gear = 6;"));
+    assert!(layout.avro_schema().contains("\"timestamp-millis\""));
+}

@@ -8,6 +8,7 @@
 
 mod common;
 
+mod binary_formats;
 mod config_commands;
 mod crash;
 mod dashboards;

@@ -24,16 +24,16 @@ const SIGNALS: usize = 50;
 
 /// A generated wide run: the records in arrival order and the fleet's
 /// reference data.
-struct WideRun {
-    records: Vec<WideRecord>,
-    reference: HashMap<String, VehicleRef>,
-    reference_csv: PathBuf,
-    dir: tempfile::TempDir,
+pub(crate) struct WideRun {
+    pub(crate) records: Vec<WideRecord>,
+    pub(crate) reference: HashMap<String, VehicleRef>,
+    pub(crate) reference_csv: PathBuf,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 /// `seconds` of wide records for `vehicles`, starting 20 minutes ago
 /// (aligned to a window), like [`generate`] for the narrow events.
-fn generate_wide(
+pub(crate) fn generate_wide(
     vehicles: usize,
     seconds: u64,
     seed: u64,
@@ -70,7 +70,11 @@ fn generate_wide(
 /// Every raw sample Prometheus holds with a timestamp in `[start_ms,
 /// end_ms]`, of every series (only the service writes to it), keyed as the
 /// oracle's samples are.
-async fn all_samples(prom: &Prometheus, start_ms: i64, end_ms: i64) -> BTreeMap<SampleKey, f64> {
+pub(crate) async fn all_samples(
+    prom: &Prometheus,
+    start_ms: i64,
+    end_ms: i64,
+) -> BTreeMap<SampleKey, f64> {
     let mut got = BTreeMap::new();
     let series = prom
         .series_samples("{__name__=~\".+\"}", start_ms, end_ms)
@@ -88,7 +92,7 @@ async fn all_samples(prom: &Prometheus, start_ms: i64, end_ms: i64) -> BTreeMap<
 
 /// What differs between the oracle's samples and Prometheus's: missing,
 /// unexpected and different samples (floats within the oracle's tolerance).
-fn sample_differences(
+pub(crate) fn sample_differences(
     want: &BTreeMap<SampleKey, f64>,
     got: &BTreeMap<SampleKey, f64>,
 ) -> Vec<String> {
