@@ -329,6 +329,7 @@ pub fn threaded_pipeline(
         enricher_in,
         enricher_out,
         enricher_metrics,
+        None,
     ));
     let aggregator = runtime.spawn(fleet_aggregator::run(
         aggregator_config,

@@ -18,6 +18,7 @@
 pub mod aggregate;
 pub mod batcher;
 pub mod config;
+pub mod dead_letter;
 pub mod decode;
 pub mod event;
 pub mod fence;
@@ -36,6 +37,7 @@ pub mod window;
 
 pub use aggregate::{Labels, MetricValue, Number, WindowAggregate};
 pub use batcher::SourceBatcher;
+pub use dead_letter::{DeadLetter, DeadLetterCause, DeadLetterQueue, DeadLetterReceipt};
 pub use decode::Decoder;
 pub use event::{decode_event, DecodeError, DecodeErrorKind, EventType, RawEvent};
 pub use fence::RevocationFence;

@@ -232,7 +232,8 @@ impl VehicleCatalog {
     }
 
     /// The model of `vehicle_id` in the reference data in force; `None` for
-    /// an unknown vehicle. A read-only lookup, for benchmarks and tools.
+    /// an unknown vehicle. A read-only lookup, for benchmarks, tools and
+    /// the dead letters of dropped records.
     pub fn model_of(&self, vehicle_id: &SmallStr) -> Option<&str> {
         let meta = self.vehicles.get(vehicle_id)?;
         self.profiles.get(meta.value as usize).map(|p| &*p.model)
@@ -295,6 +296,11 @@ impl VehicleCatalog {
             self.region_index.insert(key, idx);
         }
         idx
+    }
+
+    /// Whether records of unknown vehicles are dropped.
+    pub fn drops_unknown(&self) -> bool {
+        self.policy == UnknownVehiclePolicy::Drop
     }
 
     /// Counts `vehicle` as a distinct unknown vehicle the first time.

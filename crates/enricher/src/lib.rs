@@ -8,11 +8,13 @@
 //! windows downstream count distinct vehicles on integers.
 //!
 //! Vehicles missing from the reference data are counted and either grouped
-//! under `model="unknown"` or dropped, as configured.
+//! under `model="unknown"` or dropped, as configured; dropped ones go to the
+//! dead-letter topic when it keeps them ([`UnknownVehicleLetters`]).
 #![deny(missing_docs)]
 
 mod catalog;
 mod config;
+mod dead_letters;
 mod drilldown;
 mod metrics;
 mod reference;
@@ -22,6 +24,7 @@ mod table;
 
 pub use catalog::{Enrichment, VehicleCatalog};
 pub use config::{ReferenceConfig, ReferencePlan, ReferenceSource};
+pub use dead_letters::UnknownVehicleLetters;
 pub use drilldown::DrilldownSelector;
 pub use metrics::EnricherMetrics;
 pub use reference::{ReferenceError, ReferenceTable};
@@ -122,6 +125,7 @@ pub async fn run(
     mut input: mpsc::Receiver<Msg<SourceBatch>>,
     output: mpsc::Sender<Msg<EnrichedBatch>>,
     metrics: EnricherMetrics,
+    letters: Option<UnknownVehicleLetters>,
 ) -> Result<(), EnricherError> {
     metrics.reference_loaded(catalog.reference_len());
     // No timer without a file to watch: the stage then runs on any tokio runtime.
@@ -157,6 +161,9 @@ pub async fn run(
         };
         let out = match msg.into_data() {
             Ok(batch) => {
+                if let Some(letters) = letters.as_ref().filter(|_| catalog.drops_unknown()) {
+                    letters.send(&catalog, &batch);
+                }
                 let (enriched, stats) = catalog.enrich_batch(batch);
                 metrics.enriched(&stats, catalog.distinct_unknown_vehicles());
                 if !enriched.new_vehicles.is_empty() {

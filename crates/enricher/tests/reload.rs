@@ -57,6 +57,7 @@ async fn a_moved_vehicle_counts_under_its_new_model_and_a_broken_file_changes_no
         rx,
         out,
         metrics,
+        None,
     ));
 
     tx.send(batch(0)).await.unwrap();

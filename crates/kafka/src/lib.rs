@@ -7,12 +7,14 @@
 //!   stays in the group), and commits offsets only as far as the sink has
 //!   accepted the windows holding them.
 //! - [`producer::EventPublisher`]: writes raw events keyed by VIN (the generator).
+//! - [`KafkaDeadLetters`]: the dead-letter topic (`[dead_letter]`).
 //! - [`KafkaConfig`]: the shared client configuration, with its
 //!   [`security`] section (TLS, SASL/SCRAM, MSK IAM).
 #![deny(missing_docs)]
 
 mod commit;
 mod config;
+pub mod dead_letter;
 mod metrics;
 pub mod msk_iam;
 pub mod producer;
@@ -23,6 +25,7 @@ pub mod source;
 
 pub use commit::{CommitLedger, CommitMetadata};
 pub use config::{ClientProperties, KafkaConfig, OffsetReset, StartFrom};
+pub use dead_letter::{DeadLetterConfig, DeadLetterMetrics, KafkaDeadLetters};
 pub use metrics::SourceMetrics;
 pub use msk_iam::MskIamError;
 pub use progress::{ProgressSample, ProgressWatch};

@@ -3,7 +3,9 @@
 //! One task owns the consumer. Each wake-up it takes every message that is
 //! ready (up to `max_batch_events`), decodes them, updates the partitions'
 //! watermarks and queues a batch followed by the new pipeline watermark, if
-//! it moved. Malformed messages are counted by reason and skipped.
+//! it moved. Malformed messages are counted by reason and skipped, and kept
+//! in the dead-letter topic when one is configured: its letters not yet
+//! written hold back their partitions' commits.
 //!
 //! The decisions are plain code, unit-tested without a broker, each in its
 //! own module: which partitions are owned and what an assignment means
@@ -43,7 +45,8 @@ use tokio::time::Instant;
 use fleet_core::decode::Decoder;
 use fleet_core::telemetry::{wall_clock_ms, Readiness};
 use fleet_core::{
-    Checkpoint, Msg, PartitionId, RevocationFence, SourceBatch, SourceBatcher, TimestampMs,
+    Checkpoint, DeadLetter, DeadLetterCause, DeadLetterQueue, Msg, PartitionId, RevocationFence,
+    SourceBatch, SourceBatcher, TimestampMs,
 };
 
 use self::assignment::{AssignedPartition, Assignment, RebalanceEvent};
@@ -53,8 +56,8 @@ use self::fetch_guard::SILENT_FETCH;
 use self::metadata::companion_group;
 use self::offsets::Judgement;
 use crate::{
-    CommitLedger, KafkaConfig, KafkaStageError, ProgressSample, ProgressWatch, SecurityContext,
-    SourceMetrics, StartFrom,
+    CommitLedger, KafkaConfig, KafkaDeadLetters, KafkaStageError, ProgressSample, ProgressWatch,
+    SecurityContext, SourceMetrics, StartFrom,
 };
 
 /// The readiness condition: partitions are assigned.
@@ -125,6 +128,7 @@ pub async fn run(
     sink: SinkFeedback,
     metrics: SourceMetrics,
     readiness: Arc<Readiness>,
+    dead_letters: Option<KafkaDeadLetters>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), KafkaStageError> {
     declare_readiness(&readiness);
@@ -150,6 +154,7 @@ pub async fn run(
             fence,
         },
         Duration::from_millis(cfg.drain_timeout_ms),
+        dead_letters,
     );
     let consumer: Arc<StreamConsumer<SourceContext>> = Arc::new(
         cfg.consumer_config()
@@ -324,6 +329,18 @@ impl SourceTask {
             Ok(()) => true,
             Err(e) => {
                 self.metrics.decode_error(partition, offset, &e);
+                if let Some(letters) = &self.consumer.context().dead_letters {
+                    if letters.keeps(DeadLetterCause::Malformed) {
+                        let _written = letters.send(DeadLetter {
+                            cause: DeadLetterCause::Malformed,
+                            reason: e.kind.as_str().to_owned(),
+                            detail: e.detail,
+                            key: m.key().unwrap_or_default().to_vec(),
+                            value: payload.to_vec(),
+                            origin: Some((partition, offset)),
+                        });
+                    }
+                }
                 false
             }
         }

@@ -94,6 +94,7 @@ async fn progress_turns_unready_while_the_first_commit_waits_on_a_vanished_broke
         },
         SourceMetrics::register(&mut Registry::default()),
         Arc::clone(&readiness),
+        None,
         std::future::pending(),
     ));
     // The pipeline: takes everything, counts the events.

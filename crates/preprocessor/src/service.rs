@@ -18,15 +18,15 @@ use anyhow::Context;
 use fleet_aggregator::{AggregatorConfig, AggregatorMetrics};
 use fleet_core::telemetry::{Channel, Readiness, TelemetryMetrics};
 use fleet_core::{
-    Checkpoint, Msg, ReferenceChanges, RevocationFence, SourceBatch, SourceBatcher,
-    WatermarkTracker, WindowBatch,
+    Checkpoint, DeadLetterQueue, Msg, ReferenceChanges, RevocationFence, SourceBatch,
+    SourceBatcher, WatermarkTracker, WindowBatch,
 };
 use fleet_drilldown::VehicleSelection;
 use fleet_enricher::{
     DrilldownSelector, EnricherMetrics, ReferenceFeed, ReferenceSource, ReferenceTable,
-    ReferenceWatch, VehicleCatalog,
+    ReferenceWatch, UnknownVehicleLetters, VehicleCatalog,
 };
-use fleet_kafka::SourceMetrics;
+use fleet_kafka::{DeadLetterMetrics, KafkaDeadLetters, SourceMetrics};
 use fleet_remote_write::RemoteWriteMetrics;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
@@ -63,6 +63,7 @@ pub struct Telemetry {
     enricher: EnricherMetrics,
     aggregator: AggregatorMetrics,
     remote_write: RemoteWriteMetrics,
+    dead_letter: DeadLetterMetrics,
     /// What `/readyz` reports.
     pub readiness: Arc<Readiness>,
 }
@@ -80,6 +81,8 @@ impl Telemetry {
             AggregatorMetrics::register(registry.sub_registry_with_prefix("aggregator"));
         let remote_write =
             RemoteWriteMetrics::register(registry.sub_registry_with_prefix("remote_write"));
+        let dead_letter =
+            DeadLetterMetrics::register(registry.sub_registry_with_prefix("dead_letter"));
         readiness.require(READY_REFERENCE, "reference data not loaded yet");
         Telemetry {
             registry: Arc::new(root),
@@ -88,6 +91,7 @@ impl Telemetry {
             enricher,
             aggregator,
             remote_write,
+            dead_letter,
             readiness,
         }
     }
@@ -132,6 +136,7 @@ fn spawn_core(
     settings: &ValidSettings,
     reference: &ReferenceTable,
     reference_changes: Option<mpsc::Receiver<ReferenceChanges>>,
+    letters: Option<Arc<dyn DeadLetterQueue>>,
     telemetry: &Telemetry,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) -> anyhow::Result<Core> {
@@ -156,6 +161,8 @@ fn spawn_core(
         .with_drilldown(DrilldownSelector::new(selection));
     telemetry.readiness.ok(READY_REFERENCE);
     let metrics = telemetry.enricher.clone();
+    let letters =
+        letters.and_then(|queue| UnknownVehicleLetters::new(queue, Arc::clone(&settings.plan)));
     let feed = match (reference_changes, &settings.reference.source) {
         (Some(changes), _) => ReferenceFeed::Changes(changes),
         (
@@ -173,7 +180,7 @@ fn spawn_core(
     };
     tasks.spawn(
         async move {
-            fleet_enricher::run(catalog, feed, enricher_in, enricher_out, metrics)
+            fleet_enricher::run(catalog, feed, enricher_in, enricher_out, metrics, letters)
                 .await
                 .context("enricher")
         }
@@ -245,6 +252,7 @@ fn spawn_sink(
     tail: mpsc::Receiver<WindowBatch>,
     acks: watch::Sender<Option<Checkpoint>>,
     fence: Arc<RevocationFence>,
+    letters: Option<Arc<dyn DeadLetterQueue>>,
     telemetry: &Telemetry,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) {
@@ -269,7 +277,7 @@ fn spawn_sink(
             tasks.spawn(
                 async move {
                     fleet_remote_write::run_fenced(
-                        *cfg, plan, tail, acks, metrics, readiness, fence,
+                        *cfg, plan, tail, acks, metrics, readiness, fence, letters,
                     )
                     .await
                     .context("remote-write emitter")
@@ -301,10 +309,21 @@ pub async fn run(
     };
     let reference = load_reference(&settings, fleet.as_ref())?;
     let reference_changes = spawn_reference_topic(&settings, &telemetry, &stop_rx, &mut tasks);
+    let letters = match (&settings.source, &settings.dead_letter) {
+        (SourceKind::Kafka(kafka), Some((config, causes))) => Some(
+            KafkaDeadLetters::new(kafka, config, causes.clone(), telemetry.dead_letter.clone())
+                .context("dead-letter topic")?,
+        ),
+        _ => None,
+    };
+    let queue = letters
+        .clone()
+        .map(|l| Arc::new(l) as Arc<dyn DeadLetterQueue>);
     let core = spawn_core(
         &settings,
         &reference,
         reference_changes,
+        queue.clone(),
         &telemetry,
         &mut tasks,
     )?;
@@ -315,6 +334,7 @@ pub async fn run(
         core.tail,
         acks_tx,
         Arc::clone(&fence),
+        queue,
         &telemetry,
         &mut tasks,
     );
@@ -327,6 +347,7 @@ pub async fn run(
         fleet,
         core.head,
         feedback,
+        letters,
         &telemetry,
         stop_requested(&stop_rx),
         &mut tasks,
@@ -384,11 +405,13 @@ fn spawn_reference_topic(
 }
 
 /// Spawns the configured source writing to `head`.
+#[allow(clippy::too_many_arguments)]
 fn spawn_source(
     settings: &ValidSettings,
     fleet: Option<fleet_generator::Fleet>,
     head: mpsc::Sender<Msg<SourceBatch>>,
     sink: fleet_kafka::source::SinkFeedback,
+    letters: Option<KafkaDeadLetters>,
     telemetry: &Telemetry,
     shutdown: impl Future<Output = ()> + Send + 'static,
     tasks: &mut JoinSet<anyhow::Result<()>>,
@@ -406,7 +429,7 @@ fn spawn_source(
             tasks.spawn(
                 async move {
                     fleet_kafka::source::run(
-                        kafka, decoder, batcher, head, sink, metrics, readiness, shutdown,
+                        kafka, decoder, batcher, head, sink, metrics, readiness, letters, shutdown,
                     )
                     .await
                     .context("Kafka source")

@@ -2,6 +2,7 @@
 //! checked by the crate that owns it, layered and validated once here, where
 //! the checks that span sections live too.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,13 +11,14 @@ use std::time::Duration;
 use fleet_core::config::{ConfigError, Layers, Problems};
 use fleet_core::decode::{Decoder, RecordSchema};
 use fleet_core::telemetry::{LogFormat, TelemetryConfig};
+use fleet_core::DeadLetterCause;
 use fleet_core::{
     ChannelsConfig, OutputMode, PipelineConfig, WatermarkRules, WindowSpec, WindowsConfig,
 };
 use fleet_drilldown::DrilldownConfig;
 use fleet_enricher::{ReferenceConfig, ReferencePlan, ReferenceSource};
 use fleet_generator::GeneratorConfig;
-use fleet_kafka::KafkaConfig;
+use fleet_kafka::{DeadLetterConfig, KafkaConfig};
 use fleet_plan::{InputConfig, MetricConfig, MetricPlan, RecordFormat};
 use fleet_remote_write::RemoteWriteConfig;
 use serde::{Deserialize, Serialize};
@@ -36,6 +38,8 @@ pub struct Settings {
     pub metrics: Vec<MetricConfig>,
     /// `[kafka]` (fleet-kafka)
     pub kafka: KafkaConfig,
+    /// `[dead_letter]` (fleet-kafka): where what cannot be processed is kept.
+    pub dead_letter: DeadLetterConfig,
     /// `[reference]` (fleet-enricher)
     pub reference: ReferenceConfig,
     /// `[windows]` (fleet-core)
@@ -98,6 +102,8 @@ pub struct ValidSettings {
     pub plan: Arc<MetricPlan>,
     /// The schema binary records are read against (`input.schema_file`).
     pub schema: RecordSchema,
+    /// The dead-letter topic and the causes it keeps, when configured.
+    pub dead_letter: Option<(DeadLetterConfig, BTreeSet<DeadLetterCause>)>,
     /// The enricher's reference data.
     pub reference: ReferencePlan,
     /// The drill-down output (`[drilldown]`).
@@ -258,6 +264,7 @@ impl Settings {
     /// Checks everything, adding to the problems already found while loading.
     pub fn validate_with(self, mut p: Problems) -> Result<ValidSettings, ConfigError> {
         self.kafka.validate(&mut p);
+        let dead_letter_causes = self.dead_letter.validate(&self.kafka, &mut p);
         let event_time = self.windows.validate(&mut p);
         let remote = self.remote_write.enabled();
         if remote {
@@ -339,6 +346,10 @@ impl Settings {
             source,
             plan: Arc::new(plan),
             schema,
+            dead_letter: self
+                .dead_letter
+                .enabled()
+                .then(|| (self.dead_letter.clone(), dead_letter_causes)),
             reference,
             drilldown: self.drilldown,
             window,

@@ -27,12 +27,15 @@ pub struct DroppedSamples {
 }
 
 /// What became of a request's samples.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Delivery {
     /// Samples the endpoint accepted.
     pub written: usize,
     /// Samples dropped, by reason.
     pub dropped: BTreeMap<DropReason, DroppedSamples>,
+    /// The pieces dropped, each with its reason and the endpoint's answer
+    /// (for the dead-letter topic).
+    pub dropped_parts: Vec<(DropReason, RemoteWriteBatch, String)>,
 }
 
 impl Delivery {
@@ -49,6 +52,7 @@ impl Delivery {
     /// Adds another request's outcome.
     pub fn absorb(&mut self, other: Delivery) {
         self.written += other.written;
+        self.dropped_parts.extend(other.dropped_parts);
         for (reason, d) in other.dropped {
             let entry = self.dropped.entry(reason).or_default();
             if entry.detail.is_empty() {
@@ -101,7 +105,7 @@ impl Bisection {
             return;
         };
         if part.len() <= 1 {
-            self.drop_part(&part, reason, answer);
+            self.drop_part(part, reason, answer);
         } else {
             let (first, second) = part.split_in_halves();
             self.pending.push(second);
@@ -113,16 +117,19 @@ impl Bisection {
     /// or out of retries): drop all of it for `reason`.
     pub fn give_up(&mut self, reason: DropReason, answer: &str) {
         if let Some(part) = self.pending.pop() {
-            self.drop_part(&part, reason, answer);
+            self.drop_part(part, reason, answer);
         }
     }
 
-    fn drop_part(&mut self, part: &RemoteWriteBatch, reason: DropReason, answer: &str) {
+    fn drop_part(&mut self, part: RemoteWriteBatch, reason: DropReason, answer: &str) {
         let entry = self.outcome.dropped.entry(reason).or_default();
         if entry.detail.is_empty() {
             entry.detail = format!("first {}; endpoint: {answer}", part.describe_first());
         }
         entry.samples += part.len();
+        self.outcome
+            .dropped_parts
+            .push((reason, part, answer.to_owned()));
     }
 
     /// What became of every sample.

@@ -9,18 +9,21 @@
 //! lives in exactly one shard — reaches the endpoint in timestamp order.
 //! While a request is being retried the shard takes nothing from its queue;
 //! the queue fills and the stage waits: backpressure, bounded memory.
+//! Samples the endpoint refuses for good go to the dead-letter topic when it
+//! keeps them, and count as done only once written there.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleet_core::{DeadLetter, DeadLetterCause, DeadLetterQueue};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::ack::{Acknowledger, BatchSeq};
 use crate::emitter::Emitter;
 use crate::encode::RemoteWriteBatch;
-use crate::metrics::RemoteWriteMetrics;
+use crate::metrics::{DropReason, RemoteWriteMetrics};
 
 /// The samples of one window batch for one shard.
 #[derive(Debug)]
@@ -99,6 +102,8 @@ pub(crate) struct Shard {
     pub(crate) linger: Duration,
     pub(crate) ack: Arc<Acknowledger>,
     pub(crate) metrics: RemoteWriteMetrics,
+    /// Where refused samples go, when they are kept.
+    pub(crate) letters: Option<Arc<dyn DeadLetterQueue>>,
 }
 
 impl Shard {
@@ -133,10 +138,57 @@ impl Shard {
         };
         let samples = batch.len();
         // Returns only when every sample is written or dropped and counted.
-        self.emitter.deliver(batch).await;
+        let delivery = self.emitter.deliver(batch).await;
+        if let Some(letters) = &self.letters {
+            // The samples count as done once their letters are written.
+            let receipts: Vec<_> = delivery
+                .dropped_parts
+                .iter()
+                .flat_map(|(reason, part, answer)| refused_letters(*reason, part, answer))
+                .map(|letter| letters.send(letter))
+                .collect();
+            for receipt in receipts {
+                let _ = receipt.await;
+            }
+        }
         self.metrics.shard_done(self.index, samples);
         self.ack.done(&parts);
     }
+}
+
+/// One dead letter per sample of `part`, refused for `reason` with
+/// `answer`: key the series name, value `{"labels", "timestamp", "value"}`.
+fn refused_letters(reason: DropReason, part: &RemoteWriteBatch, answer: &str) -> Vec<DeadLetter> {
+    let request = part.to_write_request();
+    let mut letters = Vec::new();
+    for series in &request.timeseries {
+        let labels: serde_json::Map<String, serde_json::Value> = series
+            .labels
+            .iter()
+            .map(|l| (l.name.clone(), serde_json::Value::from(l.value.as_str())))
+            .collect();
+        let name = labels
+            .get("__name__")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        for sample in &series.samples {
+            let value = serde_json::json!({
+                "labels": labels,
+                "timestamp": sample.timestamp,
+                "value": sample.value,
+            });
+            letters.push(DeadLetter {
+                cause: DeadLetterCause::RefusedSample,
+                reason: reason.as_str().to_owned(),
+                detail: answer.to_owned(),
+                key: name.clone().into_bytes(),
+                value: value.to_string().into_bytes(),
+                origin: None,
+            });
+        }
+    }
+    letters
 }
 
 /// Sleeps until `deadline`, or forever without one.

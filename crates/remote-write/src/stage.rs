@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_core::telemetry::Readiness;
-use fleet_core::{Checkpoint, RevocationFence, WindowBatch};
+use fleet_core::{Checkpoint, DeadLetterCause, DeadLetterQueue, RevocationFence, WindowBatch};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -46,13 +46,16 @@ pub async fn run(
 ) -> Result<(), RemoteWriteError> {
     let fence = Arc::new(RevocationFence::default());
     let plan = Arc::new(fleet_plan::MetricPlan::reference_demo());
-    run_fenced(cfg, plan, input, acks, metrics, readiness, fence).await
+    run_fenced(cfg, plan, input, acks, metrics, readiness, fence, None).await
 }
 
 /// [`run`], sharing `fence` with a Kafka source: batches built before the
 /// source's last partition revocation are dropped unsent (the partitions'
 /// new owner rebuilds their windows), and the count of batches in flight is
-/// kept there for the source to wait on (see [`RevocationFence`]).
+/// kept there for the source to wait on (see [`RevocationFence`]). Samples
+/// refused for good go to `letters` when it keeps them, and are
+/// acknowledged once written there.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_fenced(
     cfg: RemoteWriteConfig,
     plan: Arc<fleet_plan::MetricPlan>,
@@ -61,7 +64,9 @@ pub async fn run_fenced(
     metrics: RemoteWriteMetrics,
     readiness: Arc<Readiness>,
     fence: Arc<RevocationFence>,
+    letters: Option<Arc<dyn DeadLetterQueue>>,
 ) -> Result<(), RemoteWriteError> {
+    let letters = letters.filter(|l| l.keeps(DeadLetterCause::RefusedSample));
     let mut emitter = Emitter::new(&cfg, metrics.clone())?.with_readiness(&cfg, readiness);
     if let Some(signer) = SigV4Signer::from_config(&cfg).await? {
         emitter = emitter.with_signer(Arc::new(signer));
@@ -81,6 +86,7 @@ pub async fn run_fenced(
             linger: Duration::from_millis(cfg.max_linger_ms),
             ack: Arc::clone(&ack),
             metrics: metrics.clone(),
+            letters: letters.clone(),
         };
         shards.spawn(shard.run(work));
     }

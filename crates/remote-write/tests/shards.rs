@@ -393,6 +393,7 @@ async fn after_a_revocation_stale_batches_are_dropped_and_in_flight_ones_counted
         m,
         Arc::new(Readiness::default()),
         Arc::clone(&fence),
+        None,
     ));
     // Registered before the revocation: in flight, counted, then acknowledged.
     input.send(window(1, 2)).await.unwrap();

@@ -26,6 +26,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Headers;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -59,6 +60,18 @@ pub struct ConsumedRecord {
     pub key: Option<Vec<u8>>,
     /// The message value, if any (`None` is a tombstone).
     pub value: Option<Vec<u8>>,
+    /// Its headers, values as text (lossy).
+    pub headers: Vec<(String, String)>,
+}
+
+impl ConsumedRecord {
+    /// The value of header `key`, if it has one.
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl KafkaClient {
@@ -284,6 +297,17 @@ impl KafkaClient {
                 offset: message.offset(),
                 key: message.key().map(<[u8]>::to_vec),
                 value: message.payload().map(<[u8]>::to_vec),
+                headers: message
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                                (h.key.to_owned(), value.into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             });
         }
         records.sort_by_key(|r| (r.partition, r.offset));

@@ -96,7 +96,7 @@ impl SourceTask {
         }
         let owned = self.assignment.partition_set();
         let plan = match context.shared.lock() {
-            Ok(shared) => shared.ledger.plan(&checkpoint, &owned),
+            Ok(shared) => shared.ledger.plan(&context.held_back(&checkpoint), &owned),
             Err(_) => None,
         };
         let Some(plan) = plan else {

@@ -21,7 +21,7 @@ use super::assignment::{AssignedPartition, RebalanceEvent};
 use super::committer::report_commit;
 use super::metadata::{boundary_from_companion, fill_from_companion, MetadataSupport};
 use super::{SinkFeedback, COORDINATOR_TIMEOUT};
-use crate::{CommitLedger, CommitMetadata, SecurityContext, SourceMetrics};
+use crate::{CommitLedger, CommitMetadata, KafkaDeadLetters, SecurityContext, SourceMetrics};
 
 /// State the callbacks share with the source's loop.
 #[derive(Debug, Default)]
@@ -62,11 +62,14 @@ pub(super) struct SourceContext {
     /// revocation's commit, so that the older plan lands first. Taken
     /// before `shared`.
     pub(super) verification: Mutex<()>,
+    /// The dead-letter topic, whose letters not yet written hold back commits.
+    pub(super) dead_letters: Option<KafkaDeadLetters>,
 }
 
 impl SourceContext {
     /// A context for the consumer of `topic`; a revocation waits at most
     /// `revoke_wait` for the `sink`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         topic: String,
         ledger: CommitLedger,
@@ -75,6 +78,7 @@ impl SourceContext {
         security: SecurityContext,
         sink: SinkFeedback,
         revoke_wait: Duration,
+        dead_letters: Option<KafkaDeadLetters>,
     ) -> Self {
         let SinkFeedback { acks, fence } = sink;
         SourceContext {
@@ -91,6 +95,16 @@ impl SourceContext {
             acks,
             revoke_wait,
             verification: Mutex::new(()),
+            dead_letters,
+        }
+    }
+
+    /// `checkpoint` as far as it may be committed: held back at the letters
+    /// of the dead-letter topic not yet written.
+    pub(super) fn held_back(&self, checkpoint: &Checkpoint) -> Checkpoint {
+        match &self.dead_letters {
+            Some(letters) => letters.hold_back(checkpoint),
+            None => checkpoint.clone(),
         }
     }
 
@@ -268,7 +282,7 @@ impl ConsumerContext for SourceContext {
         };
         if let Some(plan) = accepted
             .as_ref()
-            .and_then(|cp| shared.ledger.plan(cp, &revoked))
+            .and_then(|cp| shared.ledger.plan(&self.held_back(cp), &revoked))
         {
             let result = self.commit(consumer, &plan, CommitMode::Sync);
             report_commit(&self.metrics, &plan, &result);

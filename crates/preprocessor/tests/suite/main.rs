@@ -12,6 +12,7 @@ mod binary_formats;
 mod config_commands;
 mod crash;
 mod dashboards;
+mod dead_letters;
 mod dimensions;
 mod drilldown;
 mod end_to_end;

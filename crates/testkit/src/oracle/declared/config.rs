@@ -200,6 +200,14 @@ pub(super) struct Metric {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawInput {
+    /// The oracle reads JSON records only: absent or `"json"`.
+    format: Option<String>,
+    /// With JSON, empty.
+    #[serde(rename = "schema_file")]
+    _schema_file: Option<String>,
+    /// With JSON, empty.
+    #[serde(rename = "message")]
+    _message: Option<String>,
     shape: String,
     vehicle_id: String,
     time: String,
@@ -276,6 +284,9 @@ impl DeclaredConfig {
         let input: RawInput = toml::Value::Table(input)
             .try_into()
             .map_err(|e| format!("input: {e}"))?;
+        if input.format.as_deref().is_some_and(|f| f != "json") {
+            return Err("input.format: the oracle reads JSON records; give it the JSON form".into());
+        }
         let metrics: Vec<RawMetric> = metrics.try_into().map_err(|e| format!("metrics: {e}"))?;
         build(input, metrics, dimensions)
     }
