@@ -6,7 +6,10 @@
 #     (without it the in-memory `memory://` storage refuses to start);
 #   - the openssl command-line tool, from Debian's `openssl` package: the TLS
 #     tests (crates/kafka/tests/tls.rs) make their CA and broker certificate
-#     with it at run time.
+#     with it at run time;
+#   - crabka-schema-registry 0.3.8, a Confluent-compatible schema registry,
+#     built from crates.io source pinned by tools/schema-registry (its
+#     versions are yanked; see that Cargo.toml), about 7 minutes on two cores.
 # Idempotent: when everything already works it only checks and exits.
 set -euo pipefail
 
@@ -98,7 +101,56 @@ install_tansu() {
     esac
 }
 
+# Prints the path of a crabka-schema-registry that answers `--help`, or nothing.
+working_registry() {
+    local candidate
+    for candidate in "$(command -v crabka-schema-registry 2>/dev/null || true)" "${CARGO_HOME:-$HOME/.cargo}/bin/crabka-schema-registry"; do
+        # Its admin server binds 0.0.0.0:9404 even for --help unless told otherwise.
+        if [ -n "$candidate" ] && [ -x "$candidate" ] \
+            && CRABKA_ADMIN_LISTEN_ADDR=127.0.0.1:0 "$candidate" --help >/dev/null 2>&1; then
+            printf '%s\n' "$candidate"
+            return 0
+        fi
+    done
+}
+
+install_schema_registry() {
+    local found home src work
+    found="$(working_registry)"
+    if [ -n "$found" ]; then
+        log "crabka-schema-registry present: $found"
+        return 0
+    fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        log "crabka-schema-registry is missing and cargo is not available; install Rust (rustup) first"
+        return 1
+    fi
+    home="${CARGO_HOME:-$HOME/.cargo}"
+    log "fetching crabka-schema-registry 0.3.8's source (pinned by tools/schema-registry/Cargo.lock)"
+    cargo fetch --manifest-path tools/schema-registry/Cargo.toml
+    src="$(ls -d "$home"/registry/src/*/crabka-schema-registry-0.3.8 2>/dev/null | head -n 1)"
+    if [ -z "$src" ]; then
+        log "the source of crabka-schema-registry 0.3.8 did not arrive under $home/registry/src"
+        return 1
+    fi
+    # Built in a scratch copy (its own Cargo.lock pins every crate), not in
+    # cargo's source cache; it asks for Rust 1.96 and builds with 1.95.
+    work="$(mktemp -d)"
+    cp -r "$src" "$work/src"
+    log "installing crabka-schema-registry (takes several minutes)"
+    CARGO_TARGET_DIR="$work/target" cargo install --locked --ignore-rust-version \
+        --path "$work/src" --root "$home" --bin crabka-schema-registry
+    rm -rf "$work"
+    found="$(working_registry)"
+    if [ -z "$found" ]; then
+        log "crabka-schema-registry was installed but does not run; check $home/bin"
+        return 1
+    fi
+    log "crabka-schema-registry installed: $found"
+}
+
 install_prometheus
 install_openssl
 install_tansu
+install_schema_registry
 log "done"

@@ -8,14 +8,19 @@
 //!
 //! The corpus carries the [`MetricPlan`] its records are read with: the
 //! reference demo's for narrow events, the generator's matching example
-//! configuration (`WideLayout::config_toml`) for wide records.
+//! configuration (`WideLayout::config_toml`) for wide records; and for wide
+//! records in Protobuf or Avro (encoded by the generator, one message per
+//! "line" whatever bytes it holds), the schema they are read against.
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use fleet_core::decode::{AvroSchema, Decoder, RecordSchema};
 use fleet_enricher::ReferenceTable;
 use fleet_generator::jsonl::{self, JsonRecord};
-use fleet_generator::{EventGenerator, Fleet, GeneratorConfig, WideGenerator, WideLayout};
+use fleet_generator::{
+    EventGenerator, Fleet, GeneratorConfig, WideEncoder, WideGenerator, WideLayout, WireFormat,
+};
 use fleet_plan::MetricPlan;
 
 /// Average line length of the default fleet's events, bytes (measured: a
@@ -27,8 +32,9 @@ const LINE_BYTES_HINT: usize = 120;
 pub enum Shape {
     /// The reference demo's events, read with the default configuration.
     Narrow,
-    /// Wide records of this layout, read with its example configuration.
-    Wide(WideLayout),
+    /// Wide records of this layout in this format, read with its example
+    /// configuration.
+    Wide(WideLayout, WireFormat),
 }
 
 /// Generated events as JSON lines, plus the fleet's reference data and the
@@ -41,6 +47,7 @@ pub struct Corpus {
     line_ends: Vec<usize>,
     reference: ReferenceTable,
     plan: Arc<MetricPlan>,
+    schema: RecordSchema,
 }
 
 impl Corpus {
@@ -57,20 +64,44 @@ impl Corpus {
             text: Vec::with_capacity(expected.saturating_mul(LINE_BYTES_HINT)),
             line_ends: Vec::with_capacity(expected),
         };
-        let plan = match shape {
+        let (plan, schema) = match shape {
             Shape::Narrow => {
                 let mut generator =
                     EventGenerator::new(&fleet, config).context("generator configuration")?;
                 lines.extend(generator.take_exact(events))?;
-                MetricPlan::reference_demo()
+                (MetricPlan::reference_demo(), RecordSchema::Json)
             }
-            Shape::Wide(layout) => {
+            Shape::Wide(layout, format) => {
                 let mut generator = WideGenerator::new(&fleet, config, layout)
                     .context("generator configuration")?;
-                lines.extend(generator.take_exact(events))?;
-                MetricPlan::from_toml(&layout.config_toml(), &[]).map_err(|problems| {
+                let encoder = WideEncoder::new(layout, *format)?;
+                let records = generator.take_exact(events).map(|r| encoder.wire(r));
+                lines.extend(records)?;
+                let (toml, schema) = match format {
+                    WireFormat::Json => (layout.config_toml(), RecordSchema::Json),
+                    WireFormat::Protobuf => {
+                        let pool = fleet_schema::compile_proto_source(
+                            "wide.proto",
+                            &layout.proto_schema(),
+                        )?;
+                        let message = pool
+                            .get_message_by_name(fleet_generator::wide::PROTO_MESSAGE)
+                            .context("the layout's message type")?;
+                        let schema = RecordSchema::Protobuf(fleet_schema::proto_schema(&message));
+                        (layout.config_toml_for(*format, "wide.proto"), schema)
+                    }
+                    WireFormat::Avro => {
+                        let schema = AvroSchema::parse(&layout.avro_schema())?;
+                        (
+                            layout.config_toml_for(*format, "wide.avsc"),
+                            RecordSchema::Avro(schema),
+                        )
+                    }
+                };
+                let plan = MetricPlan::from_toml(&toml, &[]).map_err(|problems| {
                     anyhow::anyhow!("the wide example configuration: {problems:?}")
-                })?
+                })?;
+                (plan, schema)
             }
         };
         let Lines { text, line_ends } = lines;
@@ -86,10 +117,16 @@ impl Corpus {
             line_ends,
             reference,
             plan: Arc::new(plan),
+            schema,
         })
     }
 
-    /// Every line, without its `\n`, in file order.
+    /// The decoder of the records.
+    pub fn decoder(&self) -> Decoder {
+        Decoder::for_schema(&self.plan.input, &self.schema).0
+    }
+
+    /// Every line (message), without its `\n`, in file order.
     pub fn lines(&self) -> impl Iterator<Item = &[u8]> + '_ {
         let mut start = 0;
         self.line_ends.iter().map(move |&end| {
@@ -104,7 +141,7 @@ impl Corpus {
         self.line_ends.len() as u64
     }
 
-    /// Size of the JSON lines, bytes.
+    /// Size of the lines (messages, each with one separator byte), bytes.
     pub fn bytes(&self) -> u64 {
         self.text.len() as u64
     }
@@ -174,15 +211,31 @@ mod tests {
             ..GeneratorConfig::DEFAULT
         };
         let layout = WideLayout::new(50).unwrap();
-        let corpus = Corpus::generate(&config, 2_000, &Shape::Wide(layout)).unwrap();
+        let corpus = Corpus::generate(
+            &config,
+            2_000,
+            &Shape::Wide(layout.clone(), WireFormat::Json),
+        )
+        .unwrap();
         assert_eq!(corpus.len(), 2_000);
         assert_eq!(corpus.plan().input.signals.len(), 50);
-        let decoder = Decoder::new(&corpus.plan().input);
+        let decoder = corpus.decoder();
         let mut batch = RecordBatch::default();
         for line in corpus.lines() {
             decoder.decode_into(line, 0, 0, &mut batch).unwrap();
         }
         assert_eq!(batch.len(), 2_000);
         assert!(corpus.bytes() > 2_000 * 1_000, "50 signals make long lines");
+        for format in [WireFormat::Protobuf, WireFormat::Avro] {
+            let binary =
+                Corpus::generate(&config, 2_000, &Shape::Wide(layout.clone(), format)).unwrap();
+            let decoder = binary.decoder();
+            let mut same = RecordBatch::default();
+            for line in binary.lines() {
+                decoder.decode_into(line, 0, 0, &mut same).unwrap();
+            }
+            assert_eq!(same.len(), 2_000, "{format:?}");
+            assert!(binary.bytes() < corpus.bytes() / 2, "{format:?} is smaller");
+        }
     }
 }

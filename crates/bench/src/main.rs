@@ -31,7 +31,7 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::Parser;
-use fleet_generator::{GeneratorConfig, WideLayout};
+use fleet_generator::{GeneratorConfig, WideLayout, WireFormat};
 
 use corpus::{Corpus, Shape};
 use phases::{PipelineParams, Stages};
@@ -54,6 +54,10 @@ struct Cli {
     /// Wide only: signals per record [default: 50].
     #[arg(long)]
     signals: Option<usize>,
+    /// Wide only: the records' encoding (the generator's; Protobuf and Avro
+    /// read against the layout's own schema).
+    #[arg(long, default_value = "json", value_parser = ["json", "protobuf", "avro"])]
+    format: String,
     /// Fleet size.
     #[arg(long, default_value_t = GeneratorConfig::REFERENCE_FLEET_VEHICLES)]
     vehicles: usize,
@@ -146,15 +150,21 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
         "Generating {} events of {} vehicles (not timed)…",
         cli.events, cli.vehicles
     );
+    let format = match cli.format.as_str() {
+        "protobuf" => WireFormat::Protobuf,
+        "avro" => WireFormat::Avro,
+        _ => WireFormat::Json,
+    };
     let (shape, shape_name) = match (cli.shape.as_str(), cli.signals) {
         ("wide", signals) => {
             let signals = signals.unwrap_or(WideLayout::DEFAULT_SIGNALS);
             (
-                Shape::Wide(WideLayout::new(signals).context("--signals")?),
-                format!("wide, {signals} signals"),
+                Shape::Wide(WideLayout::new(signals).context("--signals")?, format),
+                format!("wide, {signals} signals, {}", format.as_str()),
             )
         }
         (_, Some(_)) => anyhow::bail!("--signals applies to --shape wide only"),
+        _ if format != WireFormat::Json => anyhow::bail!("--format applies to --shape wide only"),
         _ => (Shape::Narrow, "narrow".to_string()),
     };
     let corpus = Corpus::generate(&config, cli.events, &shape)?;

@@ -22,7 +22,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use fleet_aggregator::{Aggregator, AggregatorConfig, AggregatorMetrics};
-use fleet_core::decode::Decoder;
 use fleet_core::{
     Msg, OutputMode, RecordBatch, Scope, SourceBatch, SourceBatcher, Watermark, WatermarkRules,
     WatermarkTracker, WindowBatch, WindowSpec,
@@ -99,7 +98,7 @@ pub struct DecodeWork {
 /// records at a time, and drops the records.
 #[inline(never)]
 pub fn decode_only(corpus: &Corpus) -> DecodeWork {
-    let decoder = Decoder::new(&corpus.plan().input);
+    let decoder = corpus.decoder();
     let mut work = DecodeWork::default();
     let mut batch = RecordBatch::with_capacity(BATCH_EVENTS);
     for (offset, line) in (0i64..).zip(corpus.lines()) {
@@ -259,7 +258,7 @@ fn feed(
 ) -> anyhow::Result<SourceWork> {
     let tracker = WatermarkTracker::new(params.bounded_input_rules(), params.window);
     let mut batcher = SourceBatcher::new(tracker, params.batch_events, OutputMode::Single);
-    let decoder = Decoder::new(&corpus.plan().input);
+    let decoder = corpus.decoder();
     let mut work = SourceWork::default();
     let now = Instant::now();
     for (offset, line) in (0i64..).zip(corpus.lines()) {
@@ -438,7 +437,12 @@ mod tests {
             ..GeneratorConfig::DEFAULT
         };
         let layout = WideLayout::new(50).unwrap();
-        let corpus = Corpus::generate(&config, 6_000, &Shape::Wide(layout)).unwrap();
+        let corpus = Corpus::generate(
+            &config,
+            6_000,
+            &Shape::Wide(layout, fleet_generator::WireFormat::Json),
+        )
+        .unwrap();
         let inline = inline_as_threaded(&corpus);
         assert_eq!((inline.events, inline.malformed), (6_000, 0));
         assert_eq!(decode_only(&corpus).events, 6_000);

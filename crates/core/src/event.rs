@@ -135,7 +135,8 @@ pub struct DecodeError {
 }
 
 impl DecodeError {
-    pub(crate) fn new(kind: DecodeErrorKind, detail: impl Into<String>) -> Self {
+    /// A refusal of `kind`, saying `detail`.
+    pub fn new(kind: DecodeErrorKind, detail: impl Into<String>) -> Self {
         DecodeError {
             kind,
             detail: detail.into(),

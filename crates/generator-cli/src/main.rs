@@ -88,6 +88,14 @@ struct Cli {
     /// `input.schema_file`.
     #[arg(long, value_name = "PATH")]
     schema_out: Option<PathBuf>,
+    /// Protobuf or avro, Kafka only: register the records' schema in this
+    /// schema registry (subject `<topic>-value`) and frame every record for
+    /// it (Confluent's wire format); --config-out then names the registry.
+    #[arg(long, value_name = "URL")]
+    registry: Option<String>,
+    /// With --registry: HTTP basic auth.
+    #[arg(long, value_name = "USER:PASSWORD", requires = "registry")]
+    registry_auth: Option<String>,
     /// Wide only: write the service configuration that matches the records
     /// (`[input]` and `[[metrics]]`, TOML) to this file; alone, only that.
     #[arg(long, value_name = "PATH")]
@@ -387,6 +395,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     if cli.format != Format::Json {
         let mut problems = Problems::default();
         problems.check(
+            cli.registry.is_none() || matches!(output, Some(Output::Kafka(_))),
+            "registry",
+            "frames records for Kafka only (--brokers)",
+        );
+        problems.check(
             !matches!(output, Some(Output::File(_) | Output::Stdout)),
             "format",
             "protobuf and avro records are binary: they go to Kafka (--brokers), not to JSON lines",
@@ -451,7 +464,11 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             match cli.format {
                 Format::Json => emit(cli, &output, &fleet, generator, start_ms, |record| record),
                 format => {
-                    let encoder = WideEncoder::new(&layout, format.wire())?;
+                    let mut encoder = WideEncoder::new(&layout, format.wire())?;
+                    if let (Some(url), Output::Kafka(kafka)) = (&cli.registry, &output) {
+                        let id = register(cli, url, &layout, &kafka.config.topic)?;
+                        encoder = encoder.framed(id);
+                    }
                     emit(cli, &output, &fleet, generator, start_ms, |record| {
                         encoder.wire(record)
                     })
@@ -459,6 +476,39 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// Registers the records' schema under `<topic>-value` in the registry at
+/// `url`; its id.
+fn register(cli: &Cli, url: &str, layout: &WideLayout, topic: &str) -> anyhow::Result<u32> {
+    let (username, password) = match cli.registry_auth.as_deref().map(|a| a.split_once(':')) {
+        None => (String::new(), String::new()),
+        Some(Some((user, password))) => (user.to_owned(), password.to_owned()),
+        Some(None) => {
+            return Err(ConfigError::single("registry_auth", "give USER:PASSWORD").into());
+        }
+    };
+    let config = fleet_schema::SchemaRegistryConfig {
+        url: url.to_owned(),
+        username,
+        password: fleet_core::Secret::new(password),
+        ..Default::default()
+    };
+    let client = fleet_schema::RegistryClient::new(&config).map_err(anyhow::Error::msg)?;
+    let (schema_type, schema) = match cli.format {
+        Format::Protobuf => ("PROTOBUF", layout.proto_schema()),
+        Format::Avro | Format::Json => ("AVRO", layout.avro_schema()),
+    };
+    let subject = format!("{topic}-value");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let id = runtime
+        .block_on(client.register(&subject, schema_type, &schema))
+        .with_context(|| format!("cannot register the schema under {subject} at {url}"))?;
+    eprintln!("fleet-generator: schema registered under {subject} as id {id}");
+    Ok(id)
 }
 
 /// Sends the generator's records to `output`, each as `wire` makes it

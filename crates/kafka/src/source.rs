@@ -42,12 +42,12 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use fleet_core::decode::Decoder;
 use fleet_core::telemetry::{wall_clock_ms, Readiness};
 use fleet_core::{
     Checkpoint, DeadLetter, DeadLetterCause, DeadLetterQueue, Msg, PartitionId, RevocationFence,
     SourceBatch, SourceBatcher, TimestampMs,
 };
+use fleet_schema::{RecordReader, SchemaRef};
 
 use self::assignment::{AssignedPartition, Assignment, RebalanceEvent};
 use self::backpressure::{Decision, Flow};
@@ -72,12 +72,23 @@ pub const READY_PROGRESS: &str = "kafka_progress";
 /// How long a call to the group coordinator (or a seek) may wait.
 const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What came of one message.
+enum Taken {
+    /// A record, now in the batcher.
+    Record,
+    /// Nothing: skipped, counted, refused or rewound.
+    Nothing,
+    /// It names a schema to fetch from the registry first.
+    NeedsSchema(SchemaRef),
+}
+
 /// The consumer loop's state.
 struct SourceTask {
     cfg: KafkaConfig,
     consumer: Arc<StreamConsumer<SourceContext>>,
-    /// Message value → record, as `[input]` says.
-    decoder: Decoder,
+    /// Message value → record, as `[input]` says (fetching the schemas of
+    /// framed records from the registry).
+    reader: RecordReader,
     /// Decoded events and watermarks waiting for the enricher's channel.
     batcher: SourceBatcher,
     /// The owned partitions and where reading each stands.
@@ -116,13 +127,13 @@ pub fn declare_readiness(readiness: &Readiness) {
 }
 
 /// Runs the source until `shutdown` completes, then drains and leaves the group.
-/// `decoder` turns each message value into a record; `batcher` places the
+/// `reader` turns each message value into a record; `batcher` places the
 /// records in event time (its watermark tracker, the output mode's
 /// watermarks, at most `kafka.max_batch_events` per batch).
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     cfg: KafkaConfig,
-    decoder: Decoder,
+    reader: RecordReader,
     batcher: SourceBatcher,
     output: mpsc::Sender<Msg<SourceBatch>>,
     sink: SinkFeedback,
@@ -167,7 +178,7 @@ pub async fn run(
     tracing::info!(topic = %cfg.topic, group = %cfg.group_id, "Subscribed.");
 
     let mut task = SourceTask {
-        decoder,
+        reader,
         batcher,
         consumer,
         assignment: Assignment::new(mode),
@@ -220,7 +231,7 @@ pub async fn run(
             received = messages.next(), if task.flow.takes_messages() => {
                 // The stream never ends while its consumer lives.
                 let Some(received) = received else { break };
-                task.on_received(received, &mut messages);
+                task.on_received(received, &mut messages).await;
             }
         }
     }
@@ -258,8 +269,10 @@ impl SourceTask {
     /// The poll that delivers a rebalance returns without a message, and the
     /// first message of the new assignment may follow before the next tick:
     /// the rebalance is applied before any message is judged, or it would be
-    /// judged by the old assignment's offsets.
-    fn on_received<'a>(
+    /// judged by the old assignment's offsets. A message framed for a schema
+    /// not fetched yet waits, copied, while the schema is fetched (the
+    /// messages after it wait in the consumer).
+    async fn on_received<'a>(
         &mut self,
         first: KafkaResult<BorrowedMessage<'a>>,
         stream: &mut MessageStream<'a, SourceContext>,
@@ -270,19 +283,32 @@ impl SourceTask {
             // committed offsets once this instance owns every partition.
             return;
         }
-        let now = Instant::now();
-        let wall = wall_clock_ms();
+        let mut now = Instant::now();
+        let mut wall = wall_clock_ms();
         let (mut messages, mut events) = (0u64, 0u64);
         let mut next = Some(first);
         while let Some(received) = next.take() {
             messages += 1;
-            match received {
-                Ok(m) => {
-                    if self.take(&m, now, wall) {
+            let waiting = match received {
+                Ok(m) => match self.take(&m, now, wall) {
+                    Taken::Record => {
                         events += 1;
+                        None
                     }
+                    Taken::Nothing => None,
+                    Taken::NeedsSchema(schema) => Some((schema, m.detach())),
+                },
+                Err(error) => {
+                    tracing::warn!(%error, "Kafka consumer error.");
+                    None
                 }
-                Err(error) => tracing::warn!(%error, "Kafka consumer error."),
+            };
+            if let Some((schema, message)) = waiting {
+                self.reader.fetch(schema).await;
+                (now, wall) = (Instant::now(), wall_clock_ms());
+                if let Taken::Record = self.take(&message, now, wall) {
+                    events += 1;
+                }
             }
             if (messages as usize) < self.cfg.max_batch_events {
                 // A rebalance ends the batch: its poll yields no message.
@@ -296,16 +322,21 @@ impl SourceTask {
     }
 
     /// Decodes message `m` into the batcher if it is one to process, and
-    /// says whether it was; what is not is counted, or rewound.
-    fn take(&mut self, m: &BorrowedMessage<'_>, now: Instant, wall: TimestampMs) -> bool {
+    /// says what came of it; what is not processed is counted, or rewound.
+    fn take(&mut self, m: &impl Message, now: Instant, wall: TimestampMs) -> Taken {
         let (partition, offset) = (m.partition(), m.offset());
+        let payload = m.payload().unwrap_or_default();
+        if let Some(schema) = self.reader.missing(payload) {
+            // Judged once the schema is there.
+            return Taken::NeedsSchema(schema);
+        }
         let Some(judgement) = self.assignment.judge(partition, offset, now) else {
             tracing::debug!(
                 partition,
                 offset,
                 "Message of a partition not owned skipped."
             );
-            return false;
+            return Taken::Nothing;
         };
         match judgement {
             Judgement::Take => {}
@@ -314,19 +345,18 @@ impl SourceTask {
             }
             Judgement::Duplicate => {
                 self.metrics.duplicates(1);
-                return false;
+                return Taken::Nothing;
             }
             Judgement::Rewind(target) => {
                 self.rewind(partition, target);
-                return false;
+                return Taken::Nothing;
             }
         }
-        let payload = m.payload().unwrap_or_default();
-        let decoder = &self.decoder;
+        let reader = &self.reader;
         match self.batcher.push_with(now, wall, |batch| {
-            decoder.decode_into(payload, partition, offset, batch)
+            reader.decode_into(payload, partition, offset, batch)
         }) {
-            Ok(()) => true,
+            Ok(()) => Taken::Record,
             Err(e) => {
                 self.metrics.decode_error(partition, offset, &e);
                 if let Some(letters) = &self.consumer.context().dead_letters {
@@ -341,7 +371,7 @@ impl SourceTask {
                         });
                     }
                 }
-                false
+                Taken::Nothing
             }
         }
     }

@@ -82,7 +82,9 @@ async fn progress_turns_unready_while_the_first_commit_waits_on_a_vanished_broke
     let readiness = Arc::new(Readiness::default());
     let tracker = WatermarkTracker::new(WatermarkRules::defaults(), WindowSpec::new(5000).unwrap());
     let batcher = SourceBatcher::new(tracker, cfg.max_batch_events, OutputMode::Single);
-    let decoder = fleet_core::decode::Decoder::new(&fleet_plan::MetricPlan::reference_demo().input);
+    let decoder = fleet_schema::RecordReader::Fixed(fleet_core::decode::Decoder::new(
+        &fleet_plan::MetricPlan::reference_demo().input,
+    ));
     let source = tokio::spawn(fleet_kafka::source::run(
         cfg,
         decoder,

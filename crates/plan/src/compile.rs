@@ -158,10 +158,6 @@ fn compile_input(input: &InputConfig, problems: &mut Problems) -> Option<InputPl
                 input.format.as_str()
             ),
         ),
-        RecordFormat::Protobuf if input.message.is_empty() => problems.add(
-            "input.message",
-            "name the record's Protobuf message type, with its package (\"fleet.v1.Record\")",
-        ),
         _ => {}
     }
     let plan = InputPlan {

@@ -421,6 +421,10 @@ fn spawn_source(
     let decoder = settings.decoder();
     match &settings.source {
         SourceKind::Kafka(kafka) => {
+            let reader = settings
+                .record_reader()
+                .map_err(anyhow::Error::msg)
+                .context("schema registry")?;
             let kafka = (**kafka).clone();
             let batcher = SourceBatcher::new(tracker, kafka.max_batch_events, mode);
             let metrics = telemetry.source.clone();
@@ -429,7 +433,7 @@ fn spawn_source(
             tasks.spawn(
                 async move {
                     fleet_kafka::source::run(
-                        kafka, decoder, batcher, head, sink, metrics, readiness, letters, shutdown,
+                        kafka, reader, batcher, head, sink, metrics, readiness, letters, shutdown,
                     )
                     .await
                     .context("Kafka source")

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_core::config::{ConfigError, Layers, Problems};
-use fleet_core::decode::{Decoder, RecordSchema};
+use fleet_core::decode::Decoder;
 use fleet_core::telemetry::{LogFormat, TelemetryConfig};
 use fleet_core::DeadLetterCause;
 use fleet_core::{
@@ -21,6 +21,7 @@ use fleet_generator::GeneratorConfig;
 use fleet_kafka::{DeadLetterConfig, KafkaConfig};
 use fleet_plan::{InputConfig, MetricConfig, MetricPlan, RecordFormat};
 use fleet_remote_write::RemoteWriteConfig;
+use fleet_schema::{InputSchema, RecordReader, SchemaRegistryConfig};
 use serde::{Deserialize, Serialize};
 
 /// The embedded defaults, so the binary runs with no file at all.
@@ -40,6 +41,8 @@ pub struct Settings {
     pub kafka: KafkaConfig,
     /// `[dead_letter]` (fleet-kafka): where what cannot be processed is kept.
     pub dead_letter: DeadLetterConfig,
+    /// `[schema_registry]` (fleet-schema): where framed records' schemas are.
+    pub schema_registry: SchemaRegistryConfig,
     /// `[reference]` (fleet-enricher)
     pub reference: ReferenceConfig,
     /// `[windows]` (fleet-core)
@@ -100,8 +103,9 @@ pub struct ValidSettings {
     pub source: SourceKind,
     /// The records' schema and the metrics, compiled.
     pub plan: Arc<MetricPlan>,
-    /// The schema binary records are read against (`input.schema_file`).
-    pub schema: RecordSchema,
+    /// What binary records are read against (`input.schema_file`, or the
+    /// schema registry).
+    pub schema: InputSchema,
     /// The dead-letter topic and the causes it keeps, when configured.
     pub dead_letter: Option<(DeadLetterConfig, BTreeSet<DeadLetterCause>)>,
     /// The enricher's reference data.
@@ -170,9 +174,18 @@ impl ValidSettings {
         })
     }
 
-    /// The decoder of the configured records.
+    /// The decoder of the configured records, for the sources other than
+    /// Kafka (whose records are JSON: a registry needs Kafka).
     pub fn decoder(&self) -> Decoder {
-        Decoder::for_schema(&self.plan.input, &self.schema).0
+        match &self.schema {
+            InputSchema::Fixed(schema) => Decoder::for_schema(&self.plan.input, schema).0,
+            InputSchema::Registry(_) => Decoder::new(&self.plan.input),
+        }
+    }
+
+    /// The reader of the configured records from Kafka.
+    pub fn record_reader(&self) -> Result<RecordReader, String> {
+        RecordReader::new(&self.plan.input, &self.schema)
     }
 
     /// Refuses binary records for `replay`, which reads a file of JSON lines.
@@ -314,8 +327,18 @@ impl Settings {
                 }
             }
         }
+        if let Some(plan) = &plan {
+            self.schema_registry.validate(&plan.input, &mut p);
+        }
+        if self.schema_registry.enabled() {
+            p.check(
+                self.kafka.enabled(),
+                "schema_registry.url",
+                "needs Kafka (kafka.brokers): framed records come from there",
+            );
+        }
         let schema = plan.as_ref().and_then(|plan| {
-            fleet_schema::load(&plan.input)
+            fleet_schema::load(&plan.input, &self.schema_registry)
                 .map_err(|e| {
                     for (key, problem) in e.problems {
                         p.add(&key, problem);

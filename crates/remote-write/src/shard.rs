@@ -211,6 +211,26 @@ mod tests {
     }
 
     #[test]
+    fn each_refused_sample_is_one_letter_naming_its_series_and_reason() {
+        let part = samples(&[5000, 10_000]);
+        let letters = refused_letters(DropReason::OutOfOrder, &part, "out of order sample");
+        assert_eq!(letters.len(), part.len());
+        for letter in &letters {
+            assert_eq!(letter.cause, DeadLetterCause::RefusedSample);
+            assert_eq!(letter.reason, "out_of_order");
+            assert_eq!(letter.detail, "out of order sample");
+            assert_eq!(letter.origin, None);
+            let value: serde_json::Value = serde_json::from_slice(&letter.value).unwrap();
+            let name = value["labels"]["__name__"].as_str().unwrap();
+            assert_eq!(letter.key, name.as_bytes());
+            assert_eq!(value["labels"]["region"], "UK");
+            assert!([5000, 10_000].contains(&value["timestamp"].as_i64().unwrap()));
+        }
+        let warnings = letters.iter().filter(|l| l.key == b"warnings").count();
+        assert_eq!(warnings, 2, "one per window");
+    }
+
+    #[test]
     fn requests_take_the_oldest_samples_and_name_their_batches() {
         let t0 = Instant::now();
         let mut b = ShardBuffer::default();

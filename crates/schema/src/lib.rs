@@ -1,5 +1,6 @@
 //! The schemas records of the binary formats are read against, loaded and
-//! checked against `[input]` at start.
+//! checked against `[input]` at start, or per record from a schema
+//! registry ([`registry`]).
 //!
 //! `input.format = "protobuf"` takes a `.proto` file, compiled in process
 //! (no `protoc` is needed, ever), or a compiled descriptor set
@@ -17,8 +18,14 @@ use std::path::Path;
 use fleet_core::decode::{
     AvroSchema, Decoder, ProtoField, ProtoKind, ProtoMessage, ProtoSchema, RecordSchema,
 };
+use fleet_core::record::RecordBatch;
+use fleet_core::{DecodeError, PartitionId};
 use fleet_plan::{InputPlan, RecordFormat};
 use prost_reflect::{DescriptorPool, Kind, MessageDescriptor};
+
+pub mod registry;
+
+pub use registry::{FramedDecoders, RegistryClient, SchemaRef, SchemaRegistryConfig};
 
 /// Why the records' schema cannot be used: each problem names its key.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -36,14 +43,40 @@ impl SchemaError {
     }
 }
 
-/// Loads the schema `input` names and checks every path of `input` in it.
-pub fn load(input: &InputPlan) -> Result<RecordSchema, SchemaError> {
+/// What records are read against.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InputSchema {
+    /// One schema for every record (none for JSON).
+    Fixed(RecordSchema),
+    /// The schema each record names in this registry.
+    Registry(SchemaRegistryConfig),
+}
+
+/// Loads the schema `input` names, or takes the registry that names each
+/// record's, and checks every path of `input` in a schema given.
+pub fn load(
+    input: &InputPlan,
+    registry: &SchemaRegistryConfig,
+) -> Result<InputSchema, SchemaError> {
+    if registry.enabled() {
+        return Ok(InputSchema::Registry(registry.clone()));
+    }
+    load_file(input).map(InputSchema::Fixed)
+}
+
+/// The schema file `input` names, checked.
+fn load_file(input: &InputPlan) -> Result<RecordSchema, SchemaError> {
     let schema = match input.format {
         RecordFormat::Json => return Ok(RecordSchema::Json),
         RecordFormat::Protobuf => {
             let file = schema_file(input)?;
+            let Some(name) = input.message.as_deref() else {
+                return Err(SchemaError::single(
+                    "input.message",
+                    "name the record's Protobuf message type, with its package (\"fleet.v1.Record\")",
+                ));
+            };
             let pool = descriptor_pool(file)?;
-            let name = input.message.as_deref().unwrap_or_default();
             let Some(message) = pool.get_message_by_name(name) else {
                 let mut known: Vec<String> = pool
                     .all_messages()
@@ -85,9 +118,63 @@ fn schema_file(input: &InputPlan) -> Result<&str, SchemaError> {
     input.schema_file.as_deref().ok_or_else(|| {
         SchemaError::single(
             "input.schema_file",
-            format!("{} records need their schema file", input.format.as_str()),
+            format!(
+                "{} records need their schema file (or a schema_registry.url)",
+                input.format.as_str()
+            ),
         )
     })
+}
+
+/// Reads records into batches: with one decoder, or with one per schema the
+/// records name in a registry.
+#[derive(Debug)]
+pub enum RecordReader {
+    /// Every record is read with this decoder.
+    Fixed(Decoder),
+    /// Records framed for a registry.
+    Framed(FramedDecoders),
+}
+
+impl RecordReader {
+    /// The reader of `input`'s records against `schema`.
+    pub fn new(input: &InputPlan, schema: &InputSchema) -> Result<RecordReader, String> {
+        Ok(match schema {
+            InputSchema::Fixed(schema) => RecordReader::Fixed(Decoder::for_schema(input, schema).0),
+            InputSchema::Registry(config) => {
+                RecordReader::Framed(FramedDecoders::new(input, RegistryClient::new(config)?))
+            }
+        })
+    }
+
+    /// The schema `bytes` names and that must be fetched first, if any.
+    pub fn missing(&self, bytes: &[u8]) -> Option<SchemaRef> {
+        match self {
+            RecordReader::Fixed(_) => None,
+            RecordReader::Framed(framed) => framed.missing(bytes),
+        }
+    }
+
+    /// Fetches `schema` from the registry, asking again until it answers.
+    pub async fn fetch(&mut self, schema: SchemaRef) {
+        if let RecordReader::Framed(framed) = self {
+            framed.fetch(schema).await;
+        }
+    }
+
+    /// Decodes one message into `batch` (see [`Decoder::decode_into`]).
+    pub fn decode_into(
+        &self,
+        bytes: &[u8],
+        partition: PartitionId,
+        offset: i64,
+        batch: &mut RecordBatch,
+    ) -> Result<(), DecodeError> {
+        match self {
+            RecordReader::Fixed(decoder) => decoder.decode_into(bytes, partition, offset, batch),
+            RecordReader::Framed(framed) => framed.decode_into(bytes, partition, offset, batch),
+        }
+    }
 }
 
 /// The descriptors of a `.proto` file (compiled, with the files it imports

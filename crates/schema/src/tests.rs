@@ -102,7 +102,7 @@ fn proto_setup(dir: &Path) -> (InputPlan, Decoder, MessageDescriptor) {
     let file = dir.join("fleet.proto");
     std::fs::write(&file, PROTO).unwrap();
     let plan = input("protobuf", &file, "fleet.v1.Record");
-    let schema = load(&plan).unwrap();
+    let schema = load_file(&plan).unwrap();
     let (decoder, problems) = Decoder::for_schema(&plan, &schema);
     assert_eq!(problems, []);
     let pool = protox::compile([&file], [dir]).unwrap();
@@ -267,14 +267,14 @@ fn a_descriptor_set_serves_as_the_proto_file_does() {
     let file = dir.path().join("fleet.binpb");
     std::fs::write(&file, set.encode_to_vec()).unwrap();
     let plan = input("protobuf", &file, "fleet.v1.Record");
-    let schema = load(&plan).unwrap();
+    let schema = load_file(&plan).unwrap();
     let (from_set, _) = Decoder::for_schema(&plan, &schema);
     let bytes = to_proto(&message, &full_record());
     assert_eq!(decode(&from_set, &bytes), decode(&decoder, &bytes));
 }
 
 fn problems(plan: &InputPlan) -> Vec<(String, String)> {
-    load(plan).unwrap_err().problems
+    load_file(plan).unwrap_err().problems
 }
 
 #[test]
@@ -340,7 +340,7 @@ fn avro_setup(dir: &Path, schema: &str) -> (InputPlan, Decoder, apache_avro::Sch
     let file = dir.join("fleet.avsc");
     std::fs::write(&file, schema).unwrap();
     let plan = input("avro", &file, "");
-    let loaded = load(&plan).unwrap();
+    let loaded = load_file(&plan).unwrap();
     assert!(matches!(loaded, RecordSchema::Avro(_)));
     let (decoder, problems) = Decoder::for_schema(&plan, &loaded);
     assert_eq!(problems, []);
@@ -523,5 +523,10 @@ fn an_avro_schema_that_does_not_fit_the_input_is_refused_by_key() {
 #[test]
 fn json_needs_no_schema() {
     let plan = MetricPlan::reference_demo().input;
-    assert_eq!(load(&plan), Ok(RecordSchema::Json));
+    assert_eq!(load_file(&plan), Ok(RecordSchema::Json));
+    let registry = SchemaRegistryConfig::default();
+    assert_eq!(
+        load(&plan, &registry),
+        Ok(InputSchema::Fixed(RecordSchema::Json))
+    );
 }

@@ -35,11 +35,13 @@ mod kafka;
 pub mod oracle;
 mod process;
 mod prometheus;
+mod schema_registry;
 mod tansu;
 
 pub use kafka::{ConsumedRecord, KafkaClient};
 pub use process::LocalService;
 pub use prometheus::{PromSample, PromSeries, Prometheus, PrometheusClient, PrometheusOptions};
+pub use schema_registry::{RegistryClient, SchemaRegistry};
 pub use tansu::Tansu;
 
 /// A loopback port that was free a moment ago (for a service a test starts itself).
@@ -156,6 +158,14 @@ pub enum TestkitError {
         /// What it answered.
         detail: String,
     },
+    /// The schema registry answered, but not with what was asked for.
+    #[error("schema registry: {context}: {detail}")]
+    Registry {
+        /// What was being done.
+        context: String,
+        /// What it answered.
+        detail: String,
+    },
     /// An operation did not finish in time.
     #[error("timed out after {after:?}: {what}")]
     Timeout {
@@ -218,6 +228,23 @@ pub async fn prometheus_or_skip(options: PrometheusOptions) -> Option<Prometheus
             None
         }
         Err(error) => panic!("starting Prometheus: {error}"),
+    }
+}
+
+/// Starts a schema registry over the broker at `bootstrap_servers` for a
+/// test, or skips the test when the registry is not installed (see
+/// [`skip_or_fail`]).
+pub async fn schema_registry_or_skip(
+    bootstrap_servers: &str,
+    credentials: Option<(&str, &str)>,
+) -> Option<SchemaRegistry> {
+    match SchemaRegistry::start(bootstrap_servers, credentials).await {
+        Ok(registry) => Some(registry),
+        Err(error @ TestkitError::BinaryMissing { .. }) => {
+            skip_or_fail(&error.to_string());
+            None
+        }
+        Err(error) => panic!("starting the schema registry: {error}"),
     }
 }
 

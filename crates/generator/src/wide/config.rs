@@ -175,6 +175,20 @@ impl WideLayout {
     /// [`Self::proto_schema`] or [`Self::avro_schema`] write it) is at
     /// `schema_file`; their time is epoch milliseconds.
     pub fn config_toml_for(&self, format: WireFormat, schema_file: &str) -> String {
+        self.config_toml_with(format, SchemaPlace::File(schema_file))
+    }
+
+    /// [`Self::config_toml`] for records in `format` framed for the schema
+    /// registry at `url`.
+    pub fn config_toml_framed(&self, format: WireFormat, url: &str) -> String {
+        self.config_toml_with(format, SchemaPlace::Registry(url))
+    }
+
+    fn config_toml_with(&self, format: WireFormat, place: SchemaPlace<'_>) -> String {
+        let schema_file = match place {
+            SchemaPlace::File(file) => file,
+            SchemaPlace::Registry(_) => "",
+        };
         let mut out = String::new();
         let count = self.signals.len();
         let flags = match format {
@@ -192,21 +206,14 @@ impl WideLayout {
         out.push_str("\n[input]\n");
         let time_format = match format {
             WireFormat::Json => "rfc3339",
-            WireFormat::Protobuf => {
-                let _ = writeln!(
-                    out,
-                    "format = \"protobuf\"\nschema_file = {}\nmessage = {}",
-                    quoted(schema_file),
-                    quoted(PROTO_MESSAGE)
-                );
-                "epoch_ms"
-            }
-            WireFormat::Avro => {
-                let _ = writeln!(
-                    out,
-                    "format = \"avro\"\nschema_file = {}",
-                    quoted(schema_file)
-                );
+            WireFormat::Protobuf | WireFormat::Avro => {
+                let _ = writeln!(out, "format = {}", quoted(format.as_str()));
+                if !schema_file.is_empty() {
+                    let _ = writeln!(out, "schema_file = {}", quoted(schema_file));
+                    if format == WireFormat::Protobuf {
+                        let _ = writeln!(out, "message = {}", quoted(PROTO_MESSAGE));
+                    }
+                }
                 "epoch_ms"
             }
         };
@@ -269,8 +276,18 @@ impl WideLayout {
                 out.push_str("]\n");
             }
         }
+        if let SchemaPlace::Registry(url) = place {
+            let _ = write!(out, "\n[schema_registry]\nurl = {}\n", quoted(url));
+        }
         out
     }
+}
+
+/// Where a configuration says the records' schema is.
+#[derive(Clone, Copy)]
+enum SchemaPlace<'a> {
+    File(&'a str),
+    Registry(&'a str),
 }
 
 /// A TOML string: literal (`'…'`) when it contains a double quote (filters

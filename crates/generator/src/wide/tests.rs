@@ -429,7 +429,12 @@ fn binary_records_decode_into_the_json_records() {
         std::fs::write(&path, schema).unwrap();
         let toml = layout.config_toml_for(format, &path.display().to_string());
         let plan = MetricPlan::from_toml(&toml, &[]).unwrap();
-        let loaded = fleet_schema::load(&plan.input).unwrap();
+        let registry = fleet_schema::SchemaRegistryConfig::default();
+        let fleet_schema::InputSchema::Fixed(loaded) =
+            fleet_schema::load(&plan.input, &registry).unwrap()
+        else {
+            panic!("no registry configured")
+        };
         let (decoder, problems) = Decoder::for_schema(&plan.input, &loaded);
         assert!(problems.is_empty(), "{problems:?}");
         let encoder = WideEncoder::new(&layout, format).unwrap();
@@ -463,6 +468,11 @@ fn the_json_configuration_is_the_binary_ones_but_for_format_and_time() {
     assert!(proto.contains("time_format = \"epoch_ms\""));
     let body = |t: &str| t[t.find("shape = ").unwrap()..].replace("epoch_ms", "rfc3339");
     assert_eq!(body(&proto), body(&json));
+    let framed = layout.config_toml_framed(WireFormat::Avro, "http://registry:8081");
+    assert!(framed.contains("[input]\nformat = \"avro\"\nshape = \"wide\""));
+    assert!(framed.ends_with("\n[schema_registry]\nurl = \"http://registry:8081\"\n"));
+    let plan = MetricPlan::from_toml(&framed, &[]).unwrap();
+    assert_eq!((plan.input.schema_file, plan.input.message), (None, None));
     assert!(layout.proto_schema().contains("optional Gear gear = 6;"));
     assert!(layout.avro_schema().contains("\"timestamp-millis\""));
 }

@@ -216,6 +216,8 @@ pub struct WireError {
 #[derive(Debug)]
 pub struct WideEncoder {
     kind: Encoder,
+    /// Framed for a schema registry: the header before each payload.
+    frame: Option<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -229,6 +231,20 @@ impl WideEncoder {
     /// The encoder of `layout`'s records in `format`, by the schema
     /// [`WideLayout::proto_schema`] or [`WideLayout::avro_schema`] writes.
     pub fn new(layout: &WideLayout, format: WireFormat) -> Result<WideEncoder, WireError> {
+        let schema = match format {
+            WireFormat::Json => String::new(),
+            WireFormat::Protobuf => layout.proto_schema(),
+            WireFormat::Avro => layout.avro_schema(),
+        };
+        WideEncoder::with_schema(format, &schema)
+    }
+
+    /// The encoder of records in `format` by `schema` (the text of a
+    /// `.proto` file with `fleet.wide.Record`, or of an Avro schema): a
+    /// newer version of the layout's own, say. Fields the JSON records have
+    /// and the schema lacks are an error; fields the schema has and the
+    /// records lack are left out (Protobuf) or take their default (Avro).
+    pub fn with_schema(format: WireFormat, schema: &str) -> Result<WideEncoder, WireError> {
         let error = |detail: String| WireError {
             format: format.as_str(),
             detail,
@@ -236,7 +252,7 @@ impl WideEncoder {
         let kind = match format {
             WireFormat::Json => Encoder::Json,
             WireFormat::Protobuf => {
-                let pool = fleet_schema::compile_proto_source("wide.proto", &layout.proto_schema())
+                let pool = fleet_schema::compile_proto_source("wide.proto", schema)
                     .map_err(|e| error(e.to_string()))?;
                 let message = pool
                     .get_message_by_name(PROTO_MESSAGE)
@@ -244,15 +260,53 @@ impl WideEncoder {
                 Encoder::Protobuf(message)
             }
             WireFormat::Avro => Encoder::Avro(Box::new(
-                apache_avro::Schema::parse_str(&layout.avro_schema())
-                    .map_err(|e| error(e.to_string()))?,
+                apache_avro::Schema::parse_str(schema).map_err(|e| error(e.to_string()))?,
             )),
         };
-        Ok(WideEncoder { kind })
+        Ok(WideEncoder { kind, frame: None })
+    }
+
+    /// Frames every record for a schema registry where the schema is
+    /// `schema_id`: a zero byte, the id (4 bytes, big-endian), for Protobuf
+    /// the message's index in its file (Confluent's wire format).
+    pub fn framed(mut self, schema_id: u32) -> WideEncoder {
+        let mut frame = vec![0];
+        frame.extend(schema_id.to_be_bytes());
+        if let Encoder::Protobuf(message) = &self.kind {
+            let index = message
+                .parent_file()
+                .messages()
+                .position(|m| m == *message)
+                .unwrap_or_default();
+            match index {
+                // The first message is written as a lone 0.
+                0 => frame.push(0),
+                // One index, zigzag: 2i.
+                i => {
+                    frame.push(2);
+                    let mut v = (i as u64) << 1;
+                    while v >= 0x80 {
+                        frame.push((v as u8 & 0x7f) | 0x80);
+                        v >>= 7;
+                    }
+                    frame.push(v as u8);
+                }
+            }
+        }
+        self.frame = Some(frame);
+        self
     }
 
     /// The message value of `record`.
     pub fn encode(&self, record: &WideRecord) -> Result<Vec<u8>, WireError> {
+        let payload = self.payload(record)?;
+        Ok(match &self.frame {
+            Some(frame) => [frame.as_slice(), &payload].concat(),
+            None => payload,
+        })
+    }
+
+    fn payload(&self, record: &WideRecord) -> Result<Vec<u8>, WireError> {
         let json = || -> Result<Json, WireError> {
             let mut value: Json = serde_json::from_str(&record.json).map_err(|e| WireError {
                 format: "json",

@@ -1,67 +1,63 @@
 //! Protobuf and Avro records end to end (issue #18): the generator's wide
 //! records, encoded by the formats' reference libraries, → Tansu →
-//! fleet-preprocessor configured with `input.format` and the schema file the
-//! generator wrote → Prometheus, every sample compared with the declared
-//! oracle over the same records in JSON. Messages that are no record of the
-//! schema are counted as `malformed` and lose nothing else.
+//! fleet-preprocessor → Prometheus, every sample compared with the declared
+//! oracle over the same records in JSON. Read against the schema file the
+//! generator wrote, or framed for a real schema registry
+//! (crabka-schema-registry) with the schema changing mid-run. Messages that
+//! are no record of the schema are counted as `malformed` and lose nothing
+//! else.
 #![allow(clippy::unwrap_used)] // helpers of the tests below
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::common::*;
-use crate::wide_fleet::{all_samples, generate_wide, sample_differences};
-use fleet_generator::{WideEncoder, WideLayout, WireFormat};
+use crate::wide_fleet::{all_samples, generate_wide, sample_differences, WideRun};
+use fleet_generator::{WideEncoder, WideLayout, WideRecord, WireFormat};
 use fleet_testkit::oracle::declared::{self, DeclaredConfig, OracleRecord};
+use fleet_testkit::{Prometheus, Tansu};
 
-/// Garbage that is no record of either format: a varint (Protobuf's tag,
-/// Avro's string length) that never ends.
+/// Garbage that is no record of either format, framed or not: a varint
+/// (Protobuf's tag, Avro's string length) that never ends.
 const GARBAGE: [u8; 8] = [0xff; 8];
-const GARBAGE_MESSAGES: usize = 3;
 
-async fn binary_run(format: WireFormat, seed: u64) {
-    let _serial = SERIAL.lock().await;
-    let Some((kafka, prom)) = services().await else {
-        return;
-    };
+/// Produces `bad` then the records' `values` to `topic`, runs the service
+/// with `input_toml`, and compares Prometheus with the oracle over the
+/// records in JSON; the refused messages must be exactly the `bad` ones,
+/// all `malformed`.
+async fn run_and_compare(
+    (kafka, prom): (&Tansu, &Prometheus),
+    run: &WideRun,
+    layout: &WideLayout,
+    topic: &str,
+    (bad, values): (Vec<Vec<u8>>, Vec<Vec<u8>>),
+    input_toml: &str,
+) {
     let began = tokio::time::Instant::now();
-    let layout = WideLayout::new(30).unwrap();
-    let run = generate_wide(200, 60, seed, &layout, in_bound);
-    let (schema, name) = match format {
-        WireFormat::Protobuf => (layout.proto_schema(), "wide.proto"),
-        _ => (layout.avro_schema(), "wide.avsc"),
-    };
-    let schema_file = run.dir.path().join(name);
-    std::fs::write(&schema_file, schema).unwrap();
-    let encoder = WideEncoder::new(&layout, format).unwrap();
-    let values: Vec<Vec<u8>> = run
-        .records
-        .iter()
-        .map(|r| encoder.encode(r).unwrap())
-        .collect();
     let json_bytes: usize = run.records.iter().map(|r| r.json.len()).sum();
     let binary_bytes: usize = values.iter().map(Vec::len).sum();
-    let topic = format.as_str();
     kafka.create_topic(topic, 4).await.unwrap();
-    // Garbage first, among the first records of each partition.
-    let garbage = (0..GARBAGE_MESSAGES).map(|i| (format!("garbage-{i}"), GARBAGE.to_vec()));
+    let garbage = bad
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (format!("garbage-{i}"), b.clone()));
     let messages: Vec<(String, Vec<u8>)> = garbage
         .chain(
             run.records
                 .iter()
-                .zip(&values)
-                .map(|(r, v)| (r.vin.clone(), v.clone())),
+                .zip(values)
+                .map(|(r, v)| (r.vin.clone(), v)),
         )
         .collect();
     let delivered = kafka.produce_json(topic, messages).await.unwrap();
-    let delivered = &delivered[GARBAGE_MESSAGES..];
+    let delivered = &delivered[bad.len()..];
     let config = service_config(
         run.dir.path(),
         &kafka.bootstrap_servers(),
         topic,
         &prom.remote_write_url(),
         &run.reference_csv,
-        &layout.config_toml_for(format, &schema_file.display().to_string()),
+        input_toml,
     );
 
     // The oracle reads the same records in JSON, with the JSON configuration.
@@ -98,7 +94,7 @@ async fn binary_run(format: WireFormat, seed: u64) {
     let reporting = want.keys().filter(|k| k.0 == "vehicles_reporting").count();
 
     let service = Service::start(&config);
-    let n = wait_for_windows(&prom, start, end, reporting, Duration::from_secs(120)).await;
+    let n = wait_for_windows(prom, start, end, reporting, Duration::from_secs(120)).await;
     assert_eq!(
         n,
         reporting,
@@ -106,10 +102,10 @@ async fn binary_run(format: WireFormat, seed: u64) {
         service.log_tail()
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut got = all_samples(&prom, start, end).await;
+    let mut got = all_samples(prom, start, end).await;
     while !sample_differences(&want, &got).is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        got = all_samples(&prom, start, end).await;
+        got = all_samples(prom, start, end).await;
     }
     let problems = sample_differences(&want, &got);
     assert!(
@@ -120,24 +116,18 @@ async fn binary_run(format: WireFormat, seed: u64) {
         problems[..problems.len().min(15)].join("\n"),
         service.log_events()
     );
-    let errors = |reason: &'static str| {
-        let service = &service;
-        async move {
-            service
-                .metric("fleet_source_decode_errors_total", &[("reason", reason)])
-                .await
-        }
-    };
-    assert_eq!(
-        errors("malformed").await,
-        GARBAGE_MESSAGES as f64,
-        "{topic}"
-    );
+    let malformed = service
+        .metric(
+            "fleet_source_decode_errors_total",
+            &[("reason", "malformed")],
+        )
+        .await;
+    assert_eq!(malformed, bad.len() as f64, "{topic}");
     assert_eq!(
         service
             .metric("fleet_source_decode_errors_total", &[])
             .await,
-        GARBAGE_MESSAGES as f64,
+        bad.len() as f64,
         "{topic}: nothing else refused"
     );
     assert_eq!(
@@ -146,7 +136,7 @@ async fn binary_run(format: WireFormat, seed: u64) {
             .await,
         0.0
     );
-    assert_eq!(refused_writes(&prom).await, 0.0, "no write was refused");
+    assert_eq!(refused_writes(prom).await, 0.0, "no write was refused");
     eprintln!(
         "{topic}: {} records ({binary_bytes} bytes; {json_bytes} as JSON), {} samples equal \
          to the oracle after {:?}",
@@ -157,12 +147,137 @@ async fn binary_run(format: WireFormat, seed: u64) {
     service.terminate().await;
 }
 
+/// The records read against the schema file the generator wrote.
+async fn with_a_schema_file(format: WireFormat, seed: u64) {
+    let _serial = SERIAL.lock().await;
+    let Some((kafka, prom)) = services().await else {
+        return;
+    };
+    let layout = WideLayout::new(30).unwrap();
+    let run = generate_wide(200, 60, seed, &layout, in_bound);
+    let (schema, name) = match format {
+        WireFormat::Protobuf => (layout.proto_schema(), "wide.proto"),
+        _ => (layout.avro_schema(), "wide.avsc"),
+    };
+    let schema_file = run.dir.path().join(name);
+    std::fs::write(&schema_file, schema).unwrap();
+    let encoder = WideEncoder::new(&layout, format).unwrap();
+    let values = run
+        .records
+        .iter()
+        .map(|r| encoder.encode(r).unwrap())
+        .collect();
+    let bad = vec![GARBAGE.to_vec(); 3];
+    let toml = layout.config_toml_for(format, &schema_file.display().to_string());
+    run_and_compare(
+        (&kafka, &prom),
+        &run,
+        &layout,
+        format.as_str(),
+        (bad, values),
+        &toml,
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protobuf_records_through_tansu_and_prometheus_equal_the_oracle() {
-    binary_run(WireFormat::Protobuf, 41).await;
+    with_a_schema_file(WireFormat::Protobuf, 41).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avro_records_through_tansu_and_prometheus_equal_the_oracle() {
-    binary_run(WireFormat::Avro, 43).await;
+    with_a_schema_file(WireFormat::Avro, 43).await;
+}
+
+/// The layout's schema with a field `firmware` added, as a newer version of
+/// the subject.
+fn with_firmware(format: WireFormat, schema: &str) -> String {
+    match format {
+        WireFormat::Protobuf => schema.replacen(
+            "message Record {\n",
+            "message Record {\n  optional string firmware = 99;\n",
+            1,
+        ),
+        _ => schema.replacen(
+            "\"fields\": [",
+            "\"fields\": [\n    {\"name\": \"firmware\", \"type\": [\"null\", \"string\"], \"default\": null},",
+            1,
+        ),
+    }
+}
+
+/// Framed records: the first half written with the layout's schema, the
+/// second with a newer version adding a field; both read by the schema each
+/// names, from a registry that wants basic auth. A record naming a schema
+/// the registry does not have is `malformed`, like garbage.
+async fn framed_for_a_registry(format: WireFormat, seed: u64) {
+    let _serial = SERIAL.lock().await;
+    let Some((kafka, prom)) = services().await else {
+        return;
+    };
+    let credentials = ("fleet", "registry-secret");
+    let Some(registry) =
+        fleet_testkit::schema_registry_or_skip(&kafka.bootstrap_servers(), Some(credentials)).await
+    else {
+        return;
+    };
+    let topic = format!("framed-{}", format.as_str());
+    let subject = format!("{topic}-value");
+    let schema_type = match format {
+        WireFormat::Protobuf => "PROTOBUF",
+        _ => "AVRO",
+    };
+    let layout = WideLayout::new(30).unwrap();
+    let v1 = match format {
+        WireFormat::Protobuf => layout.proto_schema(),
+        _ => layout.avro_schema(),
+    };
+    let v2 = with_firmware(format, &v1);
+    let id1 = registry.register(&subject, schema_type, &v1).await.unwrap();
+    let id2 = registry.register(&subject, schema_type, &v2).await.unwrap();
+    assert_ne!(id1, id2);
+    let old = WideEncoder::with_schema(format, &v1).unwrap().framed(id1);
+    let new = WideEncoder::with_schema(format, &v2).unwrap().framed(id2);
+    let run = generate_wide(200, 60, seed, &layout, in_bound);
+    let half = run.records.len() / 2;
+    let values: Vec<Vec<u8>> = run
+        .records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| match i < half {
+            true => old.encode(r).unwrap(),
+            false => {
+                let mut json: serde_json::Value = serde_json::from_str(&r.json).unwrap();
+                json["firmware"] = serde_json::Value::from("2.1.0");
+                let newer = WideRecord {
+                    json: json.to_string(),
+                    ..r.clone()
+                };
+                new.encode(&newer).unwrap()
+            }
+        })
+        .collect();
+    // Garbage, and a good record framed with a schema id nobody registered.
+    let mut unknown = values[0].clone();
+    unknown[1..5].copy_from_slice(&9_999_u32.to_be_bytes());
+    let bad = vec![GARBAGE.to_vec(), unknown];
+    let toml = layout.config_toml_framed(format, registry.url()).replace(
+        "[schema_registry]\n",
+        &format!(
+            "[schema_registry]\nusername = \"{}\"\npassword = \"{}\"\n",
+            credentials.0, credentials.1
+        ),
+    );
+    run_and_compare((&kafka, &prom), &run, &layout, &topic, (bad, values), &toml).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avro_framed_for_a_schema_registry_decodes_across_a_schema_change() {
+    framed_for_a_registry(WireFormat::Avro, 47).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_framed_for_a_schema_registry_decodes_across_a_schema_change() {
+    framed_for_a_registry(WireFormat::Protobuf, 53).await;
 }

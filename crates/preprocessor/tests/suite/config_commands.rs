@@ -454,6 +454,34 @@ fn check_config_reads_the_schema_of_binary_records_and_names_what_does_not_fit()
         &config("avro", Path::new(""), ""),
         &["input.schema_file: avro records need their schema file"],
     );
+    assert_problems(
+        dir.path(),
+        "no-message.toml",
+        &config("protobuf", &proto, ""),
+        &["input.message: name the record's Protobuf message type"],
+    );
+    // Framed records: the registry names their schema; JSON is never framed.
+    assert_problems(
+        dir.path(),
+        "registry.toml",
+        &format!(
+            "{}[schema_registry]\nurl = \"http://127.0.0.1:8081\"\n",
+            config("protobuf", &proto, "fleet.v1.Record")
+        ),
+        &[
+            "input.schema_file: records framed for a registry",
+            "input.message: ",
+        ],
+    );
+    assert_problems(
+        dir.path(),
+        "registry-json.toml",
+        "[kafka]\nbrokers = \"127.0.0.1:9092\"\n[schema_registry]\nurl = \"ftp://x\"\n",
+        &[
+            "schema_registry.url: \"ftp://x\" is not an http(s) URL",
+            "JSON records are not framed",
+        ],
+    );
     // The embedded generator writes JSON only.
     std::fs::write(
         &proto,

@@ -285,7 +285,9 @@ impl DeclaredConfig {
             .try_into()
             .map_err(|e| format!("input: {e}"))?;
         if input.format.as_deref().is_some_and(|f| f != "json") {
-            return Err("input.format: the oracle reads JSON records; give it the JSON form".into());
+            return Err(
+                "input.format: the oracle reads JSON records; give it the JSON form".into(),
+            );
         }
         let metrics: Vec<RawMetric> = metrics.try_into().map_err(|e| format!("metrics: {e}"))?;
         build(input, metrics, dimensions)

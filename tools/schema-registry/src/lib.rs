@@ -1,0 +1,1 @@
+//! Nothing: this package only pins the registry's source (see Cargo.toml).
