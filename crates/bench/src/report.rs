@@ -78,7 +78,7 @@ pub struct Figures {
     pub events_per_cpu_s: f64,
     /// Events per elapsed second.
     pub events_per_wall_s: f64,
-    /// Megabytes (10^6) of JSON lines per CPU-second.
+    /// Megabytes (10^6) of input (JSON lines, or binary messages) per CPU-second.
     pub json_mb_per_cpu_s: f64,
 }
 
@@ -213,7 +213,7 @@ impl Report {
         let (m, i) = (&self.machine, &self.input);
         let _ = writeln!(
             out,
-            "fleet-bench: {} events ({}, {} metrics) of {} vehicles (seed {}), {} MB of JSON lines, batches of {}",
+            "fleet-bench: {} events ({}, {} metrics) of {} vehicles (seed {}), {} MB of input, batches of {}",
             thousands(i.events),
             i.shape,
             i.metrics,

@@ -32,6 +32,9 @@ pub struct RegistryClient {
     url: String,
     credentials: Option<(String, String)>,
     http: reqwest::Client,
+    /// Where a registry started by the testkit listens and keeps its
+    /// schemas, to start it again there.
+    place: Option<(u16, String)>,
 }
 
 impl SchemaRegistry {
@@ -54,40 +57,81 @@ impl SchemaRegistry {
         bootstrap_servers: &str,
         credentials: Option<(&str, &str)>,
     ) -> Result<SchemaRegistry, TestkitError> {
-        let binary = Self::binary()?;
-        let credentials = credentials.map(|(u, p)| (u.to_owned(), p.to_owned()));
+        let topic = unique_name("_schemas");
         process::start_with_retries(SERVICE, || async {
             let port = process::free_port()?;
-            let url = format!("http://127.0.0.1:{port}");
-            let mut command = Command::new(&binary);
-            command
-                .args(["--bootstrap-servers", bootstrap_servers])
-                .args(["--listen-addr", &format!("127.0.0.1:{port}")])
-                .args(["--advertised-url", &url])
-                .args(["--schemas-topic", &unique_name("_schemas")])
-                .args(["--schemas-topic-rf", "1"])
-                .args(["--group-id", &unique_name("schema-registry")])
-                .env("CRABKA_ADMIN_LISTEN_ADDR", "127.0.0.1:0");
-            for (key, _) in std::env::vars() {
-                let ours = key.starts_with("SCHEMA_REGISTRY_") || key.starts_with("CRABKA_");
-                if ours && key != "CRABKA_ADMIN_LISTEN_ADDR" {
-                    command.env_remove(key);
-                }
-            }
-            if let Some((user, password)) = &credentials {
-                command
-                    .arg("--require-auth")
-                    .args(["--basic-user", &format!("{user}:{password}")]);
-            }
-            let client = RegistryClient::new(url, credentials.clone())?;
-            let dir = ServiceProcess::temp_dir(SERVICE)?;
-            let probe = || async { client.subjects().await.map(drop).map_err(|e| e.to_string()) };
-            let process = ServiceProcess::spawn(SERVICE, command, dir)?
-                .wait_ready(READY_TIMEOUT, Duration::from_millis(50), probe)
-                .await?;
-            Ok(SchemaRegistry::new(process, client))
+            Self::start_at(bootstrap_servers, credentials, port, &topic).await
         })
         .await
+    }
+
+    /// Starts a registry again where `stopped` was (its port, its schemas
+    /// topic): it reads the schemas back, and is ready once it answers for
+    /// the id `known`.
+    pub async fn restart(
+        bootstrap_servers: &str,
+        credentials: Option<(&str, &str)>,
+        stopped: &RegistryClient,
+        known: u32,
+    ) -> Result<SchemaRegistry, TestkitError> {
+        let Some((port, topic)) = stopped.place.clone() else {
+            return Err(TestkitError::Registry {
+                context: "restarting".into(),
+                detail: "not a registry the testkit started".into(),
+            });
+        };
+        let registry = Self::start_at(bootstrap_servers, credentials, port, &topic).await?;
+        // It answers before it has read its topic back.
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while registry.schema(known).await.is_err() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(TestkitError::Timeout {
+                    what: format!("schema {known} after a restart"),
+                    after: READY_TIMEOUT,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(registry)
+    }
+
+    async fn start_at(
+        bootstrap_servers: &str,
+        credentials: Option<(&str, &str)>,
+        port: u16,
+        topic: &str,
+    ) -> Result<SchemaRegistry, TestkitError> {
+        let binary = Self::binary()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let mut command = Command::new(&binary);
+        command
+            .args(["--bootstrap-servers", bootstrap_servers])
+            .args(["--listen-addr", &format!("127.0.0.1:{port}")])
+            .args(["--advertised-url", &url])
+            .args(["--schemas-topic", topic])
+            .args(["--schemas-topic-rf", "1"])
+            .args(["--group-id", &unique_name("schema-registry")])
+            .env("CRABKA_ADMIN_LISTEN_ADDR", "127.0.0.1:0");
+        for (key, _) in std::env::vars() {
+            let ours = key.starts_with("SCHEMA_REGISTRY_") || key.starts_with("CRABKA_");
+            if ours && key != "CRABKA_ADMIN_LISTEN_ADDR" {
+                command.env_remove(key);
+            }
+        }
+        if let Some((user, password)) = credentials {
+            command
+                .arg("--require-auth")
+                .args(["--basic-user", &format!("{user}:{password}")]);
+        }
+        let mut client =
+            RegistryClient::new(url, credentials.map(|(u, p)| (u.to_owned(), p.to_owned())))?;
+        client.place = Some((port, topic.to_owned()));
+        let dir = ServiceProcess::temp_dir(SERVICE)?;
+        let probe = || async { client.subjects().await.map(drop).map_err(|e| e.to_string()) };
+        let process = ServiceProcess::spawn(SERVICE, command, dir)?
+            .wait_ready(READY_TIMEOUT, Duration::from_millis(50), probe)
+            .await?;
+        Ok(SchemaRegistry::new(process, client))
     }
 }
 
@@ -109,6 +153,7 @@ impl RegistryClient {
             url: url.into(),
             credentials,
             http,
+            place: None,
         })
     }
 
@@ -161,6 +206,18 @@ impl RegistryClient {
             )
             .await?;
         Ok(serde_json::from_value(value).unwrap_or_default())
+    }
+
+    /// `GET /schemas/ids/{id}`: the schema's text.
+    pub async fn schema(&self, id: u32) -> Result<String, TestkitError> {
+        let path = format!("/schemas/ids/{id}");
+        let value = self
+            .json(
+                self.request(reqwest::Method::GET, &path),
+                &format!("GET {path}"),
+            )
+            .await?;
+        Ok(value["schema"].as_str().unwrap_or_default().to_owned())
     }
 
     /// Registers `schema` (`schema_type` `AVRO` or `PROTOBUF`) under

@@ -21,19 +21,30 @@ use fleet_testkit::{Prometheus, Tansu};
 /// (Protobuf's tag, Avro's string length) that never ends.
 const GARBAGE: [u8; 8] = [0xff; 8];
 
-/// Produces `bad` then the records' `values` to `topic`, runs the service
-/// with `input_toml`, and compares Prometheus with the oracle over the
-/// records in JSON; the refused messages must be exactly the `bad` ones,
-/// all `malformed`.
-async fn run_and_compare(
-    (kafka, prom): (&Tansu, &Prometheus),
-    run: &WideRun,
-    layout: &WideLayout,
+/// What the service must write for a run, and how it is configured.
+struct Expected {
+    config: std::path::PathBuf,
+    want: BTreeMap<declared::SampleKey, f64>,
+    /// The time range of the windows, and how many `vehicles_reporting`
+    /// samples it holds.
+    range: (i64, i64),
+    reporting: usize,
+    /// Messages produced that are no record.
+    bad: usize,
+    bytes: (usize, usize),
+}
+
+/// Produces `bad` then the records' `values` to `topic`, writes the
+/// service's configuration with `input_toml`, and computes what Prometheus
+/// must hold: the oracle over the records in JSON.
+async fn prepare(
+    kafka: &Tansu,
+    prom: &Prometheus,
+    (run, layout): (&WideRun, &WideLayout),
     topic: &str,
     (bad, values): (Vec<Vec<u8>>, Vec<Vec<u8>>),
     input_toml: &str,
-) {
-    let began = tokio::time::Instant::now();
+) -> Expected {
     let json_bytes: usize = run.records.iter().map(|r| r.json.len()).sum();
     let binary_bytes: usize = values.iter().map(Vec::len).sum();
     kafka.create_topic(topic, 4).await.unwrap();
@@ -59,8 +70,6 @@ async fn run_and_compare(
         &run.reference_csv,
         input_toml,
     );
-
-    // The oracle reads the same records in JSON, with the JSON configuration.
     let oracle_config = DeclaredConfig::from_toml(&layout.config_toml()).unwrap();
     let input: Vec<OracleRecord> = run
         .records
@@ -90,24 +99,45 @@ async fn run_and_compare(
         *windows.iter().min().unwrap(),
         *windows.iter().max().unwrap(),
     );
-    let (start, end) = (first - WINDOW_MS, last + WINDOW_MS);
     let reporting = want.keys().filter(|k| k.0 == "vehicles_reporting").count();
+    Expected {
+        config,
+        want,
+        range: (first - WINDOW_MS, last + WINDOW_MS),
+        reporting,
+        bad: bad.len(),
+        bytes: (binary_bytes, json_bytes),
+    }
+}
 
-    let service = Service::start(&config);
-    let n = wait_for_windows(prom, start, end, reporting, Duration::from_secs(120)).await;
+/// Waits for `service` to write every window, then compares Prometheus
+/// with `expected`; the refused messages must be exactly the bad ones, all
+/// `malformed`.
+async fn check(prom: &Prometheus, service: &Service, expected: &Expected, topic: &str) {
+    let began = tokio::time::Instant::now();
+    let (start, end) = expected.range;
+    let want = &expected.want;
+    let n = wait_for_windows(
+        prom,
+        start,
+        end,
+        expected.reporting,
+        Duration::from_secs(120),
+    )
+    .await;
     assert_eq!(
         n,
-        reporting,
+        expected.reporting,
         "{topic}: windows written; log:\n{}",
         service.log_tail()
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut got = all_samples(prom, start, end).await;
-    while !sample_differences(&want, &got).is_empty() && tokio::time::Instant::now() < deadline {
+    while !sample_differences(want, &got).is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
         got = all_samples(prom, start, end).await;
     }
-    let problems = sample_differences(&want, &got);
+    let problems = sample_differences(want, &got);
     assert!(
         problems.is_empty(),
         "{topic}: {} of {} samples differ; first ones:\n{}\nlog:\n{}",
@@ -122,12 +152,12 @@ async fn run_and_compare(
             &[("reason", "malformed")],
         )
         .await;
-    assert_eq!(malformed, bad.len() as f64, "{topic}");
+    assert_eq!(malformed, expected.bad as f64, "{topic}");
     assert_eq!(
         service
             .metric("fleet_source_decode_errors_total", &[])
             .await,
-        bad.len() as f64,
+        expected.bad as f64,
         "{topic}: nothing else refused"
     );
     assert_eq!(
@@ -137,13 +167,27 @@ async fn run_and_compare(
         0.0
     );
     assert_eq!(refused_writes(prom).await, 0.0, "no write was refused");
+    let (binary_bytes, json_bytes) = expected.bytes;
     eprintln!(
-        "{topic}: {} records ({binary_bytes} bytes; {json_bytes} as JSON), {} samples equal \
-         to the oracle after {:?}",
-        run.records.len(),
+        "{topic}: {binary_bytes} bytes ({json_bytes} as JSON), {} samples equal to the oracle \
+         (waited {:?})",
         want.len(),
         began.elapsed()
     );
+}
+
+/// [`prepare`], run the service, [`check`].
+async fn run_and_compare(
+    (kafka, prom): (&Tansu, &Prometheus),
+    run: &WideRun,
+    layout: &WideLayout,
+    topic: &str,
+    messages: (Vec<Vec<u8>>, Vec<Vec<u8>>),
+    input_toml: &str,
+) {
+    let expected = prepare(kafka, prom, (run, layout), topic, messages, input_toml).await;
+    let service = Service::start(&expected.config);
+    check(prom, &service, &expected, topic).await;
     service.terminate().await;
 }
 
@@ -280,4 +324,69 @@ async fn avro_framed_for_a_schema_registry_decodes_across_a_schema_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protobuf_framed_for_a_schema_registry_decodes_across_a_schema_change() {
     framed_for_a_registry(WireFormat::Protobuf, 53).await;
+}
+
+/// The registry is down when the service starts: the records wait (nothing
+/// written, nothing refused) while the service asks again, and are all read
+/// once the registry is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framed_records_wait_for_a_registry_that_is_down() {
+    let _serial = SERIAL.lock().await;
+    let Some((kafka, prom)) = services().await else {
+        return;
+    };
+    let bootstrap = kafka.bootstrap_servers();
+    let Some(registry) = fleet_testkit::schema_registry_or_skip(&bootstrap, None).await else {
+        return;
+    };
+    let format = WireFormat::Avro;
+    let layout = WideLayout::new(10).unwrap();
+    let id = registry
+        .register("outage-value", "AVRO", &layout.avro_schema())
+        .await
+        .unwrap();
+    let client = (*registry).clone();
+    registry.stop();
+    let encoder = WideEncoder::new(&layout, format).unwrap().framed(id);
+    let run = generate_wide(100, 30, 59, &layout, in_bound);
+    let values = run
+        .records
+        .iter()
+        .map(|r| encoder.encode(r).unwrap())
+        .collect();
+    let toml = layout.config_toml_framed(format, client.url());
+    let expected = prepare(
+        &kafka,
+        &prom,
+        (&run, &layout),
+        "outage",
+        (Vec::new(), values),
+        &toml,
+    )
+    .await;
+    let service = Service::start(&expected.config);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (start, end) = expected.range;
+    let written = prom
+        .series_samples("vehicles_reporting", start, end)
+        .await
+        .unwrap();
+    assert!(written.is_empty(), "nothing is written without the schema");
+    assert_eq!(
+        service
+            .metric("fleet_source_decode_errors_total", &[])
+            .await,
+        0.0,
+        "nothing is refused while the registry is down"
+    );
+    assert!(
+        service.log_events().contains("Cannot fetch a schema"),
+        "{}",
+        service.log_tail()
+    );
+    let _registry = fleet_testkit::SchemaRegistry::restart(&bootstrap, None, &client, id)
+        .await
+        .unwrap();
+    check(&prom, &service, &expected, "outage").await;
+    service.terminate().await;
 }
