@@ -33,6 +33,7 @@ use std::time::Duration;
 
 mod kafka;
 pub mod oracle;
+pub mod pki;
 mod process;
 mod prometheus;
 mod schema_registry;

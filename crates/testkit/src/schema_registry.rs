@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::pki::Pki;
 use crate::process::{self, LocalService, ServiceProcess};
 use crate::{unique_name, TestkitError};
 
@@ -60,7 +61,22 @@ impl SchemaRegistry {
         let topic = unique_name("_schemas");
         process::start_with_retries(SERVICE, || async {
             let port = process::free_port()?;
-            Self::start_at(bootstrap_servers, credentials, port, &topic).await
+            Self::start_at(bootstrap_servers, credentials, port, &topic, None).await
+        })
+        .await
+    }
+
+    /// [`Self::start`] serving HTTPS with `pki`'s server certificate (its
+    /// URL is `https://127.0.0.1:PORT`; the client trusts `pki`'s CA).
+    pub async fn start_tls(
+        bootstrap_servers: &str,
+        credentials: Option<(&str, &str)>,
+        pki: &Pki,
+    ) -> Result<SchemaRegistry, TestkitError> {
+        let topic = unique_name("_schemas");
+        process::start_with_retries(SERVICE, || async {
+            let port = process::free_port()?;
+            Self::start_at(bootstrap_servers, credentials, port, &topic, Some(pki)).await
         })
         .await
     }
@@ -80,7 +96,7 @@ impl SchemaRegistry {
                 detail: "not a registry the testkit started".into(),
             });
         };
-        let registry = Self::start_at(bootstrap_servers, credentials, port, &topic).await?;
+        let registry = Self::start_at(bootstrap_servers, credentials, port, &topic, None).await?;
         // It answers before it has read its topic back.
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         while registry.schema(known).await.is_err() {
@@ -100,9 +116,11 @@ impl SchemaRegistry {
         credentials: Option<(&str, &str)>,
         port: u16,
         topic: &str,
+        tls: Option<&Pki>,
     ) -> Result<SchemaRegistry, TestkitError> {
         let binary = Self::binary()?;
-        let url = format!("http://127.0.0.1:{port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://127.0.0.1:{port}");
         let mut command = Command::new(&binary);
         command
             .args(["--bootstrap-servers", bootstrap_servers])
@@ -118,6 +136,13 @@ impl SchemaRegistry {
                 command.env_remove(key);
             }
         }
+        if let Some(pki) = tls {
+            command
+                .arg("--tls-cert")
+                .arg(&pki.cert)
+                .arg("--tls-key")
+                .arg(&pki.key);
+        }
         if let Some((user, password)) = credentials {
             command
                 .arg("--require-auth")
@@ -125,6 +150,9 @@ impl SchemaRegistry {
         }
         let mut client =
             RegistryClient::new(url, credentials.map(|(u, p)| (u.to_owned(), p.to_owned())))?;
+        if let Some(pki) = tls {
+            client = client.trusting(&pki.ca)?;
+        }
         client.place = Some((port, topic.to_owned()));
         let dir = ServiceProcess::temp_dir(SERVICE)?;
         let probe = || async { client.subjects().await.map(drop).map_err(|e| e.to_string()) };
@@ -157,7 +185,28 @@ impl RegistryClient {
         })
     }
 
-    /// The base URL, `http://HOST:PORT`.
+    /// The client, trusting the CA certificate (PEM) in `ca` too.
+    pub fn trusting(mut self, ca: &std::path::Path) -> Result<Self, TestkitError> {
+        let io = |source| TestkitError::Io {
+            context: format!("reading {}", ca.display()),
+            source,
+        };
+        let http = |source| TestkitError::Http {
+            context: "building the HTTPS client".to_string(),
+            source,
+        };
+        let pem = std::fs::read(ca).map_err(io)?;
+        let ca = reqwest::Certificate::from_pem(&pem).map_err(http)?;
+        self.http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(HTTP_TIMEOUT)
+            .add_root_certificate(ca)
+            .build()
+            .map_err(http)?;
+        Ok(self)
+    }
+
+    /// The base URL, `http(s)://HOST:PORT`.
     pub fn url(&self) -> &str {
         &self.url
     }

@@ -253,18 +253,36 @@ fn with_firmware(format: WireFormat, schema: &str) -> String {
 
 /// Framed records: the first half written with the layout's schema, the
 /// second with a newer version adding a field; both read by the schema each
-/// names, from a registry that wants basic auth. A record naming a schema
-/// the registry does not have is `malformed`, like garbage.
-async fn framed_for_a_registry(format: WireFormat, seed: u64) {
+/// names, from a registry that wants basic auth (over HTTPS with its own
+/// CA, with `tls`). A record naming a schema the registry does not have is
+/// `malformed`, like garbage.
+async fn framed_for_a_registry(format: WireFormat, seed: u64, tls: bool) {
     let _serial = SERIAL.lock().await;
     let Some((kafka, prom)) = services().await else {
         return;
     };
     let credentials = ("fleet", "registry-secret");
-    let Some(registry) =
-        fleet_testkit::schema_registry_or_skip(&kafka.bootstrap_servers(), Some(credentials)).await
-    else {
-        return;
+    let bootstrap = kafka.bootstrap_servers();
+    let pki = match tls {
+        true => match fleet_testkit::pki::pki_or_skip("IP:127.0.0.1, DNS:localhost") {
+            Some(pki) => Some(pki),
+            None => return,
+        },
+        false => None,
+    };
+    let registry = match &pki {
+        Some(pki) => {
+            fleet_testkit::SchemaRegistry::start_tls(&bootstrap, Some(credentials), pki).await
+        }
+        None => fleet_testkit::SchemaRegistry::start(&bootstrap, Some(credentials)).await,
+    };
+    let registry = match registry {
+        Ok(registry) => registry,
+        Err(error @ fleet_testkit::TestkitError::BinaryMissing { .. }) => {
+            fleet_testkit::skip_or_fail(&error.to_string());
+            return;
+        }
+        Err(error) => panic!("starting the schema registry: {error}"),
     };
     let topic = format!("framed-{}", format.as_str());
     let subject = format!("{topic}-value");
@@ -309,8 +327,12 @@ async fn framed_for_a_registry(format: WireFormat, seed: u64) {
     let toml = layout.config_toml_framed(format, registry.url()).replace(
         "[schema_registry]\n",
         &format!(
-            "[schema_registry]\nusername = \"{}\"\npassword = \"{}\"\n",
-            credentials.0, credentials.1
+            "[schema_registry]\nusername = \"{}\"\npassword = \"{}\"\nca_file = \"{}\"\n",
+            credentials.0,
+            credentials.1,
+            pki.as_ref()
+                .map(|p| p.ca.display().to_string())
+                .unwrap_or_default()
         ),
     );
     run_and_compare((&kafka, &prom), &run, &layout, &topic, (bad, values), &toml).await;
@@ -318,12 +340,12 @@ async fn framed_for_a_registry(format: WireFormat, seed: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn avro_framed_for_a_schema_registry_decodes_across_a_schema_change() {
-    framed_for_a_registry(WireFormat::Avro, 47).await;
+    framed_for_a_registry(WireFormat::Avro, 47, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn protobuf_framed_for_a_schema_registry_decodes_across_a_schema_change() {
-    framed_for_a_registry(WireFormat::Protobuf, 53).await;
+async fn protobuf_framed_for_a_schema_registry_over_https_decodes_across_a_schema_change() {
+    framed_for_a_registry(WireFormat::Protobuf, 53, true).await;
 }
 
 /// The registry is down when the service starts: the records wait (nothing
