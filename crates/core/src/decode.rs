@@ -257,6 +257,40 @@ pub struct Decoder {
     binary: Option<Box<Binary>>,
 }
 
+/// Why a binary record's reading stopped short.
+#[derive(Debug)]
+enum Stop {
+    /// It cannot be parsed in its format: why.
+    Malformed(&'static str),
+    /// The field at this path has a type the plan cannot read (or came in
+    /// another wire type than its schema's).
+    WrongType(Box<str>),
+    Refused(DecodeError),
+}
+
+impl From<&'static str> for Stop {
+    fn from(why: &'static str) -> Stop {
+        Stop::Malformed(why)
+    }
+}
+
+impl Stop {
+    /// The refusal, for a record of `format`.
+    fn refusal(self, format: &str) -> DecodeError {
+        match self {
+            Stop::Malformed(why) => refuse(
+                DecodeErrorKind::Malformed,
+                format!("not a valid {format} record of its schema ({why})"),
+            ),
+            Stop::WrongType(path) => refuse(
+                DecodeErrorKind::WrongType,
+                format!("{path} has a {format} type the plan cannot read"),
+            ),
+            Stop::Refused(e) => e,
+        }
+    }
+}
+
 /// A binary format's compiled reader.
 #[derive(Debug)]
 enum Binary {
@@ -371,20 +405,22 @@ impl Decoder {
     /// root type; and every path `schema` lacks or types differently.
     pub fn protobuf(input: &InputPlan, schema: &ProtoSchema) -> (Decoder, Vec<SchemaProblem>) {
         let (program, problems) = protobuf::compile(input, &fields(input), schema);
-        let mut decoder = Decoder::new(input);
-        decoder.flat = false;
-        decoder.binary = Some(Box::new(Binary::Protobuf(program)));
-        (decoder, problems)
+        (Decoder::binary(input, Binary::Protobuf(program)), problems)
     }
 
     /// The decoder of Avro records of `input` written with `schema`; and
     /// every path `schema` lacks or types differently.
     pub fn avro(input: &InputPlan, schema: &AvroSchema) -> (Decoder, Vec<SchemaProblem>) {
         let (program, problems) = avro::compile(input, &fields(input), schema);
-        let mut decoder = Decoder::new(input);
-        decoder.flat = false;
-        decoder.binary = Some(Box::new(Binary::Avro(program)));
-        (decoder, problems)
+        (Decoder::binary(input, Binary::Avro(program)), problems)
+    }
+
+    fn binary(input: &InputPlan, binary: Binary) -> Decoder {
+        Decoder {
+            flat: false,
+            binary: Some(Box::new(binary)),
+            ..Decoder::new(input)
+        }
     }
 
     /// Decodes one message value and appends it to `batch` as one record
@@ -729,6 +765,34 @@ impl Decoder {
                 }
             }
         }
+    }
+
+    /// Takes `value` of the binary field at `path` for each of its `roles`.
+    fn take_field(
+        &self,
+        roles: &[Role],
+        path: &str,
+        value: Scalar,
+        c: &Cursor<'_>,
+        st: &mut State,
+        batch: &mut RecordBatch,
+    ) -> Result<(), Stop> {
+        if let Scalar::Float(f) = value {
+            if !f.is_finite() {
+                return Err(Stop::Refused(refuse(
+                    DecodeErrorKind::InvalidValue,
+                    format!("{path} is not a finite number"),
+                )));
+            }
+        }
+        for &role in roles {
+            match self.apply(role, value, c, st, batch) {
+                Ok(true) => {}
+                Ok(false) => return Err(Stop::WrongType(path.into())),
+                Err(_) => return Err(Stop::Malformed("a string that is not UTF-8")),
+            }
+        }
+        Ok(())
     }
 
     /// Whether the record has a value for `role` so far.

@@ -198,6 +198,28 @@ impl WideLayout {
         &self.signals
     }
 
+    /// The record's fields as a tree of objects, in the JSON records' order.
+    fn tree(&self) -> Vec<(&str, Node<'_>)> {
+        let mut root = Vec::new();
+        let fields = [(VEHICLE_ID_PATH, Field::Vin), (TIME_PATH, Field::Time)]
+            .into_iter()
+            .chain(
+                LABEL_PATHS
+                    .iter()
+                    .enumerate()
+                    .map(|(i, path)| (*path, Field::Label(i))),
+            )
+            .chain(
+                self.signals
+                    .iter()
+                    .map(|s| (s.path.as_str(), Field::Signal(s.quantity, s.signal_type))),
+            );
+        for (path, field) in fields {
+            insert(&mut root, &path.split('.').collect::<Vec<_>>(), field);
+        }
+        root
+    }
+
     /// The ranges of the extra sensors, in order.
     fn extra_ranges(&self) -> Vec<(f64, f64)> {
         self.signals
@@ -326,28 +348,7 @@ enum Node<'a> {
 
 impl Program {
     fn new(layout: &WideLayout) -> Program {
-        let mut root = Vec::new();
-        let fields = [(VEHICLE_ID_PATH, Field::Vin), (TIME_PATH, Field::Time)]
-            .into_iter()
-            .chain(
-                LABEL_PATHS
-                    .iter()
-                    .enumerate()
-                    .map(|(i, path)| (*path, Field::Label(i))),
-            )
-            .chain(
-                layout
-                    .signals
-                    .iter()
-                    .map(|s| (s.path.as_str(), Field::Signal(s.quantity, s.signal_type))),
-            );
-        for (path, field) in fields {
-            insert(
-                &mut root,
-                path.split('.').collect::<Vec<_>>().as_slice(),
-                field,
-            );
-        }
+        let root = layout.tree();
         let mut ops = Vec::new();
         let mut text = String::new();
         emit(&root, &mut text, &mut ops);

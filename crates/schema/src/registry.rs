@@ -217,21 +217,13 @@ impl RegistryClient {
         })
     }
 
-    /// `POST /subjects/{subject}/versions`: registers `schema` of
-    /// `schema_type` (`AVRO`, `PROTOBUF`); its id (an existing one when the
-    /// subject has that schema already).
-    pub async fn register(
+    /// Sends `request` with the API's media type and the credentials: the
+    /// status and the body.
+    async fn send(
         &self,
-        subject: &str,
-        schema_type: &str,
-        schema: &str,
-    ) -> Result<u32, FetchError> {
-        let body = serde_json::json!({"schemaType": schema_type, "schema": schema});
-        let mut request = self
-            .http
-            .post(format!("{}/subjects/{subject}/versions", self.base))
-            .header("Content-Type", "application/vnd.schemaregistry.v1+json")
-            .body(body.to_string());
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::StatusCode, String), FetchError> {
+        let mut request = request.header("Accept", MEDIA_TYPE);
         if let Some((user, password)) = &self.credentials {
             request = request.basic_auth(user, Some(password));
         }
@@ -244,6 +236,25 @@ impl RegistryClient {
             .text()
             .await
             .map_err(|e| FetchError::Transient(format!("answer cut short: {e}")))?;
+        Ok((status, text))
+    }
+
+    /// `POST /subjects/{subject}/versions`: registers `schema` of
+    /// `schema_type` (`AVRO`, `PROTOBUF`); its id (an existing one when the
+    /// subject has that schema already).
+    pub async fn register(
+        &self,
+        subject: &str,
+        schema_type: &str,
+        schema: &str,
+    ) -> Result<u32, FetchError> {
+        let body = serde_json::json!({"schemaType": schema_type, "schema": schema});
+        let request = self
+            .http
+            .post(format!("{}/subjects/{subject}/versions", self.base))
+            .header("Content-Type", MEDIA_TYPE)
+            .body(body.to_string());
+        let (status, text) = self.send(request).await?;
         if !status.is_success() {
             return Err(FetchError::Definite(format!("{status}: {text}")));
         }
@@ -256,22 +267,8 @@ impl RegistryClient {
 
     /// `GET /schemas/ids/{id}`.
     pub async fn schema(&self, id: u32) -> Result<FetchedSchema, FetchError> {
-        let mut request = self
-            .http
-            .get(format!("{}/schemas/ids/{id}", self.base))
-            .header("Accept", "application/vnd.schemaregistry.v1+json");
-        if let Some((user, password)) = &self.credentials {
-            request = request.basic_auth(user, Some(password));
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| FetchError::Transient(format!("no answer: {e}")))?;
-        let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| FetchError::Transient(format!("answer cut short: {e}")))?;
+        let request = self.http.get(format!("{}/schemas/ids/{id}", self.base));
+        let (status, text) = self.send(request).await?;
         match status.as_u16() {
             200..=299 => serde_json::from_str(&text)
                 .map_err(|e| FetchError::Transient(format!("not a schema ({e}): {text}"))),
@@ -282,6 +279,9 @@ impl RegistryClient {
         }
     }
 }
+
+/// The registry API's media type.
+const MEDIA_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
 /// Backoff between attempts to fetch one schema.
 const RETRY_MIN: Duration = Duration::from_millis(200);

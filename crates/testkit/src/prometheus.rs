@@ -148,12 +148,16 @@ pub struct PrometheusClient {
     http: reqwest::Client,
 }
 
+/// The HTTP client of every call of a local service: no proxy (a
+/// developer's HTTP_PROXY must not capture loopback requests), a
+/// per-request timeout.
+pub(crate) fn http_client_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().no_proxy().timeout(HTTP_TIMEOUT)
+}
+
 /// The HTTP client of every call: no proxy, a per-request timeout.
 fn http_client() -> Result<reqwest::Client, TestkitError> {
-    reqwest::Client::builder()
-        // A developer's HTTP_PROXY must not capture loopback requests.
-        .no_proxy()
-        .timeout(HTTP_TIMEOUT)
+    http_client_builder()
         .build()
         .map_err(|source| TestkitError::Http {
             context: "building the HTTP client".to_string(),

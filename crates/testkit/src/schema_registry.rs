@@ -12,13 +12,13 @@ use std::time::Duration;
 
 use crate::pki::Pki;
 use crate::process::{self, LocalService, ServiceProcess};
+use crate::prometheus::http_client_builder;
 use crate::{unique_name, TestkitError};
 
 const SERVICE: &str = "crabka-schema-registry";
 
 /// How long the registry has to come up.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
-const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The Confluent REST API's media type.
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
@@ -169,9 +169,7 @@ impl RegistryClient {
         url: impl Into<String>,
         credentials: Option<(String, String)>,
     ) -> Result<Self, TestkitError> {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(HTTP_TIMEOUT)
+        let http = http_client_builder()
             .build()
             .map_err(|source| TestkitError::Http {
                 context: "building the HTTP client".to_string(),
@@ -197,9 +195,7 @@ impl RegistryClient {
         };
         let pem = std::fs::read(ca).map_err(io)?;
         let ca = reqwest::Certificate::from_pem(&pem).map_err(http)?;
-        self.http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(HTTP_TIMEOUT)
+        self.http = http_client_builder()
             .add_root_certificate(ca)
             .build()
             .map_err(http)?;

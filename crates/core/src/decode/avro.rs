@@ -17,9 +17,9 @@ use fleet_plan::{FieldPath, InputPlan, SignalType, TimeFormat};
 use serde_json::Value as Json;
 
 use super::json::{Cursor, Scalar, Str};
-use super::{a, refuse, Decoder, Role, SchemaProblem, State};
+use super::{a, Decoder, Role, SchemaProblem, State, Stop};
 use crate::record::RecordBatch;
-use crate::{DecodeError, DecodeErrorKind, SmallStr};
+use crate::{DecodeError, SmallStr};
 
 /// A parsed Avro schema: its types in an arena, named types referred to by
 /// index.
@@ -469,19 +469,6 @@ fn mismatch(input: &InputPlan, role: Role, node: &Node) -> Option<String> {
     })
 }
 
-/// Why reading stopped short.
-enum Stop {
-    Malformed(&'static str),
-    WrongType(Box<str>),
-    Refused(DecodeError),
-}
-
-impl From<&'static str> for Stop {
-    fn from(why: &'static str) -> Stop {
-        Stop::Malformed(why)
-    }
-}
-
 /// A value read for the plan.
 enum Read {
     Scalar(Scalar),
@@ -509,18 +496,7 @@ impl Program {
                     .then_some(())
                     .ok_or(Stop::Malformed("bytes after the record"))
             });
-        match read {
-            Ok(()) => Ok(()),
-            Err(Stop::Malformed(why)) => Err(refuse(
-                DecodeErrorKind::Malformed,
-                format!("not a valid Avro record of its schema ({why})"),
-            )),
-            Err(Stop::WrongType(path)) => Err(refuse(
-                DecodeErrorKind::WrongType,
-                format!("{path} has a type the plan cannot read"),
-            )),
-            Err(Stop::Refused(e)) => Err(e),
-        }
+        read.map_err(|stop| stop.refusal("Avro"))
     }
 
     fn record(
@@ -562,21 +538,7 @@ impl Program {
                 }
                 Read::Scalar(value) => value,
             };
-            if let Scalar::Float(f) = value {
-                if !f.is_finite() {
-                    return Err(Stop::Refused(refuse(
-                        DecodeErrorKind::InvalidValue,
-                        format!("{} is not a finite number", step.path),
-                    )));
-                }
-            }
-            for &role in &step.roles {
-                match decoder.apply(role, value, c, st, batch) {
-                    Ok(true) => {}
-                    Ok(false) => return Err(Stop::WrongType(step.path.clone())),
-                    Err(_) => return Err(Stop::Malformed("a string that is not UTF-8")),
-                }
-            }
+            decoder.take_field(&step.roles, &step.path, value, c, st, batch)?;
         }
         Ok(())
     }

@@ -14,9 +14,9 @@
 use fleet_plan::{FieldPath, InputPlan, SignalType, TimeFormat};
 
 use super::json::{Cursor, Scalar, Str};
-use super::{a, refuse, Decoder, Role, SchemaProblem, State};
+use super::{a, Decoder, Role, SchemaProblem, State, Stop};
 use crate::record::RecordBatch;
-use crate::{DecodeError, DecodeErrorKind, SmallStr};
+use crate::{DecodeError, SmallStr};
 
 /// A message type and every type it reaches, as the decoder reads them.
 #[derive(Clone, Debug, PartialEq)]
@@ -408,15 +408,6 @@ fn default_of(kind: &ProtoKind) -> Default {
     }
 }
 
-/// Why reading stopped short.
-enum Stop {
-    Malformed(&'static str),
-    /// A field of this path came in another wire type than its schema's, or
-    /// has a type the plan refused.
-    WrongType(Box<str>),
-    Refused(DecodeError),
-}
-
 impl Program {
     /// Reads the message `bytes` into the record begun in `batch`.
     pub(super) fn read(
@@ -426,22 +417,8 @@ impl Program {
         st: &mut State,
         batch: &mut RecordBatch,
     ) -> Result<(), DecodeError> {
-        match self.message(decoder, c, 0, 0..c.bytes.len(), st, batch) {
-            Ok(()) => {}
-            Err(Stop::Malformed(why)) => {
-                return Err(refuse(
-                    DecodeErrorKind::Malformed,
-                    format!("not a valid protobuf message ({why})"),
-                ))
-            }
-            Err(Stop::WrongType(path)) => {
-                return Err(refuse(
-                    DecodeErrorKind::WrongType,
-                    format!("{path} has the wrong protobuf type"),
-                ))
-            }
-            Err(Stop::Refused(e)) => return Err(e),
-        }
+        self.message(decoder, c, 0, 0..c.bytes.len(), st, batch)
+            .map_err(|stop| stop.refusal("Protobuf"))?;
         for (role, default) in &self.defaults {
             if decoder.is_set(*role, st) {
                 continue;
@@ -531,21 +508,7 @@ impl Program {
                 }
                 read => number_value(read, bytes, &mut at)?,
             };
-            if let Scalar::Float(f) = value {
-                if !f.is_finite() {
-                    return Err(Stop::Refused(refuse(
-                        DecodeErrorKind::InvalidValue,
-                        format!("{} is not a finite number", slot.path),
-                    )));
-                }
-            }
-            for &role in &slot.roles {
-                match decoder.apply(role, value, c, st, batch) {
-                    Ok(true) => {}
-                    Ok(false) => return Err(Stop::WrongType(slot.path.clone())),
-                    Err(_) => return Err(Stop::Malformed("a string that is not UTF-8")),
-                }
-            }
+            decoder.take_field(&slot.roles, &slot.path, value, c, st, batch)?;
         }
         Ok(())
     }

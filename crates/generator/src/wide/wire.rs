@@ -18,7 +18,7 @@ use prost::Message as _;
 use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, ReflectMessage, Value as ProtoValue};
 use serde_json::Value as Json;
 
-use super::{insert, Field, Node, WideLayout, WideRecord, LABEL_PATHS, TIME_PATH, VEHICLE_ID_PATH};
+use super::{Field, Node, WideLayout, WideRecord, TIME_PATH};
 use crate::wide::vehicle::Quantity;
 
 /// How the wide records are encoded.
@@ -51,28 +51,6 @@ const PROTO_PACKAGE: &str = "fleet.wide";
 type Tree<'a> = Vec<(&'a str, Node<'a>)>;
 
 impl WideLayout {
-    /// The record's fields as a tree of objects, in the JSON records' order.
-    fn tree(&self) -> Tree<'_> {
-        let mut root = Vec::new();
-        let fields = [(VEHICLE_ID_PATH, Field::Vin), (TIME_PATH, Field::Time)]
-            .into_iter()
-            .chain(
-                LABEL_PATHS
-                    .iter()
-                    .enumerate()
-                    .map(|(i, path)| (*path, Field::Label(i))),
-            )
-            .chain(
-                self.signals
-                    .iter()
-                    .map(|s| (s.path.as_str(), Field::Signal(s.quantity, s.signal_type))),
-            );
-        for (path, field) in fields {
-            insert(&mut root, &path.split('.').collect::<Vec<_>>(), field);
-        }
-        root
-    }
-
     /// The state signal of a [`Field::Signal`] leaf named `name`.
     fn states_of(&self, quantity: Quantity) -> &'static [&'static str] {
         self.signals

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::common::*;
-use crate::wide_fleet::{all_samples, generate_wide, sample_differences, WideRun};
+use crate::wide_fleet::{generate_wide, settled_samples, WideRun};
 use fleet_generator::{WideEncoder, WideLayout, WideRecord, WireFormat};
 use fleet_testkit::oracle::declared::{self, DeclaredConfig, OracleRecord};
 use fleet_testkit::{Prometheus, Tansu};
@@ -29,8 +29,10 @@ struct Expected {
     /// samples it holds.
     range: (i64, i64),
     reporting: usize,
-    /// Messages produced that are no record.
-    bad: usize,
+    /// Messages produced that are no record: where each is, in order.
+    bad: Vec<(i32, i64)>,
+    /// The dead-letter topic they must land in, and its brokers.
+    dead_letters: (String, String),
     bytes: (usize, usize),
 }
 
@@ -61,14 +63,16 @@ async fn prepare(
         )
         .collect();
     let delivered = kafka.produce_json(topic, messages).await.unwrap();
-    let delivered = &delivered[bad.len()..];
+    let (bad_at, delivered) = delivered.split_at(bad.len());
+    let dead_letters = format!("{topic}-dead");
+    kafka.create_topic(&dead_letters, 1).await.unwrap();
     let config = service_config(
         run.dir.path(),
         &kafka.bootstrap_servers(),
         topic,
         &prom.remote_write_url(),
         &run.reference_csv,
-        input_toml,
+        &format!("{input_toml}\n[dead_letter]\ntopic = \"{dead_letters}\"\n"),
     );
     let oracle_config = DeclaredConfig::from_toml(&layout.config_toml()).unwrap();
     let input: Vec<OracleRecord> = run
@@ -105,7 +109,8 @@ async fn prepare(
         want,
         range: (first - WINDOW_MS, last + WINDOW_MS),
         reporting,
-        bad: bad.len(),
+        bad: bad_at.to_vec(),
+        dead_letters: (kafka.bootstrap_servers(), dead_letters),
         bytes: (binary_bytes, json_bytes),
     }
 }
@@ -131,13 +136,7 @@ async fn check(prom: &Prometheus, service: &Service, expected: &Expected, topic:
         "{topic}: windows written; log:\n{}",
         service.log_tail()
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut got = all_samples(prom, start, end).await;
-    while !sample_differences(want, &got).is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        got = all_samples(prom, start, end).await;
-    }
-    let problems = sample_differences(want, &got);
+    let (_, problems) = settled_samples(prom, want, start, end).await;
     assert!(
         problems.is_empty(),
         "{topic}: {} of {} samples differ; first ones:\n{}\nlog:\n{}",
@@ -146,20 +145,44 @@ async fn check(prom: &Prometheus, service: &Service, expected: &Expected, topic:
         problems[..problems.len().min(15)].join("\n"),
         service.log_events()
     );
+    let bad = expected.bad.len();
     let malformed = service
         .metric(
             "fleet_source_decode_errors_total",
             &[("reason", "malformed")],
         )
         .await;
-    assert_eq!(malformed, expected.bad as f64, "{topic}");
+    assert_eq!(malformed, bad as f64, "{topic}");
     assert_eq!(
         service
             .metric("fleet_source_decode_errors_total", &[])
             .await,
-        expected.bad as f64,
+        bad as f64,
         "{topic}: nothing else refused"
     );
+    // Each refused message is in the dead-letter topic, with its reason
+    // and where it was read.
+    let (brokers, dead_letters) = &expected.dead_letters;
+    let letters = fleet_testkit::KafkaClient::new(brokers.as_str())
+        .consume_all(dead_letters, bad, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), bad, "{topic}: dead letters");
+    let mut origins: Vec<(i32, i64)> = letters
+        .iter()
+        .map(|l| {
+            assert_eq!(l.header("fleet.reason"), Some("malformed"), "{topic}");
+            assert_eq!(l.header("fleet.source.topic"), Some(topic));
+            (
+                l.header("fleet.source.partition").unwrap().parse().unwrap(),
+                l.header("fleet.source.offset").unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    origins.sort_unstable();
+    let mut want_origins = expected.bad.clone();
+    want_origins.sort_unstable();
+    assert_eq!(origins, want_origins, "{topic}");
     assert_eq!(
         service
             .metric("fleet_aggregator_late_events_total", &[])

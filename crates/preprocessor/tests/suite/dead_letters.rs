@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use crate::common::*;
-use crate::wide_fleet::{all_samples, sample_differences};
+use crate::wide_fleet::settled_samples;
 use fleet_remote_write::{Label, Sample, TimeSeries, WriteRequest};
 use fleet_testkit::oracle::declared::{self, DeclaredConfig, OracleRecord, VehicleRef};
 use fleet_testkit::Prometheus;
@@ -231,13 +231,7 @@ async fn what_cannot_be_processed_lands_in_the_dead_letter_topic_with_its_reason
     assert_eq!(times, refused);
 
     // Every other sample equals the oracle.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut got = all_samples(&prom, start, end).await;
-    while !sample_differences(&want, &got).is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        got = all_samples(&prom, start, end).await;
-    }
-    let problems = sample_differences(&want, &got);
+    let (_, problems) = settled_samples(&prom, &want, start, end).await;
     assert!(
         problems.is_empty(),
         "{}",

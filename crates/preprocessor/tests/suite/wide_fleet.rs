@@ -70,11 +70,7 @@ pub(crate) fn generate_wide(
 /// Every raw sample Prometheus holds with a timestamp in `[start_ms,
 /// end_ms]`, of every series (only the service writes to it), keyed as the
 /// oracle's samples are.
-pub(crate) async fn all_samples(
-    prom: &Prometheus,
-    start_ms: i64,
-    end_ms: i64,
-) -> BTreeMap<SampleKey, f64> {
+async fn all_samples(prom: &Prometheus, start_ms: i64, end_ms: i64) -> BTreeMap<SampleKey, f64> {
     let mut got = BTreeMap::new();
     let series = prom
         .series_samples("{__name__=~\".+\"}", start_ms, end_ms)
@@ -90,9 +86,29 @@ pub(crate) async fn all_samples(
     got
 }
 
+/// Prometheus's samples in `[start_ms, end_ms]` once they equal `want`, or
+/// after 30 s (the last samples of a window may still be on their way),
+/// and what differs then.
+pub(crate) async fn settled_samples(
+    prom: &Prometheus,
+    want: &BTreeMap<SampleKey, f64>,
+    start_ms: i64,
+    end_ms: i64,
+) -> (BTreeMap<SampleKey, f64>, Vec<String>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = all_samples(prom, start_ms, end_ms).await;
+        let problems = sample_differences(want, &got);
+        if problems.is_empty() || tokio::time::Instant::now() >= deadline {
+            return (got, problems);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 /// What differs between the oracle's samples and Prometheus's: missing,
 /// unexpected and different samples (floats within the oracle's tolerance).
-pub(crate) fn sample_differences(
+fn sample_differences(
     want: &BTreeMap<SampleKey, f64>,
     got: &BTreeMap<SampleKey, f64>,
 ) -> Vec<String> {
@@ -355,15 +371,7 @@ async fn wide_records_through_tansu_and_prometheus_equal_the_declared_oracle() {
         "vehicles_reporting samples written; log:\n{}",
         service.log_tail()
     );
-    // The last samples of a window may still be on their way: poll until
-    // every sample matches or the time is up, then compare for good.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut got = all_samples(&prom, start, end).await;
-    while !sample_differences(&want, &got).is_empty() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        got = all_samples(&prom, start, end).await;
-    }
-    let problems = sample_differences(&want, &got);
+    let (got, problems) = settled_samples(&prom, &want, start, end).await;
     assert!(
         problems.is_empty(),
         "{} of {} samples differ ({} in Prometheus); first ones:\n{}\nlog:\n{}",
