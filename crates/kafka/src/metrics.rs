@@ -112,7 +112,7 @@ impl SourceMetrics {
             ),
             consumer_lag: registry.metric(
                 "consumer_lag_messages",
-                "Messages on the broker not yet fetched, per partition (librdkafka statistics)",
+                "Messages on the broker not yet fetched, per partition (librdkafka statistics; read from the broker while the source is paused)",
             ),
             partition_watermark: registry.metric(
                 "partition_watermark_milliseconds",

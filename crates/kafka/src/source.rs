@@ -69,6 +69,9 @@ pub const READY_OWNERSHIP: &str = "kafka_ownership";
 /// Readiness condition: messages waiting get consumed and a broker is reachable.
 pub const READY_PROGRESS: &str = "kafka_progress";
 
+/// How long reading one partition's end from the broker may wait.
+const END_OFFSETS_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a call to the group coordinator (or a seek) may wait.
 const COORDINATOR_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -106,6 +109,9 @@ struct SourceTask {
     /// The commit that finds out whether the broker keeps commit metadata,
     /// while it runs (see [`SourceTask::commit_accepted`]).
     verifying: Option<tokio::task::JoinHandle<()>>,
+    /// The ends of the owned partitions being read from the broker, while
+    /// paused (see [`SourceTask::refresh_end_offsets`]).
+    refreshing: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// What the source hears back from the sink.
@@ -192,6 +198,7 @@ pub async fn run(
         metrics,
         readiness,
         verifying: None,
+        refreshing: None,
         cfg,
     };
     // One message stream for the task's life: a `recv()` per message would
@@ -397,6 +404,9 @@ impl SourceTask {
 
     fn on_tick(&mut self) {
         self.apply_rebalances();
+        if !self.flow.fetching() {
+            self.refresh_end_offsets();
+        }
         let now = Instant::now();
         let fetching = self.flow.fetching();
         let (survey, broker_up) = match self.consumer.context().shared.lock() {
@@ -425,6 +435,34 @@ impl SourceTask {
         self.check_progress(now, sample);
         self.apply_backpressure(now);
         self.advance_watermark(now);
+    }
+
+    /// Reads the owned partitions' ends from the broker, on a blocking
+    /// thread, one read at a time. librdkafka's statistics (where the ends
+    /// come from otherwise) stop following a partition it does not fetch, so
+    /// while the source is paused or held back the lag would freeze at its
+    /// value from the pause, however much piles up.
+    fn refresh_end_offsets(&mut self) {
+        if self.refreshing.as_ref().is_some_and(|r| !r.is_finished()) {
+            return;
+        }
+        let partitions: Vec<PartitionId> = self.assignment.partitions().collect();
+        if partitions.is_empty() {
+            return;
+        }
+        let consumer = Arc::clone(&self.consumer);
+        let topic = self.cfg.topic.clone();
+        self.refreshing = Some(tokio::task::spawn_blocking(move || {
+            for p in partitions {
+                let Ok((_, high)) = consumer.fetch_watermarks(&topic, p, END_OFFSETS_TIMEOUT)
+                else {
+                    continue;
+                };
+                if let Ok(mut shared) = consumer.context().shared.lock() {
+                    shared.saw_end(p, high);
+                }
+            }
+        }));
     }
 
     /// Updates the progress readiness condition.

@@ -31,10 +31,21 @@ pub(super) struct Shared {
     /// What was committed per partition.
     pub(super) ledger: CommitLedger,
     /// Per partition, the broker's end offset (last stable offset, or high
-    /// watermark) from librdkafka's statistics.
+    /// watermark): from librdkafka's statistics, and read from the broker
+    /// while the source does not fetch.
     pub(super) end_offsets: HashMap<PartitionId, i64>,
     /// Whether some broker connection was up at the last statistics.
     pub(super) broker_up: Option<bool>,
+}
+
+impl Shared {
+    /// A partition's end offset as read now. Ends only grow; statistics of
+    /// a partition not being fetched (paused) repeat an old one, which must
+    /// not undo a fresher read from the broker.
+    pub(super) fn saw_end(&mut self, partition: PartitionId, end: i64) {
+        let known = self.end_offsets.entry(partition).or_insert(end);
+        *known = (*known).max(end);
+    }
 }
 
 /// The source consumer's context.
@@ -253,7 +264,7 @@ impl ClientContext for SourceContext {
                     partition.hi_offset
                 };
                 if *p >= 0 && end >= 0 {
-                    shared.end_offsets.insert(*p, end);
+                    shared.saw_end(*p, end);
                 }
             }
         }
@@ -320,5 +331,21 @@ impl ConsumerContext for SourceContext {
                 topic_partitions,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_end_offset_read_from_the_broker_is_not_undone_by_stale_statistics() {
+        let mut shared = Shared::default();
+        shared.saw_end(0, 100);
+        shared.saw_end(0, 250);
+        // The statistics of a paused partition repeat its end at the pause.
+        shared.saw_end(0, 100);
+        shared.saw_end(1, 7);
+        assert_eq!(shared.end_offsets, HashMap::from([(0, 250), (1, 7)]));
     }
 }

@@ -167,3 +167,118 @@ async fn a_slow_sink_pauses_partitions_without_spurious_late_events() {
     service.terminate().await;
     server.abort();
 }
+
+/// Issue #20, finding 3: while the source is paused, the consumer-lag gauge
+/// (and so `/readyz` and the idleness rule) follows what piles up on the
+/// broker, not the figure from the moment of the pause; then everything is
+/// written once the sink takes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_paused_the_lag_counts_what_piles_up() {
+    let _serial = SERIAL.lock().await;
+    let Some((kafka, prom)) = services().await else {
+        return;
+    };
+    // Enough windows before the pause to fill every queue behind the sink.
+    let run = generate(200, 100, 37, in_bound);
+    let half = run.events.len() / 2;
+    kafka.create_topic("piling", 4).await.unwrap();
+    kafka
+        .produce_events("piling", &run.events[..half])
+        .await
+        .unwrap();
+    let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
+
+    // A sink that takes nothing until the gate opens: the pipeline fills
+    // and the source pauses its partitions.
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let target = prom.remote_write_url();
+    let client = reqwest::Client::new();
+    let gate = Arc::clone(&open);
+    let app = axum::Router::new().route(
+        "/api/v1/write",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let (client, target, gate) = (client.clone(), target.clone(), Arc::clone(&gate));
+            async move {
+                while !gate.load(std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let mut request = client.post(&target).body(body);
+                for (name, value) in &headers {
+                    if name != "host" && name != "content-length" {
+                        request = request.header(name, value);
+                    }
+                }
+                match request.send().await {
+                    Ok(r) => (
+                        StatusCode::from_u16(r.status().as_u16())
+                            .unwrap_or(StatusCode::BAD_GATEWAY),
+                        r.text().await.unwrap_or_default(),
+                    ),
+                    Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = service_config(
+        run.dir.path(),
+        &kafka.bootstrap_servers(),
+        "piling",
+        &proxy,
+        &run.reference_csv,
+        "[channels]\nsource_to_enricher = 1\nenricher_to_aggregator = 1\naggregator_to_sink = 1\n",
+    );
+    let config_text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(
+            "[remote_write]",
+            "[remote_write]\nmax_samples_per_request = 50\nshards = 1\nshard_queue_capacity = 1",
+        )
+        .replace("[kafka]", "[kafka]\nmax_batch_events = 200");
+    std::fs::write(&config, config_text).unwrap();
+    let service = Service::start(&config);
+    let paused = async {
+        loop {
+            if service.metric("fleet_source_paused", &[]).await == 1.0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), paused)
+        .await
+        .unwrap_or_else(|_| panic!("the source never paused; log:\n{}", service.log_tail()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lag = || service.metric("fleet_source_consumer_lag_messages", &[]);
+    let before = lag().await;
+    kafka
+        .produce_events("piling", &run.events[half..])
+        .await
+        .unwrap();
+    // Tansu reports a partition's end as its last batch's first offset + 1,
+    // so the gauge may fall short of the count by up to a batch per partition.
+    let piled = (run.events.len() - half) as f64;
+    let followed = async {
+        loop {
+            let now = lag().await;
+            if now >= before + piled / 2.0 {
+                return now;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let after = tokio::time::timeout(Duration::from_secs(20), followed)
+        .await
+        .unwrap_or_else(|_| panic!("the lag stayed near {before} while {piled} messages piled up"));
+    assert_eq!(
+        service.metric("fleet_source_paused", &[]).await,
+        1.0,
+        "still paused (lag {before} → {after})"
+    );
+    open.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_prometheus_holds(&prom, &service, &expected).await;
+    service.terminate().await;
+    server.abort();
+}
