@@ -47,7 +47,7 @@ use fleet_core::{
     Checkpoint, DeadLetter, DeadLetterCause, DeadLetterQueue, Msg, PartitionId, RevocationFence,
     SourceBatch, SourceBatcher, TimestampMs,
 };
-use fleet_schema::{RecordReader, SchemaRef};
+use fleet_schema::{RecordReader, Resolved, SchemaRef};
 
 use self::assignment::{AssignedPartition, Assignment, RebalanceEvent};
 use self::backpressure::{Decision, Flow};
@@ -332,11 +332,12 @@ impl SourceTask {
     /// says what came of it; what is not processed is counted, or rewound.
     fn take(&mut self, m: &impl Message, now: Instant, wall: TimestampMs) -> Taken {
         let (partition, offset) = (m.partition(), m.offset());
-        let payload = m.payload().unwrap_or_default();
-        if let Some(schema) = self.reader.missing(payload) {
+        let ready = match self.reader.resolve(m.payload().unwrap_or_default()) {
             // Judged once the schema is there.
-            return Taken::NeedsSchema(schema);
-        }
+            Resolved::Fetch(schema) => return Taken::NeedsSchema(schema),
+            Resolved::Ready(decoder, payload) => Ok((decoder, payload)),
+            Resolved::Refused(e) => Err(e),
+        };
         let Some(judgement) = self.assignment.judge(partition, offset, now) else {
             tracing::debug!(
                 partition,
@@ -359,9 +360,9 @@ impl SourceTask {
                 return Taken::Nothing;
             }
         }
-        let reader = &self.reader;
         match self.batcher.push_with(now, wall, |batch| {
-            reader.decode_into(payload, partition, offset, batch)
+            let (decoder, payload) = ready?;
+            decoder.decode_into(payload, partition, offset, batch)
         }) {
             Ok(()) => Taken::Record,
             Err(e) => {
@@ -373,7 +374,7 @@ impl SourceTask {
                             reason: e.kind.as_str().to_owned(),
                             detail: e.detail,
                             key: m.key().unwrap_or_default().to_vec(),
-                            value: payload.to_vec(),
+                            value: m.payload().unwrap_or_default().to_vec(),
                             origin: Some((partition, offset)),
                         });
                     }

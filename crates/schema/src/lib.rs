@@ -18,14 +18,12 @@ use std::path::Path;
 use fleet_core::decode::{
     AvroSchema, Decoder, ProtoField, ProtoKind, ProtoMessage, ProtoSchema, RecordSchema,
 };
-use fleet_core::record::RecordBatch;
-use fleet_core::{DecodeError, PartitionId};
 use fleet_plan::{InputPlan, RecordFormat};
 use prost_reflect::{DescriptorPool, Kind, MessageDescriptor};
 
 pub mod registry;
 
-pub use registry::{FramedDecoders, RegistryClient, SchemaRef, SchemaRegistryConfig};
+pub use registry::{FramedDecoders, RegistryClient, Resolved, SchemaRef, SchemaRegistryConfig};
 
 /// Why the records' schema cannot be used: each problem names its key.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -147,11 +145,12 @@ impl RecordReader {
         })
     }
 
-    /// The schema `bytes` names and that must be fetched first, if any.
-    pub fn missing(&self, bytes: &[u8]) -> Option<SchemaRef> {
+    /// The decoder of the message `bytes`, and its payload; or why it is
+    /// refused; or the schema to fetch from the registry first.
+    pub fn resolve<'a>(&'a self, bytes: &'a [u8]) -> Resolved<'a> {
         match self {
-            RecordReader::Fixed(_) => None,
-            RecordReader::Framed(framed) => framed.missing(bytes),
+            RecordReader::Fixed(decoder) => Resolved::Ready(decoder, bytes),
+            RecordReader::Framed(framed) => framed.resolve(bytes),
         }
     }
 
@@ -159,20 +158,6 @@ impl RecordReader {
     pub async fn fetch(&mut self, schema: SchemaRef) {
         if let RecordReader::Framed(framed) = self {
             framed.fetch(schema).await;
-        }
-    }
-
-    /// Decodes one message into `batch` (see [`Decoder::decode_into`]).
-    pub fn decode_into(
-        &self,
-        bytes: &[u8],
-        partition: PartitionId,
-        offset: i64,
-        batch: &mut RecordBatch,
-    ) -> Result<(), DecodeError> {
-        match self {
-            RecordReader::Fixed(decoder) => decoder.decode_into(bytes, partition, offset, batch),
-            RecordReader::Framed(framed) => framed.decode_into(bytes, partition, offset, batch),
         }
     }
 }

@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use fleet_core::config::Problems;
 use fleet_core::decode::{AvroSchema, Decoder, RecordSchema};
-use fleet_core::record::RecordBatch;
-use fleet_core::{DecodeError, DecodeErrorKind, PartitionId, Secret};
+use fleet_core::{DecodeError, DecodeErrorKind, Secret};
 use fleet_plan::{InputPlan, RecordFormat};
 use serde::{Deserialize, Serialize};
 
@@ -105,14 +104,37 @@ impl SchemaRegistryConfig {
 }
 
 /// What a framed record names: its schema and, for Protobuf, the message
-/// type's indexes in that schema's file.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// type's indexes in that schema's file. Read for every record, so kept
+/// inline: no allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SchemaRef {
     /// The registry's schema id.
     pub id: u32,
+    /// How many of `indexes` are used.
+    depth: u8,
+    indexes: [i32; MAX_MESSAGE_DEPTH],
+}
+
+/// The deepest nesting of a Protobuf message type a frame may name.
+const MAX_MESSAGE_DEPTH: usize = 8;
+
+impl SchemaRef {
     /// Protobuf: the message type, by index among the file's messages
-    /// (then the nested ones).
-    pub message: Vec<i32>,
+    /// (then the nested ones); empty for Avro.
+    pub fn message(&self) -> &[i32] {
+        &self.indexes[..usize::from(self.depth)]
+    }
+}
+
+/// What a record needs before it can be decoded.
+#[derive(Debug)]
+pub enum Resolved<'a> {
+    /// This decoder, on this payload (the frame taken off).
+    Ready(&'a Decoder, &'a [u8]),
+    /// Nothing: the record is refused.
+    Refused(DecodeError),
+    /// Its schema, from the registry first.
+    Fetch(SchemaRef),
 }
 
 /// Splits a framed record into what it names and its payload.
@@ -127,26 +149,30 @@ pub fn unframe(format: RecordFormat, bytes: &[u8]) -> Result<(SchemaRef, &[u8]),
         return Err(malformed("no zero byte and 4-byte schema id"));
     };
     let id = u32::from_be_bytes([*a, *b, *c, *d]);
+    let mut schema = SchemaRef {
+        id,
+        depth: 0,
+        indexes: [0; MAX_MESSAGE_DEPTH],
+    };
     if format != RecordFormat::Protobuf {
-        return Ok((
-            SchemaRef {
-                id,
-                message: Vec::new(),
-            },
-            rest,
-        ));
+        return Ok((schema, rest));
     }
     let mut at = 0;
     let count = zigzag(rest, &mut at).ok_or_else(|| malformed("message indexes cut short"))?;
-    let message = match count {
-        0 => vec![0],
-        n if (1..=64).contains(&n) => (0..n)
-            .map(|_| zigzag(rest, &mut at).and_then(|i| i32::try_from(i).ok()))
-            .collect::<Option<Vec<i32>>>()
-            .ok_or_else(|| malformed("message indexes cut short"))?,
+    match usize::try_from(count) {
+        // A lone 0 is the first message.
+        Ok(0) => schema.depth = 1,
+        Ok(n @ 1..=MAX_MESSAGE_DEPTH) => {
+            for index in &mut schema.indexes[..n] {
+                *index = zigzag(rest, &mut at)
+                    .and_then(|i| i32::try_from(i).ok())
+                    .ok_or_else(|| malformed("message indexes cut short"))?;
+            }
+            schema.depth = n as u8;
+        }
         _ => return Err(malformed("a message index count out of range")),
-    };
-    Ok((SchemaRef { id, message }, &rest[at..]))
+    }
+    Ok((schema, &rest[at..]))
 }
 
 /// A zigzag varint.
@@ -306,29 +332,19 @@ impl FramedDecoders {
         }
     }
 
-    /// The schema `bytes` names, when it is not fetched yet.
-    pub fn missing(&self, bytes: &[u8]) -> Option<SchemaRef> {
-        let (schema, _) = unframe(self.input.format, bytes).ok()?;
-        (!self.decoders.contains_key(&schema)).then_some(schema)
-    }
-
-    /// Decodes one framed record into `batch`; its schema must be fetched
-    /// ([`Self::missing`] says `None`).
-    pub fn decode_into(
-        &self,
-        bytes: &[u8],
-        partition: PartitionId,
-        offset: i64,
-        batch: &mut RecordBatch,
-    ) -> Result<(), DecodeError> {
-        let (schema, payload) = unframe(self.input.format, bytes)?;
+    /// The decoder of the framed record `bytes`, and its payload; or why
+    /// it is refused; or the schema to fetch first.
+    pub fn resolve<'a>(&'a self, bytes: &'a [u8]) -> Resolved<'a> {
+        let (schema, payload) = match unframe(self.input.format, bytes) {
+            Ok(framed) => framed,
+            Err(e) => return Resolved::Refused(e),
+        };
         match self.decoders.get(&schema) {
-            Some(Ok(decoder)) => decoder.decode_into(payload, partition, offset, batch),
-            Some(Err(why)) => Err(DecodeError::new(DecodeErrorKind::Malformed, why.clone())),
-            None => Err(DecodeError::new(
-                DecodeErrorKind::Malformed,
-                format!("schema id {} not fetched", schema.id),
-            )),
+            Some(Ok(decoder)) => Resolved::Ready(decoder, payload),
+            Some(Err(why)) => {
+                Resolved::Refused(DecodeError::new(DecodeErrorKind::Malformed, why.clone()))
+            }
+            None => Resolved::Fetch(schema),
         }
     }
 
@@ -350,7 +366,7 @@ impl FramedDecoders {
         let decoder = fetched.and_then(|f| self.decoder(&schema, &f));
         match &decoder {
             Ok(_) => {
-                tracing::info!(id = schema.id, message = ?schema.message, "Schema fetched from the registry.")
+                tracing::info!(id = schema.id, message = ?schema.message(), "Schema fetched from the registry.")
             }
             Err(why) => tracing::warn!(id = schema.id, %why, "Records of this schema are refused."),
         }
@@ -380,7 +396,7 @@ impl FramedDecoders {
                 let file = pool
                     .get_file_by_name(&name)
                     .ok_or_else(|| format!("schema id {id} has no file"))?;
-                let mut indexes = schema.message.iter();
+                let mut indexes = schema.message().iter();
                 let first = indexes
                     .next()
                     .and_then(|&i| file.messages().nth(usize::try_from(i).ok()?));
@@ -388,7 +404,7 @@ impl FramedDecoders {
                     Some(m.and_then(|m| m.child_messages().nth(usize::try_from(i).ok()?)))
                 });
                 let message = message.flatten().ok_or_else(|| {
-                    format!("schema id {id} has no message at {:?}", schema.message)
+                    format!("schema id {id} has no message at {:?}", schema.message())
                 })?;
                 RecordSchema::Protobuf(crate::proto_schema(&message))
             }
@@ -415,10 +431,13 @@ mod tests {
         assert_eq!((schema.id, payload), (258, &[9, 9][..]));
         // Protobuf: a lone 0 is the first message; else count, then indexes.
         let (schema, payload) = unframe(RecordFormat::Protobuf, &[0, 0, 0, 0, 7, 0, 5]).unwrap();
-        assert_eq!((schema.id, schema.message, payload), (7, vec![0], &[5][..]));
+        assert_eq!(
+            (schema.id, schema.message(), payload),
+            (7, &[0][..], &[5][..])
+        );
         let (schema, payload) =
             unframe(RecordFormat::Protobuf, &[0, 0, 0, 0, 7, 4, 2, 6, 8]).unwrap();
-        assert_eq!((schema.message, payload), (vec![1, 3], &[8][..]));
+        assert_eq!((schema.message(), payload), (&[1, 3][..], &[8][..]));
         for bad in [&[1, 0, 0, 0, 7, 0][..], &[0, 0, 0], &[]] {
             let e = unframe(RecordFormat::Avro, bad).unwrap_err();
             assert_eq!(e.kind, DecodeErrorKind::Malformed);

@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::common::*;
-use crate::wide_fleet::{generate_wide, settled_samples, WideRun};
+use crate::wide_fleet::{generate_wide, oracle_input, settled_samples, WideRun};
 use fleet_generator::{WideEncoder, WideLayout, WideRecord, WireFormat};
-use fleet_testkit::oracle::declared::{self, DeclaredConfig, OracleRecord};
+use fleet_testkit::oracle::declared::{self, DeclaredConfig};
 use fleet_testkit::{Prometheus, Tansu};
 
 /// Garbage that is no record of either format, framed or not: a varint
@@ -75,15 +75,7 @@ async fn prepare(
         &format!("{input_toml}\n[dead_letter]\ntopic = \"{dead_letters}\"\n"),
     );
     let oracle_config = DeclaredConfig::from_toml(&layout.config_toml()).unwrap();
-    let input: Vec<OracleRecord> = run
-        .records
-        .iter()
-        .zip(delivered)
-        .map(|(r, &(partition, _))| OracleRecord {
-            partition,
-            bytes: r.json.clone().into_bytes(),
-        })
-        .collect();
+    let input = oracle_input(run, delivered);
     let output = declared::expected_declared(
         &oracle_config,
         &input,

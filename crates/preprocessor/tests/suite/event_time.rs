@@ -1,12 +1,14 @@
 //! Event time under a moving assignment and a slow sink, on real services.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use fleet_testkit::oracle;
+use fleet_testkit::{oracle, Prometheus};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 
 /// A second member joins the group mid-run and leaves again. While it holds
@@ -93,28 +95,23 @@ async fn partitions_revoked_and_reassigned_mid_window() {
 /// pipeline for longer than the idle timeout: the source stops fetching and
 /// then pauses its partitions, but they do not count as idle, so no window
 /// closes early and no event turns late.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_sink_pauses_partitions_without_spurious_late_events() {
-    let _serial = SERIAL.lock().await;
-    let Some((kafka, prom)) = services().await else {
-        return;
-    };
-    let run = generate(100, 40, 31, in_bound);
-    kafka.create_topic("slow", 4).await.unwrap();
-    kafka.produce_events("slow", &run.events).await.unwrap();
-    let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
+/// What a request to [`proxy_to`] waits for before it is forwarded.
+type Hold = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-    // A slow proxy in front of the real Prometheus (a real Prometheus cannot
-    // be made slow): each request waits 500 ms, then is forwarded unchanged;
-    // with small requests and queues a window takes about 6 s to write.
+/// A remote-write proxy in front of `prom` (a real Prometheus cannot be made
+/// slow or stopped at will): each request waits for `hold`, then is
+/// forwarded unchanged and answered as Prometheus answered. Its URL, and
+/// its server task.
+#[allow(clippy::unwrap_used)] // a test's helper
+async fn proxy_to(prom: &Prometheus, hold: Hold) -> (String, tokio::task::JoinHandle<()>) {
     let target = prom.remote_write_url();
     let client = reqwest::Client::new();
     let app = axum::Router::new().route(
         "/api/v1/write",
         axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let (client, target) = (client.clone(), target.clone());
+            let (client, target, hold) = (client.clone(), target.clone(), Arc::clone(&hold));
             async move {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                hold().await;
                 let mut request = client.post(&target).body(body);
                 for (name, value) in &headers {
                     if name != "host" && name != "content-length" {
@@ -133,8 +130,32 @@ async fn a_slow_sink_pauses_partitions_without_spurious_late_events() {
         }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sink_pauses_partitions_without_spurious_late_events() {
+    let _serial = SERIAL.lock().await;
+    let Some((kafka, prom)) = services().await else {
+        return;
+    };
+    let run = generate(100, 40, 31, in_bound);
+    kafka.create_topic("slow", 4).await.unwrap();
+    kafka.produce_events("slow", &run.events).await.unwrap();
+    let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
+
+    // A slow proxy in front of the real Prometheus (a real Prometheus cannot
+    // be made slow): each request waits 500 ms, then is forwarded unchanged;
+    // with small requests and queues a window takes about 6 s to write.
+    let (proxy, server) = proxy_to(
+        &prom,
+        Arc::new(|| Box::pin(tokio::time::sleep(Duration::from_millis(500)))),
+    )
+    .await;
 
     let config = service_config(
         run.dir.path(),
@@ -191,37 +212,19 @@ async fn while_paused_the_lag_counts_what_piles_up() {
     // A sink that takes nothing until the gate opens: the pipeline fills
     // and the source pauses its partitions.
     let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let target = prom.remote_write_url();
-    let client = reqwest::Client::new();
     let gate = Arc::clone(&open);
-    let app = axum::Router::new().route(
-        "/api/v1/write",
-        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-            let (client, target, gate) = (client.clone(), target.clone(), Arc::clone(&gate));
-            async move {
+    let (proxy, server) = proxy_to(
+        &prom,
+        Arc::new(move || {
+            let gate = Arc::clone(&gate);
+            Box::pin(async move {
                 while !gate.load(std::sync::atomic::Ordering::SeqCst) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                let mut request = client.post(&target).body(body);
-                for (name, value) in &headers {
-                    if name != "host" && name != "content-length" {
-                        request = request.header(name, value);
-                    }
-                }
-                match request.send().await {
-                    Ok(r) => (
-                        StatusCode::from_u16(r.status().as_u16())
-                            .unwrap_or(StatusCode::BAD_GATEWAY),
-                        r.text().await.unwrap_or_default(),
-                    ),
-                    Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()),
-                }
-            }
+            })
         }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy = format!("http://{}/api/v1/write", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    )
+    .await;
     let config = service_config(
         run.dir.path(),
         &kafka.bootstrap_servers(),

@@ -86,6 +86,19 @@ async fn all_samples(prom: &Prometheus, start_ms: i64, end_ms: i64) -> BTreeMap<
     got
 }
 
+/// The oracle's input: the run's records in JSON, each from the partition
+/// it was `delivered` to.
+pub(crate) fn oracle_input(run: &WideRun, delivered: &[(i32, i64)]) -> Vec<OracleRecord> {
+    run.records
+        .iter()
+        .zip(delivered)
+        .map(|(r, &(partition, _))| OracleRecord {
+            partition,
+            bytes: r.json.clone().into_bytes(),
+        })
+        .collect()
+}
+
 /// Prometheus's samples in `[start_ms, end_ms]` once they equal `want`, or
 /// after 30 s (the last samples of a window may still be on their way),
 /// and what differs then.
@@ -309,15 +322,7 @@ async fn wide_records_through_tansu_and_prometheus_equal_the_declared_oracle() {
     let declared_config =
         DeclaredConfig::from_toml(&std::fs::read_to_string(&config).unwrap()).unwrap();
     assert_eq!(declared_config.metric_names().len(), 12);
-    let input: Vec<OracleRecord> = run
-        .records
-        .iter()
-        .zip(&delivered)
-        .map(|(r, &(partition, _))| OracleRecord {
-            partition,
-            bytes: r.json.clone().into_bytes(),
-        })
-        .collect();
+    let input = oracle_input(&run, &delivered);
     let output = declared::expected_declared(
         &declared_config,
         &input,
