@@ -90,14 +90,6 @@ impl AvroSchema {
             root,
         })
     }
-
-    /// The top record's full name.
-    pub fn name(&self) -> &str {
-        match &self.nodes[self.root] {
-            Node::Record { name, .. } => name,
-            _ => "",
-        }
-    }
 }
 
 #[derive(Default)]
