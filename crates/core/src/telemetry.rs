@@ -2,7 +2,7 @@
 //!
 //! One [`prometheus_client::registry::Registry`] with the prefix `fleet` is
 //! built at start; each stage registers its own metrics struct in a
-//! sub-registry. [`serve`] exposes it on `/metrics` next to `/healthz`
+//! sub-registry. [`TelemetryServer`] exposes it on `/metrics` next to `/healthz`
 //! (liveness: the runtime answers) and `/readyz` (every readiness condition
 //! holds; the body names those that do not).
 //!
@@ -333,17 +333,73 @@ impl TelemetryMetrics {
     }
 }
 
-/// Binds the telemetry endpoint; kept apart from [`serve`] so that a busy port
-/// is reported at start.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await
+/// `/metrics`, `/healthz` and `/readyz`, served on a thread of their own
+/// with a single-threaded runtime of their own: liveness answers at once
+/// whatever the pipeline's runtime is doing (a librdkafka call that waits on
+/// an unreachable broker, a stage that is busy), so an orchestrator's probe
+/// never kills a healthy process for an outage outside it. Stops serving
+/// when dropped.
+#[derive(Debug)]
+pub struct TelemetryServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` until the task is dropped.
-pub async fn serve(
+impl TelemetryServer {
+    /// Binds `addr` (a busy port is reported here, at start) and serves.
+    pub fn start(
+        addr: SocketAddr,
+        registry: Arc<Registry>,
+        readiness: Arc<Readiness>,
+    ) -> std::io::Result<TelemetryServer> {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("telemetry".into())
+            .spawn(move || {
+                let served = runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener)?;
+                    let stopped = async move {
+                        let _ = stopped.await;
+                    };
+                    serve(listener, registry, readiness, stopped).await
+                });
+                if let Err(error) = served {
+                    tracing::error!(%error, "The telemetry endpoint stopped.");
+                }
+            })?;
+        Ok(TelemetryServer {
+            addr,
+            stop: Some(stop),
+        })
+    }
+
+    /// The address served (the port chosen when `addr` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for TelemetryServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `stopped`
+/// completes.
+async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
     readiness: Arc<Readiness>,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let metrics = move || {
         let registry = registry.clone();
@@ -379,7 +435,9 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready));
-    axum::serve(listener, app).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stopped)
+        .await
 }
 
 /// Milliseconds since the Unix epoch on the wall clock.

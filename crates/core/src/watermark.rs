@@ -89,6 +89,9 @@ impl WatermarkRules {
 struct PartitionClock {
     max_ts: Option<TimestampMs>,
     last_active: Instant,
+    /// Whether the source knows nothing waits to be read: only then may
+    /// the partition turn idle.
+    caught_up: bool,
     /// Partitioned output mode: the last watermark of this partition alone
     /// returned by [`WatermarkTracker::advance_partitions`].
     emitted: Option<Watermark>,
@@ -100,9 +103,15 @@ impl PartitionClock {
         PartitionClock {
             max_ts: None,
             last_active: now,
+            caught_up: true,
             emitted: None,
         }
     }
+}
+
+/// Idle: caught up, and nothing received for `idle_timeout`.
+fn clock_is_idle(clock: &PartitionClock, now: Instant, idle_timeout: Duration) -> bool {
+    clock.caught_up && now.saturating_duration_since(clock.last_active) >= idle_timeout
 }
 
 /// Tracks every assigned partition's event-time progress and merges them.
@@ -186,6 +195,18 @@ impl WatermarkTracker {
         }
     }
 
+    /// Whether the source knows that nothing waits to be read on
+    /// `partition` (a Kafka source knows it from the broker's recent
+    /// answers). While it does not, the partition does not turn idle however
+    /// long it has received nothing: a consumer cut off from its broker
+    /// receives nothing either. A partition is caught up unless said
+    /// otherwise (sources without such knowledge: replay, the generator).
+    pub fn set_caught_up(&mut self, partition: PartitionId, caught_up: bool) {
+        if let Some(clock) = self.partitions.get_mut(partition) {
+            clock.caught_up = caught_up;
+        }
+    }
+
     /// Whether `partition` is idle at `now`.
     pub fn is_idle(&self, partition: PartitionId, now: Instant) -> bool {
         self.partitions
@@ -194,7 +215,7 @@ impl WatermarkTracker {
     }
 
     fn clock_is_idle(&self, clock: &PartitionClock, now: Instant) -> bool {
-        now.saturating_duration_since(clock.last_active) >= self.rules.idle_timeout
+        clock_is_idle(clock, now, self.rules.idle_timeout)
     }
 
     /// The watermark a partition holds, `None` before its first event.
@@ -238,7 +259,7 @@ impl WatermarkTracker {
                 continue;
             };
             let own = self.rules.partition_watermark(max_ts);
-            let idle = now.saturating_duration_since(clock.last_active) >= idle_timeout;
+            let idle = clock_is_idle(clock, now, idle_timeout);
             let candidate = match wall_close {
                 Some(wall) if idle => own.max(wall),
                 _ => own,
@@ -392,6 +413,30 @@ mod tests {
         assert!(!Watermark(14_998).closes(15_000));
         assert_eq!(t.advance(idle, 22_000), Some(Watermark(14_999)));
         assert!(Watermark(14_999).closes(15_000));
+    }
+
+    #[test]
+    fn a_partition_not_known_caught_up_neither_idles_nor_lets_the_wall_clock_close() {
+        let t0 = Instant::now();
+        let mut t = WatermarkTracker::new(rules(), WindowSpec::new(5000).unwrap());
+        t.observe(0, 10_000, t0);
+        t.observe(1, 10_000, t0);
+        assert_eq!(t.advance(t0, 0), Some(Watermark(7_999)));
+        // The broker stopped answering for partition 1: silence is not idleness.
+        t.set_caught_up(1, false);
+        let silent = t0 + Duration::from_secs(60);
+        assert!(t.is_idle(0, silent));
+        assert!(!t.is_idle(1, silent));
+        assert_eq!(t.advance(silent, 1_000_000), None, "nothing closes");
+        assert_eq!(
+            t.advance_partitions(silent, 1_000_000),
+            vec![(0, Watermark(992_999)), (1, Watermark(7_999))],
+            "partitioned output: only the idle partition follows the wall clock"
+        );
+        // It answers again, nothing waits: idle at once, and the wall clock closes.
+        t.set_caught_up(1, true);
+        assert!(t.is_idle(1, silent));
+        assert_eq!(t.advance(silent, 1_000_000), Some(Watermark(992_999)));
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! The decisions are plain code, unit-tested without a broker, each in its
 //! own module: which partitions are owned and what an assignment means
 //! (`assignment`), what each message's offset makes of it and where to seek
-//! (`offsets`, `fetch_guard`), when to pause and resume (`backpressure`),
+//! (`offsets`, `fetch_guard`), what is known of the partitions' ends and
+//! when a partition may turn idle (`ends`), when to pause and resume
+//! (`backpressure`),
 //! whether the broker keeps commit metadata (`metadata`); what to commit is
 //! the [`CommitLedger`]'s. This file runs the loop and carries the decisions
 //! out on the consumer; librdkafka's callbacks are in `context`, commits in
@@ -26,9 +28,11 @@ mod assignment;
 mod backpressure;
 mod committer;
 mod context;
+mod ends;
 mod fetch_guard;
 mod metadata;
 mod offsets;
+mod rejoin;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -55,6 +59,7 @@ use self::context::SourceContext;
 use self::fetch_guard::SILENT_FETCH;
 use self::metadata::companion_group;
 use self::offsets::Judgement;
+use self::rejoin::GroupWatch;
 use crate::{
     CommitLedger, KafkaConfig, KafkaDeadLetters, KafkaStageError, ProgressSample, ProgressWatch,
     SecurityContext, SourceMetrics, StartFrom,
@@ -98,6 +103,8 @@ struct SourceTask {
     assignment: Assignment,
     /// Whether messages flow from the consumer (backpressure, pauses).
     flow: Flow,
+    /// Whether the group answers after a revocation.
+    group: GroupWatch,
     /// With `start_from = "timestamp"`, the time to seek to at the first
     /// assignment; taken then.
     start_at: Option<i64>,
@@ -106,12 +113,13 @@ struct SourceTask {
     progress: ProgressWatch,
     metrics: SourceMetrics,
     readiness: Arc<Readiness>,
-    /// The commit that finds out whether the broker keeps commit metadata,
-    /// while it runs (see [`SourceTask::commit_accepted`]).
-    verifying: Option<tokio::task::JoinHandle<()>>,
-    /// The ends of the owned partitions being read from the broker, while
-    /// paused (see [`SourceTask::refresh_end_offsets`]).
-    refreshing: Option<tokio::task::JoinHandle<()>>,
+    /// The last commit, on its blocking thread (see
+    /// [`SourceTask::commit_accepted`]).
+    committing: Option<tokio::task::JoinHandle<()>>,
+    /// The partition ends being read from the broker (see
+    /// [`SourceTask::read_ends`]), and when that read started.
+    reading_ends: Option<tokio::task::JoinHandle<()>>,
+    ends_read_at: Option<Instant>,
 }
 
 /// What the source hears back from the sink.
@@ -189,6 +197,10 @@ pub async fn run(
         consumer,
         assignment: Assignment::new(mode),
         flow: Flow::default(),
+        group: GroupWatch::new(
+            GroupWatch::wait_for(Duration::from_millis(cfg.session_timeout_ms)),
+            Instant::now(),
+        ),
         start_at: match cfg.start_from {
             StartFrom::Timestamp => cfg.start_timestamp_ms,
             StartFrom::Committed => None,
@@ -197,8 +209,9 @@ pub async fn run(
         progress: ProgressWatch::new(Duration::from_millis(cfg.progress_timeout_ms)),
         metrics,
         readiness,
-        verifying: None,
-        refreshing: None,
+        committing: None,
+        reading_ends: None,
+        ends_read_at: None,
         cfg,
     };
     // One message stream for the task's life: a `recv()` per message would
@@ -260,11 +273,7 @@ pub async fn run(
             _ = messages.next() => {}
         }
     }
-    if let Some(verifying) = task.verifying.take() {
-        // Its plan is older than the last one: let it land first.
-        let _ = verifying.await;
-    }
-    task.commit_accepted(&acks, CommitMode::Sync);
+    task.commit_last(&acks).await;
     task.consumer.unsubscribe();
     tracing::info!("Source stopped.");
     Ok(())
@@ -405,15 +414,16 @@ impl SourceTask {
 
     fn on_tick(&mut self) {
         self.apply_rebalances();
-        if !self.flow.fetching() {
-            self.refresh_end_offsets();
-        }
         let now = Instant::now();
+        if let Some(waited) = self.group.due(now) {
+            self.rejoin(waited);
+        }
         let fetching = self.flow.fetching();
+        self.read_ends(now);
         let (survey, broker_up) = match self.consumer.context().shared.lock() {
             Ok(shared) => (
                 self.assignment
-                    .survey(&shared.end_offsets, fetching, SILENT_FETCH, now),
+                    .survey(&shared.ends, fetching, SILENT_FETCH, now),
                 shared.broker_up,
             ),
             Err(_) => Default::default(),
@@ -424,6 +434,9 @@ impl SourceTask {
                 // Data is waiting for this partition: it is behind, not idle.
                 self.batcher.tracker_mut().touch(*p, now);
             }
+        }
+        for (p, caught_up) in &survey.caught_up {
+            self.batcher.tracker_mut().set_caught_up(*p, *caught_up);
         }
         for (partition, target) in &survey.rewinds {
             self.rewind(*partition, *target);
@@ -438,29 +451,51 @@ impl SourceTask {
         self.advance_watermark(now);
     }
 
-    /// Reads the owned partitions' ends from the broker, on a blocking
-    /// thread, one read at a time. librdkafka's statistics (where the ends
-    /// come from otherwise) stop following a partition it does not fetch, so
-    /// while the source is paused or held back the lag would freeze at its
-    /// value from the pause, however much piles up.
-    fn refresh_end_offsets(&mut self) {
-        if self.refreshing.as_ref().is_some_and(|r| !r.is_finished()) {
+    /// Leaves the group and joins it again as a new member, the group
+    /// having given this one no assignment for `waited` (see `rejoin`).
+    fn rejoin(&mut self, waited: Duration) {
+        self.metrics.rejoined(waited);
+        self.consumer.unsubscribe();
+        if let Err(error) = self.consumer.subscribe(&[&self.cfg.topic]) {
+            tracing::warn!(%error, "Cannot subscribe again; retrying.");
+        }
+    }
+
+    /// Reads partition ends from the broker, on a blocking thread, one
+    /// read at a time, every [`ends::READ_EVERY`]: those of the partitions
+    /// that have delivered nothing for [`ends::QUIET_AFTER`] (only an answer
+    /// of the broker lets them turn idle), and while the source does not
+    /// fetch, every owned one (librdkafka's statistics stop following a
+    /// partition it does not fetch, and the lag would freeze at its value
+    /// from the pause however much piles up).
+    fn read_ends(&mut self, now: Instant) {
+        if self.reading_ends.as_ref().is_some_and(|r| !r.is_finished())
+            || self
+                .ends_read_at
+                .is_some_and(|t| now.saturating_duration_since(t) < ends::READ_EVERY)
+        {
             return;
         }
-        let partitions: Vec<PartitionId> = self.assignment.partitions().collect();
+        let partitions: Vec<PartitionId> = if self.flow.fetching() {
+            self.assignment.quiet(now, ends::QUIET_AFTER)
+        } else {
+            self.assignment.partitions().collect()
+        };
         if partitions.is_empty() {
             return;
         }
+        self.ends_read_at = Some(now);
         let consumer = Arc::clone(&self.consumer);
         let topic = self.cfg.topic.clone();
-        self.refreshing = Some(tokio::task::spawn_blocking(move || {
+        self.reading_ends = Some(tokio::task::spawn_blocking(move || {
             for p in partitions {
+                let asked_at = Instant::now();
                 let Ok((_, high)) = consumer.fetch_watermarks(&topic, p, END_OFFSETS_TIMEOUT)
                 else {
                     continue;
                 };
                 if let Ok(mut shared) = consumer.context().shared.lock() {
-                    shared.saw_end(p, high);
+                    shared.ends.confirmed(p, high, asked_at);
                 }
             }
         }));
@@ -617,8 +652,12 @@ impl SourceTask {
                 RebalanceEvent::Assigned {
                     partitions,
                     topic_partitions,
-                } => self.on_assigned(&partitions, topic_partitions, now),
+                } => {
+                    self.group.assigned();
+                    self.on_assigned(&partitions, topic_partitions, now);
+                }
                 RebalanceEvent::Revoked(partitions) => {
+                    self.group.revoked(now);
                     self.assignment.revoke(&partitions);
                     for p in &partitions {
                         self.batcher.tracker_mut().revoke(*p);

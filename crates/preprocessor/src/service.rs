@@ -352,7 +352,7 @@ pub async fn run(
         stop_requested(&stop_rx),
         &mut tasks,
     )?;
-    let server = serve_telemetry(&settings, &telemetry).await?;
+    let server = serve_telemetry(&settings, &telemetry)?;
     // After a stop request the source drains for up to kafka.drain_timeout_ms
     // and commits; whatever is still running after that and a grace period
     // (an endpoint that never answers, with on_retry_exhausted = "block") is
@@ -363,9 +363,7 @@ pub async fn run(
         settings.drain_timeout + STOP_GRACE,
     )
     .await;
-    if let Some(server) = server {
-        server.abort();
-    }
+    drop(server);
     result
 }
 
@@ -478,22 +476,21 @@ fn spawn_source(
 }
 
 /// Starts `/metrics`, `/healthz` and `/readyz` on `telemetry.listen`, if set.
-async fn serve_telemetry(
+fn serve_telemetry(
     settings: &ValidSettings,
     telemetry: &Telemetry,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+) -> anyhow::Result<Option<fleet_core::telemetry::TelemetryServer>> {
     let Some(addr) = settings.listen else {
         return Ok(None);
     };
-    let listener = fleet_core::telemetry::bind(addr)
-        .await
-        .with_context(|| format!("telemetry.listen {addr}"))?;
-    tracing::info!(address = %listener.local_addr()?, "Serving /metrics, /healthz and /readyz.");
-    let registry = Arc::clone(&telemetry.registry);
-    let readiness = telemetry.readiness.clone();
-    Ok(Some(tokio::spawn(fleet_core::telemetry::serve(
-        listener, registry, readiness,
-    ))))
+    let server = fleet_core::telemetry::TelemetryServer::start(
+        addr,
+        Arc::clone(&telemetry.registry),
+        telemetry.readiness.clone(),
+    )
+    .with_context(|| format!("telemetry.listen {addr}"))?;
+    tracing::info!(address = %server.local_addr(), "Serving /metrics, /healthz and /readyz.");
+    Ok(Some(server))
 }
 
 /// Waits for every stage; the first failure is the result. Once `stopped`

@@ -151,6 +151,18 @@ impl<C> LocalService<C> {
     pub fn stop(mut self) {
         self.process.kill();
     }
+
+    /// Stops the process without ending it (SIGSTOP): its sockets stay open
+    /// and nothing answers, as with a host that hangs or a network that
+    /// drops every packet.
+    pub fn freeze(&self) -> Result<(), TestkitError> {
+        self.process.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    pub fn thaw(&self) -> Result<(), TestkitError> {
+        self.process.signal(nix::sys::signal::Signal::SIGCONT)
+    }
 }
 
 impl<C> Deref for LocalService<C> {
@@ -294,6 +306,24 @@ impl ServiceProcess {
                 tail,
             },
         }
+    }
+
+    /// Sends `signal` to the child.
+    fn signal(&self, signal: nix::sys::signal::Signal) -> Result<(), TestkitError> {
+        let child = self.child.as_ref().ok_or_else(|| TestkitError::Io {
+            context: format!("signalling {}", self.service),
+            source: std::io::Error::other("the process has ended"),
+        })?;
+        let pid = i32::try_from(child.id()).map_err(|_| TestkitError::Io {
+            context: format!("signalling {}", self.service),
+            source: std::io::Error::other("process id out of range"),
+        })?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|errno| {
+            TestkitError::Io {
+                context: format!("sending {signal} to {}", self.service),
+                source: std::io::Error::from(errno),
+            }
+        })
     }
 
     /// Kills and reaps the child; idempotent.

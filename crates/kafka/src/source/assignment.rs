@@ -9,12 +9,13 @@
 //! found in its commits), and whether it may process at all (the single
 //! output mode needs every partition; docs/ARCHITECTURE.md, "Output modes").
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use fleet_core::{Msg, OutputMode, PartitionId, PartitionMap, SourceBatch};
 use tokio::time::Instant;
 
+use super::ends::BrokerEnds;
 use super::offsets::{Judgement, Position};
 use crate::CommitMetadata;
 
@@ -77,6 +78,9 @@ pub(super) struct Survey {
     /// Partitions whose fetch stayed silent too long while messages waited:
     /// where to rewind each.
     pub(super) rewinds: Vec<(PartitionId, i64)>,
+    /// Per owned partition, whether the broker has just shown that nothing
+    /// waits past its position: only then may it turn idle (see `ends`).
+    pub(super) caught_up: Vec<(PartitionId, bool)>,
 }
 
 impl Survey {
@@ -221,20 +225,34 @@ impl Assignment {
             .collect()
     }
 
+    /// The owned partitions that have delivered nothing for `after`.
+    pub(super) fn quiet(&self, now: Instant, after: Duration) -> Vec<PartitionId> {
+        self.owned
+            .iter()
+            .filter(|(_, position)| position.quiet(now, after))
+            .map(|(p, _)| p)
+            .collect()
+    }
+
     /// Compares the owned partitions' positions with the broker's `ends`.
     /// While `fetching` (not paused, not held back by the pipeline), a
     /// partition with messages waiting whose fetch has stayed silent for
     /// `silent_after` is to be rewound.
     pub(super) fn survey(
         &mut self,
-        ends: &HashMap<PartitionId, i64>,
+        ends: &BrokerEnds,
         fetching: bool,
         silent_after: Duration,
         now: Instant,
     ) -> Survey {
         let mut survey = Survey::default();
         for (p, position) in self.owned.iter_mut() {
-            let Some(lag) = ends.get(&p).and_then(|end| position.lag(*end)) else {
+            let lag = ends.end(p).and_then(|end| position.lag(end));
+            let confirmed = ends.confirmed_recently(p, now);
+            survey
+                .caught_up
+                .push((p, confirmed && lag.is_none_or(|lag| lag == 0)));
+            let Some(lag) = lag else {
                 continue;
             };
             survey.lags.push((p, lag));
@@ -498,7 +516,10 @@ mod tests {
             t0,
         );
         // Partition 1 is caught up; 2 has no position; 9 is not owned.
-        let ends = HashMap::from([(0, 6000), (1, 80), (2, 40), (9, 1000)]);
+        let mut ends = BrokerEnds::default();
+        for (p, end) in [(0, 6000), (1, 80), (2, 40), (9, 1000)] {
+            ends.saw(p, end);
+        }
         let survey = a.survey(&ends, true, after, t0);
         assert_eq!(survey.lags, vec![(0, 1000), (1, 0)]);
         assert_eq!(survey.total_lag(), 1000);
@@ -513,5 +534,60 @@ mod tests {
             a.survey(&ends, true, after, later).rewinds,
             vec![(0, 5000 - 1024)]
         );
+    }
+
+    #[test]
+    fn only_a_partition_the_broker_just_showed_caught_up_may_turn_idle() {
+        let t0 = Instant::now();
+        let after = Duration::from_secs(1);
+        let mut a = Assignment::new(OutputMode::Partitioned);
+        a.assign(
+            &[
+                AssignedPartition::committed(0, Some(100), None),
+                AssignedPartition::committed(1, Some(100), None),
+                AssignedPartition::committed(2, None, None),
+            ],
+            None,
+            0,
+            t0,
+        );
+        let mut ends = BrokerEnds::default();
+        // Statistics say every partition is caught up: not enough.
+        for p in 0..3 {
+            ends.saw(p, 100);
+        }
+        let survey = a.survey(&ends, true, after, t0);
+        assert_eq!(survey.caught_up, vec![(0, false), (1, false), (2, false)]);
+        // The broker answers: 0 is caught up, 1 has messages waiting, and 2
+        // (no position yet) has an end it may be at.
+        ends.confirmed(0, 100, t0);
+        ends.confirmed(1, 130, t0);
+        ends.confirmed(2, 0, t0);
+        let survey = a.survey(&ends, true, after, t0 + Duration::from_secs(1));
+        assert_eq!(survey.caught_up, vec![(0, true), (1, false), (2, true)]);
+        // The broker stops answering: the answers grow old.
+        let survey = a.survey(&ends, true, after, t0 + Duration::from_secs(4));
+        assert_eq!(survey.caught_up, vec![(0, false), (1, false), (2, false)]);
+    }
+
+    #[test]
+    fn a_partition_is_quiet_once_it_has_delivered_nothing_for_a_while() {
+        let t0 = Instant::now();
+        let after = Duration::from_secs(1);
+        let mut a = Assignment::new(OutputMode::Partitioned);
+        a.assign(
+            &[
+                AssignedPartition::committed(0, Some(10), None),
+                AssignedPartition::committed(1, Some(10), None),
+            ],
+            None,
+            0,
+            t0,
+        );
+        assert_eq!(a.quiet(t0, after), vec![0, 1], "nothing delivered yet");
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(a.judge(1, 10, t1), Some(Judgement::Take));
+        assert_eq!(a.quiet(t1 + Duration::from_millis(500), after), vec![0]);
+        assert_eq!(a.quiet(t1 + after, after), vec![0, 1]);
     }
 }

@@ -2,13 +2,20 @@
 //! decides what to commit and [`MetadataSupport`] how; this is where it
 //! reaches the broker.
 //!
+//! Every commit of the loop runs on a blocking thread: a synchronous one
+//! (the companion group's, the one that finds out whether the broker keeps
+//! commit metadata, the last) waits on the group coordinator, for as long
+//! as a request may take when the broker has stopped answering, and the
+//! runtime's threads must go on meanwhile. One runs at a time, in order:
+//! a periodic commit is skipped while the last still runs, and each holds
+//! the context's `committing` lock, which a revocation's commit takes too;
+//! a plan made before a revocation is dropped once it took place (the
+//! revocation committed what it held).
+//!
 //! A plan's window boundaries go to the companion group first when the broker
 //! drops commit metadata: a crash between the two commits then leaves a
 //! boundary that is never ahead of the offsets replayed. While the broker's
-//! keeping of metadata is unknown, a commit is synchronous and read back, on
-//! a blocking thread for the periodic commit, holding the context's
-//! `verification` lock so that a revocation's commit (which takes it too)
-//! lands after it.
+//! keeping of metadata is unknown, a commit is synchronous and read back.
 
 use std::sync::{Arc, PoisonError};
 
@@ -19,7 +26,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
 use super::context::SourceContext;
-use super::metadata::{read_back_target, CommitRun, MetadataSupport};
+use super::metadata::{read_back_target, MetadataSupport};
 use super::{SourceTask, COORDINATOR_TIMEOUT};
 use crate::commit::CommitPlan;
 use crate::{CommitMetadata, SourceMetrics};
@@ -80,16 +87,22 @@ impl SourceContext {
 
 impl SourceTask {
     /// Commits the newest checkpoint the sink accepted, for the owned
-    /// partitions: periodically (`CommitMode::Async`) and at shutdown.
+    /// partitions, on a blocking thread: periodically (`CommitMode::Async`,
+    /// skipped while the last commit still runs) and, through
+    /// [`commit_last`](Self::commit_last), at shutdown.
     pub(super) fn commit_accepted(
         &mut self,
         acks: &watch::Receiver<Option<Checkpoint>>,
         mode: CommitMode,
     ) {
+        if self.committing.as_ref().is_some_and(|c| !c.is_finished()) {
+            return;
+        }
         let Some(checkpoint) = acks.borrow().clone() else {
             return;
         };
         let context = self.consumer.context();
+        let epoch = context.fence.epoch();
         if context.fence.is_stale(checkpoint.epoch) {
             // Built before the last revocation, which committed it already.
             return;
@@ -102,41 +115,45 @@ impl SourceTask {
         let Some(plan) = plan else {
             return;
         };
-        let periodic = matches!(mode, CommitMode::Async);
-        let verifying = self.verifying.as_ref().is_some_and(|v| !v.is_finished());
-        match context.metadata().commit_run(periodic, verifying) {
-            CommitRun::Skip => {}
-            CommitRun::Inline => commit_plan(&self.consumer, &self.metrics, &plan, mode),
-            CommitRun::Verifying => {
-                // It waits on the coordinator (up to its timeout if that has
-                // gone away): the loop keeps ticking meanwhile. Shutdown
-                // awaits it before its own commit.
-                let (consumer, metrics) = (Arc::clone(&self.consumer), self.metrics.clone());
-                self.verifying = Some(tokio::task::spawn_blocking(move || {
-                    commit_plan(&consumer, &metrics, &plan, CommitMode::Sync);
-                }));
+        let (consumer, metrics) = (Arc::clone(&self.consumer), self.metrics.clone());
+        self.committing = Some(tokio::task::spawn_blocking(move || {
+            commit_plan(&consumer, &metrics, &plan, mode, epoch);
+        }));
+    }
+
+    /// The last commit, synchronous, once the one still running has landed.
+    pub(super) async fn commit_last(&mut self, acks: &watch::Receiver<Option<Checkpoint>>) {
+        for pass in [false, true] {
+            if let Some(committing) = self.committing.take() {
+                let _ = committing.await;
+            }
+            if !pass {
+                self.commit_accepted(acks, CommitMode::Sync);
             }
         }
     }
 }
 
-/// Commits `plan`, counts the outcome and records it in the ledger; while the
-/// broker's keeping of commit metadata is unknown, the commit is synchronous
-/// and read back.
+/// Commits `plan`, made while the fence was at `epoch`, counts the outcome
+/// and records it in the ledger; while the broker's keeping of commit
+/// metadata is unknown, the commit is synchronous and read back. A plan made
+/// before a revocation that has taken place since is dropped.
 fn commit_plan(
     consumer: &StreamConsumer<SourceContext>,
     metrics: &SourceMetrics,
     plan: &CommitPlan,
     mode: CommitMode,
+    epoch: u64,
 ) {
     let context = consumer.context();
+    let _committing = context
+        .committing
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if context.fence.epoch() != epoch {
+        return;
+    }
     let verify = context.metadata().verifies();
-    let _verifying = verify.then(|| {
-        context
-            .verification
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    });
     let mode = if verify { CommitMode::Sync } else { mode };
     let result = context.commit(consumer, plan, mode);
     report_commit(metrics, plan, &result);

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use super::assignment::{AssignedPartition, RebalanceEvent};
 use super::committer::report_commit;
+use super::ends::BrokerEnds;
 use super::metadata::{boundary_from_companion, fill_from_companion, MetadataSupport};
 use super::{SinkFeedback, COORDINATOR_TIMEOUT};
 use crate::{CommitLedger, CommitMetadata, KafkaDeadLetters, SecurityContext, SourceMetrics};
@@ -30,22 +31,11 @@ pub(super) struct Shared {
     pub(super) events: Vec<RebalanceEvent>,
     /// What was committed per partition.
     pub(super) ledger: CommitLedger,
-    /// Per partition, the broker's end offset (last stable offset, or high
-    /// watermark): from librdkafka's statistics, and read from the broker
-    /// while the source does not fetch.
-    pub(super) end_offsets: HashMap<PartitionId, i64>,
+    /// Per partition, the broker's end offset: from librdkafka's
+    /// statistics, and read from the broker (see [`BrokerEnds`]).
+    pub(super) ends: BrokerEnds,
     /// Whether some broker connection was up at the last statistics.
     pub(super) broker_up: Option<bool>,
-}
-
-impl Shared {
-    /// A partition's end offset as read now. Ends only grow; statistics of
-    /// a partition not being fetched (paused) repeat an old one, which must
-    /// not undo a fresher read from the broker.
-    pub(super) fn saw_end(&mut self, partition: PartitionId, end: i64) {
-        let known = self.end_offsets.entry(partition).or_insert(end);
-        *known = (*known).max(end);
-    }
 }
 
 /// The source consumer's context.
@@ -68,11 +58,11 @@ pub(super) struct SourceContext {
     acks: watch::Receiver<Option<Checkpoint>>,
     /// How long a revocation waits for the sink, at most.
     revoke_wait: Duration,
-    /// Held through the commit that finds out whether the broker keeps
-    /// commit metadata (it runs on a blocking thread) and through a
-    /// revocation's commit, so that the older plan lands first. Taken
+    /// Held through every commit: the loop's, which run on a blocking
+    /// thread, and a revocation's, in the rebalance callback; so commits
+    /// land one at a time, an older plan never after a newer one. Taken
     /// before `shared`.
-    pub(super) verification: Mutex<()>,
+    pub(super) committing: Mutex<()>,
     /// The dead-letter topic, whose letters not yet written hold back commits.
     pub(super) dead_letters: Option<KafkaDeadLetters>,
 }
@@ -105,7 +95,7 @@ impl SourceContext {
             fence,
             acks,
             revoke_wait,
-            verification: Mutex::new(()),
+            committing: Mutex::new(()),
             dead_letters,
         }
     }
@@ -264,7 +254,7 @@ impl ClientContext for SourceContext {
                     partition.hi_offset
                 };
                 if *p >= 0 && end >= 0 {
-                    shared.saw_end(*p, end);
+                    shared.ends.saw(*p, end);
                 }
             }
         }
@@ -283,8 +273,8 @@ impl ConsumerContext for SourceContext {
             .collect();
         self.fence.revoke();
         self.wait_for_sink();
-        let _verified = self
-            .verification
+        let _committing = self
+            .committing
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let accepted = self.acks.borrow().clone();
@@ -331,21 +321,5 @@ impl ConsumerContext for SourceContext {
                 topic_partitions,
             });
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_end_offset_read_from_the_broker_is_not_undone_by_stale_statistics() {
-        let mut shared = Shared::default();
-        shared.saw_end(0, 100);
-        shared.saw_end(0, 250);
-        // The statistics of a paused partition repeat its end at the pause.
-        shared.saw_end(0, 100);
-        shared.saw_end(1, 7);
-        assert_eq!(shared.end_offsets, HashMap::from([(0, 250), (1, 7)]));
     }
 }

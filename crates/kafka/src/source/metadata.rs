@@ -30,19 +30,6 @@ pub(super) enum MetadataSupport {
     Lost,
 }
 
-/// How to carry out a commit of the accepted checkpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum CommitRun {
-    /// Not now: the verifying commit still runs, and a newer plan must not
-    /// land before it.
-    Skip,
-    /// On the source's task, in the mode asked for.
-    Inline,
-    /// On a blocking thread, synchronously, then read back; the source's
-    /// loop keeps ticking meanwhile.
-    Verifying,
-}
-
 impl MetadataSupport {
     /// What an assignment shows: with some committed offset, whether the
     /// broker kept metadata (one of them carries it); otherwise nothing.
@@ -83,19 +70,6 @@ impl MetadataSupport {
     /// Whether the window boundaries are kept in the companion group.
     pub(super) fn uses_companion(self) -> bool {
         self == MetadataSupport::Lost
-    }
-
-    /// How to carry out a commit: `periodic` (the interval's, asynchronous)
-    /// or not (a revocation's, the last one: synchronous); while a
-    /// verifying commit is `verifying`, no periodic one.
-    pub(super) fn commit_run(self, periodic: bool, verifying: bool) -> CommitRun {
-        if periodic && verifying {
-            CommitRun::Skip
-        } else if periodic && self.verifies() {
-            CommitRun::Verifying
-        } else {
-            CommitRun::Inline
-        }
     }
 
     /// What to commit in the companion group before `plan`'s offsets: each
@@ -213,24 +187,6 @@ mod tests {
         let mut m = MetadataSupport::default();
         assert!(!m.learn(true));
         assert_eq!(m, MetadataSupport::Kept);
-    }
-
-    #[test]
-    fn only_a_periodic_commit_of_unknown_support_verifies_off_the_task() {
-        use CommitRun::*;
-        use MetadataSupport::*;
-        assert_eq!(Unknown.commit_run(true, false), Verifying);
-        assert_eq!(Unknown.commit_run(true, true), Skip);
-        assert_eq!(
-            Kept.commit_run(true, true),
-            Skip,
-            "nothing newer lands first"
-        );
-        assert_eq!(Kept.commit_run(true, false), Inline);
-        assert_eq!(Lost.commit_run(true, false), Inline);
-        // The last commit runs inline, verifying there if need be.
-        assert_eq!(Unknown.commit_run(false, false), Inline);
-        assert_eq!(Unknown.commit_run(false, true), Inline);
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub(super) struct Position {
     next: Option<i64>,
     /// Checks that the fetch starts where it was asked to.
     guard: FetchGuard,
+    /// When the last message was delivered.
+    last_delivery: Option<Instant>,
 }
 
 impl Position {
@@ -65,6 +67,7 @@ impl Position {
     /// Judges the message at `offset`, delivered at `now`, and moves past it
     /// if it is taken.
     pub(super) fn judge(&mut self, offset: i64, now: Instant) -> Judgement {
+        self.last_delivery = Some(now);
         let gap = match self.guard.check(offset, now) {
             Verdict::Accept => None,
             Verdict::RewindTo(target) => return Judgement::Rewind(target),
@@ -94,6 +97,12 @@ impl Position {
     /// next one expected.
     pub(super) fn lag(&self, end: i64) -> Option<i64> {
         self.next.map(|next| (end - next).max(0))
+    }
+
+    /// Whether nothing has been delivered for `after` before `now`.
+    pub(super) fn quiet(&self, now: Instant, after: Duration) -> bool {
+        self.last_delivery
+            .is_none_or(|t| now.saturating_duration_since(t) >= after)
     }
 
     /// Whether the fetch asked for has stayed silent for `after` while

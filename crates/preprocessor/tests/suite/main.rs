@@ -17,6 +17,7 @@ mod dimensions;
 mod drilldown;
 mod end_to_end;
 mod event_time;
+mod faults;
 mod health;
 mod observability;
 mod reference_topic;

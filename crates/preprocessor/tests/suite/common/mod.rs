@@ -59,7 +59,16 @@ impl RecentFleet {
     ) -> RecentFleet {
         let now = fleet_core::telemetry::wall_clock_ms();
         let start = now - 20 * 60_000;
-        let start = start - start.rem_euclid(WINDOW_MS);
+        RecentFleet::starting_at(vehicles, seed, realism, start - start.rem_euclid(WINDOW_MS))
+    }
+
+    /// A fleet of `vehicles` whose time starts at `start` (epoch ms).
+    pub fn starting_at(
+        vehicles: usize,
+        seed: u64,
+        realism: impl FnOnce(GeneratorConfig) -> GeneratorConfig,
+        start: i64,
+    ) -> RecentFleet {
         let config = realism(GeneratorConfig {
             vehicles,
             seed,
@@ -88,12 +97,63 @@ pub fn generate(
     seed: u64,
     realism: impl FnOnce(GeneratorConfig) -> GeneratorConfig,
 ) -> Run {
+    generate_fleet(RecentFleet::new(vehicles, seed, realism), seconds)
+}
+
+/// `seconds` of fleet time for `vehicles`, starting now: events to send
+/// live with [`produce_live`].
+pub fn generate_live(
+    vehicles: usize,
+    seconds: u64,
+    seed: u64,
+    realism: impl FnOnce(GeneratorConfig) -> GeneratorConfig,
+) -> Run {
+    let now = fleet_core::telemetry::wall_clock_ms();
+    generate_fleet(
+        RecentFleet::starting_at(vehicles, seed, realism, now),
+        seconds,
+    )
+}
+
+/// Sends `events` of a [`generate_live`] run of `vehicles` as the fleet
+/// would, in the background: each second of fleet time once the wall clock
+/// reaches it, in arrival order. What comes due while a send waits (a broker
+/// that does not answer) goes with the next send.
+pub fn produce_live(
+    kafka: &Tansu,
+    topic: &str,
+    events: Vec<RawEvent>,
+    vehicles: usize,
+) -> tokio::task::JoinHandle<()> {
+    let publisher = fleet_kafka::producer::EventPublisher::new(&fleet_kafka::KafkaConfig {
+        brokers: kafka.bootstrap_servers(),
+        topic: topic.into(),
+        ..fleet_kafka::KafkaConfig::default()
+    })
+    .unwrap();
+    let started = tokio::time::Instant::now();
+    tokio::spawn(async move {
+        let mut sent = 0;
+        while sent < events.len() {
+            let elapsed_ms = started.elapsed().as_millis() as usize;
+            let due = (elapsed_ms * vehicles / 1000).min(events.len());
+            if due > sent {
+                publisher.publish(&events[sent..due]).await.unwrap();
+                sent = due;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+}
+
+fn generate_fleet(fleet: RecentFleet, seconds: u64) -> Run {
     let RecentFleet {
         config,
         fleet,
         reference_csv,
         dir,
-    } = RecentFleet::new(vehicles, seed, realism);
+    } = fleet;
+    let vehicles = config.vehicles;
     let mut generator = EventGenerator::new(&fleet, &config).unwrap();
     let events: Vec<RawEvent> = generator.take_exact(vehicles as u64 * seconds).collect();
     Run {
