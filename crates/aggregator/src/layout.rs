@@ -129,10 +129,15 @@ fn grouping_layout(plan: &MetricPlan, grouping: GroupingId) -> GroupingLayout {
             Op::Count | Op::Distinct => (1, 0),
             Op::Sum(Num::Int) => (1, 0),
             Op::Sum(Num::Float) => (0, 1),
-            Op::Mean(n) | Op::Min(n) | Op::Max(n) | Op::Latest { num: n, .. } => match n {
+            Op::Mean(n) | Op::Min(n) | Op::Max(n) => match n {
                 Num::Int => (2, 0),
                 Num::Float => (1, 1),
             },
+            // The count, and an exact sum in two cells (low and high words).
+            Op::Latest { num: Num::Int, .. } => (3, 0),
+            Op::Latest {
+                num: Num::Float, ..
+            } => (1, 1),
             Op::Histogram(n) => {
                 let counts = m.buckets.len() + 2;
                 match n {
@@ -227,7 +232,8 @@ mod tests {
             ]
         );
         assert_eq!(g.slot_words, 4);
-        assert_eq!(g.ints, 1 + 1 + 2 + 1 + 2 + 2);
+        // The sum of latest warnings is exact: two cells beside its count.
+        assert_eq!(g.ints, 1 + 1 + 3 + 1 + 2 + 2);
         assert_eq!(g.floats, 0);
         assert_eq!(
             g.metrics.iter().map(|m| m.bit).collect::<Vec<_>>(),

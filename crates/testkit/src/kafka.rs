@@ -191,6 +191,20 @@ impl KafkaClient {
         K: AsRef<[u8]>,
         V: AsRef<[u8]>,
     {
+        self.produce(topic, messages.into_iter().map(|(k, v)| (Some(k), v)))
+            .await
+    }
+
+    /// [`produce_json`](Self::produce_json), where a key may be absent (null).
+    pub async fn produce<K, V>(
+        &self,
+        topic: &str,
+        messages: impl IntoIterator<Item = (Option<K>, V)>,
+    ) -> Result<Vec<(i32, i64)>, TestkitError>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
         let producer: FutureProducer = self
             .client_config()
             .set("message.timeout.ms", "15000")
@@ -203,9 +217,10 @@ impl KafkaClient {
         let mut pending: Vec<DeliveryFuture> = Vec::new();
         let mut delivered = Vec::new();
         for (key, value) in messages {
-            let mut record = FutureRecord::to(topic)
-                .key(key.as_ref())
-                .payload(value.as_ref());
+            let mut record = FutureRecord::to(topic).payload(value.as_ref());
+            if let Some(key) = &key {
+                record = record.key(key.as_ref());
+            }
             loop {
                 match producer.send_result(record) {
                     Ok(delivery) => {

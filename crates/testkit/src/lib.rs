@@ -43,7 +43,7 @@ pub use kafka::{ConsumedRecord, KafkaClient};
 pub use process::LocalService;
 pub use prometheus::{PromSample, PromSeries, Prometheus, PrometheusClient, PrometheusOptions};
 pub use schema_registry::{RegistryClient, SchemaRegistry};
-pub use tansu::Tansu;
+pub use tansu::{BrokerKind, Tansu};
 
 /// A loopback port that was free a moment ago (for a service a test starts itself).
 pub fn free_port() -> Result<u16, TestkitError> {

@@ -142,6 +142,10 @@ impl<C> LocalService<C> {
         self.process.log_path()
     }
 
+    pub(crate) fn process_mut(&mut self) -> &mut ServiceProcess {
+        &mut self.process
+    }
+
     /// The service's temporary directory (working directory, configuration, data).
     pub fn dir(&self) -> &Path {
         self.process.dir()
@@ -183,6 +187,42 @@ pub(crate) struct ServiceProcess {
     dir: Option<TempDir>,
     dir_path: PathBuf,
     log_path: PathBuf,
+    /// The command line it was started with, to start it again.
+    launch: Launch,
+}
+
+/// What a child was started with: its program, arguments and environment
+/// changes (`None`: removed).
+#[derive(Debug)]
+struct Launch {
+    program: std::ffi::OsString,
+    args: Vec<std::ffi::OsString>,
+    envs: Vec<(std::ffi::OsString, Option<std::ffi::OsString>)>,
+}
+
+impl Launch {
+    fn of(command: &Command) -> Launch {
+        Launch {
+            program: command.get_program().to_owned(),
+            args: command.get_args().map(ToOwned::to_owned).collect(),
+            envs: command
+                .get_envs()
+                .map(|(k, v)| (k.to_owned(), v.map(ToOwned::to_owned)))
+                .collect(),
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(&self.program);
+        command.args(&self.args);
+        for (key, value) in &self.envs {
+            match value {
+                Some(value) => command.env(key, value),
+                None => command.env_remove(key),
+            };
+        }
+        command
+    }
 }
 
 impl ServiceProcess {
@@ -201,21 +241,40 @@ impl ServiceProcess {
     /// appended to `dir/<service>.log`.
     pub(crate) fn spawn(
         service: &'static str,
-        mut command: Command,
+        command: Command,
         dir: TempDir,
     ) -> Result<Self, TestkitError> {
         let dir_path = dir.path().to_path_buf();
         let log_path = dir_path.join(format!("{service}.log"));
+        let mut process = ServiceProcess {
+            service,
+            child: None,
+            dir: Some(dir),
+            dir_path,
+            log_path,
+            launch: Launch::of(&command),
+        };
+        process.start(command)?;
+        Ok(process)
+    }
+
+    /// Starts `command` in the directory, its output appended to the log.
+    fn start(&mut self, mut command: Command) -> Result<(), TestkitError> {
+        let (service, log_path) = (self.service, &self.log_path);
         let io_error = |context: &str, source| TestkitError::Io {
             context: format!("{context} for {service} ({})", log_path.display()),
             source,
         };
-        let log = File::create(&log_path).map_err(|e| io_error("creating the log file", e))?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(log_path)
+            .map_err(|e| io_error("opening the log file", e))?;
         let log_for_stderr = log
             .try_clone()
             .map_err(|e| io_error("duplicating the log file handle", e))?;
         command
-            .current_dir(&dir_path)
+            .current_dir(&self.dir_path)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_for_stderr));
@@ -223,13 +282,15 @@ impl ServiceProcess {
             .spawn()
             .map_err(|e| io_error("spawning the process", e))?;
         tracing::debug!(service, pid = child.id(), log = %log_path.display(), "Started test service.");
-        Ok(ServiceProcess {
-            service,
-            child: Some(child),
-            dir: Some(dir),
-            dir_path,
-            log_path,
-        })
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Starts the killed child again, as it was started, in the same
+    /// directory (its data kept), appending to its log.
+    pub(crate) fn respawn(&mut self) -> Result<(), TestkitError> {
+        self.kill();
+        self.start(self.launch.command())
     }
 
     /// Polls `probe` every `interval` until it answers `Ok`, and returns the

@@ -84,6 +84,29 @@ pub struct PromSeries {
 pub type Prometheus = LocalService<PrometheusClient>;
 
 impl Prometheus {
+    /// Kills Prometheus (SIGKILL) and keeps its directory: its port stays
+    /// free for [`Prometheus::start_again`], and nothing answers meanwhile.
+    pub fn kill(&mut self) {
+        self.process_mut().kill();
+    }
+
+    /// Starts a killed Prometheus again on its port and data directory (it
+    /// replays its write-ahead log) and waits until it is ready.
+    pub async fn start_again(&mut self) -> Result<(), TestkitError> {
+        self.process_mut().respawn()?;
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        while !self.is_ready().await.unwrap_or(false) {
+            if tokio::time::Instant::now() > deadline {
+                return Err(TestkitError::Timeout {
+                    what: "Prometheus after a restart".into(),
+                    after: READY_TIMEOUT,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
     /// Finds the `prometheus` binary: `$FLEET_PROMETHEUS_BIN`, then `PATH`, then `/usr/bin`.
     pub fn binary() -> Result<PathBuf, TestkitError> {
         process::find_binary(

@@ -33,17 +33,51 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// `produce_json`, `consume_all`…).
 pub type Tansu = LocalService<KafkaClient>;
 
+/// Which broker the tests start: Tansu 0.6, or its successor nisshi
+/// (`FLEET_TEST_BROKER=nisshi`), which answers ListOffsets and
+/// offsets-for-times like Kafka.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// `tansu`, with its in-memory storage.
+    Tansu,
+    /// `nisshi`, with its in-memory storage and no initial rebalance delay.
+    Nisshi,
+}
+
+impl BrokerKind {
+    /// The broker `FLEET_TEST_BROKER` names; Tansu by default.
+    pub fn configured() -> BrokerKind {
+        match std::env::var("FLEET_TEST_BROKER").as_deref() {
+            Ok("nisshi") => BrokerKind::Nisshi,
+            _ => BrokerKind::Tansu,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            BrokerKind::Tansu => "tansu",
+            BrokerKind::Nisshi => "nisshi",
+        }
+    }
+}
+
 impl Tansu {
-    /// Finds the `tansu` binary: `$FLEET_TANSU_BIN`, then `PATH`, then `~/.cargo/bin`.
+    /// Finds the broker's binary (`tansu`, or `nisshi` as
+    /// [`BrokerKind::configured`] says): `$FLEET_TANSU_BIN` (or
+    /// `$FLEET_NISSHI_BIN`), then `PATH`, then `~/.cargo/bin`.
     pub fn binary() -> Result<PathBuf, TestkitError> {
+        let name = BrokerKind::configured().name();
         let mut fallbacks = Vec::new();
         if let Some(cargo_home) = std::env::var_os("CARGO_HOME") {
-            fallbacks.push(PathBuf::from(cargo_home).join("bin/tansu"));
+            fallbacks.push(PathBuf::from(cargo_home).join("bin").join(name));
         }
         if let Some(home) = std::env::var_os("HOME") {
-            fallbacks.push(PathBuf::from(home).join(".cargo/bin/tansu"));
+            fallbacks.push(PathBuf::from(home).join(".cargo/bin").join(name));
         }
-        process::find_binary(SERVICE, "FLEET_TANSU_BIN", &fallbacks)
+        match BrokerKind::configured() {
+            BrokerKind::Tansu => process::find_binary(SERVICE, "FLEET_TANSU_BIN", &fallbacks),
+            BrokerKind::Nisshi => process::find_binary("nisshi", "FLEET_NISSHI_BIN", &fallbacks),
+        }
     }
 
     /// Starts a broker with in-memory storage on a free loopback port and
@@ -71,17 +105,21 @@ pub(crate) async fn spawn_broker(
     client: KafkaClient,
 ) -> Result<Tansu, TestkitError> {
     let url = format!("tcp://127.0.0.1:{port}");
+    let kind = BrokerKind::configured();
     let mut command = Command::new(binary);
     command
         .arg("broker")
         .args(["--listener-url", &url])
         .args(["--advertised-listener-url", advertised])
-        .args(["--storage-engine", "memory://tansu/"])
+        .args(["--storage-engine", &format!("memory://{}/", kind.name())])
         .args(["--cluster-id", &unique_name("fleet-test")]);
+    if kind == BrokerKind::Nisshi {
+        command.args(["--group-initial-rebalance-delay", "0s"]);
+    }
     for name in TANSU_ENV {
         command.env_remove(name);
     }
-    let dir = ServiceProcess::temp_dir(SERVICE)?;
+    let dir = ServiceProcess::temp_dir(kind.name())?;
     // A TCP connection first, then a metadata answer listing a broker, on
     // the broker's own port (whatever stands in front of it).
     let plain = KafkaClient::new(format!("127.0.0.1:{port}"));
@@ -95,7 +133,7 @@ pub(crate) async fn spawn_broker(
             Err(error) => Err(error.to_string()),
         }
     };
-    let process = ServiceProcess::spawn(SERVICE, command, dir)?
+    let process = ServiceProcess::spawn(kind.name(), command, dir)?
         .wait_ready(READY_TIMEOUT, Duration::from_millis(50), probe)
         .await?;
     Ok(Tansu::new(process, client))

@@ -517,9 +517,11 @@ impl Cells<'_> {
                 }
                 if num == Num::Int {
                     let previous = if had { old.bits as i64 } else { 0 };
-                    ints[c + 1] = ints[c + 1]
-                        .wrapping_sub(previous)
-                        .wrapping_add(reading.bits as i64);
+                    let sum = &mut ints[c + 1..c + 3];
+                    wide_set(
+                        sum,
+                        wide_get(sum) - i128::from(previous) + i128::from(reading.bits as i64),
+                    );
                 }
                 s[m.word_at] = reading.ts as u64;
                 s[m.word_at + 1] = reading.bits;
@@ -641,7 +643,10 @@ fn fold_vehicle(m: &MetricCells, same: &[&[u64]], ints: &mut [i64], floats: &mut
             if let Some(r) = latest {
                 ints[c] += 1;
                 match num {
-                    Num::Int => ints[c + 1] = ints[c + 1].wrapping_add(r.bits as i64),
+                    Num::Int => {
+                        let sum = &mut ints[c + 1..c + 3];
+                        wide_set(sum, wide_get(sum) + i128::from(r.bits as i64));
+                    }
                     Num::Float => floats[m.float_at] += f64::from_bits(r.bits),
                 }
             }
@@ -650,10 +655,30 @@ fn fold_vehicle(m: &MetricCells, same: &[&[u64]], ints: &mut [i64], floats: &mut
     }
 }
 
+/// An integer sum of latest readings, kept exact in two cells: the low and
+/// the high 64 bits. Readings are 64-bit, so no fleet's sum comes near the
+/// bounds of 128 bits.
+fn wide_get(cells: &[i64]) -> i128 {
+    (i128::from(cells[1]) << 64) | i128::from(cells[0] as u64)
+}
+
+fn wide_set(cells: &mut [i64], sum: i128) {
+    cells[0] = sum as u64 as i64;
+    cells[1] = (sum >> 64) as i64;
+}
+
 /// The metric values of one group's cells, in the grouping's metric order.
 fn values(g: &GroupingLayout, ints: &[i64], floats: &[f64]) -> Vec<MetricValue> {
     let number = |n: Num, int_at: usize, float_at: usize| match n {
         Num::Int => Number::Integer(ints[int_at]),
+        Num::Float => Number::Float(floats[float_at]),
+    };
+    // Integers: the exact sum, saturated at the 64-bit bounds.
+    let latest_sum = |n: Num, int_at: usize, float_at: usize| match n {
+        Num::Int => {
+            let sum = wide_get(&ints[int_at..int_at + 2]);
+            Number::Integer(i64::try_from(sum).unwrap_or(if sum < 0 { i64::MIN } else { i64::MAX }))
+        }
         Num::Float => Number::Float(floats[float_at]),
     };
     g.metrics
@@ -673,10 +698,10 @@ fn values(g: &GroupingLayout, ints: &[i64], floats: &[f64]) -> Vec<MetricValue> 
                     MetricValue::Value((count > 0).then(|| number(n, c + 1, m.float_at)))
                 }
                 Op::Latest { num, mean: false } => {
-                    MetricValue::Value(Some(number(num, c + 1, m.float_at)))
+                    MetricValue::Value(Some(latest_sum(num, c + 1, m.float_at)))
                 }
                 Op::Latest { num, mean: true } => MetricValue::Value((count > 0).then(|| {
-                    Number::Float(number(num, c + 1, m.float_at).as_f64() / count as f64)
+                    Number::Float(latest_sum(num, c + 1, m.float_at).as_f64() / count as f64)
                 })),
                 Op::Histogram(n) => {
                     let count_at = c + m.buckets.len() + 1;

@@ -171,6 +171,35 @@ fn aggregates_one_window_per_group() {
 }
 
 #[test]
+fn the_sum_of_latest_warnings_is_exact_and_saturates_instead_of_wrapping() {
+    use EventType::*;
+    let mut w = windows_with_groups();
+    // Two vehicles at i64::MAX: the sum saturates (it wrapped to -2).
+    w.record(&ev(0, 1, 0, Warnings, 1000, i64::MAX));
+    w.record(&ev(1, 2, 0, Warnings, 1000, i64::MAX));
+    // A third past the bound and back: the sum stays exact underneath.
+    w.record(&ev(2, 3, 0, Warnings, 1000, i64::MAX));
+    w.record(&ev(3, 3, 0, Warnings, 1100, -5));
+    // Window [5000, 10000): past the bound, then a vehicle's newer reading
+    // brings the exact sum back within it.
+    w.record(&ev(4, 1, 0, Warnings, 6000, i64::MAX));
+    w.record(&ev(5, 2, 0, Warnings, 6000, i64::MAX));
+    w.record(&ev(6, 2, 0, Warnings, 6100, -7));
+    let out = w.advance(Watermark(9999));
+    let sums: Vec<i64> = out
+        .iter()
+        .map(|a| Expected::from_aggregate(a).warnings)
+        .collect();
+    assert_eq!(sums, vec![i64::MAX, i64::MAX - 7]);
+    // The bound below as well.
+    let mut w = windows_with_groups();
+    w.record(&ev(0, 1, 0, Warnings, 1000, i64::MIN));
+    w.record(&ev(1, 2, 0, Warnings, 1000, -1));
+    let out = w.advance(Watermark(4999));
+    assert_eq!(Expected::from_aggregate(&out[0]).warnings, i64::MIN);
+}
+
+#[test]
 fn late_events_are_refused_once_their_window_closed() {
     let mut w = windows_with_groups();
     w.record(&ev(0, 1, 0, EventType::IcRpm, 7000, 1));

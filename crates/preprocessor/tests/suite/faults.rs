@@ -42,7 +42,14 @@ async fn a_frozen_broker_closes_no_window_early_and_healthz_answers() {
     let config = config_for(&run, &kafka, &prom, "frozen");
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("session_timeout_ms = 6000", "session_timeout_ms = 60000")
+        .replace(
+            "session_timeout_ms = 6000",
+            if fleet_testkit::BrokerKind::configured() == fleet_testkit::BrokerKind::Tansu {
+                "session_timeout_ms = 60000"
+            } else {
+                "session_timeout_ms = 6000"
+            },
+        )
         .replace("idle_timeout_ms = 2000", "idle_timeout_ms = 5000")
         .replace(
             "all_idle_close_after_ms = 2000",
@@ -104,6 +111,233 @@ async fn a_frozen_broker_closes_no_window_early_and_healthz_answers() {
     assert!(
         conflicts_logged(&prom).is_empty(),
         "Prometheus refused conflicting samples"
+    );
+    service.terminate().await;
+}
+
+/// A malformed message: the reason it is counted under, its key (`None`:
+/// a null key) and its value.
+type Malformed = (&'static str, Option<Vec<u8>>, Vec<u8>);
+
+/// What a flood sends: one malformed message of each kind.
+fn malformed_kinds() -> Vec<Malformed> {
+    let event =
+        |body: &str| format!(r#"{{"eventType":"IC_RPM","vehicleId":"X","region":"UK",{body}}}"#);
+    let big_garbage = vec![b'x'; 900_000];
+    let big_string = event(&format!(
+        r#""timestamp":1,"measurement":"{}""#,
+        "9".repeat(900_000)
+    ));
+    vec![
+        ("invalid_json", Some(b"K".to_vec()), b"{not json".to_vec()),
+        (
+            "invalid_json",
+            Some(b"K".to_vec()),
+            vec![0xff, 0xfe, 0x7b, 0x80],
+        ),
+        ("invalid_json", Some(b"K".to_vec()), Vec::new()),
+        ("invalid_json", None, b"[1, 2, 3".to_vec()),
+        ("invalid_json", Some(b"K".to_vec()), big_garbage),
+        (
+            "missing_field",
+            None,
+            event(r#""measurement":1"#).into_bytes(),
+        ),
+        (
+            "wrong_type",
+            Some(b"K".to_vec()),
+            event(r#""timestamp":"soon","measurement":1"#).into_bytes(),
+        ),
+        ("wrong_type", Some(b"K".to_vec()), big_string.into_bytes()),
+        // Numbers beyond a 64-bit integer are not integers.
+        (
+            "wrong_type",
+            Some(b"K".to_vec()),
+            event(r#""timestamp":1e400,"measurement":1"#).into_bytes(),
+        ),
+        (
+            "wrong_type",
+            Some(b"K".to_vec()),
+            event(r#""timestamp":99999999999999999999999,"measurement":1"#).into_bytes(),
+        ),
+        (
+            "invalid_value",
+            Some(b"K".to_vec()),
+            event(r#""timestamp":-5,"measurement":1"#).into_bytes(),
+        ),
+        (
+            "unknown_event_type",
+            None,
+            br#"{"eventType":"OIL","vehicleId":"X","region":"UK","timestamp":1,"measurement":1}"#
+                .to_vec(),
+        ),
+    ]
+}
+
+/// Finding 5: a flood of malformed messages of every kind (invalid JSON and
+/// UTF-8, empty values, missing fields, wrong types, huge numbers, values of
+/// almost 1 MB, null keys) among a live fleet's events. Every malformed
+/// message is counted under its reason, every window equals the oracle over
+/// the good events, and none of them is late: however long consuming the
+/// flood takes, the partitions it holds up are behind, not idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_malformed_messages_is_counted_and_the_rest_is_exact() {
+    let _serial = SERIAL.lock().await;
+    let Some((kafka, prom)) = services().await else {
+        return;
+    };
+    let vehicles = 200;
+    let run = generate_live(vehicles, 45, 43, in_bound);
+    kafka.create_topic("flood", 4).await.unwrap();
+    let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
+    let config = config_for(&run, &kafka, &prom, "flood");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("idle_timeout_ms = 2000", "idle_timeout_ms = 5000")
+        .replace(
+            "all_idle_close_after_ms = 2000",
+            "all_idle_close_after_ms = 7000",
+        );
+    std::fs::write(&config, text).unwrap();
+    let service = Service::start(&config);
+    let producer = produce_live(&kafka, "flood", run.events.clone(), vehicles);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    // Ten rounds of every kind, the small ones a thousand times each.
+    let kinds = malformed_kinds();
+    let mut sent: std::collections::BTreeMap<&str, usize> = Default::default();
+    let flood_started = tokio::time::Instant::now();
+    for _ in 0..10 {
+        let mut round = Vec::new();
+        for (reason, key, value) in &kinds {
+            let copies = if value.len() > 10_000 { 5 } else { 1000 };
+            for _ in 0..copies {
+                round.push((key.clone(), value.clone()));
+            }
+            *sent.entry(reason).or_default() += copies;
+        }
+        kafka.produce("flood", round).await.unwrap();
+    }
+    println!(
+        "flood: {} malformed messages sent in {} ms",
+        sent.values().sum::<usize>(),
+        flood_started.elapsed().as_millis()
+    );
+    producer.await.unwrap();
+    let fleet_done = tokio::time::Instant::now();
+
+    assert_prometheus_holds(&prom, &service, &expected).await;
+    let mut counted = std::collections::BTreeMap::new();
+    for reason in [
+        "invalid_json",
+        "missing_field",
+        "wrong_type",
+        "invalid_value",
+        "unknown_event_type",
+        "malformed",
+        "too_far_ahead",
+    ] {
+        let got = service
+            .metric("fleet_source_decode_errors_total", &[("reason", reason)])
+            .await;
+        counted.insert(reason, got as usize);
+    }
+    println!("sent by reason {sent:?}, counted {counted:?}");
+    for (reason, count) in &sent {
+        let got = service
+            .metric("fleet_source_decode_errors_total", &[("reason", reason)])
+            .await;
+        assert_eq!(
+            got as usize, *count,
+            "malformed messages counted as {reason}"
+        );
+    }
+    assert_eq!(
+        service.metric("fleet_source_events_total", &[]).await as usize,
+        run.events.len()
+    );
+    let late = service
+        .metric("fleet_aggregator_late_events_total", &[])
+        .await;
+    assert_eq!(late, 0.0, "good events were dropped as late");
+    let (_, peak_kib) = service.usage().unwrap();
+    println!(
+        "flood held: every window exact {} s after the fleet's last event; peak memory {} MiB",
+        fleet_done.elapsed().as_secs(),
+        peak_kib / 1024
+    );
+    service.terminate().await;
+}
+
+/// Prometheus killed for a minute mid-run and started again on its data
+/// directory: readiness goes down and comes back by itself, nothing is lost,
+/// nothing refused, nothing written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_down_for_a_minute_loses_nothing() {
+    let _serial = SERIAL.lock().await;
+    let Some((kafka, mut prom)) = services().await else {
+        return;
+    };
+    let vehicles = 200;
+    let run = generate_live(vehicles, 90, 47, in_bound);
+    kafka.create_topic("outage", 4).await.unwrap();
+    let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
+    let config = config_for(&run, &kafka, &prom, "outage");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[remote_write]", "[remote_write]\nunready_after_ms = 10000");
+    std::fs::write(&config, text).unwrap();
+    let service = Service::start(&config);
+    let producer = produce_live(&kafka, "outage", run.events.clone(), vehicles);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+
+    prom.kill();
+    let killed_at = tokio::time::Instant::now();
+    let mut went_unready = None;
+    while killed_at.elapsed() < Duration::from_secs(60) {
+        let (ready, body) = service.readiness().await;
+        if !ready && went_unready.is_none() && body.contains("remote_write") {
+            went_unready = Some(killed_at.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let went_unready = went_unready.expect("ready all through a minute without Prometheus");
+    prom.start_again().await.unwrap();
+    let back_at = tokio::time::Instant::now();
+    let ready_again = async {
+        while !service.readiness().await.0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        back_at.elapsed()
+    };
+    let ready_again = tokio::time::timeout(Duration::from_secs(60), ready_again)
+        .await
+        .unwrap_or_else(|_| panic!("not ready again; log:\n{}", service.log_tail()));
+
+    producer.await.unwrap();
+    assert_prometheus_holds(&prom, &service, &expected).await;
+    let (_, peak_kib) = service.usage().unwrap();
+    println!(
+        "Prometheus down 60 s: unready after {} s, ready {} ms after it was back, every window exact {} s after; peak memory {} MiB",
+        went_unready.as_secs(),
+        ready_again.as_millis(),
+        back_at.elapsed().as_secs(),
+        peak_kib / 1024
+    );
+    assert_eq!(
+        refused_writes(&prom).await,
+        0.0,
+        "Prometheus refused writes"
+    );
+    assert!(
+        conflicts_logged(&prom).is_empty(),
+        "Prometheus refused conflicting samples"
+    );
+    assert_eq!(
+        service
+            .metric("fleet_aggregator_late_events_total", &[])
+            .await,
+        0.0
     );
     service.terminate().await;
 }

@@ -64,11 +64,26 @@ impl Number {
         }
     }
 
-    /// Integers wrap (the sum of latest readings); floats add.
-    fn add(self, other: Number) -> Number {
-        match (self, other) {
-            (Number::Int(a), Number::Int(b)) => Number::Int(a.wrapping_add(b)),
-            _ => Number::Float(self.as_f64() + other.as_f64()),
+    /// The sum of `values` from `zero`: integers exact, then saturated at
+    /// the 64-bit bounds (the sum of latest readings); floats added in order.
+    fn sum_of(zero: Number, values: impl Iterator<Item = Number>) -> Number {
+        let mut exact = match zero {
+            Number::Int(z) => Some(i128::from(z)),
+            Number::Float(_) => None,
+        };
+        let mut float = zero.as_f64();
+        for v in values {
+            exact = match (exact, v) {
+                (Some(e), Number::Int(i)) => Some(e + i128::from(i)),
+                _ => None,
+            };
+            float += v.as_f64();
+        }
+        match exact {
+            Some(e) => {
+                Number::Int(i64::try_from(e).unwrap_or(if e < 0 { i64::MIN } else { i64::MAX }))
+            }
+            None => Number::Float(float),
         }
     }
 }
@@ -420,8 +435,8 @@ impl Accumulator {
             Accumulator::Extreme(extreme) => MetricValue::Value(extreme),
             Accumulator::Distinct(vehicles) => MetricValue::Count(vehicles.len() as u64),
             Accumulator::Latest(latest) => {
-                // Vehicle-id order (the map's); integers wrap as in `sum`.
-                let sum = latest.values().fold(metric.zero, |s, &(_, v)| s.add(v));
+                // Vehicle-id order (the map's).
+                let sum = Number::sum_of(metric.zero, latest.values().map(|&(_, v)| v));
                 if metric.function == Function::MeanOfLatest {
                     MetricValue::MeanOfLatest(MetricValue::mean(sum, latest.len() as u64))
                 } else {

@@ -618,7 +618,7 @@ by = []
 }
 
 #[test]
-fn integer_sums_saturate_and_sums_of_latest_wrap() {
+fn integer_sums_and_sums_of_latest_saturate() {
     let text = narrow(
         r#"
 [[input.signals]]
@@ -651,9 +651,9 @@ by = []
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     let out = run(&text, &lines, &HashMap::new());
     let value = out.lines[0].to_json_value();
-    // Sums saturate; the sum of latest readings wraps (docs/METRICS.md).
+    // Sums and sums of latest readings saturate (docs/METRICS.md).
     assert_eq!(value["n"], i64::MAX);
-    assert_eq!(value["n_latest"], i64::MIN);
+    assert_eq!(value["n_latest"], i64::MAX);
     assert_eq!(value["n_mean_avg"], i64::MAX as f64 / 2.0);
 }
 
