@@ -4,6 +4,7 @@
 //! sets `kafka.brokers`. Errors name the key and the problem; binaries exit
 //! with [`EXIT_CONFIG`] on them before touching any external service.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -132,6 +133,27 @@ pub fn load_collecting<T: DeserializeOwned>(
     layers: Layers<'_>,
     problems: &mut Problems,
 ) -> Option<T> {
+    load_layers(layers, None, problems)
+}
+
+/// [`load_collecting`] with the variables of `env` (name → value, as
+/// `FLEET__KAFKA__BROKERS` → `b-1:9092`) in place of the process
+/// environment, which is then not read: for callers that must not depend
+/// on it, such as the fuzz targets.
+pub fn load_collecting_with_env<T: DeserializeOwned>(
+    layers: Layers<'_>,
+    env: &BTreeMap<String, String>,
+    problems: &mut Problems,
+) -> Option<T> {
+    load_layers(layers, Some(env), problems)
+}
+
+/// [`load_collecting`] reading the environment from `env` when given.
+fn load_layers<T: DeserializeOwned>(
+    layers: Layers<'_>,
+    env: Option<&BTreeMap<String, String>>,
+    problems: &mut Problems,
+) -> Option<T> {
     use config::{Config, Environment, File, FileFormat};
     let defaults = Config::builder()
         .add_source(File::from_str(layers.defaults_toml, FileFormat::Toml))
@@ -154,7 +176,12 @@ pub fn load_collecting<T: DeserializeOwned>(
             Environment::with_prefix(prefix)
                 .prefix_separator("__")
                 .separator("__")
-                .try_parsing(true),
+                .try_parsing(true)
+                .source(env.map(|env| {
+                    env.iter()
+                        .map(|(name, value)| (name.clone(), value.clone()))
+                        .collect()
+                })),
         );
     }
     let merged = builder
@@ -493,6 +520,42 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fleet-config-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn an_environment_given_replaces_the_process_one() {
+        let defaults = "[windows]\nlength_ms = 5\n[kafka]\nbrokers = \"\"\nbatch = 7\n";
+        let layers = Layers {
+            defaults_toml: defaults,
+            file: None,
+            env_prefix: Some("FLEET_CONFIG_TEST"),
+        };
+        let env = BTreeMap::from([
+            (
+                "FLEET_CONFIG_TEST__KAFKA__BROKERS".to_owned(),
+                "b:9092".to_owned(),
+            ),
+            (
+                "FLEET_CONFIG_TEST__WINDOWS__LENGTH_MS".to_owned(),
+                "9".to_owned(),
+            ),
+            ("OTHER__KAFKA__BATCH".to_owned(), "3".to_owned()),
+        ]);
+        let mut problems = Problems::default();
+        let two: Two = load_collecting_with_env(layers, &env, &mut problems).expect("loads");
+        problems.finish(()).unwrap();
+        assert_eq!(two.kafka.brokers, "b:9092");
+        assert_eq!((two.windows.length_ms, two.kafka.batch), (9, 7));
+
+        let env = BTreeMap::from([(
+            "FLEET_CONFIG_TEST__KAFKA__BATCH".to_owned(),
+            "many".to_owned(),
+        )]);
+        let mut problems = Problems::default();
+        let two: Two = load_collecting_with_env(layers, &env, &mut problems).expect("repaired");
+        assert_eq!(two.kafka.batch, 7, "the default in its place");
+        let err = problems.finish(()).unwrap_err();
+        assert_eq!(err.problems[0].key, "kafka.batch", "{err}");
     }
 
     #[test]

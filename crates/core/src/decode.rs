@@ -1020,6 +1020,23 @@ impl Decoder {
     }
 }
 
+/// Hooks for the fuzz targets (fuzz/fuzz_targets/decode.rs), which check
+/// that the fast path and the general way agree on every input.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+impl Decoder {
+    /// Whether records try the flat fast path first.
+    pub fn takes_fast_path(&self) -> bool {
+        self.flat
+    }
+
+    /// This decoder without the flat fast path: the general way alone.
+    pub fn without_fast_path(mut self) -> Decoder {
+        self.flat = false;
+        self
+    }
+}
+
 /// Every path the plan reads, with its role.
 fn fields(input: &InputPlan) -> Vec<(&FieldPath, Role)> {
     let mut fields: Vec<(&FieldPath, Role)> = vec![

@@ -33,17 +33,20 @@ pub struct ReferenceTable {
     dimension_names: Arc<[Arc<str>]>,
 }
 
-/// The interning key of a profile: its values joined by a separator no
-/// reference value is expected to contain; built in a reused buffer.
+/// The interning key of a profile: each value preceded by its length in
+/// bytes and a colon, so that two profiles share a key only when they hold
+/// the same values, whatever characters those contain (values joined by a
+/// separator would mix up `["a\u{1f}b", "c"]` and `["a", "b\u{1f}c"]`);
+/// built in a reused buffer.
 pub(crate) fn profile_key<'a>(
     buffer: &mut String,
     values: impl IntoIterator<Item = &'a str>,
 ) -> &str {
+    use std::fmt::Write as _;
     buffer.clear();
-    for (i, v) in values.into_iter().enumerate() {
-        if i > 0 {
-            buffer.push('\u{1f}');
-        }
+    for v in values {
+        // Writing to a String cannot fail.
+        let _ = write!(buffer, "{}:", v.len());
         buffer.push_str(v);
     }
     buffer
@@ -304,6 +307,27 @@ mod tests {
             [("V1", "Nebulara"), ("V2", "Aurex")]
         );
         assert_eq!(t.profiles().len(), 2);
+    }
+
+    /// What the `reference_csv` fuzz target checks (its table's rows are the
+    /// file's): with the values of a profile joined by U+001F, a vehicle
+    /// whose model or dimension held that character could take another
+    /// vehicle's profile, and so its model, without a word.
+    #[test]
+    fn profiles_differ_whatever_characters_their_values_hold() {
+        let t = ReferenceTable::from_csv_reader(
+            "vehicle_id,model,fuel_type\nV1,A\u{1f}B,C\nV2,A,B\u{1f}C\nV3,A:1,B\nV4,A,1:B\n"
+                .as_bytes(),
+            &["fuel_type".to_string()],
+        )
+        .unwrap();
+        assert_eq!(
+            t.rows().collect::<Vec<_>>(),
+            [("V1", "A\u{1f}B"), ("V2", "A"), ("V3", "A:1"), ("V4", "A")]
+        );
+        assert_eq!(t.profiles().len(), 4);
+        let mut buffer = String::new();
+        assert_eq!(profile_key(&mut buffer, ["ab", "", "c"]), "2:ab0:1:c");
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //!
 //! # Layout
 //!
-//! - `settings`: the configuration (embedded `config/default.toml`, `--config`
-//!   file, `FLEET__*` environment), validated once before anything connects.
+//! - `settings` (in the library, for the fuzz targets): the configuration
+//!   (embedded `config/default.toml`, `--config` file, `FLEET__*`
+//!   environment), validated once before anything connects.
 //! - `service`: builds the bounded channels and spawns one task per stage:
 //!   the source (`fleet-kafka`, the embedded `fleet_generator::live`, or the
 //!   `replay` file source of `fleet-replay`), `fleet-enricher`,
@@ -17,7 +18,8 @@
 
 mod console;
 mod service;
-mod settings;
+
+use fleet_preprocessor::settings;
 
 use std::io::Write as _;
 use std::path::PathBuf;

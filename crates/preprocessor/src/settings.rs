@@ -268,6 +268,25 @@ impl Settings {
         )
     }
 
+    /// [`Settings::load_collecting`] with the `FLEET__*` variables of `env`
+    /// in place of the process environment, which is then not read (see
+    /// [`fleet_core::config::load_collecting_with_env`]).
+    pub fn load_collecting_with_env(
+        file: Option<&std::path::Path>,
+        env: &std::collections::BTreeMap<String, String>,
+        problems: &mut Problems,
+    ) -> Option<Settings> {
+        fleet_core::config::load_collecting_with_env(
+            Layers {
+                defaults_toml: DEFAULT_TOML,
+                file,
+                env_prefix: Some("FLEET"),
+            },
+            env,
+            problems,
+        )
+    }
+
     /// Checks everything and reports every problem at once.
     #[cfg(test)]
     pub fn validate(self) -> Result<ValidSettings, ConfigError> {
