@@ -1,12 +1,16 @@
 //! Faults from outside, held (issue #20): a broker that stops answering
-//! mid-run. Each test ends with every window in Prometheus compared with the
+//! mid-run, a flood of malformed messages, Prometheus killed. Each test ends with every window in Prometheus compared with the
 //! batch oracle, and prints how long the service took to recover and its
 //! peak memory (the figures of docs/RELIABILITY.md).
+#![allow(clippy::unwrap_used)] // helpers of the tests below
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common::*;
-use fleet_testkit::oracle;
+use fleet_testkit::oracle::{self, Expected, ExpectedKey};
+use fleet_testkit::{BrokerKind, Prometheus, Tansu};
 
 /// How long the broker stays frozen: beyond the idle timeout (5 s) and the
 /// all-idle close (7 s) several times over, so a rule that took silence for
@@ -17,6 +21,53 @@ const BROKER_PAUSE: Duration = Duration::from_secs(25);
 /// liveness probe gives it 2 s. It normally answers in about a millisecond;
 /// the margin is for a loaded two-core machine.
 const HEALTHZ_BOUND: Duration = Duration::from_millis(1000);
+
+/// Vehicles of the live fleets below.
+const VEHICLES: usize = 200;
+
+/// A live fleet's run, the windows the oracle expects of it, and the
+/// configuration of a service that reads it.
+struct LiveRun {
+    run: Run,
+    expected: BTreeMap<ExpectedKey, Expected>,
+    config: PathBuf,
+}
+
+impl LiveRun {
+    /// [`VEHICLES`] sending for `seconds` on `topic` (four partitions), read
+    /// with the shipped idleness rules (idle after 5 s, all-idle close 7 s
+    /// after a window's end); `edit` changes the configuration's text.
+    async fn new(
+        kafka: &Tansu,
+        prom: &Prometheus,
+        topic: &str,
+        (seconds, seed): (u64, u64),
+        edit: impl Fn(String) -> String,
+    ) -> LiveRun {
+        let run = generate_live(VEHICLES, seconds, seed, in_bound);
+        kafka.create_topic(topic, 4).await.unwrap();
+        let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
+        let config = config_for(&run, kafka, prom, topic);
+        let text = std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("idle_timeout_ms = 2000", "idle_timeout_ms = 5000")
+            .replace(
+                "all_idle_close_after_ms = 2000",
+                "all_idle_close_after_ms = 7000",
+            );
+        std::fs::write(&config, edit(text)).unwrap();
+        LiveRun {
+            run,
+            expected,
+            config,
+        }
+    }
+
+    /// Starts sending, in the background (see [`produce_live`]).
+    fn send(&self, kafka: &Tansu, topic: &str) -> tokio::task::JoinHandle<()> {
+        produce_live(kafka, topic, self.run.events.clone(), VEHICLES)
+    }
+}
 
 /// Findings 4 and 6: the broker freezes (SIGSTOP: its sockets stay open and
 /// nothing answers) while the fleet keeps sending. `/healthz` answers at once
@@ -29,35 +80,19 @@ async fn a_frozen_broker_closes_no_window_early_and_healthz_answers() {
     let Some((kafka, prom)) = services().await else {
         return;
     };
-    // A live fleet: each second of its time is sent when the wall clock
-    // reaches it, for a minute; the pause falls in the middle.
-    let vehicles = 200;
-    let run = generate_live(vehicles, 60, 41, in_bound);
-    kafka.create_topic("frozen", 4).await.unwrap();
-    let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
-    // The shipped idleness rules (idle after 5 s, all-idle close 7 s after a
-    // window's end), and a session that outlasts the pause: Tansu 0.6's
-    // coordinator never assigns a group again once a session has expired
-    // while it was frozen.
-    let config = config_for(&run, &kafka, &prom, "frozen");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(
-            "session_timeout_ms = 6000",
-            if fleet_testkit::BrokerKind::configured() == fleet_testkit::BrokerKind::Tansu {
-                "session_timeout_ms = 60000"
-            } else {
-                "session_timeout_ms = 6000"
-            },
-        )
-        .replace("idle_timeout_ms = 2000", "idle_timeout_ms = 5000")
-        .replace(
-            "all_idle_close_after_ms = 2000",
-            "all_idle_close_after_ms = 7000",
-        );
-    std::fs::write(&config, text).unwrap();
-    let service = Service::start(&config);
-    let producer = produce_live(&kafka, "frozen", run.events.clone(), vehicles);
+    // A live fleet for a minute; the pause falls in the middle. A session
+    // that outlasts the pause on Tansu: its coordinator never assigns a
+    // group again once a session has expired while it was frozen.
+    let live = LiveRun::new(&kafka, &prom, "frozen", (60, 41), |text| {
+        if BrokerKind::configured() == BrokerKind::Tansu {
+            text.replace("session_timeout_ms = 6000", "session_timeout_ms = 60000")
+        } else {
+            text
+        }
+    })
+    .await;
+    let service = Service::start(&live.config);
+    let producer = live.send(&kafka, "frozen");
     tokio::time::sleep(Duration::from_secs(15)).await;
 
     kafka.freeze().unwrap();
@@ -97,7 +132,7 @@ async fn a_frozen_broker_closes_no_window_early_and_healthz_answers() {
     );
 
     producer.await.unwrap();
-    assert_prometheus_holds(&prom, &service, &expected).await;
+    assert_prometheus_holds(&prom, &service, &live.expected).await;
     let late = service
         .metric("fleet_aggregator_late_events_total", &[])
         .await;
@@ -186,21 +221,9 @@ async fn a_flood_of_malformed_messages_is_counted_and_the_rest_is_exact() {
     let Some((kafka, prom)) = services().await else {
         return;
     };
-    let vehicles = 200;
-    let run = generate_live(vehicles, 45, 43, in_bound);
-    kafka.create_topic("flood", 4).await.unwrap();
-    let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
-    let config = config_for(&run, &kafka, &prom, "flood");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("idle_timeout_ms = 2000", "idle_timeout_ms = 5000")
-        .replace(
-            "all_idle_close_after_ms = 2000",
-            "all_idle_close_after_ms = 7000",
-        );
-    std::fs::write(&config, text).unwrap();
-    let service = Service::start(&config);
-    let producer = produce_live(&kafka, "flood", run.events.clone(), vehicles);
+    let live = LiveRun::new(&kafka, &prom, "flood", (45, 43), |text| text).await;
+    let service = Service::start(&live.config);
+    let producer = live.send(&kafka, "flood");
     tokio::time::sleep(Duration::from_secs(10)).await;
 
     // Ten rounds of every kind, the small ones a thousand times each.
@@ -226,7 +249,7 @@ async fn a_flood_of_malformed_messages_is_counted_and_the_rest_is_exact() {
     producer.await.unwrap();
     let fleet_done = tokio::time::Instant::now();
 
-    assert_prometheus_holds(&prom, &service, &expected).await;
+    assert_prometheus_holds(&prom, &service, &live.expected).await;
     let mut counted = std::collections::BTreeMap::new();
     for reason in [
         "invalid_json",
@@ -254,7 +277,7 @@ async fn a_flood_of_malformed_messages_is_counted_and_the_rest_is_exact() {
     }
     assert_eq!(
         service.metric("fleet_source_events_total", &[]).await as usize,
-        run.events.len()
+        live.run.events.len()
     );
     let late = service
         .metric("fleet_aggregator_late_events_total", &[])
@@ -278,17 +301,12 @@ async fn prometheus_down_for_a_minute_loses_nothing() {
     let Some((kafka, mut prom)) = services().await else {
         return;
     };
-    let vehicles = 200;
-    let run = generate_live(vehicles, 90, 47, in_bound);
-    kafka.create_topic("outage", 4).await.unwrap();
-    let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
-    let config = config_for(&run, &kafka, &prom, "outage");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("[remote_write]", "[remote_write]\nunready_after_ms = 10000");
-    std::fs::write(&config, text).unwrap();
-    let service = Service::start(&config);
-    let producer = produce_live(&kafka, "outage", run.events.clone(), vehicles);
+    let live = LiveRun::new(&kafka, &prom, "outage", (90, 47), |text| {
+        text.replace("[remote_write]", "[remote_write]\nunready_after_ms = 10000")
+    })
+    .await;
+    let service = Service::start(&live.config);
+    let producer = live.send(&kafka, "outage");
     tokio::time::sleep(Duration::from_secs(15)).await;
 
     prom.kill();
@@ -315,7 +333,7 @@ async fn prometheus_down_for_a_minute_loses_nothing() {
         .unwrap_or_else(|_| panic!("not ready again; log:\n{}", service.log_tail()));
 
     producer.await.unwrap();
-    assert_prometheus_holds(&prom, &service, &expected).await;
+    assert_prometheus_holds(&prom, &service, &live.expected).await;
     let (_, peak_kib) = service.usage().unwrap();
     println!(
         "Prometheus down 60 s: unready after {} s, ready {} ms after it was back, every window exact {} s after; peak memory {} MiB",

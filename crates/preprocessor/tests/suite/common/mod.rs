@@ -125,12 +125,7 @@ pub fn produce_live(
     events: Vec<RawEvent>,
     vehicles: usize,
 ) -> tokio::task::JoinHandle<()> {
-    let publisher = fleet_kafka::producer::EventPublisher::new(&fleet_kafka::KafkaConfig {
-        brokers: kafka.bootstrap_servers(),
-        topic: topic.into(),
-        ..fleet_kafka::KafkaConfig::default()
-    })
-    .unwrap();
+    let publisher = publisher(kafka, topic);
     let started = tokio::time::Instant::now();
     tokio::spawn(async move {
         let mut sent = 0;
@@ -562,6 +557,16 @@ pub fn config_for(run: &Run, kafka: &Tansu, prom: &Prometheus, topic: &str) -> P
     )
 }
 
+/// The fleet's producer of events to `topic`.
+fn publisher(kafka: &Tansu, topic: &str) -> fleet_kafka::producer::EventPublisher {
+    fleet_kafka::producer::EventPublisher::new(&fleet_kafka::KafkaConfig {
+        brokers: kafka.bootstrap_servers(),
+        topic: topic.into(),
+        ..fleet_kafka::KafkaConfig::default()
+    })
+    .unwrap()
+}
+
 /// Produces `events` to `topic` in chunks, one chunk every `every`, in the
 /// background: the fleet keeps sending while a test does things to the service.
 pub fn produce_paced(
@@ -571,12 +576,7 @@ pub fn produce_paced(
     chunk: usize,
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
-    let publisher = fleet_kafka::producer::EventPublisher::new(&fleet_kafka::KafkaConfig {
-        brokers: kafka.bootstrap_servers(),
-        topic: topic.into(),
-        ..fleet_kafka::KafkaConfig::default()
-    })
-    .unwrap();
+    let publisher = publisher(kafka, topic);
     tokio::spawn(async move {
         for part in events.chunks(chunk) {
             publisher.publish(part).await.unwrap();
