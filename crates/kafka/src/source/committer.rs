@@ -123,13 +123,12 @@ impl SourceTask {
 
     /// The last commit, synchronous, once the one still running has landed.
     pub(super) async fn commit_last(&mut self, acks: &watch::Receiver<Option<Checkpoint>>) {
-        for pass in [false, true] {
-            if let Some(committing) = self.committing.take() {
-                let _ = committing.await;
-            }
-            if !pass {
-                self.commit_accepted(acks, CommitMode::Sync);
-            }
+        if let Some(running) = self.committing.take() {
+            let _ = running.await;
+        }
+        self.commit_accepted(acks, CommitMode::Sync);
+        if let Some(last) = self.committing.take() {
+            let _ = last.await;
         }
     }
 }
