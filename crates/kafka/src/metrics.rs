@@ -70,7 +70,6 @@ pub struct SourceMetrics {
     paused: Gauge,
     commits: Family<CommitLabels, Counter>,
     metadata_unsupported: Gauge,
-    group_rejoins: Counter,
     partition_watermark: Family<PartitionLabels, Gauge>,
     consumer_lag: Family<PartitionLabels, Gauge>,
     log_limit: std::sync::Arc<std::sync::Mutex<LogLimit>>,
@@ -110,10 +109,6 @@ impl SourceMetrics {
             metadata_unsupported: registry.metric(
                 "commit_metadata_unsupported",
                 "1 when the broker does not keep offset-commit metadata (the window boundary goes to the companion group)",
-            ),
-            group_rejoins: registry.metric(
-                "group_rejoins",
-                "Times the source left its consumer group and joined it again, the group having given it no assignment for too long after a revocation",
             ),
             consumer_lag: registry.metric(
                 "consumer_lag_messages",
@@ -226,16 +221,6 @@ impl SourceMetrics {
             );
         }
         self.metadata_unsupported.set(1);
-    }
-
-    /// The source left its group and joined it again, having waited
-    /// `waited` for an assignment.
-    pub fn rejoined(&self, waited: Duration) {
-        self.group_rejoins.inc();
-        tracing::warn!(
-            waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
-            "No assignment since the last revocation: leaving the consumer group and joining it again."
-        );
     }
 
     /// A partition's watermark moved.

@@ -32,7 +32,6 @@ mod ends;
 mod fetch_guard;
 mod metadata;
 mod offsets;
-mod rejoin;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -59,7 +58,6 @@ use self::context::SourceContext;
 use self::fetch_guard::SILENT_FETCH;
 use self::metadata::companion_group;
 use self::offsets::Judgement;
-use self::rejoin::GroupWatch;
 use crate::{
     CommitLedger, KafkaConfig, KafkaDeadLetters, KafkaStageError, ProgressSample, ProgressWatch,
     SecurityContext, SourceMetrics, StartFrom,
@@ -103,8 +101,6 @@ struct SourceTask {
     assignment: Assignment,
     /// Whether messages flow from the consumer (backpressure, pauses).
     flow: Flow,
-    /// Whether the group answers after a revocation.
-    group: GroupWatch,
     /// With `start_from = "timestamp"`, the time to seek to at the first
     /// assignment; taken then.
     start_at: Option<i64>,
@@ -197,10 +193,6 @@ pub async fn run(
         consumer,
         assignment: Assignment::new(mode),
         flow: Flow::default(),
-        group: GroupWatch::new(
-            GroupWatch::wait_for(Duration::from_millis(cfg.session_timeout_ms)),
-            Instant::now(),
-        ),
         start_at: match cfg.start_from {
             StartFrom::Timestamp => cfg.start_timestamp_ms,
             StartFrom::Committed => None,
@@ -415,9 +407,6 @@ impl SourceTask {
     fn on_tick(&mut self) {
         self.apply_rebalances();
         let now = Instant::now();
-        if let Some(waited) = self.group.due(now) {
-            self.rejoin(waited);
-        }
         let fetching = self.flow.fetching();
         self.read_ends(now);
         let (survey, broker_up) = match self.consumer.context().shared.lock() {
@@ -449,16 +438,6 @@ impl SourceTask {
         self.check_progress(now, sample);
         self.apply_backpressure(now);
         self.advance_watermark(now);
-    }
-
-    /// Leaves the group and joins it again as a new member, the group
-    /// having given this one no assignment for `waited` (see `rejoin`).
-    fn rejoin(&mut self, waited: Duration) {
-        self.metrics.rejoined(waited);
-        self.consumer.unsubscribe();
-        if let Err(error) = self.consumer.subscribe(&[&self.cfg.topic]) {
-            tracing::warn!(%error, "Cannot subscribe again; retrying.");
-        }
     }
 
     /// Reads partition ends from the broker, on a blocking thread, one
@@ -652,12 +631,8 @@ impl SourceTask {
                 RebalanceEvent::Assigned {
                     partitions,
                     topic_partitions,
-                } => {
-                    self.group.assigned();
-                    self.on_assigned(&partitions, topic_partitions, now);
-                }
+                } => self.on_assigned(&partitions, topic_partitions, now),
                 RebalanceEvent::Revoked(partitions) => {
-                    self.group.revoked(now);
                     self.assignment.revoke(&partitions);
                     for p in &partitions {
                         self.batcher.tracker_mut().revoke(*p);
