@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the coverage-guided fuzz targets of fuzz/ (cargo-fuzz, libFuzzer)
-# and runs each for a while: `bash scripts/fuzz.sh [SECONDS]` (default 20
-# seconds a target).
+# and runs each for a while: `bash scripts/fuzz.sh [SECONDS [TARGET...]]`
+# (default 20 seconds a target, every target).
 #   - Installs cargo-fuzz 0.13.2 with `cargo install --locked` when `cargo
 #     fuzz` is missing (a few minutes, once).
 #   - Builds every target with `cargo fuzz build`: release with debug
@@ -23,10 +23,11 @@ CARGO_FUZZ_VERSION=0.13.2
 duration="${1:-20}"
 case "$duration" in
     '' | *[!0-9]*)
-        log "usage: bash scripts/fuzz.sh [SECONDS]; got ${duration:-an empty value}"
+        log "usage: bash scripts/fuzz.sh [SECONDS [TARGET...]]; got ${duration:-an empty value}"
         exit 2
         ;;
 esac
+shift $(($# > 0 ? 1 : 0))
 
 # Each target, and the longest input it is given (bytes).
 targets=(
@@ -36,6 +37,18 @@ targets=(
     "reference_record 1024"
     "remote_write_response 2048"
 )
+if [ "$#" -gt 0 ]; then
+    chosen=()
+    for name in "$@"; do
+        entry="$(printf '%s\n' "${targets[@]}" | grep -E "^$name " || true)"
+        if [ -z "$entry" ]; then
+            log "unknown target '$name'; the targets: $(printf '%s\n' "${targets[@]}" | cut -d' ' -f1 | tr '\n' ' ')"
+            exit 2
+        fi
+        chosen+=("$entry")
+    done
+    targets=("${chosen[@]}")
+fi
 
 install_cargo_fuzz() {
     if cargo fuzz --version >/dev/null 2>&1; then
