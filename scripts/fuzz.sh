@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the coverage-guided fuzz targets of fuzz/ (cargo-fuzz, libFuzzer)
 # and runs each for a while: `bash scripts/fuzz.sh [SECONDS [TARGET...]]`
-# (default 20 seconds a target, every target).
+# (default 20 seconds a target, every target). `--build-only` builds and
+# stops; `--no-build` runs the targets built before (the test command builds
+# them in the background while its tests run).
 #   - Installs cargo-fuzz 0.13.2 with `cargo install --locked` when `cargo
 #     fuzz` is missing (a few minutes, once).
 #   - Builds every target with `cargo fuzz build`: release with debug
@@ -20,10 +22,15 @@ cd "$(dirname "$0")/.."
 log() { printf 'fuzz: %s\n' "$*"; }
 
 CARGO_FUZZ_VERSION=0.13.2
+build=yes
+case "${1:-}" in
+    --build-only) build=only; shift ;;
+    --no-build) build=no; shift ;;
+esac
 duration="${1:-20}"
 case "$duration" in
     '' | *[!0-9]*)
-        log "usage: bash scripts/fuzz.sh [SECONDS [TARGET...]]; got ${duration:-an empty value}"
+        log "usage: bash scripts/fuzz.sh [--build-only | --no-build] [SECONDS [TARGET...]]; got ${duration:-an empty value}"
         exit 2
         ;;
 esac
@@ -65,15 +72,19 @@ install_cargo_fuzz() {
 }
 
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
-install_cargo_fuzz
-
 host="$(rustc -vV | sed -n 's/^host: //p')"
-log "building the fuzz targets for $host (cargo fuzz build: release, debug assertions, AddressSanitizer)"
-started=$(date +%s)
-RUSTC_BOOTSTRAP=1 cargo fuzz build --target "$host"
-log "built in $(($(date +%s) - started)) s"
-
 bin_dir="fuzz/target/$host/release"
+
+if [ "$build" != no ]; then
+    install_cargo_fuzz
+    log "building the fuzz targets for $host (cargo fuzz build: release, debug assertions, AddressSanitizer)"
+    started=$(date +%s)
+    RUSTC_BOOTSTRAP=1 cargo fuzz build --target "$host"
+    log "built in $(($(date +%s) - started)) s"
+fi
+if [ "$build" = only ]; then
+    exit 0
+fi
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 # As `cargo fuzz run` does: Rust's symbols trip ASan's ODR check for nothing.
@@ -82,6 +93,11 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_odr_violation=0}"
 failed=()
 for entry in "${targets[@]}"; do
     read -r target max_len <<<"$entry"
+    if [ ! -x "$bin_dir/$target" ]; then
+        log "$target is not built ($bin_dir/$target); run without --no-build"
+        failed+=("$target")
+        continue
+    fi
     corpus="$work/corpus/$target"
     artifacts="fuzz/artifacts/$target"
     mkdir -p "$corpus" "$artifacts"

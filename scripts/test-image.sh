@@ -2,7 +2,11 @@
 # Builds the container image from the repository's Dockerfile and checks it
 # as a user runs it (README, "The container image"):
 #
-#   bash scripts/test-image.sh
+#   bash scripts/test-image.sh [build | check]
+#
+# With no argument it does all of the below; `build` stops after step 3,
+# `check` starts at step 4 with the image built before (the test command
+# builds it in the background while its tests run).
 #
 # 1. Picks the engine: Docker when its engine answers, otherwise podman (as
 #    root here: `--runtime runc` when runc is installed, and rlimits the
@@ -54,6 +58,14 @@ bounded() {
 # Where scripts/install-test-deps.sh puts Docker Compose v2.
 export PATH="$PATH:$HOME/.local/bin"
 
+phase="${1:-all}"
+case "$phase" in
+    all | build | check) ;;
+    *)
+        log "usage: bash scripts/test-image.sh [build | check]; got '$phase'"
+        exit 2
+        ;;
+esac
 image="${FLEET_TEST_IMAGE:-localhost/fleet-preprocessor:test}"
 work="$(mktemp -d "${TMPDIR:-/var/tmp}/fleet-image.XXXXXX")"
 cleanup() {
@@ -184,27 +196,36 @@ if ! bounded 180 "${engine[@]}" run --rm "${run_options[@]}" --network none --en
     exit 0
 fi
 
-need_image "$rust_image" make_rust_standin
-
-# --- Build -----------------------------------------------------------------
-
 build_options=()
 if [ "${engine[0]}" = podman ]; then
     build_options=(--format docker "${run_options[@]}")
 fi
-log "building $image from Dockerfile"
-started=$(date +%s)
-bounded 2700 "${engine[@]}" build "${build_options[@]}" --network host -t "$image" . 2>&1 \
-    | tee "$work/build.log" | grep -E 'STEP [0-9]|COMMIT|^Error' || true
-if ! has_image "$image" || grep -q '^Error' "$work/build.log"; then
-    log "the build failed; its end:"
-    tail -n 40 "$work/build.log"
+
+# --- Build -----------------------------------------------------------------
+
+if [ "$phase" != check ]; then
+    need_image "$rust_image" make_rust_standin
+    log "building $image from Dockerfile"
+    started=$(date +%s)
+    bounded 2700 "${engine[@]}" build "${build_options[@]}" --network host -t "$image" . 2>&1 \
+        | tee "$work/build.log" | grep -E 'STEP [0-9]|COMMIT|^Error' || true
+    if ! has_image "$image" || grep -q '^Error' "$work/build.log"; then
+        log "the build failed; its end:"
+        tail -n 40 "$work/build.log"
+        exit 1
+    fi
+    log "built in $(($(date +%s) - started)) s"
+    # The build stage's image is left untagged; it holds the toolchain and
+    # build output (more than 1 GB).
+    bounded 300 "${engine[@]}" image prune --force >/dev/null 2>&1 || true
+fi
+if [ "$phase" = build ]; then
+    exit 0
+fi
+if ! has_image "$image"; then
+    log "FAILED: no image $image to check; build it with \`bash scripts/test-image.sh build\`"
     exit 1
 fi
-log "built in $(($(date +%s) - started)) s"
-# The build stage's image is left untagged; it holds the toolchain and
-# build output (more than 1 GB).
-bounded 300 "${engine[@]}" image prune --force >/dev/null 2>&1 || true
 
 # --- Checks ----------------------------------------------------------------
 

@@ -4,7 +4,9 @@
 //! Prometheus's own remote-write queue manager), with "equal jitter": half of
 //! each step is fixed, half random, so that many instances recovering from the
 //! same outage do not retry in lockstep. A `Retry-After` from the endpoint
-//! (429 and 503) is a floor on the wait, never shortened by the backoff.
+//! (429 and 503) is a floor on the wait, never shortened by the backoff, and
+//! is itself capped at [`RETRY_AFTER_LIMIT`]: an endpoint asking for days (or
+//! 2^64 seconds) is broken, and a shard asleep for that long is lost.
 
 use std::time::{Duration, SystemTime};
 
@@ -44,15 +46,22 @@ impl Backoff {
     }
 }
 
+/// The longest wait a `Retry-After` is honoured for: an hour.
+pub const RETRY_AFTER_LIMIT: Duration = Duration::from_secs(3600);
+
 /// Parses a `Retry-After` header value: delay-seconds or an HTTP-date
-/// (RFC 9110 §10.2.3). A date in the past means no wait; garbage means none was asked.
+/// (RFC 9110 §10.2.3), at most [`RETRY_AFTER_LIMIT`]. A date in the past
+/// means no wait; garbage means none was asked.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    let asked = match value.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(now).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(asked.min(RETRY_AFTER_LIMIT))
 }
 
 #[cfg(test)]
@@ -120,6 +129,15 @@ mod tests {
             parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
             Some(Duration::ZERO),
             "a date in the past"
+        );
+        assert_eq!(
+            parse_retry_after("18446744073709551615", now),
+            Some(RETRY_AFTER_LIMIT),
+            "u64::MAX seconds"
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
+            Some(RETRY_AFTER_LIMIT)
         );
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-5", now), None);

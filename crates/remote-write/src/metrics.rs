@@ -333,7 +333,7 @@ impl RemoteWriteMetrics {
         tracing::warn!(
             %error,
             retry,
-            delay_ms = delay.as_millis() as u64,
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             "Remote-write request failed; retrying."
         );
     }
