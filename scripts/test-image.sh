@@ -261,12 +261,19 @@ default_run_prints_windows_and_is_healthy() {
     # `healthcheck run` below runs it.
     bounded 120 "${engine[@]}" run -d --name "$name" "${run_options[@]}" --read-only --network none \
         "$image" 2>&1 >/dev/null | grep -v 'systemd connection' >&2 || true
+    # The logs go to a file first: a reader that stops at the first match
+    # would end `logs` with SIGPIPE, which pipefail takes for a failure.
     for _ in $(seq 1 60); do
-        bounded 30 "${engine[@]}" logs "$name" 2>/dev/null | grep -q '"window_start' && break
+        bounded 30 "${engine[@]}" logs "$name" >"$work/default-run.log" 2>/dev/null || true
+        grep -q '"window_start' "$work/default-run.log" && break
         sleep 1
     done
-    bounded 30 "${engine[@]}" logs "$name" 2>/dev/null | grep -m 2 '"window_start' | sed 's/^/test-image:   /' \
-        || { log "no window printed in 60 s"; failed=1; }
+    if grep -q '"window_start' "$work/default-run.log"; then
+        grep -m 2 '"window_start' "$work/default-run.log" | sed 's/^/test-image:   /'
+    else
+        log "no window printed in 60 s"
+        failed=1
+    fi
     if [ "${engine[0]}" = podman ]; then
         if bounded 60 "${engine[@]}" healthcheck run "$name"; then
             log "podman healthcheck run (the image's HEALTHCHECK): healthy"
@@ -318,7 +325,7 @@ run --network none --entrypoint stat "$image" -c '%s %n' \
 compose=()
 if [ "${engine[0]}" = docker ] && docker compose version >/dev/null 2>&1; then
     compose=(docker compose)
-elif docker-compose version 2>/dev/null | grep -q 'v2\.'; then
+elif docker-compose version 2>/dev/null | grep 'v2\.' >/dev/null; then
     compose=(docker-compose)
 fi
 compose_vehicles=1000

@@ -175,13 +175,7 @@ async fn check(prom: &Prometheus, service: &Service, expected: &Expected, topic:
     let mut want_origins = expected.bad.clone();
     want_origins.sort_unstable();
     assert_eq!(origins, want_origins, "{topic}");
-    assert_eq!(
-        service
-            .metric("fleet_aggregator_late_events_total", &[])
-            .await,
-        0.0
-    );
-    assert_eq!(refused_writes(prom).await, 0.0, "no write was refused");
+    assert_none_late_or_refused(prom, service).await;
     let (binary_bytes, json_bytes) = expected.bytes;
     eprintln!(
         "{topic}: {binary_bytes} bytes ({json_bytes} as JSON), {} samples equal to the oracle \

@@ -545,6 +545,11 @@ pub async fn assert_every_event_read_on_time(prom: &Prometheus, service: &Servic
         service.metric("fleet_source_events_total", &[]).await as usize,
         events
     );
+    assert_none_late_or_refused(prom, service).await;
+}
+
+/// The service took no event as late, and Prometheus refused none of its writes.
+pub async fn assert_none_late_or_refused(prom: &Prometheus, service: &Service) {
     assert_eq!(
         service
             .metric("fleet_aggregator_late_events_total", &[])
