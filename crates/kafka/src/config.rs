@@ -181,16 +181,21 @@ impl Default for KafkaConfig {
 }
 
 /// Consumer properties the service sets unless `[kafka.client]` does.
-const CONSUMER_DEFAULTS: [(&str, &str); 3] = [
+const CONSUMER_DEFAULTS: [(&str, &str); 4] = [
     // Consumer lag per partition, once a second: a partition with data
     // waiting is behind, not idle.
     ("statistics.interval.ms", "1000"),
     // Keep fetching ahead until this many messages wait per partition
     // (librdkafka's default: 100,000). Through Tansu it reads a backlog four
-    // times as fast for less CPU per event; the prefetch's memory stays
-    // bounded by `queued.max.messages.kbytes` (docs/BENCHMARKS.md, "Kafka
-    // path").
+    // times as fast for less CPU per event (docs/BENCHMARKS.md, "Kafka path").
     ("queued.min.messages", "500000"),
+    // The most one fetch answer may hold (librdkafka's default: 50 MiB).
+    // librdkafka turns a whole answer into queued messages at once, about
+    // 80 bytes each besides the answer's buffer; an answer of 50 MiB (Tansu
+    // gives that much to a consumer catching up) held a three-minute backlog
+    // of 2,000 vehicles at once: 70 MiB at the peak, 45–49 MiB with 2 MiB,
+    // which still reads 300,000–400,000 events/s (docs/BENCHMARKS.md).
+    ("fetch.max.bytes", "2097152"),
     // How long the broker may hold a fetch for more data (librdkafka's
     // default: 500 ms). Tansu holds it that long even with data waiting, which
     // put windows 3-5 s behind their end at the live rate instead of within
@@ -348,6 +353,7 @@ mod tests {
         assert_eq!(defaults.get("queued.min.messages"), Some("500000"));
         assert_eq!(defaults.get("statistics.interval.ms"), Some("1000"));
         assert_eq!(defaults.get("fetch.wait.max.ms"), Some("100"));
+        assert_eq!(defaults.get("fetch.max.bytes"), Some("2097152"));
         let cfg = KafkaConfig {
             client: BTreeMap::from([("queued.min.messages".to_string(), "1000".to_string())])
                 .into(),
