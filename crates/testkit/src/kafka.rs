@@ -31,6 +31,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use crate::process;
+use crate::tansu::BrokerKind;
 use crate::{unique_name, Tansu, TestkitError};
 
 /// How long a new topic has to show every partition with a leader.
@@ -45,6 +46,8 @@ pub struct KafkaClient {
     bootstrap_servers: String,
     /// librdkafka properties of every client it makes (TLS, SASL).
     properties: Vec<(String, String)>,
+    /// Configuration of every topic it creates (`retention.ms`…).
+    topic_configs: Vec<(String, String)>,
     /// The TLS front of [`Tansu::start_tls`], kept running while a client of it lives.
     _front: Option<Arc<TlsFront>>,
 }
@@ -80,6 +83,7 @@ impl KafkaClient {
         KafkaClient {
             bootstrap_servers: bootstrap_servers.into(),
             properties: Vec::new(),
+            topic_configs: Vec::new(),
             _front: None,
         }
     }
@@ -88,6 +92,13 @@ impl KafkaClient {
     /// `security.protocol`) on every client it makes.
     pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.push((key.into(), value.into()));
+        self
+    }
+
+    /// The same client with one more configuration entry for every topic it
+    /// creates (for example `retention.ms`).
+    pub fn with_topic_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.topic_configs.push((key.into(), value.into()));
         self
     }
 
@@ -132,7 +143,10 @@ impl KafkaClient {
             .client_config()
             .create()
             .map_err(kafka_error("creating an admin client".to_string()))?;
-        let new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+        let new_topic = self.topic_configs.iter().fold(
+            NewTopic::new(topic, partitions, TopicReplication::Fixed(1)),
+            |t, (key, value)| t.set(key, value),
+        );
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = admin
             .create_topics([&new_topic], &options)
@@ -161,6 +175,47 @@ impl KafkaClient {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The offsets group `group` has committed for partitions
+    /// `0..partitions` of `topic`, as the broker answers them: `None` where it
+    /// holds none.
+    pub async fn committed_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: i32,
+    ) -> Result<Vec<Option<i64>>, TestkitError> {
+        let kafka_error = |context: String| move |source| TestkitError::Kafka { context, source };
+        let context = format!("reading the offsets group {group} committed for {topic}");
+        let consumer: BaseConsumer = self
+            .client_config()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(kafka_error(context.clone()))?;
+        let mut wanted = TopicPartitionList::new();
+        for partition in 0..partitions {
+            wanted.add_partition(topic, partition);
+        }
+        tokio::task::spawn_blocking(move || {
+            let committed = consumer
+                .committed_offsets(wanted, Duration::from_secs(10))
+                .map_err(kafka_error(context))?;
+            Ok(committed
+                .elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                })
+                .collect())
+        })
+        .await
+        .map_err(|e| TestkitError::Io {
+            context: "reading committed offsets on a blocking thread".to_string(),
+            source: std::io::Error::other(e),
+        })?
     }
 
     /// The partitions of `topic` that have a leader (0 while the topic is unknown).
@@ -445,7 +500,7 @@ async fn start_tls_once(binary: &Path, tls: &TlsFiles) -> Result<Tansu, TestkitE
     client._front = Some(Arc::new(front));
     // Ready once the broker answers on its plain port: whether a client
     // trusts the front's certificate is for the test to find out.
-    crate::tansu::spawn_broker(binary, port, &advertised, client).await
+    crate::tansu::spawn_broker(binary, BrokerKind::configured(), port, &advertised, client).await
 }
 
 /// A TLS-terminating TCP proxy on a loopback port, forwarding each

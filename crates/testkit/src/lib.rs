@@ -208,13 +208,19 @@ pub fn skip_or_fail(missing: &str) {
 /// installed (see [`skip_or_fail`]). A broker that is installed but fails to
 /// start always fails the test.
 pub async fn tansu_or_skip() -> Option<Tansu> {
-    match Tansu::start().await {
-        Ok(tansu) => Some(tansu),
+    broker_or_skip(BrokerKind::configured()).await
+}
+
+/// Starts a broker of `kind` for a test, or skips the test when it is not
+/// installed, as [`tansu_or_skip`] does.
+pub async fn broker_or_skip(kind: BrokerKind) -> Option<Tansu> {
+    match Tansu::start_kind(kind).await {
+        Ok(broker) => Some(broker),
         Err(error @ TestkitError::BinaryMissing { .. }) => {
             skip_or_fail(&error.to_string());
             None
         }
-        Err(error) => panic!("starting Tansu: {error}"),
+        Err(error) => panic!("starting {kind:?}: {error}"),
     }
 }
 

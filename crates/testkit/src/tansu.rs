@@ -33,15 +33,19 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// `produce_json`, `consume_all`…).
 pub type Tansu = LocalService<KafkaClient>;
 
-/// Which broker the tests start: Tansu 0.6, or its successor nisshi
+/// Which broker the tests start: Tansu 0.6, its successor nisshi
 /// (`FLEET_TEST_BROKER=nisshi`), which answers ListOffsets and
-/// offsets-for-times like Kafka.
+/// offsets-for-times like Kafka, or noida-db (`FLEET_TEST_BROKER=noida`),
+/// which also keeps offset-commit metadata as Kafka does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BrokerKind {
     /// `tansu`, with its in-memory storage.
     Tansu,
     /// `nisshi`, with its in-memory storage and no initial rebalance delay.
     Nisshi,
+    /// `noida-db` 0.2.3 (PyPI) serving only Kafka, with its data in a
+    /// temporary directory; its topics keep records of any age.
+    Noida,
 }
 
 impl BrokerKind {
@@ -49,6 +53,7 @@ impl BrokerKind {
     pub fn configured() -> BrokerKind {
         match std::env::var("FLEET_TEST_BROKER").as_deref() {
             Ok("nisshi") => BrokerKind::Nisshi,
+            Ok("noida") => BrokerKind::Noida,
             _ => BrokerKind::Tansu,
         }
     }
@@ -57,69 +62,103 @@ impl BrokerKind {
         match self {
             BrokerKind::Tansu => "tansu",
             BrokerKind::Nisshi => "nisshi",
+            BrokerKind::Noida => "noida-db",
         }
     }
-}
 
-impl Tansu {
-    /// Finds the broker's binary (`tansu`, or `nisshi` as
-    /// [`BrokerKind::configured`] says): `$FLEET_TANSU_BIN` (or
-    /// `$FLEET_NISSHI_BIN`), then `PATH`, then `~/.cargo/bin`.
-    pub fn binary() -> Result<PathBuf, TestkitError> {
-        let name = BrokerKind::configured().name();
+    /// Finds the broker's binary: `$FLEET_TANSU_BIN` (`$FLEET_NISSHI_BIN`,
+    /// `$FLEET_NOIDA_BIN`), then `PATH`, then where its installer puts it
+    /// (`~/.cargo/bin`; `~/.local/bin` for noida-db).
+    pub fn binary(self) -> Result<PathBuf, TestkitError> {
+        let name = self.name();
         let mut fallbacks = Vec::new();
         if let Some(cargo_home) = std::env::var_os("CARGO_HOME") {
             fallbacks.push(PathBuf::from(cargo_home).join("bin").join(name));
         }
         if let Some(home) = std::env::var_os("HOME") {
-            fallbacks.push(PathBuf::from(home).join(".cargo/bin").join(name));
+            let home = PathBuf::from(home);
+            fallbacks.push(home.join(".cargo/bin").join(name));
+            fallbacks.push(home.join(".local/bin").join(name));
         }
-        match BrokerKind::configured() {
-            BrokerKind::Tansu => process::find_binary(SERVICE, "FLEET_TANSU_BIN", &fallbacks),
-            BrokerKind::Nisshi => process::find_binary("nisshi", "FLEET_NISSHI_BIN", &fallbacks),
-        }
-    }
-
-    /// Starts a broker with in-memory storage on a free loopback port and
-    /// waits until it answers a Kafka metadata request.
-    pub async fn start() -> Result<Tansu, TestkitError> {
-        let binary = Self::binary()?;
-        process::start_with_retries(SERVICE, || Self::start_once(&binary)).await
-    }
-
-    async fn start_once(binary: &Path) -> Result<Tansu, TestkitError> {
-        let port = process::free_port()?;
-        let client = KafkaClient::new(format!("127.0.0.1:{port}"));
-        spawn_broker(binary, port, &format!("tcp://127.0.0.1:{port}"), client).await
+        let override_var = match self {
+            BrokerKind::Tansu => "FLEET_TANSU_BIN",
+            BrokerKind::Nisshi => "FLEET_NISSHI_BIN",
+            BrokerKind::Noida => "FLEET_NOIDA_BIN",
+        };
+        process::find_binary(name, override_var, &fallbacks)
     }
 }
 
-/// Starts a broker listening on loopback `port` and advertising
+impl Tansu {
+    /// Finds the binary of the broker [`BrokerKind::configured`] names.
+    pub fn binary() -> Result<PathBuf, TestkitError> {
+        BrokerKind::configured().binary()
+    }
+
+    /// Starts the broker `FLEET_TEST_BROKER` names (see [`Tansu::start_kind`]).
+    pub async fn start() -> Result<Tansu, TestkitError> {
+        Self::start_kind(BrokerKind::configured()).await
+    }
+
+    /// Starts a broker of `kind` with storage of its own on a free loopback
+    /// port and waits until it answers a Kafka metadata request.
+    pub async fn start_kind(kind: BrokerKind) -> Result<Tansu, TestkitError> {
+        let binary = kind.binary()?;
+        process::start_with_retries(SERVICE, || async {
+            let port = process::free_port()?;
+            let mut client = KafkaClient::new(format!("127.0.0.1:{port}"));
+            if kind == BrokerKind::Noida {
+                // Its default retention would drop records with old event times.
+                client = client.with_topic_config("retention.ms", "-1");
+            }
+            spawn_broker(
+                &binary,
+                kind,
+                port,
+                &format!("tcp://127.0.0.1:{port}"),
+                client,
+            )
+            .await
+        })
+        .await
+    }
+}
+
+/// Starts a broker of `kind` listening on loopback `port` and advertising
 /// `advertised` (a `tcp://host:port` URL: itself, or a proxy in front of
-/// it), ready once its plain port answers a metadata request; `client` is
-/// what the returned [`Tansu`] dereferences to.
+/// it; noida-db advertises itself only), ready once its plain port answers
+/// a metadata request; `client` is what the returned [`Tansu`] dereferences to.
 pub(crate) async fn spawn_broker(
     binary: &Path,
+    kind: BrokerKind,
     port: u16,
     advertised: &str,
     client: KafkaClient,
 ) -> Result<Tansu, TestkitError> {
     let url = format!("tcp://127.0.0.1:{port}");
-    let kind = BrokerKind::configured();
+    let dir = ServiceProcess::temp_dir(kind.name())?;
     let mut command = Command::new(binary);
-    command
-        .arg("broker")
-        .args(["--listener-url", &url])
-        .args(["--advertised-listener-url", advertised])
-        .args(["--storage-engine", &format!("memory://{}/", kind.name())])
-        .args(["--cluster-id", &unique_name("fleet-test")]);
+    if kind == BrokerKind::Noida {
+        command
+            .arg("start")
+            .args(["--only", "kafka", "--host", "127.0.0.1"])
+            .args(["--kafka-port", &port.to_string()])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"));
+    } else {
+        command
+            .arg("broker")
+            .args(["--listener-url", &url])
+            .args(["--advertised-listener-url", advertised])
+            .args(["--storage-engine", &format!("memory://{}/", kind.name())])
+            .args(["--cluster-id", &unique_name("fleet-test")]);
+    }
     if kind == BrokerKind::Nisshi {
         command.args(["--group-initial-rebalance-delay", "0s"]);
     }
     for name in TANSU_ENV {
         command.env_remove(name);
     }
-    let dir = ServiceProcess::temp_dir(kind.name())?;
     // A TCP connection first, then a metadata answer listing a broker, on
     // the broker's own port (whatever stands in front of it).
     let plain = KafkaClient::new(format!("127.0.0.1:{port}"));

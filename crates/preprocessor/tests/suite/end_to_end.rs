@@ -1,13 +1,16 @@
 //! End to end on real services: generated events → Tansu → fleet-preprocessor
 //! → Prometheus, compared window by window with the batch oracle.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common::*;
 use fleet_core::decode_event;
 use fleet_kafka::producer::EventPublisher;
 use fleet_kafka::KafkaConfig;
-use fleet_testkit::oracle;
+use fleet_testkit::oracle::{self, Expected, ExpectedKey};
+use fleet_testkit::{BrokerKind, Prometheus, PrometheusOptions, Tansu};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_events_round_trip_through_kafka_unchanged() {
@@ -220,35 +223,44 @@ async fn replay_equals_the_batch_computation() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarts_leave_no_gap_and_no_conflicting_sample() {
-    let _serial = SERIAL.lock().await;
-    let Some((kafka, prom)) = services().await else {
-        return;
-    };
+/// A fleet sending to `topic` while a service reads it, is stopped
+/// gracefully once a quarter of the windows are written, and a second one
+/// takes over: what [`restart_gracefully`] leaves running.
+struct GracefulRestart {
+    run: Run,
+    expected: BTreeMap<ExpectedKey, Expected>,
+    config: PathBuf,
+    producer: tokio::task::JoinHandle<()>,
+    second: Service,
+}
+
+/// Starts a service on a fleet that keeps sending to `topic`, stops it
+/// gracefully (SIGTERM) once a quarter of the windows are in Prometheus and
+/// starts a second one, which writes up to half of them. The second sends
+/// nothing the first had sent (no write is refused) and skips the replayed
+/// events of windows already written.
+async fn restart_gracefully(kafka: &Tansu, prom: &Prometheus, topic: &str) -> GracefulRestart {
     let run = generate(200, 150, 17, in_bound);
-    kafka.create_topic("restart", 4).await.unwrap();
+    kafka.create_topic(topic, 4).await.unwrap();
     let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
     let (start, end) = time_range(&expected);
-    let config = config_for(&run, &kafka, &prom, "restart");
-
-    // The fleet keeps sending while the service restarts.
+    let config = config_for(&run, kafka, prom, topic);
     let producer = produce_paced(
-        &kafka,
-        "restart",
+        kafka,
+        topic,
         run.events.clone(),
         1000,
         Duration::from_millis(700),
     );
 
     let first = Service::start(&config);
-    wait_for_some_windows(&prom, start, end, expected.len() / 4).await;
-    let refused_before = refused_writes(&prom).await;
+    wait_for_some_windows(prom, start, end, expected.len() / 4).await;
+    let refused_before = refused_writes(prom).await;
     first.terminate().await;
 
     let second = Service::start(&config);
-    wait_for_some_windows(&prom, start, end, expected.len() / 2).await;
-    let refused_after_graceful = refused_writes(&prom).await;
+    wait_for_some_windows(prom, start, end, expected.len() / 2).await;
+    let refused_after_graceful = refused_writes(prom).await;
     assert_eq!(
         refused_after_graceful,
         refused_before,
@@ -262,14 +274,32 @@ async fn restarts_leave_no_gap_and_no_conflicting_sample() {
         skipped > 0.0,
         "replayed events of written windows were skipped"
     );
-    second.kill();
+    GracefulRestart {
+        run,
+        expected,
+        config,
+        producer,
+        second,
+    }
+}
 
-    let third = Service::start(&config);
-    producer.await.unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_leave_no_gap_and_no_conflicting_sample() {
+    let _serial = SERIAL.lock().await;
+    let Some((kafka, prom)) = services().await else {
+        return;
+    };
+    let restart = restart_gracefully(&kafka, &prom, "restart").await;
+    let (start, end) = time_range(&restart.expected);
+    restart.second.kill();
+
+    let third = Service::start(&restart.config);
+    restart.producer.await.unwrap();
+    let expected = &restart.expected;
     let n = wait_for_windows(&prom, start, end, expected.len(), Duration::from_secs(90)).await;
     assert_eq!(n, expected.len(), "log:\n{}", third.log_tail());
     // Every series equals the batch computation: no gap, nothing wrong.
-    assert_samples_equal(&prometheus_samples(&prom, start, end).await, &expected);
+    assert_samples_equal(&prometheus_samples(&prom, start, end).await, expected);
     // After the SIGKILL, windows accepted but not yet committed may be sent
     // again; they are identical, so at most refused as out of order, never
     // as a conflicting duplicate.
@@ -282,4 +312,58 @@ async fn restarts_leave_no_gap_and_no_conflicting_sample() {
     assert_eq!(conflicts, 0.0, "no conflicting sample was sent");
     assert_eq!(conflicts_logged(&prom), Vec::<String>::new());
     third.terminate().await;
+    drop(restart.run);
+}
+
+/// On a broker that keeps offset-commit metadata, as Kafka and MSK do, the
+/// window boundary travels in the commit itself (docs/ARCHITECTURE.md,
+/// "Delivery guarantee"): Tansu and nisshi drop it, so the rest of the suite
+/// exercises the companion group `<group_id>.closed-windows` instead. Here,
+/// on noida-db, a graceful restart sends nothing twice, every window equals
+/// the batch computation, and the companion group is never committed to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_commit_metadata_a_restart_needs_no_companion_group() {
+    let _serial = SERIAL.lock().await;
+    let Some(kafka) = fleet_testkit::broker_or_skip(BrokerKind::Noida).await else {
+        return;
+    };
+    let Some(prom) = fleet_testkit::prometheus_or_skip(PrometheusOptions::default()).await else {
+        return;
+    };
+    let topic = "metadata";
+    let restart = restart_gracefully(&kafka, &prom, topic).await;
+    let (start, end) = time_range(&restart.expected);
+    let service = &restart.second;
+    let unsupported = "fleet_source_commit_metadata_unsupported";
+    let exposed = service.metrics().await;
+    assert!(
+        exposed.iter().any(|s| s.name == unsupported),
+        "{unsupported} is exposed"
+    );
+    assert_eq!(
+        fleet_testkit::exposed_value(&exposed, unsupported, &[]),
+        0.0,
+        "the broker kept the first service's commit metadata; log:\n{}",
+        service.log_tail()
+    );
+    restart.producer.await.unwrap();
+    let expected = &restart.expected;
+    let n = wait_for_windows(&prom, start, end, expected.len(), Duration::from_secs(90)).await;
+    assert_eq!(n, expected.len(), "log:\n{}", service.log_tail());
+    assert_samples_equal(&prometheus_samples(&prom, start, end).await, expected);
+    assert_none_late_or_refused(&prom, service).await;
+    restart.second.terminate().await;
+
+    let group = format!("{topic}-group");
+    let committed = kafka.committed_offsets(&group, topic, 4).await.unwrap();
+    assert!(
+        committed.iter().all(Option::is_some),
+        "{group} committed every partition: {committed:?}"
+    );
+    let companion = format!("{group}.closed-windows");
+    assert_eq!(
+        kafka.committed_offsets(&companion, topic, 4).await.unwrap(),
+        vec![None; 4],
+        "nothing was committed to {companion}"
+    );
 }
