@@ -308,13 +308,27 @@ impl Service {
 
     /// SIGTERM, then waits for a clean exit; the log stays readable.
     pub async fn stop_gracefully(&mut self) {
-        let mut child = self.child.take().unwrap();
+        let child = self.child.as_ref().unwrap();
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let status = tokio::task::spawn_blocking(move || child.wait())
-            .await
-            .unwrap()
-            .unwrap();
+        self.assert_clean_exit(Duration::from_secs(600)).await;
+    }
+
+    /// Waits up to `within` for the process to end (stopped by other means:
+    /// a container engine's `stop`), and asserts that it ended cleanly.
+    pub async fn assert_clean_exit(&mut self, within: Duration) {
+        let mut child = self.child.take().unwrap();
+        let deadline = tokio::time::Instant::now() + within;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("still running {within:?} later; log: {}", self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert!(
             status.success(),
             "graceful stop failed: {status}; log: {}",
