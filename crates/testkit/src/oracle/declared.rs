@@ -669,10 +669,13 @@ pub fn prometheus_samples(
     samples
 }
 
-/// Equal within a relative tolerance of 1e-9 (or exactly, for zeros and
-/// infinities).
+/// Equal within a relative tolerance of 1e-9, or an absolute one of 1e-9
+/// (exactly, for infinities). The absolute floor is for sums that cancel:
+/// terms summed in another order round differently, so a window whose
+/// readings sum to zero may give +2.2e-16 in one order and -2.2e-16 in
+/// another (seen: the streaming side adds in arrival order).
 pub fn approx_eq(a: f64, b: f64) -> bool {
-    a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
+    a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
 
 /// Compares two sample maps key by key with [`approx_eq`]; the error names

@@ -1423,7 +1423,9 @@ fn approximate_comparisons() {
     assert!(approx_eq(0.0, 0.0));
     assert!(approx_eq(f64::INFINITY, f64::INFINITY));
     assert!(!approx_eq(1.0, 1.0 + 1e-6));
-    assert!(!approx_eq(0.0, 1e-300));
+    assert!(!approx_eq(0.0, 1e-6));
+    assert!(approx_eq(-2.220446049250313e-16, 2.220446049250313e-16));
+    assert!(!approx_eq(1e-3, 2e-3));
     let key = |name: &str| (name.to_string(), no_labels(), 5000);
     let a = BTreeMap::from([(key("x"), 0.6000000000000001)]);
     let b = BTreeMap::from([(key("x"), 0.6)]);
