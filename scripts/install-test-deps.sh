@@ -2,8 +2,11 @@
 # Installs the real services the integration tests start as child processes
 # (docs/ARCHITECTURE.md, "What runs where"):
 #   - Prometheus and promtool, from Debian's `prometheus` package;
-#   - Tansu, the Kafka-compatible broker, from crates.io with `--features dynostore`
-#     (without it the in-memory `memory://` storage refuses to start);
+#   - nisshi 0.8.1, the suite's Kafka-compatible broker, and Tansu 0.6, its
+#     predecessor (for the tests that pin Tansu's behaviour, and as a broker
+#     the service must keep working on: FLEET_TEST_BROKER=tansu), both from
+#     crates.io with `--features dynostore` (without it the in-memory
+#     `memory://` storage refuses to start);
 #   - the openssl command-line tool, from Debian's `openssl` package: the TLS
 #     tests (crates/kafka/tests/tls.rs) make their CA and broker certificate
 #     with it at run time;
@@ -75,10 +78,10 @@ install_openssl() {
     log "openssl installed: $(openssl version 2>&1 | head -n 1)"
 }
 
-# Prints the path of a Tansu that answers `--help`, or nothing.
-working_tansu() {
-    local candidate
-    for candidate in "$(command -v tansu 2>/dev/null || true)" "${CARGO_HOME:-$HOME/.cargo}/bin/tansu" "$HOME/.cargo/bin/tansu"; do
+# Prints the path of the cargo-installed binary $1 that answers `--help`, or nothing.
+working_cargo_binary() {
+    local name="$1" candidate
+    for candidate in "$(command -v "$name" 2>/dev/null || true)" "${CARGO_HOME:-$HOME/.cargo}/bin/$name" "$HOME/.cargo/bin/$name"; do
         if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" --help >/dev/null 2>&1; then
             printf '%s\n' "$candidate"
             return 0
@@ -86,29 +89,43 @@ working_tansu() {
     done
 }
 
-install_tansu() {
-    local found
-    found="$(working_tansu)"
+# Installs the broker binary $1 unless one runs: `cargo install --locked`
+# with the rest of the arguments.
+install_cargo_broker() {
+    local name="$1" found
+    shift
+    found="$(working_cargo_binary "$name")"
     if [ -n "$found" ]; then
-        log "tansu present: $found ($("$found" --version 2>&1 | head -n 1))"
+        log "$name present: $found ($("$found" --version 2>&1 | head -n 1))"
         return 0
     fi
     if ! command -v cargo >/dev/null 2>&1; then
-        log "tansu is missing and cargo is not available; install Rust (rustup) first"
+        log "$name is missing and cargo is not available; install Rust (rustup) first"
         return 1
     fi
-    log "installing tansu: cargo install --locked tansu --features dynostore (takes several minutes)"
-    cargo install --locked tansu --features dynostore
-    found="$(working_tansu)"
+    log "installing $name: cargo install --locked $* (takes several minutes)"
+    cargo install --locked "$@"
+    found="$(working_cargo_binary "$name")"
     if [ -z "$found" ]; then
-        log "tansu was installed but does not run; check ${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+        log "$name was installed but does not run; check ${CARGO_HOME:-$HOME/.cargo}/bin/$name"
         return 1
     fi
-    log "tansu installed: $found"
+    log "$name installed: $found"
     case ":$PATH:" in
         *":$(dirname "$found"):"*) ;;
         *) log "note: $(dirname "$found") is not on PATH; the tests find it there anyway" ;;
     esac
+}
+
+install_tansu() {
+    install_cargo_broker tansu tansu --features dynostore
+}
+
+# nisshi declares a newer Rust than it needs: 0.8.1 builds and passes the
+# suite with 1.95.
+install_nisshi() {
+    install_cargo_broker nisshi nisshi@0.8.1 --no-default-features --features dynostore \
+        --ignore-rust-version
 }
 
 # Prints the path of a crabka-schema-registry that answers `--help`, or nothing.
@@ -231,7 +248,7 @@ install_noida() {
     log "noida-db installed: $("$bin/noida-db" version 2>/dev/null | head -n 1)"
 }
 
-for step in install_prometheus install_openssl install_tansu install_schema_registry \
+for step in install_prometheus install_openssl install_nisshi install_tansu install_schema_registry \
     install_containers install_compose install_noida; do
     started=$SECONDS
     "$step"

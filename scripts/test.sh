@@ -2,9 +2,10 @@
 # The whole test suite, as the README's second command and CI run it.
 #
 # 1. Installs what the tests need when it is missing (Prometheus from
-#    Debian's package, Tansu from crates.io; see install-test-deps.sh).
+#    Debian's package, the nisshi and Tansu brokers from crates.io; see
+#    install-test-deps.sh).
 # 2. Runs every test of the workspace with the `integration` feature of
-#    fleet-testkit on: tests that need Tansu or Prometheus then fail, rather
+#    fleet-testkit on: tests that need a broker or Prometheus then fail, rather
 #    than skip, when a service cannot be started.
 # 3. Runs each fuzz target of fuzz/ for a few seconds.
 # 4. Checks the container image built from the Dockerfile against real
@@ -26,7 +27,7 @@ stage() {
 }
 
 stage "install what the tests need" bash scripts/install-test-deps.sh
-# Tansu may just have been installed into cargo's bin directory, Compose
+# The brokers may just have been installed into cargo's bin directory, Compose
 # into ~/.local/bin.
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$HOME/.local/bin:$PATH"
 

@@ -1,6 +1,6 @@
-//! The built `fleet-generator` binary in Kafka mode, against a real broker (Tansu).
+//! The built `fleet-generator` binary in Kafka mode, against a real broker (nisshi by default).
 //!
-//! Skipped (with `SKIPPED:` on stderr) when Tansu is not installed, unless
+//! Skipped (with `SKIPPED:` on stderr) when the broker is not installed, unless
 //! `FLEET_REQUIRE_SERVICES=1` makes that a failure (see `fleet_testkit`).
 // Helpers outside `#[test]` functions fail the test by panicking, as the tests do.
 #![allow(clippy::unwrap_used)]
@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fleet_core::{decode_event, RawEvent};
-use fleet_testkit::{tansu_or_skip, ConsumedRecord, Tansu};
+use fleet_testkit::{broker_or_skip, ConsumedRecord, TestBroker};
 
 const START_MS: &str = "1764000000000";
 
@@ -74,8 +74,8 @@ fn assert_as_in_file_per_vehicle<T: PartialEq + std::fmt::Debug>(
 }
 
 /// Reads everything: `expected` records, then checks that nothing more follows.
-async fn consume_exactly(tansu: &Tansu, topic: &str, expected: usize) -> Vec<ConsumedRecord> {
-    let records = tansu
+async fn consume_exactly(broker: &TestBroker, topic: &str, expected: usize) -> Vec<ConsumedRecord> {
+    let records = broker
         .consume_all(topic, expected, Duration::from_secs(60))
         .await
         .unwrap();
@@ -83,11 +83,11 @@ async fn consume_exactly(tansu: &Tansu, topic: &str, expected: usize) -> Vec<Con
         records.len(),
         expected,
         "log: {}",
-        tansu.log_path().display()
+        broker.log_path().display()
     );
     // Every delivery was confirmed before the generator exited, so an extra
     // record would already be there; a short second read finds none.
-    let again = tansu
+    let again = broker
         .consume_all(topic, expected + 1, Duration::from_secs(3))
         .await
         .unwrap();
@@ -97,10 +97,10 @@ async fn consume_exactly(tansu: &Tansu, topic: &str, expected: usize) -> Vec<Con
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_mode_produces_exactly_the_file_mode_events_keyed_by_vin() {
-    let Some(tansu) = tansu_or_skip().await else {
+    let Some(broker) = broker_or_skip().await else {
         return;
     };
-    tansu.create_topic("raw", 4).await.unwrap();
+    broker.create_topic("raw", 4).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let events_path = dir.path().join("events.jsonl");
     let csv_path = dir.path().join("vehicles.csv");
@@ -120,7 +120,7 @@ async fn kafka_mode_produces_exactly_the_file_mode_events_keyed_by_vin() {
     kafka_run
         .args(common)
         .args(["--start-ms", START_MS, "--rate", "0", "--topic", "raw"])
-        .args(["--brokers", &tansu.bootstrap_servers()])
+        .args(["--brokers", &broker.bootstrap_servers()])
         .args(["--kafka-property", "linger.ms=20"])
         .arg("--reference-out")
         .arg(&kafka_csv_path);
@@ -136,7 +136,7 @@ async fn kafka_mode_produces_exactly_the_file_mode_events_keyed_by_vin() {
         std::fs::read_to_string(&csv_path).unwrap()
     );
 
-    let records = consume_exactly(&tansu, "raw", 5000).await;
+    let records = consume_exactly(&broker, "raw", 5000).await;
     let consumed = decode_keyed(&records);
     let expected: Vec<RawEvent> = std::fs::read_to_string(&events_path)
         .unwrap()
@@ -155,10 +155,10 @@ async fn kafka_mode_produces_exactly_the_file_mode_events_keyed_by_vin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wide_records_go_to_kafka_as_in_file_mode_keyed_by_vin() {
-    let Some(tansu) = tansu_or_skip().await else {
+    let Some(broker) = broker_or_skip().await else {
         return;
     };
-    tansu.create_topic("wide", 3).await.unwrap();
+    broker.create_topic("wide", 3).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wide.jsonl");
     let common = ["--shape", "wide", "--signals", "40", "--vehicles", "300"];
@@ -171,7 +171,7 @@ async fn wide_records_go_to_kafka_as_in_file_mode_keyed_by_vin() {
     kafka_run
         .args(&common)
         .args(["--rate", "0", "--topic", "wide"])
-        .args(["--brokers", &tansu.bootstrap_servers()]);
+        .args(["--brokers", &broker.bootstrap_servers()]);
     let stderr = run_generator(kafka_run).await;
     assert!(
         stderr.contains("3000 events produced to topic wide"),
@@ -182,7 +182,7 @@ async fn wide_records_go_to_kafka_as_in_file_mode_keyed_by_vin() {
         let value: serde_json::Value = serde_json::from_str(json).unwrap();
         value["vin"].as_str().unwrap().to_string()
     };
-    let consumed = consume_exactly(&tansu, "wide", 3000).await;
+    let consumed = consume_exactly(&broker, "wide", 3000).await;
     let consumed = consumed.into_iter().map(|record| {
         let value = String::from_utf8(record.value.unwrap()).unwrap();
         let vin = vin_of(&value);
@@ -203,14 +203,14 @@ async fn an_endless_paced_run_stops_cleanly_on_sigterm_with_everything_delivered
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
 
-    let Some(tansu) = tansu_or_skip().await else {
+    let Some(broker) = broker_or_skip().await else {
         return;
     };
-    tansu.create_topic("live", 2).await.unwrap();
+    broker.create_topic("live", 2).await.unwrap();
     // 2000 events/s by default (one per vehicle per second), no --events.
     let child = generator()
         .args(["--vehicles", "2000", "--topic", "live"])
-        .args(["--brokers", &tansu.bootstrap_servers()])
+        .args(["--brokers", &broker.bootstrap_servers()])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -240,7 +240,7 @@ async fn an_endless_paced_run_stops_cleanly_on_sigterm_with_everything_delivered
         (2000..=ceiling).contains(&sent),
         "{sent} events in {elapsed:?}"
     );
-    let records = consume_exactly(&tansu, "live", sent).await;
+    let records = consume_exactly(&broker, "live", sent).await;
     let consumed = decode_keyed(&records);
     // Event time starts at the wall clock (floored to the second) by default.
     let now_ms = std::time::SystemTime::now()
@@ -256,15 +256,15 @@ async fn an_endless_paced_run_stops_cleanly_on_sigterm_with_everything_delivered
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fleets_reference_data_goes_to_its_topic_keyed_by_vin() {
-    let Some(tansu) = tansu_or_skip().await else {
+    let Some(broker) = broker_or_skip().await else {
         return;
     };
-    tansu.create_topic("vehicles-ref", 2).await.unwrap();
+    broker.create_topic("vehicles-ref", 2).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let csv_path = dir.path().join("vehicles.csv");
     let mut run = generator();
     run.args(["--vehicles", "300", "--events", "0", "--seed", "5"])
-        .args(["--brokers", &tansu.bootstrap_servers()])
+        .args(["--brokers", &broker.bootstrap_servers()])
         .args(["--reference-topic", "vehicles-ref"])
         .arg("--reference-out")
         .arg(&csv_path);
@@ -273,7 +273,7 @@ async fn the_fleets_reference_data_goes_to_its_topic_keyed_by_vin() {
         stderr.contains("300 vehicles published to reference topic vehicles-ref"),
         "{stderr}"
     );
-    let records = consume_exactly(&tansu, "vehicles-ref", 300).await;
+    let records = consume_exactly(&broker, "vehicles-ref", 300).await;
     let published: BTreeMap<String, serde_json::Value> = records
         .iter()
         .map(|r| {

@@ -1,4 +1,4 @@
-//! The reference-data topic against a real broker (Tansu): the table is sent
+//! The reference-data topic against a real broker (nisshi by default): the table is sent
 //! once the log is read to its end — updates applied, tombstoned vehicles
 //! gone — and later records follow as deltas.
 #![allow(clippy::unwrap_used)]
@@ -11,7 +11,7 @@ use fleet_core::telemetry::Readiness;
 use fleet_core::{ReferenceChange, ReferenceChanges};
 use fleet_kafka::producer::EventPublisher;
 use fleet_kafka::KafkaConfig;
-use fleet_testkit::tansu_or_skip;
+use fleet_testkit::broker_or_skip;
 use tokio::sync::{mpsc, oneshot};
 
 fn config(brokers: String, topic: &str) -> KafkaConfig {
@@ -31,11 +31,11 @@ async fn publish(publisher: &EventPublisher, records: &[(&str, &str)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_after_catching_up_then_deltas_with_updates_and_tombstones() {
-    let Some(tansu) = tansu_or_skip().await else {
+    let Some(broker) = broker_or_skip().await else {
         return;
     };
-    tansu.create_topic("vehicles", 3).await.unwrap();
-    let cfg = config(tansu.bootstrap_servers(), "vehicles");
+    broker.create_topic("vehicles", 3).await.unwrap();
+    let cfg = config(broker.bootstrap_servers(), "vehicles");
     let publisher = EventPublisher::new(&cfg).unwrap();
     // 200 vehicles, then 20 of them re-registered as another model, 10 retired,
     // and one malformed record, which is skipped.
@@ -107,7 +107,7 @@ async fn snapshot_after_catching_up_then_deltas_with_updates_and_tombstones() {
     assert_eq!(aurora.attributes["fuel_type"], "hybrid");
 
     // Then it follows: an update and a tombstone arrive as a delta.
-    let publisher = EventPublisher::new(&config(tansu.bootstrap_servers(), "vehicles")).unwrap();
+    let publisher = EventPublisher::new(&config(broker.bootstrap_servers(), "vehicles")).unwrap();
     publish(
         &publisher,
         &[("VIN00100", r#"{"model":"Cygnus"}"#), ("VIN00101", "")],

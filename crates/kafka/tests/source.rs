@@ -1,4 +1,4 @@
-//! The source against a real broker (Tansu) that goes away while the source
+//! The source against a real broker (nisshi by default) that goes away while the source
 //! runs: the source's loop must keep ticking whatever the coordinator does,
 //! or its readiness freezes at "ready".
 #![allow(clippy::unwrap_used)]
@@ -15,7 +15,7 @@ use fleet_core::{
 use fleet_kafka::producer::EventPublisher;
 use fleet_kafka::source::{SinkFeedback, READY_PROGRESS};
 use fleet_kafka::{KafkaConfig, SourceMetrics};
-use fleet_testkit::tansu_or_skip;
+use fleet_testkit::broker_or_skip;
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -47,13 +47,13 @@ async fn readiness_until(
 /// progress timeout has passed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_turns_unready_while_the_first_commit_waits_on_a_vanished_broker() {
-    let Some(tansu) = tansu_or_skip().await else {
+    let Some(broker) = broker_or_skip().await else {
         return;
     };
-    tansu.create_topic("vanishing", 1).await.unwrap();
+    broker.create_topic("vanishing", 1).await.unwrap();
     let progress_timeout = Duration::from_secs(1);
     let cfg = KafkaConfig {
-        brokers: tansu.bootstrap_servers(),
+        brokers: broker.bootstrap_servers(),
         topic: "vanishing".into(),
         group_id: "vanishing-source".into(),
         commit_interval_ms: 100,
@@ -117,7 +117,7 @@ async fn progress_turns_unready_while_the_first_commit_waits_on_a_vanished_broke
     let state = readiness_until(&readiness, Duration::from_secs(30), Result::is_ok).await;
     assert_eq!(state, Ok(()), "ready while consuming");
 
-    tansu.stop();
+    broker.stop();
     // The sink accepts everything just after: the source's first commit
     // finds no coordinator.
     acks.send(Some(Checkpoint {

@@ -2,8 +2,8 @@
 //!
 //! Tansu 0.6 cannot serve TLS itself (its `--cert` and `--key` cannot be
 //! given together, and its listener never uses the TLS acceptor it builds
-//! from them: see `fleet_testkit::Tansu::start_tls`), so the broker is a
-//! plain Tansu behind the testkit's TLS front, which Tansu advertises: every
+//! from them: see `fleet_testkit::TestBroker::start_tls`), so the broker (Tansu or nisshi,
+//! serving plain TCP) stands behind the testkit's TLS front, which it advertises: every
 //! connection a client makes goes through TLS, with librdkafka's OpenSSL
 //! (rdkafka's `ssl-vendored`) on the client side.
 //!
@@ -25,6 +25,9 @@
 //!   unauthenticated client, and its in-memory storage does not survive a
 //!   restart, so the exchange ends with the broker's "unknown-user".
 //!
+//! The plaintext broker's handshake and SCRAM pin Tansu's own behaviour, so
+//! they start Tansu whatever `FLEET_TEST_BROKER` says.
+//!
 //! Skipped (with `SKIPPED:` on stderr) when Tansu or openssl is not
 //! installed, unless services are required (`fleet_testkit::services_required`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -40,21 +43,23 @@ use fleet_core::{decode_event, EventType, RawEvent};
 use fleet_kafka::producer::EventPublisher;
 use fleet_kafka::{KafkaConfig, KafkaSecurity, SaslMechanism, SecurityProtocol};
 use fleet_testkit::pki::{pki_or_skip, Pki};
-use fleet_testkit::{skip_or_fail, tansu_or_skip, unique_name, Tansu, TestkitError};
+use fleet_testkit::{
+    broker_kind_or_skip, skip_or_fail, unique_name, BrokerKind, TestBroker, TestkitError,
+};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 
 /// Tansu behind a TLS front presenting `pki`'s server certificate.
-async fn tls_tansu_or_skip(pki: &Pki) -> Option<Tansu> {
-    match Tansu::start_tls(&pki.cert, &pki.key, &pki.ca).await {
-        Ok(tansu) => Some(tansu),
+async fn tls_broker_or_skip(pki: &Pki) -> Option<TestBroker> {
+    match TestBroker::start_tls(&pki.cert, &pki.key, &pki.ca).await {
+        Ok(broker) => Some(broker),
         Err(error @ TestkitError::BinaryMissing { .. }) => {
             skip_or_fail(&error.to_string());
             None
         }
-        Err(error) => panic!("starting Tansu with TLS: {error}"),
+        Err(error) => panic!("starting the broker with TLS: {error}"),
     }
 }
 
@@ -193,15 +198,15 @@ async fn produces_and_consumes_over_tls_trusting_the_configured_ca() {
     let Some(pki) = pki_or_skip("IP:127.0.0.1, DNS:localhost") else {
         return;
     };
-    let Some(tansu) = tls_tansu_or_skip(&pki).await else {
+    let Some(broker) = tls_broker_or_skip(&pki).await else {
         return;
     };
-    let cfg = tls_config(tansu.bootstrap_servers(), Some(pki.ca.clone()));
+    let cfg = tls_config(broker.bootstrap_servers(), Some(pki.ca.clone()));
     assert_valid(&cfg);
     let client = cfg.consumer_config();
     assert_eq!(client.get("security.protocol"), Some("SSL"));
     assert_eq!(client.get("ssl.ca.location"), pki.ca.to_str());
-    tansu.create_topic(&cfg.topic, 2).await.unwrap();
+    broker.create_topic(&cfg.topic, 2).await.unwrap();
 
     let sent = events(60);
     let publisher = EventPublisher::new(&cfg).unwrap();
@@ -211,7 +216,7 @@ async fn produces_and_consumes_over_tls_trusting_the_configured_ca() {
     assert_eq!(json_set(&received), json_set(&sent));
     // The name `localhost` is in the certificate too.
     let by_name = KafkaConfig {
-        brokers: tansu.bootstrap_servers().replace("127.0.0.1", "localhost"),
+        brokers: broker.bootstrap_servers().replace("127.0.0.1", "localhost"),
         ..cfg.clone()
     };
     let (brokers, reported) = metadata_with(&by_name, "").await;
@@ -223,10 +228,10 @@ async fn the_system_ca_store_does_not_trust_a_private_ca() {
     let Some(pki) = pki_or_skip("IP:127.0.0.1, DNS:localhost") else {
         return;
     };
-    let Some(tansu) = tls_tansu_or_skip(&pki).await else {
+    let Some(broker) = tls_broker_or_skip(&pki).await else {
         return;
     };
-    let cfg = tls_config(tansu.bootstrap_servers(), None);
+    let cfg = tls_config(broker.bootstrap_servers(), None);
     assert_valid(&cfg);
     assert_eq!(cfg.consumer_config().get("ssl.ca.location"), Some("probe"));
     let (result, reported) = metadata_with(&cfg, "certificate verify failed").await;
@@ -246,10 +251,10 @@ async fn the_certificate_must_name_the_broker() {
     let Some(pki) = pki_or_skip("DNS:broker.fleet.invalid") else {
         return;
     };
-    let Some(tansu) = tls_tansu_or_skip(&pki).await else {
+    let Some(broker) = tls_broker_or_skip(&pki).await else {
         return;
     };
-    let cfg = tls_config(tansu.bootstrap_servers(), Some(pki.ca.clone()));
+    let cfg = tls_config(broker.bootstrap_servers(), Some(pki.ca.clone()));
     let (result, reported) = metadata_with(&cfg, "certificate verify failed").await;
     assert!(
         result.is_err(),
@@ -277,13 +282,13 @@ async fn a_tls_client_of_a_plaintext_broker_times_out_in_the_handshake() {
     let Some(pki) = pki_or_skip("IP:127.0.0.1, DNS:localhost") else {
         return;
     };
-    let Some(tansu) = tansu_or_skip().await else {
+    let Some(broker) = broker_kind_or_skip(BrokerKind::Tansu).await else {
         return;
     };
     // Tansu takes the TLS ClientHello for the length of a Kafka request and
     // waits for the rest: the handshake ends with librdkafka's connection
     // setup timeout (30 s by default; shortened here).
-    let mut cfg = tls_config(tansu.bootstrap_servers(), Some(pki.ca.clone()));
+    let mut cfg = tls_config(broker.bootstrap_servers(), Some(pki.ca.clone()));
     cfg.client
         .insert("socket.connection.setup.timeout.ms".into(), "1000".into());
     assert_valid(&cfg);
@@ -306,11 +311,11 @@ async fn a_plaintext_client_of_a_tls_broker_finds_all_brokers_down() {
     let Some(pki) = pki_or_skip("IP:127.0.0.1, DNS:localhost") else {
         return;
     };
-    let Some(tansu) = tls_tansu_or_skip(&pki).await else {
+    let Some(broker) = tls_broker_or_skip(&pki).await else {
         return;
     };
     let cfg = KafkaConfig {
-        brokers: tansu.bootstrap_servers(),
+        brokers: broker.bootstrap_servers(),
         ..KafkaConfig::default()
     };
     let (result, reported) = metadata_with(&cfg, "brokers are down").await;
@@ -339,7 +344,7 @@ impl Drop for AuthenticatingTansu {
 }
 
 async fn authenticating_tansu_or_skip() -> Option<AuthenticatingTansu> {
-    let binary = match Tansu::binary() {
+    let binary = match BrokerKind::Tansu.binary() {
         Ok(binary) => binary,
         Err(error) => {
             skip_or_fail(&error.to_string());

@@ -1,4 +1,4 @@
-//! A Kafka client for tests, for any broker: a local [`crate::Tansu`] or an
+//! A Kafka client for tests, for any broker: a local [`crate::TestBroker`] or an
 //! Apache Kafka in a container.
 //!
 //! The helpers avoid what Tansu 0.6 gets wrong (docs/ARCHITECTURE.md, "What runs where"): its high
@@ -6,7 +6,7 @@
 //! assigns every partition from its beginning and counts messages, rather
 //! than asking for watermarks or committed offsets.
 //!
-//! [`Tansu::start_tls`] starts a broker that clients reach over TLS only.
+//! [`TestBroker::start_tls`] starts a broker that clients reach over TLS only.
 //! Tansu 0.6 cannot serve TLS itself: `tansu broker` refuses `--cert` with
 //! `--key` (both are in one clap argument group, so at most one may be
 //! given), and its listener builds a `TlsAcceptor` from them that it never
@@ -30,9 +30,9 @@ use rdkafka::message::Headers;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use crate::broker::BrokerKind;
 use crate::process;
-use crate::tansu::BrokerKind;
-use crate::{unique_name, Tansu, TestkitError};
+use crate::{unique_name, TestBroker, TestkitError};
 
 /// How long a new topic has to show every partition with a leader.
 const TOPIC_TIMEOUT: Duration = Duration::from_secs(20);
@@ -48,7 +48,7 @@ pub struct KafkaClient {
     properties: Vec<(String, String)>,
     /// Configuration of every topic it creates (`retention.ms`…).
     topic_configs: Vec<(String, String)>,
-    /// The TLS front of [`Tansu::start_tls`], kept running while a client of it lives.
+    /// The TLS front of [`TestBroker::start_tls`], kept running while a client of it lives.
     _front: Option<Arc<TlsFront>>,
 }
 
@@ -462,35 +462,39 @@ struct TlsFiles {
     ca: PathBuf,
 }
 
-/// The service name of Tansu processes (their log file, temporary directory).
-const TANSU: &str = "tansu";
-
-impl Tansu {
+impl TestBroker {
     /// Starts a broker with in-memory storage that clients reach over TLS
     /// only, presenting the certificate (chain) in the PEM file `cert` with
     /// the private key in `key`, and waits until the broker answers a Kafka
     /// metadata request (on its plain port: the certificate is the test's
-    /// business, it may be one that clients refuse on purpose). See the module documentation for why a TLS front
-    /// stands before Tansu: a plain Tansu listens on one free loopback port,
-    /// the front on another, and Tansu advertises the front's
+    /// business, it may be one that clients refuse on purpose). See the
+    /// module documentation for why a TLS front stands before the broker
+    /// ([`BrokerKind::configured`]; Tansu or nisshi): the broker listens in
+    /// plain TCP on one free loopback port, the front on another, and the
+    /// broker advertises the front's
     /// `127.0.0.1:<port>` (so a certificate that clients accept names
     /// `IP:127.0.0.1`).
     /// [`KafkaClient::bootstrap_servers`] is the front; the returned client
     /// trusts the CA certificate in `ca` (`security.protocol = SSL`,
     /// `ssl.ca.location`). The front stops when the last client of it is
     /// dropped.
-    pub async fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Result<Tansu, TestkitError> {
-        let binary = Self::binary()?;
+    pub async fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Result<TestBroker, TestkitError> {
+        let kind = BrokerKind::configured();
+        let binary = kind.binary()?;
         let tls = TlsFiles {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             ca: ca.to_path_buf(),
         };
-        process::start_with_retries(TANSU, || start_tls_once(&binary, &tls)).await
+        process::start_with_retries(kind.name(), || start_tls_once(kind, &binary, &tls)).await
     }
 }
 
-async fn start_tls_once(binary: &Path, tls: &TlsFiles) -> Result<Tansu, TestkitError> {
+async fn start_tls_once(
+    kind: BrokerKind,
+    binary: &Path,
+    tls: &TlsFiles,
+) -> Result<TestBroker, TestkitError> {
     let port = process::free_port()?;
     let front = TlsFront::start(tls, port)?;
     let advertised = format!("tcp://127.0.0.1:{}", front.port);
@@ -500,7 +504,7 @@ async fn start_tls_once(binary: &Path, tls: &TlsFiles) -> Result<Tansu, TestkitE
     client._front = Some(Arc::new(front));
     // Ready once the broker answers on its plain port: whether a client
     // trusts the front's certificate is for the test to find out.
-    crate::tansu::spawn_broker(binary, BrokerKind::configured(), port, &advertised, client).await
+    crate::broker::spawn_broker(binary, kind, port, &advertised, client).await
 }
 
 /// A TLS-terminating TCP proxy on a loopback port, forwarding each

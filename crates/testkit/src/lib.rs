@@ -1,7 +1,7 @@
 //! Test support for the fleet preprocessor: real services and a batch oracle.
 //!
 //! Integration tests run against the real thing (docs/ARCHITECTURE.md, "What runs
-//! where"): [`Tansu`] is a Kafka-compatible broker and [`Prometheus`] the
+//! where"): [`TestBroker`] is a Kafka-compatible broker and [`Prometheus`] the
 //! remote-write receiver, each started as a child process on a free loopback
 //! port with its own temporary directory and log file, and killed on drop.
 //! Both binaries are installed by `scripts/install-test-deps.sh`. Each
@@ -15,7 +15,7 @@
 //!
 //! ```no_run
 //! # async fn example() {
-//! let Some(kafka) = fleet_testkit::tansu_or_skip().await else { return };
+//! let Some(kafka) = fleet_testkit::broker_or_skip().await else { return };
 //! kafka.create_topic("raw", 4).await.unwrap();
 //! # }
 //! ```
@@ -31,19 +31,19 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod broker;
 mod kafka;
 pub mod oracle;
 pub mod pki;
 mod process;
 mod prometheus;
 mod schema_registry;
-mod tansu;
 
+pub use broker::{BrokerKind, TestBroker};
 pub use kafka::{ConsumedRecord, KafkaClient};
 pub use process::LocalService;
 pub use prometheus::{PromSample, PromSeries, Prometheus, PrometheusClient, PrometheusOptions};
 pub use schema_registry::{RegistryClient, SchemaRegistry};
-pub use tansu::{BrokerKind, Tansu};
 
 /// A loopback port that was free a moment ago (for a service a test starts itself).
 pub fn free_port() -> Result<u16, TestkitError> {
@@ -204,17 +204,17 @@ pub fn skip_or_fail(missing: &str) {
     let _ = writeln!(std::io::stderr(), "SKIPPED: {missing}{hint}");
 }
 
-/// Starts a Tansu broker for a test, or skips the test when Tansu is not
-/// installed (see [`skip_or_fail`]). A broker that is installed but fails to
+/// Starts the test broker (`FLEET_TEST_BROKER`, nisshi by default) for a
+/// test, or skips the test when it is not installed (see [`skip_or_fail`]). A broker that is installed but fails to
 /// start always fails the test.
-pub async fn tansu_or_skip() -> Option<Tansu> {
-    broker_or_skip(BrokerKind::configured()).await
+pub async fn broker_or_skip() -> Option<TestBroker> {
+    broker_kind_or_skip(BrokerKind::configured()).await
 }
 
 /// Starts a broker of `kind` for a test, or skips the test when it is not
-/// installed, as [`tansu_or_skip`] does.
-pub async fn broker_or_skip(kind: BrokerKind) -> Option<Tansu> {
-    match Tansu::start_kind(kind).await {
+/// installed, as [`broker_or_skip`] does.
+pub async fn broker_kind_or_skip(kind: BrokerKind) -> Option<TestBroker> {
+    match TestBroker::start_kind(kind).await {
         Ok(broker) => Some(broker),
         Err(error @ TestkitError::BinaryMissing { .. }) => {
             skip_or_fail(&error.to_string());

@@ -27,7 +27,7 @@ use testcontainers::{ContainerAsync, ContainerRequest, GenericImage, Image, Imag
 
 mod common;
 
-const SKIP_MESSAGE: &str = "SKIPPED: no Docker engine (docker info failed); the same checks run against local Tansu and Prometheus in tests/services.rs";
+const SKIP_MESSAGE: &str = "SKIPPED: no Docker engine (docker info failed); the same checks run against a local broker and Prometheus in tests/services.rs";
 
 /// How long `docker info` may take before the engine counts as absent.
 const DOCKER_INFO_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,5 +1,5 @@
 //! Protobuf and Avro records end to end (issue #18): the generator's wide
-//! records, encoded by the formats' reference libraries, → Tansu →
+//! records, encoded by the formats' reference libraries, → the broker →
 //! fleet-preprocessor → Prometheus, every sample compared with the declared
 //! oracle over the same records in JSON. Read against the schema file the
 //! generator wrote, or framed for a real schema registry
@@ -15,7 +15,7 @@ use crate::common::*;
 use crate::wide_fleet::{generate_wide, oracle_input, settled_samples, WideRun};
 use fleet_generator::{WideEncoder, WideLayout, WideRecord, WireFormat};
 use fleet_testkit::oracle::declared::{self, DeclaredConfig};
-use fleet_testkit::{Prometheus, Tansu};
+use fleet_testkit::{Prometheus, TestBroker};
 
 /// Garbage that is no record of either format, framed or not: a varint
 /// (Protobuf's tag, Avro's string length) that never ends.
@@ -40,7 +40,7 @@ struct Expected {
 /// service's configuration with `input_toml`, and computes what Prometheus
 /// must hold: the oracle over the records in JSON.
 async fn prepare(
-    kafka: &Tansu,
+    kafka: &TestBroker,
     prom: &Prometheus,
     (run, layout): (&WideRun, &WideLayout),
     topic: &str,
@@ -187,7 +187,7 @@ async fn check(prom: &Prometheus, service: &Service, expected: &Expected, topic:
 
 /// [`prepare`], run the service, [`check`].
 async fn run_and_compare(
-    (kafka, prom): (&Tansu, &Prometheus),
+    (kafka, prom): (&TestBroker, &Prometheus),
     run: &WideRun,
     layout: &WideLayout,
     topic: &str,
@@ -234,12 +234,12 @@ async fn with_a_schema_file(format: WireFormat, seed: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn protobuf_records_through_tansu_and_prometheus_equal_the_oracle() {
+async fn protobuf_records_through_kafka_and_prometheus_equal_the_oracle() {
     with_a_schema_file(WireFormat::Protobuf, 41).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn avro_records_through_tansu_and_prometheus_equal_the_oracle() {
+async fn avro_records_through_kafka_and_prometheus_equal_the_oracle() {
     with_a_schema_file(WireFormat::Avro, 43).await;
 }
 

@@ -2,16 +2,20 @@
 //! ten times during one generated run, and restarted each time. At the end
 //! every series in Prometheus equals the batch computation (no gap, nothing
 //! counted twice) and Prometheus never saw a conflicting sample (a different
-//! value for a timestamp it already had).
+//! value for a timestamp it already had). Two more runs with late events
+//! show, per output mode, when a window sent again after a kill can differ
+//! from its first copy (issue #20's finding 9).
+#![allow(clippy::unwrap_used)] // helpers of the tests below
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
 use crate::common::*;
 use fleet_core::decode_event;
 use fleet_generator::GeneratorConfig;
-use fleet_testkit::oracle::{self, ExpectedKey};
+use fleet_testkit::oracle::{self, Expected, ExpectedKey};
+use fleet_testkit::{ConsumedRecord, Prometheus, TestBroker};
 use rand::{Rng, SeedableRng};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,27 +63,22 @@ async fn crash_repeatedly(config: &Path, kills: usize) -> Service {
     Service::start(config)
 }
 
-/// Finding 9 of issue #20, bounded: after a SIGKILL the windows written
-/// since the last commit are computed again from the replayed partitions,
-/// read in another interleaving, so an event late against the pipeline's
-/// watermark (the minimum over partitions) before the kill may be on time
-/// after it, or the reverse. Only events beyond the out-of-orderness bound
-/// can be late: an event can be late only if an earlier event of its own
-/// partition is at least the bound past its window's end (a partition's
-/// watermark bounds the pipeline's). So every window without such an event
-/// holds all its events whatever the interleaving, and equals the batch
-/// computation that drops nothing; only the others may be written with
-/// another value the second time, which Prometheus refuses.
+/// A run of 200 vehicles with 5 % of events 2.5–10 s late (beyond the
+/// out-of-orderness bound), sent live to a new topic of four partitions
+/// while the service, configured by `config_for` with commits 2 s apart,
+/// then by `edit`, is SIGKILLed ten times and started again; returns the run, every record in the order
+/// each partition holds it (the order every run of the service read it
+/// in), and the last service.
 ///
 /// The kill times are the ten-SIGKILL test's: with others (seed 9) Tansu
 /// 0.6 once never assigned the group to the last member (issue #20's
 /// finding 7), while nisshi ran them through.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_sigkills_only_windows_with_late_events_can_differ_when_resent() {
-    let _serial = SERIAL.lock().await;
-    let Some((kafka, prom)) = services().await else {
-        return;
-    };
+async fn crash_with_late_events(
+    kafka: &TestBroker,
+    prom: &Prometheus,
+    topic: &str,
+    edit: impl FnOnce(String) -> String,
+) -> (Run, Vec<ConsumedRecord>, Service) {
     let run = generate(200, 240, 31, |c| GeneratorConfig {
         late_fraction: 0.05,
         late_min_ms: 2500,
@@ -87,32 +86,65 @@ async fn after_sigkills_only_windows_with_late_events_can_differ_when_resent() {
         offline_probability: 0.0,
         ..in_bound(c)
     });
-    let topic = "crash-late";
     kafka.create_topic(topic, 4).await.unwrap();
-    let config = config_for(&run, &kafka, &prom, topic);
+    let config = config_for(&run, kafka, prom, topic);
+    // Commits 2 s apart: most kills fall between a window's acceptance and
+    // the commit that records it, so windows are sent again.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("commit_interval_ms = 200\n", "commit_interval_ms = 2000\n");
+    std::fs::write(&config, edit(text)).unwrap();
     let producer = produce_paced(
-        &kafka,
+        kafka,
         topic,
         run.events.clone(),
         1600,
         Duration::from_secs(1),
     );
-    let kills = 10;
-    let last = crash_repeatedly(&config, kills).await;
+    let last = crash_repeatedly(&config, KILLS).await;
     producer.await.unwrap();
-
-    // Each partition's events in its order, as every run of the service read them.
     let records = kafka
         .consume_all(topic, run.events.len(), Duration::from_secs(60))
         .await
         .unwrap();
     assert_eq!(records.len(), run.events.len());
+    (run, records, last)
+}
+
+const KILLS: usize = 10;
+
+/// The window end of `record`'s event, and the event.
+fn decoded(record: &ConsumedRecord) -> (i64, fleet_core::RawEvent) {
+    let event = decode_event(record.value.as_deref().unwrap()).unwrap();
+    let end = event.timestamp - event.timestamp.rem_euclid(WINDOW_MS) + WINDOW_MS;
+    (end, event)
+}
+
+/// Finding 9 of issue #20, in the single output mode: after a SIGKILL the
+/// windows written since the last commit are computed again from the
+/// replayed partitions, read in another interleaving, so an event late
+/// against the pipeline's watermark (the minimum over partitions, as in
+/// Flink) before the kill may be on time after it, or the reverse. Only
+/// events beyond the out-of-orderness bound can be late: an event can be
+/// late only if an earlier event of its own partition is at least the
+/// bound past its window's end (a partition's watermark bounds the
+/// pipeline's). So every window without such an event holds all its events
+/// whatever the interleaving, and equals the batch computation that drops
+/// nothing; only the others may be written with another value the second
+/// time, which Prometheus refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigkills_only_windows_with_late_events_can_differ_when_resent() {
+    let _serial = SERIAL.lock().await;
+    let Some((kafka, prom)) = services().await else {
+        return;
+    };
+    let (run, records, last) = crash_with_late_events(&kafka, &prom, "crash-late", |t| t).await;
+
     let mut newest: HashMap<i32, i64> = HashMap::new();
     let mut may_be_late: BTreeSet<ExpectedKey> = BTreeSet::new();
     let mut events_beyond_bound = 0;
     for record in &records {
-        let event = decode_event(record.value.as_deref().unwrap()).unwrap();
-        let end = event.timestamp - event.timestamp.rem_euclid(WINDOW_MS) + WINDOW_MS;
+        let (end, event) = decoded(record);
         let newest = newest.entry(record.partition).or_insert(i64::MIN);
         if *newest >= end + OUT_OF_ORDERNESS_MS {
             events_beyond_bound += 1;
@@ -163,17 +195,92 @@ async fn after_sigkills_only_windows_with_late_events_can_differ_when_resent() {
         "a conflict line that names no window: {conflicts:?}"
     );
     eprintln!(
-        "crash-late: {kills} SIGKILLs; {events_beyond_bound} of {} events beyond the bound, in {} of {} windows; \
-         the other {} windows equal the batch computation; {} conflicting samples refused, on {} windows, all among those {}",
+        "crash-late: {KILLS} SIGKILLs; {events_beyond_bound} of {} events beyond the bound, in {} of {} windows; \
+         the other {} windows equal the batch computation; {} refusals of samples sent again logged; \
+         {} conflicting samples refused, on {} windows, all among those {}",
         run.events.len(),
         may_be_late.len(),
         want.len(),
         unaffected.len(),
+        prometheus_log_lines(&prom, "out of order").len(),
         conflicts.len(),
         conflicting.len(),
         may_be_late.len(),
     );
     last.terminate().await;
+}
+
+/// Finding 9 of issue #20, in the partitioned output mode: each partition's
+/// windows close on its own watermark and its late events are judged by it
+/// (docs/SEMANTICS.md), which depends only on the partition's own order, not
+/// on how partitions interleave. Every event that can make a window's
+/// lateness differ is itself in a window not yet written when the offset
+/// was committed, so it is replayed after a kill: a re-sent window is the
+/// one first written. With late events and ten SIGKILLs, every
+/// per-partition series equals the batch computation that drops late events
+/// by each partition's order, and Prometheus refused no conflicting sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_partitioned_mode_a_resent_window_is_the_first_one_after_sigkills() {
+    let _serial = SERIAL.lock().await;
+    let Some((kafka, prom)) = services().await else {
+        return;
+    };
+    let (run, records, last) = crash_with_late_events(&kafka, &prom, "crash-partitioned", |t| {
+        t + "\n[pipeline]\noutput_mode = \"partitioned\"\n"
+    })
+    .await;
+
+    let mut by_partition: BTreeMap<i32, Vec<fleet_core::RawEvent>> = BTreeMap::new();
+    for record in &records {
+        by_partition
+            .entry(record.partition)
+            .or_default()
+            .push(decoded(record).1);
+    }
+    let mut expected: BTreeMap<ExpectedKey, Expected> = BTreeMap::new();
+    let mut late = 0;
+    for (partition, events) in &by_partition {
+        late += oracle::late_event_count(events, WINDOW_MS, OUT_OF_ORDERNESS_MS);
+        let windows =
+            oracle::expected_windows(events, &run.reference, WINDOW_MS, Some(OUT_OF_ORDERNESS_MS));
+        for (_, mut window) in windows {
+            window.model = partitioned_model(&window.model, &partition.to_string());
+            expected.insert(window.key(), window);
+        }
+    }
+    assert!(late > 500, "the run has late events: {late}");
+    assert_prometheus_holds_keyed(&prom, &last, &expected, |labels| {
+        partitioned_model(
+            &model_label(labels),
+            labels.get("kafka_partition").map_or("", String::as_str),
+        )
+    })
+    .await;
+
+    let conflicts = conflicts_logged(&prom);
+    assert!(
+        conflicts.is_empty(),
+        "Prometheus refused conflicting samples: {conflicts:?}"
+    );
+    // Windows were sent again: older than what Prometheus held, refused.
+    let resent = prometheus_log_lines(&prom, "out of order").len();
+    assert!(
+        resent > 0,
+        "no window was sent again: the kills tested nothing"
+    );
+    eprintln!(
+        "crash-partitioned: {KILLS} SIGKILLs; {late} of {} events late by their partition's order; \
+         all {} per-partition windows equal the batch computation; {resent} refusals of samples \
+         sent again logged, none conflicting",
+        run.events.len(),
+        expected.len(),
+    );
+    last.terminate().await;
+}
+
+/// A model joined with its partition: the partitioned mode's series key.
+fn partitioned_model(model: &str, partition: &str) -> String {
+    format!("{model} @ {partition}")
 }
 
 /// The window (end, model, region) of a conflicting sample Prometheus

@@ -1,5 +1,5 @@
 //! Every query of the Grafana dashboards returns data from a real Prometheus
-//! after an end-to-end run: generated events → Tansu → fleet-preprocessor →
+//! after an end-to-end run: generated events → the broker → fleet-preprocessor →
 //! Prometheus, then each panel target's `expr` and each templating query,
 //! with the template variables substituted as Grafana would for "All", is
 //! evaluated as an instant query at the end of the generated data.

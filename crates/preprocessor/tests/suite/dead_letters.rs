@@ -1,6 +1,6 @@
 //! The dead-letter topic end to end (issue #18): malformed messages, records
 //! of vehicles the reference data lacks (dropped by policy) and samples
-//! Prometheus refuses for good all land in a real Tansu topic, with their
+//! Prometheus refuses for good all land in a real Kafka topic, with their
 //! reason and origin in the headers, each counted by cause; every other
 //! window still equals the oracle.
 #![allow(clippy::unwrap_used)] // helpers of the tests below

@@ -1,4 +1,4 @@
-//! Extra dimensions from the reference data, end to end on real Tansu and
+//! Extra dimensions from the reference data, end to end on a real broker and
 //! Prometheus: reference columns named in `reference.dimensions` become
 //! labels and grouping keys of every series, and `windows.max_label_sets`
 //! folds a window's excess label sets into one labelled `other`, counted.
@@ -45,7 +45,7 @@ fn joined_labels(labels: &BTreeMap<String, String>) -> String {
 
 fn config_with(
     run: &Run,
-    kafka: &fleet_testkit::Tansu,
+    kafka: &fleet_testkit::TestBroker,
     prom: &fleet_testkit::Prometheus,
     topic: &str,
     windows: &str,

@@ -1,4 +1,4 @@
-//! The per-vehicle drill-down output, end to end on real Tansu and
+//! The per-vehicle drill-down output, end to end on a real broker and
 //! Prometheus: for the vehicles selected (a deterministic sample of the
 //! fleet, or an allow list), every series equals the vehicle's events (raw)
 //! or their per-window reduction, computed here plainly from the generated

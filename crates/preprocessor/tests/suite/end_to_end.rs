@@ -1,5 +1,6 @@
-//! End to end on real services: generated events → Tansu → fleet-preprocessor
+//! End to end on real services: generated events → the broker → fleet-preprocessor
 //! → Prometheus, compared window by window with the batch oracle.
+#![allow(clippy::unwrap_used)] // helpers of the tests below
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,12 +11,12 @@ use fleet_core::decode_event;
 use fleet_kafka::producer::EventPublisher;
 use fleet_kafka::KafkaConfig;
 use fleet_testkit::oracle::{self, Expected, ExpectedKey};
-use fleet_testkit::{BrokerKind, Prometheus, PrometheusOptions, Tansu};
+use fleet_testkit::{BrokerKind, Prometheus, PrometheusOptions, TestBroker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_events_round_trip_through_kafka_unchanged() {
     let _serial = SERIAL.lock().await;
-    let Some(kafka) = fleet_testkit::tansu_or_skip().await else {
+    let Some(kafka) = fleet_testkit::broker_or_skip().await else {
         return;
     };
     let run = generate(200, 10, 5, |c| c);
@@ -239,7 +240,7 @@ struct GracefulRestart {
 /// starts a second one, which writes up to half of them. The second sends
 /// nothing the first had sent (no write is refused) and skips the replayed
 /// events of windows already written.
-async fn restart_gracefully(kafka: &Tansu, prom: &Prometheus, topic: &str) -> GracefulRestart {
+async fn restart_gracefully(kafka: &TestBroker, prom: &Prometheus, topic: &str) -> GracefulRestart {
     let run = generate(200, 150, 17, in_bound);
     kafka.create_topic(topic, 4).await.unwrap();
     let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
@@ -324,7 +325,7 @@ async fn restarts_leave_no_gap_and_no_conflicting_sample() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_commit_metadata_a_restart_needs_no_companion_group() {
     let _serial = SERIAL.lock().await;
-    let Some(kafka) = fleet_testkit::broker_or_skip(BrokerKind::Noida).await else {
+    let Some(kafka) = fleet_testkit::broker_kind_or_skip(BrokerKind::Noida).await else {
         return;
     };
     let Some(prom) = fleet_testkit::prometheus_or_skip(PrometheusOptions::default()).await else {

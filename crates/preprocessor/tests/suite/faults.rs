@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use fleet_testkit::oracle::{self, Expected, ExpectedKey};
-use fleet_testkit::{BrokerKind, Prometheus, Tansu};
+use fleet_testkit::{BrokerKind, Prometheus, TestBroker};
 
 /// How long the broker stays frozen: beyond the idle timeout (5 s) and the
 /// all-idle close (7 s) several times over, so a rule that took silence for
@@ -38,7 +38,7 @@ impl LiveRun {
     /// with the shipped idleness rules (idle after 5 s, all-idle close 7 s
     /// after a window's end); `edit` changes the configuration's text.
     async fn new(
-        kafka: &Tansu,
+        kafka: &TestBroker,
         prom: &Prometheus,
         topic: &str,
         (seconds, seed): (u64, u64),
@@ -64,7 +64,7 @@ impl LiveRun {
     }
 
     /// Starts sending, in the background (see [`produce_live`]).
-    fn send(&self, kafka: &Tansu, topic: &str) -> tokio::task::JoinHandle<()> {
+    fn send(&self, kafka: &TestBroker, topic: &str) -> tokio::task::JoinHandle<()> {
         produce_live(kafka, topic, self.run.events.clone(), VEHICLES)
     }
 }

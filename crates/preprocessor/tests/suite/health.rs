@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use axum::http::StatusCode;
-use fleet_testkit::Tansu;
+use fleet_testkit::TestBroker;
 
 /// The dashboard whose every query must return data.
 const HEALTH_DASHBOARD: &str =
@@ -66,7 +66,7 @@ async fn readiness_until(
 /// keeps sending (about 30 s), writing to `url`; `remote_write` holds extra
 /// keys of that section.
 async fn processing_service(
-    kafka: &Tansu,
+    kafka: &TestBroker,
     topic: &str,
     url: &str,
     remote_write: &str,
@@ -129,7 +129,7 @@ async fn not_ready_before_partitions_are_assigned() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_while_the_endpoint_refuses_auth_then_ready_when_it_accepts() {
     let _serial = SERIAL.lock().await;
-    let Some(kafka) = fleet_testkit::tansu_or_skip().await else {
+    let Some(kafka) = fleet_testkit::broker_or_skip().await else {
         return;
     };
     let port = fleet_testkit::free_port().unwrap();
@@ -169,7 +169,7 @@ async fn not_ready_while_the_endpoint_refuses_auth_then_ready_when_it_accepts() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_when_the_endpoint_is_unreachable_past_the_grace_then_ready() {
     let _serial = SERIAL.lock().await;
-    let Some(kafka) = fleet_testkit::tansu_or_skip().await else {
+    let Some(kafka) = fleet_testkit::broker_or_skip().await else {
         return;
     };
     // Nobody listens on the port until the endpoint "recovers".
@@ -207,7 +207,7 @@ async fn not_ready_when_the_endpoint_is_unreachable_past_the_grace_then_ready() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_when_the_broker_goes_away_past_the_progress_timeout() {
     let _serial = SERIAL.lock().await;
-    let Some(kafka) = fleet_testkit::tansu_or_skip().await else {
+    let Some(kafka) = fleet_testkit::broker_or_skip().await else {
         return;
     };
     let port = fleet_testkit::free_port().unwrap();

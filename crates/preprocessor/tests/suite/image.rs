@@ -1,5 +1,5 @@
 //! The container image against real services, as it is deployed: the
-//! image's `fleet-generator` writes a fleet to Tansu, the image's service
+//! image's `fleet-generator` writes a fleet to the broker, the image's service
 //! reads it configured by `FLEET__*` variables alone, on a read-only root
 //! filesystem, and every window in Prometheus equals the batch oracle.
 //!
@@ -157,7 +157,7 @@ fn committed_total(bootstrap: &str, group: &str, topic: &str, partitions: i32) -
 async fn the_images_generator_and_service_equal_the_batch_computation() {
     let _serial = SERIAL.lock().await;
     let engine = Engine::from_env();
-    let (kafka, prom) = services().await.expect("Tansu and Prometheus");
+    let (kafka, prom) = services().await.expect("a broker and Prometheus");
     let (vehicles, seconds, seed) = (200, 60, 29);
     let fleet = RecentFleet::new(vehicles, seed, in_bound);
     let events = vehicles * seconds;

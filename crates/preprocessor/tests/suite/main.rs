@@ -1,5 +1,5 @@
 //! The service's integration tests, one module per concern, linked into one
-//! test binary: the real `fleet-preprocessor` binary against real Tansu and
+//! test binary: the real `fleet-preprocessor` binary against a real broker and
 //! Prometheus started on loopback (see `common`), compared with the batch
 //! oracle of fleet-testkit.
 //!

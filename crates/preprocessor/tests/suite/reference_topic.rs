@@ -1,4 +1,4 @@
-//! Reference data from a compacted Kafka topic, end to end on real Tansu and
+//! Reference data from a compacted Kafka topic, end to end on a real broker and
 //! Prometheus: the service is not ready until it has read the topic, then
 //! follows it while events flow. Vehicles re-registered under another model
 //! are counted under the new model from the next events on, and retired
@@ -13,7 +13,7 @@ use crate::common::*;
 use fleet_kafka::producer::EventPublisher;
 use fleet_testkit::oracle;
 
-fn publisher(kafka: &fleet_testkit::Tansu, topic: &str) -> EventPublisher {
+fn publisher(kafka: &fleet_testkit::TestBroker, topic: &str) -> EventPublisher {
     EventPublisher::new(&fleet_kafka::KafkaConfig {
         brokers: kafka.bootstrap_servers(),
         topic: topic.into(),

@@ -1,5 +1,5 @@
 //! Declared input and metrics end to end (issue #17): the generator's wide
-//! records → Tansu → fleet-preprocessor configured with the wide example's
+//! records → the broker → fleet-preprocessor configured with the wide example's
 //! `[input]` and `[[metrics]]` → Prometheus, compared series by series with
 //! the declared batch oracle of fleet-testkit (`oracle::declared`), which
 //! reads the same configuration file but shares no code with the service.
@@ -283,7 +283,7 @@ fn same_quantile(a: f64, b: f64) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wide_records_through_tansu_and_prometheus_equal_the_declared_oracle() {
+async fn wide_records_through_kafka_and_prometheus_equal_the_declared_oracle() {
     let _serial = SERIAL.lock().await;
     let Some((kafka, prom)) = services().await else {
         return;

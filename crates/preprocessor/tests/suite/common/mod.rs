@@ -11,7 +11,7 @@ use std::time::Duration;
 use fleet_core::RawEvent;
 use fleet_generator::{EventGenerator, Fleet, GeneratorConfig};
 use fleet_testkit::oracle::{self, Expected, ExpectedKey};
-use fleet_testkit::{ExposedSample, Prometheus, PrometheusOptions, Tansu};
+use fleet_testkit::{ExposedSample, Prometheus, PrometheusOptions, TestBroker};
 
 /// The output metrics of the design.
 pub const METRICS: [&str; 9] = [
@@ -120,7 +120,7 @@ pub fn generate_live(
 /// reaches it, in arrival order. What comes due while a send waits (a broker
 /// that does not answer) goes with the next send.
 pub fn produce_live(
-    kafka: &Tansu,
+    kafka: &TestBroker,
     topic: &str,
     events: Vec<RawEvent>,
     vehicles: usize,
@@ -575,14 +575,14 @@ pub async fn assert_none_late_or_refused(prom: &Prometheus, service: &Service) {
 
 /// A real broker and a real Prometheus, or `None` (after saying why) when the
 /// tests may skip and one of them is not installed.
-pub async fn services() -> Option<(Tansu, Prometheus)> {
-    let kafka = fleet_testkit::tansu_or_skip().await?;
+pub async fn services() -> Option<(TestBroker, Prometheus)> {
+    let kafka = fleet_testkit::broker_or_skip().await?;
     let prom = fleet_testkit::prometheus_or_skip(PrometheusOptions::default()).await?;
     Some((kafka, prom))
 }
 
 /// The configuration of a service that reads `topic` and writes to `prom`.
-pub fn config_for(run: &Run, kafka: &Tansu, prom: &Prometheus, topic: &str) -> PathBuf {
+pub fn config_for(run: &Run, kafka: &TestBroker, prom: &Prometheus, topic: &str) -> PathBuf {
     service_config(
         run.dir.path(),
         &kafka.bootstrap_servers(),
@@ -594,7 +594,7 @@ pub fn config_for(run: &Run, kafka: &Tansu, prom: &Prometheus, topic: &str) -> P
 }
 
 /// The fleet's producer of events to `topic`.
-fn publisher(kafka: &Tansu, topic: &str) -> fleet_kafka::producer::EventPublisher {
+fn publisher(kafka: &TestBroker, topic: &str) -> fleet_kafka::producer::EventPublisher {
     fleet_kafka::producer::EventPublisher::new(&fleet_kafka::KafkaConfig {
         brokers: kafka.bootstrap_servers(),
         topic: topic.into(),
@@ -606,7 +606,7 @@ fn publisher(kafka: &Tansu, topic: &str) -> fleet_kafka::producer::EventPublishe
 /// Produces `events` to `topic` in chunks, one chunk every `every`, in the
 /// background: the fleet keeps sending while a test does things to the service.
 pub fn produce_paced(
-    kafka: &Tansu,
+    kafka: &TestBroker,
     topic: &str,
     events: Vec<RawEvent>,
     chunk: usize,
@@ -624,10 +624,15 @@ pub fn produce_paced(
 /// The refusals of conflicting samples (another value for a timestamp it
 /// already had) that Prometheus logged.
 pub fn conflicts_logged(prom: &Prometheus) -> Vec<String> {
+    prometheus_log_lines(prom, "duplicate sample for timestamp")
+}
+
+/// The lines of Prometheus's log that contain `text`.
+pub fn prometheus_log_lines(prom: &Prometheus, text: &str) -> Vec<String> {
     std::fs::read_to_string(prom.log_path())
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.contains("duplicate sample for timestamp"))
+        .filter(|l| l.contains(text))
         .map(String::from)
         .collect()
 }
@@ -702,8 +707,8 @@ pub fn rule_expressions(rules_yaml: &str) -> Vec<String> {
 /// Like [`services`], with Prometheus also scraping the service's `/metrics`
 /// (job `fleet`) on the returned port from the start: pass the port to
 /// [`Service::start_with_port`].
-pub async fn observed_services() -> Option<(Tansu, Prometheus, u16)> {
-    let kafka = fleet_testkit::tansu_or_skip().await?;
+pub async fn observed_services() -> Option<(TestBroker, Prometheus, u16)> {
+    let kafka = fleet_testkit::broker_or_skip().await?;
     let port = fleet_testkit::free_port().unwrap();
     let options = PrometheusOptions::default().scrape(format!("127.0.0.1:{port}"));
     let prom = fleet_testkit::prometheus_or_skip(options).await?;

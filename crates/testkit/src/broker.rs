@@ -1,8 +1,15 @@
-//! A real Kafka-compatible broker for tests: Tansu with in-memory storage.
+//! A real Kafka-compatible broker for tests: nisshi by default, Tansu or
+//! noida-db on request (`FLEET_TEST_BROKER`).
 //!
-//! Each [`Tansu`] is its own cluster on its own port, so tests never share
-//! topics or consumer groups. Topics, producing and reading back are the
-//! broker-independent [`KafkaClient`]'s, which a `Tansu` dereferences to.
+//! nisshi 0.8.1, Tansu 0.6's successor, is the default because it is the
+//! more faithful: it answers ListOffsets' high watermark and offsets-for-times
+//! as Kafka does, refuses commits from a member that lost its partitions, and
+//! assigns a group again after a session expired while the broker was stalled
+//! (Tansu never does). Tansu stays for the tests that pin its own behaviour
+//! and as the broker the service must keep working on (docs/SCALING.md,
+//! "Brokers"). Each [`TestBroker`] is its own cluster on its own port, so
+//! tests never share topics or consumer groups. Topics, producing and reading back are the
+//! broker-independent [`KafkaClient`]'s, which a `TestBroker` dereferences to.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,11 +19,9 @@ use crate::kafka::KafkaClient;
 use crate::process::{self, LocalService, ServiceProcess};
 use crate::{unique_name, TestkitError};
 
-const SERVICE: &str = "tansu";
-
-/// Tansu reads these from the environment; a developer's shell must not
+/// Tansu and nisshi read these from the environment; a developer's shell must not
 /// redirect the test broker (`tansu broker --help` lists them).
-const TANSU_ENV: [&str; 6] = [
+const BROKER_ENV: [&str; 6] = [
     "LISTENER_URL",
     "ADVERTISED_LISTENER_URL",
     "STORAGE_ENGINE",
@@ -28,14 +33,13 @@ const TANSU_ENV: [&str; 6] = [
 /// How long the broker has to come up; it is normally ready in milliseconds.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A Tansu broker running as a child process; killed on drop. It
+/// A test broker running as a child process; killed on drop. It
 /// dereferences to a [`KafkaClient`] of itself (`create_topic`,
 /// `produce_json`, `consume_all`…).
-pub type Tansu = LocalService<KafkaClient>;
+pub type TestBroker = LocalService<KafkaClient>;
 
-/// Which broker the tests start: Tansu 0.6, its successor nisshi
-/// (`FLEET_TEST_BROKER=nisshi`), which answers ListOffsets and
-/// offsets-for-times like Kafka, or noida-db (`FLEET_TEST_BROKER=noida`),
+/// Which broker the tests start: nisshi 0.8.1 (the default), Tansu 0.6
+/// (`FLEET_TEST_BROKER=tansu`), or noida-db (`FLEET_TEST_BROKER=noida`),
 /// which also keeps offset-commit metadata as Kafka does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BrokerKind {
@@ -49,16 +53,22 @@ pub enum BrokerKind {
 }
 
 impl BrokerKind {
-    /// The broker `FLEET_TEST_BROKER` names; Tansu by default.
+    /// The broker `FLEET_TEST_BROKER` names; nisshi by default.
+    ///
+    /// # Panics
+    /// When it names no broker: a mistyped name must not test another.
     pub fn configured() -> BrokerKind {
         match std::env::var("FLEET_TEST_BROKER").as_deref() {
-            Ok("nisshi") => BrokerKind::Nisshi,
+            Ok("nisshi") | Ok("") | Err(_) => BrokerKind::Nisshi,
+            Ok("tansu") => BrokerKind::Tansu,
             Ok("noida") => BrokerKind::Noida,
-            _ => BrokerKind::Tansu,
+            Ok(other) => panic!(
+                "FLEET_TEST_BROKER = {other:?}: expected nisshi (the default), tansu or noida"
+            ),
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             BrokerKind::Tansu => "tansu",
             BrokerKind::Nisshi => "nisshi",
@@ -89,22 +99,22 @@ impl BrokerKind {
     }
 }
 
-impl Tansu {
+impl TestBroker {
     /// Finds the binary of the broker [`BrokerKind::configured`] names.
     pub fn binary() -> Result<PathBuf, TestkitError> {
         BrokerKind::configured().binary()
     }
 
-    /// Starts the broker `FLEET_TEST_BROKER` names (see [`Tansu::start_kind`]).
-    pub async fn start() -> Result<Tansu, TestkitError> {
+    /// Starts the broker `FLEET_TEST_BROKER` names (see [`TestBroker::start_kind`]).
+    pub async fn start() -> Result<TestBroker, TestkitError> {
         Self::start_kind(BrokerKind::configured()).await
     }
 
     /// Starts a broker of `kind` with storage of its own on a free loopback
     /// port and waits until it answers a Kafka metadata request.
-    pub async fn start_kind(kind: BrokerKind) -> Result<Tansu, TestkitError> {
+    pub async fn start_kind(kind: BrokerKind) -> Result<TestBroker, TestkitError> {
         let binary = kind.binary()?;
-        process::start_with_retries(SERVICE, || async {
+        process::start_with_retries(kind.name(), || async {
             let port = process::free_port()?;
             let mut client = KafkaClient::new(format!("127.0.0.1:{port}"));
             if kind == BrokerKind::Noida {
@@ -127,14 +137,14 @@ impl Tansu {
 /// Starts a broker of `kind` listening on loopback `port` and advertising
 /// `advertised` (a `tcp://host:port` URL: itself, or a proxy in front of
 /// it; noida-db advertises itself only), ready once its plain port answers
-/// a metadata request; `client` is what the returned [`Tansu`] dereferences to.
+/// a metadata request; `client` is what the returned [`TestBroker`] dereferences to.
 pub(crate) async fn spawn_broker(
     binary: &Path,
     kind: BrokerKind,
     port: u16,
     advertised: &str,
     client: KafkaClient,
-) -> Result<Tansu, TestkitError> {
+) -> Result<TestBroker, TestkitError> {
     let url = format!("tcp://127.0.0.1:{port}");
     let dir = ServiceProcess::temp_dir(kind.name())?;
     let mut command = Command::new(binary);
@@ -156,7 +166,7 @@ pub(crate) async fn spawn_broker(
     if kind == BrokerKind::Nisshi {
         command.args(["--group-initial-rebalance-delay", "0s"]);
     }
-    for name in TANSU_ENV {
+    for name in BROKER_ENV {
         command.env_remove(name);
     }
     // A TCP connection first, then a metadata answer listing a broker, on
@@ -175,5 +185,5 @@ pub(crate) async fn spawn_broker(
     let process = ServiceProcess::spawn(kind.name(), command, dir)?
         .wait_ready(READY_TIMEOUT, Duration::from_millis(50), probe)
         .await?;
-    Ok(Tansu::new(process, client))
+    Ok(TestBroker::new(process, client))
 }
