@@ -209,8 +209,11 @@ impl TumblingWindows {
 
     /// The input restarts from the committed offsets: drops every open
     /// window (its events come again) and returns how many there were.
-    /// Windows ending at or before `written_through`, or already emitted by
-    /// this instance, are skipped from now on and never emitted again.
+    /// Windows ending at or before `written_through` are skipped from now on
+    /// and never emitted again. Windows this instance emitted after it are
+    /// built again: the revocation that comes before a new assignment
+    /// drops the batches the sink had not taken (`RevocationFence`), and the
+    /// boundary committed then is the end of the last one accepted.
     pub fn rewind(&mut self, written_through: Option<TimestampMs>) -> usize {
         let dropped = self.open.len();
         while let Some(window) = self.open.pop_front() {
@@ -220,20 +223,9 @@ impl TumblingWindows {
             drilldown.clear();
         }
         self.next_offsets.clear();
-        let emitted = self
-            .watermark
-            .map(|w| self.spec.start_of(w.0.saturating_add(1)));
-        let through = [self.resumed_through, written_through, emitted]
-            .into_iter()
-            .flatten()
-            .max();
-        if let Some(through) = through {
-            self.resumed_through = Some(through);
-            let closing = Watermark(through.saturating_sub(1));
-            if self.watermark.is_none_or(|w| w < closing) {
-                self.watermark = Some(closing);
-            }
-        }
+        let through = self.resumed_through.max(written_through);
+        self.resumed_through = through;
+        self.watermark = through.map(|t| Watermark(t.saturating_sub(1)));
         dropped
     }
 

@@ -265,7 +265,7 @@ fn rewind_drops_open_windows_and_skips_written_ones() {
     let mut w = windows_with_groups();
     w.record(&ev(0, 1, 0, EventType::IcRpm, 12_000, 5));
     w.advance(Watermark(4_999));
-    assert_eq!(w.rewind(None), 1);
+    assert_eq!(w.rewind(Some(5_000)), 1);
     // The event comes again and is counted once.
     assert_eq!(
         w.record(&ev(0, 1, 0, EventType::IcRpm, 12_000, 5)),
@@ -278,6 +278,33 @@ fn rewind_drops_open_windows_and_skips_written_ones() {
     let out = w.advance(Watermark::END_OF_INPUT);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].events, 1);
+}
+
+/// Issue #20: a partition revoked and assigned again to the same instance
+/// while it was catching up lost the windows it had emitted past the
+/// committed boundary, which the revocation had dropped unsent: the rewind
+/// skipped everything this instance had emitted.
+#[test]
+fn rewind_builds_again_what_was_emitted_past_the_written_boundary() {
+    let mut w = windows_with_groups();
+    w.record(&ev(0, 1, 0, EventType::IcRpm, 1_000, 5));
+    w.record(&ev(1, 1, 0, EventType::IcRpm, 6_000, 7));
+    assert_eq!(w.advance(Watermark(9_999)).len(), 2);
+    // Only the first window was accepted before the revocation.
+    w.rewind(Some(5_000));
+    assert_eq!(
+        w.record(&ev(0, 1, 0, EventType::IcRpm, 1_000, 5)),
+        Admit::AlreadyWritten
+    );
+    assert_eq!(
+        w.record(&ev(1, 1, 0, EventType::IcRpm, 6_000, 7)),
+        Admit::Counted,
+        "emitted, but not written"
+    );
+    let out = w.advance(Watermark(9_999));
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].window_start, out[0].events), (5_000, 1));
+    assert_eq!(w.checkpoint().closed_through, Some(10_000));
 }
 
 #[test]

@@ -249,14 +249,17 @@ impl Assignment {
         for (p, position) in self.owned.iter_mut() {
             let lag = ends.end(p).and_then(|end| position.lag(end));
             let confirmed = ends.confirmed_recently(p, now);
+            let rewinding = position.rewinding();
             survey
                 .caught_up
-                .push((p, confirmed && lag.is_none_or(|lag| lag == 0)));
-            let Some(lag) = lag else {
-                continue;
-            };
-            survey.lags.push((p, lag));
-            if lag > 0 && fetching {
+                .push((p, confirmed && !rewinding && lag.is_none_or(|lag| lag == 0)));
+            if let Some(lag) = lag {
+                survey.lags.push((p, lag));
+            }
+            // A rewind's fetch is suspect even where the end says nothing
+            // waits (see the fetch guard).
+            let waiting = lag.is_some_and(|lag| lag > 0) || (rewinding && lag.is_some());
+            if waiting && fetching {
                 if let Some(target) = position.silent(now, silent_after) {
                     survey.rewinds.push((p, target));
                 }
@@ -534,6 +537,42 @@ mod tests {
             a.survey(&ends, true, after, later).rewinds,
             vec![(0, 5000 - 1024)]
         );
+    }
+
+    /// Tansu's end offset stops at the start of its last batch, so a rewind
+    /// into that batch sees nothing waiting, and its fetch nothing at all.
+    #[test]
+    fn a_silent_rewound_fetch_is_rewound_further_where_the_end_says_nothing_waits() {
+        let t0 = Instant::now();
+        let after = Duration::from_secs(1);
+        let mut a = Assignment::new(OutputMode::Partitioned);
+        a.assign(
+            &[AssignedPartition::committed(0, Some(5000), None)],
+            None,
+            0,
+            t0,
+        );
+        let mut ends = BrokerEnds::default();
+        ends.confirmed(0, 4001, t0);
+        assert_eq!(a.judge(0, 5600, t0), Some(Judgement::Rewind(5000 - 1024)));
+        let survey = a.survey(&ends, true, after, t0 + Duration::from_millis(500));
+        assert_eq!(survey.lags, vec![(0, 0)]);
+        assert_eq!(survey.rewinds, vec![], "not silent long enough yet");
+        assert_eq!(
+            survey.caught_up,
+            vec![(0, false)],
+            "rewinding: not caught up"
+        );
+        let later = t0 + Duration::from_secs(1);
+        ends.confirmed(0, 4001, later);
+        assert_eq!(
+            a.survey(&ends, true, after, later).rewinds,
+            vec![(0, 5000 - 2048)]
+        );
+        assert_eq!(a.judge(0, 4500, later), Some(Judgement::Duplicate));
+        assert_eq!(a.judge(0, 5000, later), Some(Judgement::Take));
+        let survey = a.survey(&ends, true, after, later + Duration::from_secs(5));
+        assert_eq!(survey.rewinds, vec![], "the asked offset came");
     }
 
     #[test]

@@ -16,7 +16,10 @@
 //! answers with nothing at all, so no message ever shows the skip. The source
 //! then asks [`FetchGuard::silent`] whether a fetch that the broker's end
 //! offset says should have delivered has stayed silent too long, and rewinds
-//! the same way.
+//! the same way. A rewound fetch that stays silent is rewound further even
+//! when the end offset says nothing waits: Tansu's stops at the start of its
+//! last batch, so after a rewind into that batch, with nothing produced
+//! after it, neither a message nor the end offset would ever show the skip.
 
 use std::time::Duration;
 
@@ -90,9 +93,15 @@ impl FetchGuard {
         Verdict::RewindTo(e.rewind(now))
     }
 
-    /// The partition has had messages waiting on the broker (its end offset
-    /// is past what was delivered) since at least `after` ago, yet the fetch
-    /// asked for has delivered nothing: where to rewind, if so.
+    /// Whether the broker has skipped past the offset asked for and the
+    /// rewound fetch has not yet delivered it.
+    pub(super) fn rewinding(&self) -> bool {
+        self.pending.is_some_and(|e| e.rewound_to.is_some())
+    }
+
+    /// The fetch asked for has delivered nothing for `after`, while the
+    /// partition had messages waiting (its end offset past what was
+    /// delivered) or the fetch was a rewind: where to rewind, if so.
     pub(super) fn silent(&mut self, now: Instant, after: Duration) -> Option<i64> {
         let e = self.pending.as_mut()?;
         if now.saturating_duration_since(e.since) < after || e.rewound_to == Some(0) {
@@ -129,6 +138,18 @@ mod tests {
             Verdict::Accept,
             "checked once per fetch start"
         );
+    }
+
+    #[test]
+    fn a_rewound_fetch_is_rewinding_until_the_asked_offset_comes() {
+        let now = Instant::now();
+        let mut g = FetchGuard::default();
+        g.expect(5000, now);
+        assert!(!g.rewinding(), "a first fetch is not a rewind");
+        assert_eq!(g.check(5600, now), Verdict::RewindTo(5000 - 1024));
+        assert!(g.rewinding());
+        assert_eq!(g.check(4000, now), Verdict::Accept);
+        assert!(!g.rewinding());
     }
 
     #[test]

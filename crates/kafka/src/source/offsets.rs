@@ -110,6 +110,11 @@ impl Position {
     pub(super) fn silent(&mut self, now: Instant, after: Duration) -> Option<i64> {
         self.guard.silent(now, after)
     }
+
+    /// Whether a rewound fetch has yet to deliver the offset asked for.
+    pub(super) fn rewinding(&self) -> bool {
+        self.guard.rewinding()
+    }
 }
 
 #[cfg(test)]
