@@ -129,16 +129,9 @@ install_nisshi() {
 }
 
 # Prints the path of a crabka-schema-registry that answers `--help`, or nothing.
+# Its admin server binds 0.0.0.0:9404 even for --help unless told otherwise.
 working_registry() {
-    local candidate
-    for candidate in "$(command -v crabka-schema-registry 2>/dev/null || true)" "${CARGO_HOME:-$HOME/.cargo}/bin/crabka-schema-registry"; do
-        # Its admin server binds 0.0.0.0:9404 even for --help unless told otherwise.
-        if [ -n "$candidate" ] && [ -x "$candidate" ] \
-            && CRABKA_ADMIN_LISTEN_ADDR=127.0.0.1:0 "$candidate" --help >/dev/null 2>&1; then
-            printf '%s\n' "$candidate"
-            return 0
-        fi
-    done
+    CRABKA_ADMIN_LISTEN_ADDR=127.0.0.1:0 working_cargo_binary crabka-schema-registry
 }
 
 install_schema_registry() {

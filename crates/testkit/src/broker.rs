@@ -3,13 +3,14 @@
 //!
 //! nisshi 0.8.1, Tansu 0.6's successor, is the default because it is the
 //! more faithful: it answers ListOffsets' high watermark and offsets-for-times
-//! as Kafka does, refuses commits from a member that lost its partitions, and
-//! assigns a group again after a session expired while the broker was stalled
-//! (Tansu never does). Tansu stays for the tests that pin its own behaviour
-//! and as the broker the service must keep working on (docs/SCALING.md,
-//! "Brokers"). Each [`TestBroker`] is its own cluster on its own port, so
-//! tests never share topics or consumer groups. Topics, producing and reading back are the
-//! broker-independent [`KafkaClient`]'s, which a `TestBroker` dereferences to.
+//! as Kafka does (`tests/services.rs` checks both brokers), answers a fetch
+//! from inside a record batch, and assigns a group again after a session
+//! expired while the broker was stalled (Tansu never does). Tansu stays for
+//! the tests that pin its own behaviour and as the broker the service must
+//! keep working on (docs/SCALING.md, "Brokers"). Each [`TestBroker`] is its
+//! own cluster on its own port, so tests never share topics or consumer
+//! groups. Topics, producing and reading back are the broker-independent
+//! [`KafkaClient`]'s, which a `TestBroker` dereferences to.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -258,8 +258,7 @@ impl Assignment {
             }
             // A rewind's fetch is suspect even where the end says nothing
             // waits (see the fetch guard).
-            let waiting = lag.is_some_and(|lag| lag > 0) || (rewinding && lag.is_some());
-            if waiting && fetching {
+            if fetching && lag.is_some_and(|lag| lag > 0 || rewinding) {
                 if let Some(target) = position.silent(now, silent_after) {
                     survey.rewinds.push((p, target));
                 }
