@@ -4,7 +4,8 @@
 //! series they write add up, per (window, model, region), to the batch
 //! computation — and Prometheus refused no write outside the partitions the
 //! killed instance's replay or a double assignment by the broker explain:
-//! every revocation fenced the sink (docs/SCALING.md).
+//! every revocation fenced the sink (docs/SCALING.md). A second test
+//! rebalances three times while a backlog is worked off.
 #![allow(clippy::unwrap_used)] // helpers of the test below
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -373,4 +374,109 @@ fn log_times_and_overlaps_are_read() {
     assert_eq!(overlapping(&owned), [(8, 50, 100)]);
     let log = r#"2026-11-24T07:36:27.791419Z  WARN fleet_remote_write::metrics: Remote-write samples dropped. reason="out_of_order" samples=196 detail="first ic_engine_rpm_sum{kafka_partition=\"3\",model=\"Aurelis\",region=\"ES\"} @ 1795504575000; endpoint: 400 Bad Request: out of order sample""#;
     assert_eq!(out_of_order_partitions_in(log), [3]);
+}
+
+/// Prometheus's `vehicles_reporting` samples (one per partition, window and
+/// group) between `start` and `end`.
+async fn samples_written(prom: &Prometheus, start: i64, end: i64) -> usize {
+    wait_for_windows(prom, start, end, 0, Duration::ZERO).await
+}
+
+/// Rebalances while a backlog is worked off: one instance starts on a topic
+/// that already holds ten minutes of a fleet, with a sink slowed to small
+/// requests, so closed windows are waiting for the sink whenever the group
+/// rebalances. A second and a third instance join, then the first stops
+/// gracefully: every eager rebalance revokes every partition, the fence drops
+/// the windows the sink had not taken, and the partitions' next owner (often
+/// the same instance) must build them again from the committed boundary.
+/// Every window must be written once, exact, by partition and summed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalances_while_catching_up_lose_and_repeat_nothing() {
+    let _serial = SERIAL.lock().await;
+    let Some((kafka, prom)) = services().await else {
+        return;
+    };
+    let run = generate(300, 600, 43, in_bound);
+    kafka.create_topic("backlog12", PARTITIONS).await.unwrap();
+    let expected: BTreeMap<ExpectedKey, Expected> =
+        oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
+    let (start, end) = time_range(&expected);
+    let config = config_for(&run, &kafka, &prom, "backlog12");
+    scale_out_config(&config);
+    let toml = std::fs::read_to_string(&config).unwrap().replace(
+        "[remote_write]\n",
+        "[remote_write]\nmax_samples_per_request = 5\nshards = 1\n",
+    );
+    std::fs::write(&config, toml).unwrap();
+    let refused_before = refused_writes(&prom).await;
+    produce_paced(&kafka, "backlog12", run.events.clone(), 20_000, Duration::ZERO)
+        .await
+        .unwrap();
+
+    let mut instances = vec![Service::start(&config)];
+    settle(&instances, "the first instance").await;
+    wait_for_some_windows(&prom, start, end, 500).await;
+    let mut written_at_rebalance = Vec::new();
+    for stage in ["a second instance", "a third instance"] {
+        written_at_rebalance.push(samples_written(&prom, start, end).await);
+        instances.push(Service::start(&config));
+        settle(&instances, stage).await;
+    }
+    written_at_rebalance.push(samples_written(&prom, start, end).await);
+    let mut first = instances.remove(0);
+    first.stop_gracefully().await;
+    settle(&instances, "after the first one stopped").await;
+
+    let want = oracle::expected_samples(&expected, "");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let (mut got, mut partitions) = summed_over_partitions(&prom, start, end).await;
+    while got != want && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        (got, partitions) = summed_over_partitions(&prom, start, end).await;
+    }
+    let logs: String = std::iter::once(&first)
+        .chain(&instances)
+        .map(|s| format!("--- {}\n{}\n", s.log.display(), s.log_events()))
+        .collect();
+    let total = samples_written(&prom, start, end).await;
+    eprintln!(
+        "vehicles_reporting samples written when each rebalance began: {written_at_rebalance:?} of {total}"
+    );
+    if got != want {
+        eprintln!("Windows differ; logs:\n{logs}");
+    }
+    assert_samples_equal(&got, &expected);
+    assert_eq!(partitions, 12, "every partition wrote its own series");
+    assert!(
+        written_at_rebalance.iter().all(|n| *n < total),
+        "every rebalance came while the backlog was being worked off: {written_at_rebalance:?} of {total}"
+    );
+    let conflicts = conflicts_logged(&prom);
+    assert!(
+        conflicts.is_empty(),
+        "two writes of one window differ:\n{}",
+        conflicts.join("\n")
+    );
+    // Nothing was killed, so a window is sent twice only where the broker
+    // let two instances own a partition at once.
+    let refused = refused_writes(&prom).await - refused_before;
+    if refused > 0.0 {
+        let mut ownership = ownership_intervals(&first, None);
+        for s in &instances {
+            ownership.extend(ownership_intervals(s, None));
+        }
+        let overlaps = overlapping(&ownership);
+        let dropped: BTreeSet<i32> = std::iter::once(&first)
+            .chain(&instances)
+            .flat_map(out_of_order_partitions)
+            .collect();
+        let owned_twice: BTreeSet<i32> = overlaps.iter().map(|o| o.0).collect();
+        assert!(
+            dropped.is_subset(&owned_twice),
+            "{refused} write requests refused in partitions {dropped:?}, owned twice only in {owned_twice:?}; logs:\n{logs}"
+        );
+    }
+    for s in instances {
+        s.terminate().await;
+    }
 }
