@@ -253,8 +253,25 @@ async fn a_flood_of_malformed_messages_is_counted_and_the_rest_is_exact() {
         sent.values().sum::<usize>(),
         flood_started.elapsed().as_millis()
     );
+    // Issue #20's finding 5: the probe saw consumption stand still for 12 s
+    // after such a flood. The longest time without a good event read while
+    // the fleet kept sending (one second of it every 200 ms) shows a stall.
+    let mut longest_still = Duration::ZERO;
+    let (mut read, mut read_at) = (-1.0, tokio::time::Instant::now());
+    while !producer.is_finished() {
+        let now_read = service.metric("fleet_source_events_total", &[]).await;
+        if now_read != read {
+            (read, read_at) = (now_read, tokio::time::Instant::now());
+        }
+        longest_still = longest_still.max(read_at.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     producer.await.unwrap();
     let fleet_done = tokio::time::Instant::now();
+    println!(
+        "flood: longest time without a good event read while the fleet sent: {} ms",
+        longest_still.as_millis()
+    );
 
     assert_prometheus_holds(&prom, &service, &live.expected).await;
     let mut counted = std::collections::BTreeMap::new();

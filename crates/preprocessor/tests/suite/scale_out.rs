@@ -72,6 +72,33 @@ async fn summed_over_partitions(
     (got, partitions.len())
 }
 
+/// [`summed_over_partitions`] once it equals `want`, or after `seconds`.
+async fn summed_once_equal(
+    prom: &Prometheus,
+    start_ms: i64,
+    end_ms: i64,
+    want: &BTreeMap<ExpectedKey, BTreeMap<String, f64>>,
+    seconds: u64,
+) -> (BTreeMap<ExpectedKey, BTreeMap<String, f64>>, usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let (got, partitions) = summed_over_partitions(prom, start_ms, end_ms).await;
+        if got == *want || tokio::time::Instant::now() >= deadline {
+            return (got, partitions);
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+}
+
+/// The warnings, errors and ownership changes of `services`, each under
+/// its log's name.
+fn logs_of<'a>(services: impl IntoIterator<Item = &'a Service>) -> String {
+    services
+        .into_iter()
+        .map(|s| format!("--- {}\n{}\n", s.log.display(), s.log_events()))
+        .collect()
+}
+
 /// The group's session timeout in these tests, ms.
 ///
 /// Tansu 0.6 holds every follower's JoinGroup for 3 s and counts only
@@ -165,16 +192,8 @@ async fn three_instances_partitioned_add_up_to_the_batch_computation() {
     producer.await.unwrap();
 
     let want = oracle::expected_samples(&expected, "");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    let (mut got, mut partitions) = summed_over_partitions(&prom, start, end).await;
-    while got != want && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-        (got, partitions) = summed_over_partitions(&prom, start, end).await;
-    }
-    let logs: String = std::iter::once(&stopped)
-        .chain(&instances)
-        .map(|s| format!("--- {}\n{}\n", s.log.display(), s.log_events()))
-        .collect();
+    let (got, partitions) = summed_once_equal(&prom, start, end, &want, 120).await;
+    let logs = logs_of(std::iter::once(&stopped).chain(&instances));
     if got != want {
         eprintln!("Windows differ; logs:\n{logs}");
     }
@@ -433,16 +452,8 @@ async fn rebalances_while_catching_up_lose_and_repeat_nothing() {
     settle(&instances, "after the first one stopped").await;
 
     let want = oracle::expected_samples(&expected, "");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    let (mut got, mut partitions) = summed_over_partitions(&prom, start, end).await;
-    while got != want && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(1000)).await;
-        (got, partitions) = summed_over_partitions(&prom, start, end).await;
-    }
-    let logs: String = std::iter::once(&first)
-        .chain(&instances)
-        .map(|s| format!("--- {}\n{}\n", s.log.display(), s.log_events()))
-        .collect();
+    let (got, partitions) = summed_once_equal(&prom, start, end, &want, 180).await;
+    let logs = logs_of(std::iter::once(&first).chain(&instances));
     let total = samples_written(&prom, start, end).await;
     eprintln!(
         "vehicles_reporting samples written when each rebalance began: {written_at_rebalance:?} of {total}"
