@@ -4,7 +4,8 @@
 //! counted twice) and Prometheus never saw a conflicting sample (a different
 //! value for a timestamp it already had). Two more runs with late events
 //! show, per output mode, when a window sent again after a kill can differ
-//! from its first copy (issue #20's finding 9).
+//! from its first copy (issue #20's finding 9). One more runs the first on a
+//! broker that keeps commit metadata.
 #![allow(clippy::unwrap_used)] // helpers of the tests below
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -15,7 +16,7 @@ use crate::common::*;
 use fleet_core::decode_event;
 use fleet_generator::GeneratorConfig;
 use fleet_testkit::oracle::{self, Expected, ExpectedKey};
-use fleet_testkit::{ConsumedRecord, Prometheus, TestBroker};
+use fleet_testkit::{BrokerKind, ConsumedRecord, Prometheus, PrometheusOptions, TestBroker};
 use rand::{Rng, SeedableRng};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -24,15 +25,78 @@ async fn ten_sigkills_lose_nothing_and_write_no_conflicting_sample() {
     let Some((kafka, prom)) = services().await else {
         return;
     };
+    let (_run, last) = ten_sigkills_exact(&kafka, &prom, "crash", "").await;
+    last.terminate().await;
+}
+
+/// The crash test on a broker that keeps offset-commit metadata (noida-db),
+/// so the window boundary a restart skips up to comes from the commits
+/// themselves, as on Kafka and MSK, and the companion group is never used.
+/// noida-db gives a group's partitions to no new member after one was
+/// SIGKILLed (docs/SCALING.md, "Brokers"), but a static member
+/// (`group.instance.id`, as a StatefulSet's pod can be) takes its
+/// predecessor's place at once, so the instances here are static.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_commit_metadata_ten_sigkills_lose_nothing() {
+    let _serial = SERIAL.lock().await;
+    let Some(kafka) = fleet_testkit::broker_kind_or_skip(BrokerKind::Noida).await else {
+        return;
+    };
+    let Some(prom) = fleet_testkit::prometheus_or_skip(PrometheusOptions::default()).await else {
+        return;
+    };
+    let topic = "crash-metadata";
+    let (_run, last) = ten_sigkills_exact(
+        &kafka,
+        &prom,
+        topic,
+        "[kafka.client]\n\"group.instance.id\" = \"crash-1\"\n",
+    )
+    .await;
+    let unsupported = "fleet_source_commit_metadata_unsupported";
+    assert_eq!(
+        last.metric(unsupported, &[]).await,
+        0.0,
+        "the broker kept the commit metadata; log:\n{}",
+        last.log_tail()
+    );
+    assert!(last.logged("Partitions assigned."));
+    let companion = format!("{topic}-group.closed-windows");
+    assert_eq!(
+        kafka.committed_offsets(&companion, topic, 4).await.unwrap(),
+        vec![None; 4],
+        "nothing was committed to {companion}"
+    );
+    eprintln!(
+        "{topic}: ten SIGKILLs with commit metadata kept; every window exact; {} refusals of samples sent again logged",
+        prometheus_log_lines(&prom, "out of order").len()
+    );
+    last.terminate().await;
+}
+
+/// A run of 200 vehicles with disorder within the bound, sent to a new topic
+/// of four partitions while the service, configured by `config_for` plus
+/// `extra`, is SIGKILLed ten times and started again; asserts that every
+/// series then equals the batch computation and that Prometheus never saw a
+/// conflicting sample. Returns the run (its directory holds the last
+/// service's configuration and log) and the last service.
+async fn ten_sigkills_exact(
+    kafka: &TestBroker,
+    prom: &Prometheus,
+    topic: &str,
+    extra: &str,
+) -> (Run, Service) {
     let run = generate(200, 240, 23, in_bound);
-    kafka.create_topic("crash", 4).await.unwrap();
+    kafka.create_topic(topic, 4).await.unwrap();
     let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
-    let config = config_for(&run, &kafka, &prom, "crash");
+    let config = config_for(&run, kafka, prom, topic);
+    let text = std::fs::read_to_string(&config).unwrap() + "\n" + extra;
+    std::fs::write(&config, text).unwrap();
 
     // The fleet keeps sending for about 30 s while the service crashes.
     let producer = produce_paced(
-        &kafka,
-        "crash",
+        kafka,
+        topic,
         run.events.clone(),
         1600,
         Duration::from_secs(1),
@@ -40,14 +104,14 @@ async fn ten_sigkills_lose_nothing_and_write_no_conflicting_sample() {
 
     let last = crash_repeatedly(&config, 10).await;
     producer.await.unwrap();
-    assert_prometheus_holds(&prom, &last, &expected).await;
+    assert_prometheus_holds(prom, &last, &expected).await;
 
-    let conflicts = conflicts_logged(&prom);
+    let conflicts = conflicts_logged(prom);
     assert!(
         conflicts.is_empty(),
         "Prometheus refused conflicting samples: {conflicts:?}"
     );
-    last.terminate().await;
+    (run, last)
 }
 
 /// Starts the service with `config` and SIGKILLs it `kills` times, each
