@@ -16,7 +16,7 @@ use crate::common::*;
 use fleet_core::decode_event;
 use fleet_generator::GeneratorConfig;
 use fleet_testkit::oracle::{self, Expected, ExpectedKey};
-use fleet_testkit::{BrokerKind, ConsumedRecord, Prometheus, PrometheusOptions, TestBroker};
+use fleet_testkit::{ConsumedRecord, Prometheus, TestBroker};
 use rand::{Rng, SeedableRng};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -39,10 +39,7 @@ async fn ten_sigkills_lose_nothing_and_write_no_conflicting_sample() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_commit_metadata_ten_sigkills_lose_nothing() {
     let _serial = SERIAL.lock().await;
-    let Some(kafka) = fleet_testkit::broker_kind_or_skip(BrokerKind::Noida).await else {
-        return;
-    };
-    let Some(prom) = fleet_testkit::prometheus_or_skip(PrometheusOptions::default()).await else {
+    let Some((kafka, prom)) = noida_services().await else {
         return;
     };
     let topic = "crash-metadata";
@@ -90,8 +87,7 @@ async fn ten_sigkills_exact(
     kafka.create_topic(topic, 4).await.unwrap();
     let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
     let config = config_for(&run, kafka, prom, topic);
-    let text = std::fs::read_to_string(&config).unwrap() + "\n" + extra;
-    std::fs::write(&config, text).unwrap();
+    edit_config(&config, |text| text + "\n" + extra);
 
     // The fleet keeps sending for about 30 s while the service crashes.
     let producer = produce_paced(
@@ -154,10 +150,9 @@ async fn crash_with_late_events(
     let config = config_for(&run, kafka, prom, topic);
     // Commits 2 s apart: most kills fall between a window's acceptance and
     // the commit that records it, so windows are sent again.
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("commit_interval_ms = 200\n", "commit_interval_ms = 2000\n");
-    std::fs::write(&config, edit(text)).unwrap();
+    edit_config(&config, |text| {
+        edit(text.replace("commit_interval_ms = 200\n", "commit_interval_ms = 2000\n"))
+    });
     let producer = produce_paced(
         kafka,
         topic,

@@ -52,14 +52,13 @@ fn config_with(
 ) -> std::path::PathBuf {
     let config = config_for(run, kafka, prom, topic);
     let csv_line = format!("csv_path = \"{}\"", run.reference_csv.display());
-    let toml = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(
+    edit_config(&config, |text| {
+        text.replace(
             &csv_line,
             &format!("{csv_line}\ndimensions = [\"fuel_type\", \"model_year\"]"),
         )
-        .replace("[windows]", &format!("[windows]\n{windows}"));
-    std::fs::write(&config, toml).unwrap();
+        .replace("[windows]", &format!("[windows]\n{windows}"))
+    });
     config
 }
 

@@ -11,7 +11,7 @@ use fleet_core::decode_event;
 use fleet_kafka::producer::EventPublisher;
 use fleet_kafka::KafkaConfig;
 use fleet_testkit::oracle::{self, Expected, ExpectedKey};
-use fleet_testkit::{BrokerKind, Prometheus, PrometheusOptions, TestBroker};
+use fleet_testkit::{Prometheus, TestBroker};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_events_round_trip_through_kafka_unchanged() {
@@ -325,10 +325,7 @@ async fn restarts_leave_no_gap_and_no_conflicting_sample() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_commit_metadata_a_restart_needs_no_companion_group() {
     let _serial = SERIAL.lock().await;
-    let Some(kafka) = fleet_testkit::broker_kind_or_skip(BrokerKind::Noida).await else {
-        return;
-    };
-    let Some(prom) = fleet_testkit::prometheus_or_skip(PrometheusOptions::default()).await else {
+    let Some((kafka, prom)) = noida_services().await else {
         return;
     };
     let topic = "metadata";

@@ -165,14 +165,7 @@ async fn a_slow_sink_pauses_partitions_without_spurious_late_events() {
         &run.reference_csv,
         "[channels]\nsource_to_enricher = 1\nenricher_to_aggregator = 1\naggregator_to_sink = 1\n",
     );
-    let config_text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(
-            "[remote_write]",
-            "[remote_write]\nmax_samples_per_request = 50\nshards = 1\nshard_queue_capacity = 1",
-        )
-        .replace("[kafka]", "[kafka]\nmax_batch_events = 200");
-    std::fs::write(&config, config_text).unwrap();
+    edit_config(&config, small_batches);
     let service = Service::start(&config);
     assert_prometheus_holds(&prom, &service, &expected).await;
     assert_eq!(
@@ -233,14 +226,7 @@ async fn while_paused_the_lag_counts_what_piles_up() {
         &run.reference_csv,
         "[channels]\nsource_to_enricher = 1\nenricher_to_aggregator = 1\naggregator_to_sink = 1\n",
     );
-    let config_text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(
-            "[remote_write]",
-            "[remote_write]\nmax_samples_per_request = 50\nshards = 1\nshard_queue_capacity = 1",
-        )
-        .replace("[kafka]", "[kafka]\nmax_batch_events = 200");
-    std::fs::write(&config, config_text).unwrap();
+    edit_config(&config, small_batches);
     let service = Service::start(&config);
     let paused = async {
         loop {
@@ -284,4 +270,14 @@ async fn while_paused_the_lag_counts_what_piles_up() {
     assert_prometheus_holds(&prom, &service, &expected).await;
     service.terminate().await;
     server.abort();
+}
+
+/// Small batches all the way to the sink, one request at a time: the sink
+/// of the slow-endpoint tests holds the pipeline back early.
+fn small_batches(text: String) -> String {
+    text.replace(
+        "[remote_write]",
+        "[remote_write]\nmax_samples_per_request = 50\nshards = 1\nshard_queue_capacity = 1",
+    )
+    .replace("[kafka]", "[kafka]\nmax_batch_events = 200")
 }

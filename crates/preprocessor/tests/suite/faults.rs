@@ -48,14 +48,15 @@ impl LiveRun {
         kafka.create_topic(topic, 4).await.unwrap();
         let expected = oracle::expected_windows(&run.events, &run.reference, WINDOW_MS, None);
         let config = config_for(&run, kafka, prom, topic);
-        let text = std::fs::read_to_string(&config)
-            .unwrap()
-            .replace("idle_timeout_ms = 2000", "idle_timeout_ms = 5000")
-            .replace(
-                "all_idle_close_after_ms = 2000",
-                "all_idle_close_after_ms = 7000",
-            );
-        std::fs::write(&config, edit(text)).unwrap();
+        edit_config(&config, |text| {
+            edit(
+                text.replace("idle_timeout_ms = 2000", "idle_timeout_ms = 5000")
+                    .replace(
+                        "all_idle_close_after_ms = 2000",
+                        "all_idle_close_after_ms = 7000",
+                    ),
+            )
+        });
         LiveRun {
             run,
             expected,

@@ -227,11 +227,12 @@ async fn not_ready_when_the_broker_goes_away_past_the_progress_timeout() {
         &run.reference_csv,
         "",
     );
-    let toml = std::fs::read_to_string(&config).unwrap().replace(
-        "drain_timeout_ms = 5000",
-        "drain_timeout_ms = 5000\nprogress_timeout_ms = 2000",
-    );
-    std::fs::write(&config, toml).unwrap();
+    edit_config(&config, |text| {
+        text.replace(
+            "drain_timeout_ms = 5000",
+            "drain_timeout_ms = 5000\nprogress_timeout_ms = 2000",
+        )
+    });
     let service = Service::start(&config);
     let producer = produce_paced(
         &kafka,

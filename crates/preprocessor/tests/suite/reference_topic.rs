@@ -59,14 +59,13 @@ async fn the_topic_is_followed_while_events_flow() {
     // No CSV: the topic is the reference data. Partitions stay active between
     // the two halves (the idle timeout outlasts the pause).
     let config = config_for(&run, &kafka, &prom, "ref-events");
-    let toml = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(
+    edit_config(&config, |text| {
+        text.replace(
             &format!("csv_path = \"{}\"", run.reference_csv.display()),
             "topic = \"ref-vehicles\"",
         )
-        .replace("idle_timeout_ms = 2000", "idle_timeout_ms = 8000");
-    std::fs::write(&config, toml).unwrap();
+        .replace("idle_timeout_ms = 2000", "idle_timeout_ms = 8000")
+    });
     let service = Service::start(&config);
     let ready = fleet_testkit::poll_until(Duration::from_secs(30), || async {
         service.readiness().await.0.then_some(())

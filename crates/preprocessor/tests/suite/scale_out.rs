@@ -90,6 +90,29 @@ async fn summed_once_equal(
     }
 }
 
+/// Per (window, model, region) the sums over partitions equal the batch
+/// computation, each of the `partitions` seen wrote its own series, and
+/// Prometheus refused no conflicting sample (two writes of one window that
+/// differ).
+fn assert_partitions_add_up(
+    prom: &Prometheus,
+    got: &BTreeMap<ExpectedKey, BTreeMap<String, f64>>,
+    expected: &BTreeMap<ExpectedKey, Expected>,
+    partitions: usize,
+) {
+    assert_samples_equal(got, expected);
+    assert_eq!(
+        partitions, PARTITIONS as usize,
+        "every partition wrote its own series"
+    );
+    let conflicts = conflicts_logged(prom);
+    assert!(
+        conflicts.is_empty(),
+        "two writes of one window differ:\n{}",
+        conflicts.join("\n")
+    );
+}
+
 /// The warnings, errors and ownership changes of `services`, each under
 /// its log's name.
 fn logs_of<'a>(services: impl IntoIterator<Item = &'a Service>) -> String {
@@ -122,14 +145,12 @@ const PARTITIONS: i32 = 12;
 /// instance is then due within a second of its session's end), and on
 /// Tansu a session that outlives its rebalances.
 fn scale_out_config(config: &std::path::Path) {
-    let toml = std::fs::read_to_string(config)
-        .unwrap()
-        .replace(
+    edit_config(config, |text| {
+        text.replace(
             "session_timeout_ms = 6000",
             &format!("session_timeout_ms = {}", session_timeout_ms()),
-        )
-        + "\n[pipeline]\noutput_mode = \"partitioned\"\n[kafka.client]\n\"heartbeat.interval.ms\" = \"1000\"\n";
-    std::fs::write(config, toml).unwrap();
+        ) + "\n[pipeline]\noutput_mode = \"partitioned\"\n[kafka.client]\n\"heartbeat.interval.ms\" = \"1000\"\n"
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,17 +218,10 @@ async fn three_instances_partitioned_add_up_to_the_batch_computation() {
     if got != want {
         eprintln!("Windows differ; logs:\n{logs}");
     }
-    assert_samples_equal(&got, &expected);
-    assert_eq!(partitions, 12, "every partition wrote its own series");
+    assert_partitions_add_up(&prom, &got, &expected, partitions);
     assert!(
         instances.iter().any(|s| s.logged("Partitions assigned.")),
         "{logs}"
-    );
-    let conflicts = conflicts_logged(&prom);
-    assert!(
-        conflicts.is_empty(),
-        "two instances wrote different values for one series and time:\n{}",
-        conflicts.join("\n")
     );
     // Every revocation fenced the sink before committing: no instance wrote
     // a window after its partition's new owner could have.
@@ -429,14 +443,13 @@ async fn rebalances_while_catching_up_lose_and_repeat_nothing() {
     scale_out_config(&config);
     // The first instance's graceful stop drains its sink whole, however
     // slow: what it sent after its last commit would be sent again.
-    let toml = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(
+    edit_config(&config, |text| {
+        text.replace(
             "[remote_write]\n",
             "[remote_write]\nmax_samples_per_request = 5\nshards = 1\n",
         )
-        .replace("drain_timeout_ms = 5000", "drain_timeout_ms = 120000");
-    std::fs::write(&config, toml).unwrap();
+        .replace("drain_timeout_ms = 5000", "drain_timeout_ms = 120000")
+    });
     let refused_before = refused_writes(&prom).await;
     produce_paced(
         &kafka,
@@ -472,17 +485,10 @@ async fn rebalances_while_catching_up_lose_and_repeat_nothing() {
     if got != want {
         eprintln!("Windows differ; logs:\n{logs}");
     }
-    assert_samples_equal(&got, &expected);
-    assert_eq!(partitions, 12, "every partition wrote its own series");
+    assert_partitions_add_up(&prom, &got, &expected, partitions);
     assert!(
         written_at_rebalance.iter().all(|n| *n < total),
         "every rebalance came while the backlog was being worked off: {written_at_rebalance:?} of {total}"
-    );
-    let conflicts = conflicts_logged(&prom);
-    assert!(
-        conflicts.is_empty(),
-        "two writes of one window differ:\n{}",
-        conflicts.join("\n")
     );
     // Nothing was killed, so a window is sent twice only where the broker
     // let two instances own a partition at once.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use fleet_core::RawEvent;
 use fleet_generator::{EventGenerator, Fleet, GeneratorConfig};
 use fleet_testkit::oracle::{self, Expected, ExpectedKey};
-use fleet_testkit::{ExposedSample, Prometheus, PrometheusOptions, TestBroker};
+use fleet_testkit::{BrokerKind, ExposedSample, Prometheus, PrometheusOptions, TestBroker};
 
 /// The output metrics of the design.
 pub const METRICS: [&str; 9] = [
@@ -579,6 +579,21 @@ pub async fn services() -> Option<(TestBroker, Prometheus)> {
     let kafka = fleet_testkit::broker_or_skip().await?;
     let prom = fleet_testkit::prometheus_or_skip(PrometheusOptions::default()).await?;
     Some((kafka, prom))
+}
+
+/// noida-db, the test broker that keeps offset-commit metadata as Kafka
+/// does, and a real Prometheus, or `None` (after saying why) when the tests
+/// may skip and one of them is not installed.
+pub async fn noida_services() -> Option<(TestBroker, Prometheus)> {
+    let kafka = fleet_testkit::broker_kind_or_skip(BrokerKind::Noida).await?;
+    let prom = fleet_testkit::prometheus_or_skip(PrometheusOptions::default()).await?;
+    Some((kafka, prom))
+}
+
+/// Rewrites the configuration file `config` with `edit`.
+pub fn edit_config(config: &Path, edit: impl FnOnce(String) -> String) {
+    let text = std::fs::read_to_string(config).unwrap();
+    std::fs::write(config, edit(text)).unwrap();
 }
 
 /// The configuration of a service that reads `topic` and writes to `prom`.
