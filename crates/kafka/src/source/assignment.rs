@@ -410,16 +410,7 @@ mod tests {
     #[test]
     fn an_assignment_restarts_each_partition_from_its_committed_offset() {
         let now = Instant::now();
-        let mut a = Assignment::new(OutputMode::Partitioned);
-        a.assign(
-            &[
-                AssignedPartition::committed(0, Some(50), None),
-                AssignedPartition::committed(1, None, None),
-            ],
-            None,
-            0,
-            now,
-        );
+        let mut a = partitioned(&[Some(50), None], now);
         assert_eq!(a.judge(0, 49, now), Some(Judgement::Duplicate));
         assert_eq!(a.judge(0, 50, now), Some(Judgement::Take));
         assert_eq!(
@@ -447,13 +438,7 @@ mod tests {
     #[test]
     fn a_revoked_partition_forgets_its_position() {
         let now = Instant::now();
-        let mut a = Assignment::new(OutputMode::Partitioned);
-        a.assign(
-            &[AssignedPartition::committed(0, Some(50), None)],
-            None,
-            0,
-            now,
-        );
+        let mut a = partitioned(&[Some(50)], now);
         a.revoke(&[0]);
         assert_eq!(a.judge(0, 50, now), None);
         assert_eq!(a.resume_targets(now), vec![]);
@@ -468,22 +453,24 @@ mod tests {
     #[test]
     fn resuming_seeks_every_known_position_and_guards_it() {
         let now = Instant::now();
-        let mut a = Assignment::new(OutputMode::Partitioned);
-        a.assign(
-            &[
-                AssignedPartition::committed(0, Some(10), None),
-                AssignedPartition::committed(1, None, None),
-                AssignedPartition::committed(2, Some(0), None),
-            ],
-            None,
-            0,
-            now,
-        );
+        let mut a = partitioned(&[Some(10), None, Some(0)], now);
         for o in 10..15 {
             assert_eq!(a.judge(0, o, now), Some(Judgement::Take));
         }
         assert_eq!(a.resume_targets(now), vec![(0, 15), (2, 0)]);
         assert_eq!(a.judge(0, 2000, now), Some(Judgement::Rewind(0)));
+    }
+
+    /// A partitioned-mode assignment of partitions 0, 1, … with these
+    /// committed offsets, made at `now`.
+    fn partitioned(committed: &[Option<i64>], now: Instant) -> Assignment {
+        let mut a = Assignment::new(OutputMode::Partitioned);
+        let partitions: Vec<AssignedPartition> = (0..)
+            .zip(committed)
+            .map(|(p, c)| AssignedPartition::committed(p, *c, None))
+            .collect();
+        a.assign(&partitions, None, 0, now);
+        a
     }
 
     #[test]
@@ -506,17 +493,7 @@ mod tests {
     fn the_survey_reports_lag_and_rewinds_silent_fetches_only_while_fetching() {
         let t0 = Instant::now();
         let after = Duration::from_secs(1);
-        let mut a = Assignment::new(OutputMode::Partitioned);
-        a.assign(
-            &[
-                AssignedPartition::committed(0, Some(5000), None),
-                AssignedPartition::committed(1, Some(80), None),
-                AssignedPartition::committed(2, None, None),
-            ],
-            None,
-            0,
-            t0,
-        );
+        let mut a = partitioned(&[Some(5000), Some(80), None], t0);
         // Partition 1 is caught up; 2 has no position; 9 is not owned.
         let mut ends = BrokerEnds::default();
         for (p, end) in [(0, 6000), (1, 80), (2, 40), (9, 1000)] {
@@ -544,13 +521,7 @@ mod tests {
     fn a_silent_rewound_fetch_is_rewound_further_where_the_end_says_nothing_waits() {
         let t0 = Instant::now();
         let after = Duration::from_secs(1);
-        let mut a = Assignment::new(OutputMode::Partitioned);
-        a.assign(
-            &[AssignedPartition::committed(0, Some(5000), None)],
-            None,
-            0,
-            t0,
-        );
+        let mut a = partitioned(&[Some(5000)], t0);
         let mut ends = BrokerEnds::default();
         ends.confirmed(0, 4001, t0);
         assert_eq!(a.judge(0, 5600, t0), Some(Judgement::Rewind(5000 - 1024)));
@@ -578,17 +549,7 @@ mod tests {
     fn only_a_partition_the_broker_just_showed_caught_up_may_turn_idle() {
         let t0 = Instant::now();
         let after = Duration::from_secs(1);
-        let mut a = Assignment::new(OutputMode::Partitioned);
-        a.assign(
-            &[
-                AssignedPartition::committed(0, Some(100), None),
-                AssignedPartition::committed(1, Some(100), None),
-                AssignedPartition::committed(2, None, None),
-            ],
-            None,
-            0,
-            t0,
-        );
+        let mut a = partitioned(&[Some(100), Some(100), None], t0);
         let mut ends = BrokerEnds::default();
         // Statistics say every partition is caught up: not enough.
         for p in 0..3 {
@@ -612,16 +573,7 @@ mod tests {
     fn a_partition_is_quiet_once_it_has_delivered_nothing_for_a_while() {
         let t0 = Instant::now();
         let after = Duration::from_secs(1);
-        let mut a = Assignment::new(OutputMode::Partitioned);
-        a.assign(
-            &[
-                AssignedPartition::committed(0, Some(10), None),
-                AssignedPartition::committed(1, Some(10), None),
-            ],
-            None,
-            0,
-            t0,
-        );
+        let mut a = partitioned(&[Some(10), Some(10)], t0);
         assert_eq!(a.quiet(t0, after), vec![0, 1], "nothing delivered yet");
         let t1 = t0 + Duration::from_secs(5);
         assert_eq!(a.judge(1, 10, t1), Some(Judgement::Take));

@@ -414,12 +414,6 @@ fn log_times_and_overlaps_are_read() {
     assert_eq!(out_of_order_partitions_in(log), [3]);
 }
 
-/// Prometheus's `vehicles_reporting` samples (one per partition, window and
-/// group) between `start` and `end`.
-async fn samples_written(prom: &Prometheus, start: i64, end: i64) -> usize {
-    wait_for_windows(prom, start, end, 0, Duration::ZERO).await
-}
-
 /// Rebalances while a backlog is worked off: one instance starts on a topic
 /// that already holds ten minutes of a fleet, with a sink slowed to small
 /// requests, so closed windows are waiting for the sink whenever the group
@@ -466,11 +460,11 @@ async fn rebalances_while_catching_up_lose_and_repeat_nothing() {
     wait_for_some_windows(&prom, start, end, 500).await;
     let mut written_at_rebalance = Vec::new();
     for stage in ["a second instance", "a third instance"] {
-        written_at_rebalance.push(samples_written(&prom, start, end).await);
+        written_at_rebalance.push(windows_written(&prom, start, end).await);
         instances.push(Service::start(&config));
         settle(&instances, stage).await;
     }
-    written_at_rebalance.push(samples_written(&prom, start, end).await);
+    written_at_rebalance.push(windows_written(&prom, start, end).await);
     let mut first = instances.remove(0);
     first.stop_gracefully().await;
     settle(&instances, "after the first one stopped").await;
@@ -478,7 +472,7 @@ async fn rebalances_while_catching_up_lose_and_repeat_nothing() {
     let want = oracle::expected_samples(&expected, "");
     let (got, partitions) = summed_once_equal(&prom, start, end, &want, 180).await;
     let logs = logs_of(std::iter::once(&first).chain(&instances));
-    let total = samples_written(&prom, start, end).await;
+    let total = windows_written(&prom, start, end).await;
     eprintln!(
         "vehicles_reporting samples written when each rebalance began: {written_at_rebalance:?} of {total}"
     );

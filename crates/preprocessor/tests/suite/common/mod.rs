@@ -421,6 +421,16 @@ pub async fn prometheus_samples_keyed(
     got
 }
 
+/// How many `vehicles_reporting` samples Prometheus holds between
+/// `start_ms` and `end_ms`: one per window and group (and partition, in the
+/// partitioned mode).
+pub async fn windows_written(prom: &Prometheus, start_ms: i64, end_ms: i64) -> usize {
+    prom.series_samples("vehicles_reporting", start_ms, end_ms)
+        .await
+        .map(|s| s.iter().map(|s| s.samples.len()).sum())
+        .unwrap_or(0)
+}
+
 /// Waits until Prometheus holds `expected_keys` window series of
 /// `vehicles_reporting` (or the timeout passes), returning what it holds.
 pub async fn wait_for_windows(
@@ -432,11 +442,7 @@ pub async fn wait_for_windows(
 ) -> usize {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let n: usize = prom
-            .series_samples("vehicles_reporting", start_ms, end_ms)
-            .await
-            .map(|s| s.iter().map(|s| s.samples.len()).sum())
-            .unwrap_or(0);
+        let n = windows_written(prom, start_ms, end_ms).await;
         if n >= expected_keys || tokio::time::Instant::now() >= deadline {
             return n;
         }
