@@ -86,16 +86,18 @@ impl Aggregator {
                 self.vehicle_ids.announce(&mut batch);
                 let outcome = self.windows.record_batch(batch);
                 self.metrics.recorded(&outcome, self.windows.watermark());
-                return None;
+                self.windows.release()
             }
             Msg::Rewind {
                 written_through,
                 epoch,
+                fired,
             } => {
                 self.epoch = epoch;
                 let newest = written_through.values().max().copied();
-                let dropped = self.windows.rewind(written_through);
-                self.metrics.rewound(newest, dropped);
+                let points = fired.len();
+                let dropped = self.windows.rewind(written_through, fired);
+                self.metrics.rewound(newest, dropped, points);
                 return None;
             }
             Msg::Watermark(scope, watermark) => self.windows.advance(scope, watermark),
@@ -106,6 +108,7 @@ impl Aggregator {
             self.windows.open_windows(),
         );
         self.metrics.folded(self.windows.take_folds());
+        self.metrics.replayed(self.windows.take_replayed());
         if aggregates.is_empty() {
             return None;
         }
@@ -123,6 +126,7 @@ impl Aggregator {
                 epoch: self.epoch,
                 ..self.windows.checkpoint()
             },
+            firing_points: self.windows.take_fired(),
         })
     }
 

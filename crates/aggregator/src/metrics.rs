@@ -21,6 +21,7 @@ pub struct AggregatorMetrics {
     folded_events: Counter,
     vehicle_samples: Counter,
     vehicle_duplicates: Counter,
+    replayed_closings: Counter,
     open_windows: Gauge,
     watermark: Gauge,
 }
@@ -65,6 +66,10 @@ impl AggregatorMetrics {
             vehicle_duplicates: registry.metric(
                 "vehicle_duplicate_samples",
                 "Raw drill-down samples dropped for sharing a vehicle series and timestamp with another (the larger reading is kept)",
+            ),
+            replayed_closings: registry.metric(
+                "replayed_closings",
+                "Closings of windows made again after a restart at the firing point stored before they were first sent",
             ),
             open_windows: registry.metric("open_windows", "Windows currently open"),
             watermark: registry.metric(
@@ -142,13 +147,24 @@ impl AggregatorMetrics {
     }
 
     /// The input restarts from the committed offsets.
-    pub fn rewound(&self, written_through: Option<TimestampMs>, dropped_windows: usize) {
+    pub fn rewound(
+        &self,
+        written_through: Option<TimestampMs>,
+        dropped_windows: usize,
+        firing_points: usize,
+    ) {
         self.open_windows.set(0);
         tracing::info!(
             written_through,
             dropped_windows,
-            "Input restarts from the committed offsets; open windows are rebuilt, written ones skipped."
+            firing_points,
+            "Input restarts from the committed offsets; open windows are rebuilt, written ones skipped, those sent since close at their stored firing points."
         );
+    }
+
+    /// `closings` held closings were made at their stored firing points.
+    pub fn replayed(&self, closings: u64) {
+        self.replayed_closings.inc_by(closings);
     }
 
     /// The input closed; open windows are abandoned to be rebuilt after a restart.

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use fleet_core::{
-    Checkpoint, EnrichedBatch, OutputMode, Scope, TimestampMs, Watermark, WindowAggregate,
-    WindowSpec,
+    Checkpoint, EnrichedBatch, FiringPoint, OutputMode, Scope, TimestampMs, Watermark,
+    WindowAggregate, WindowSpec,
 };
 use fleet_drilldown::SampleFrequency;
 use fleet_plan::MetricPlan;
@@ -40,6 +40,8 @@ pub struct ScopedWindows {
     /// Per scope, the end of the last window written before (from the last
     /// rewind), for the sets made after it.
     written_through: BTreeMap<Scope, TimestampMs>,
+    /// The firing points of the last rewind, for the set of [`Scope::All`].
+    fired: Vec<FiringPoint>,
 }
 
 impl ScopedWindows {
@@ -54,6 +56,7 @@ impl ScopedWindows {
             groups: GroupTables::new(plan),
             sets: BTreeMap::new(),
             written_through: BTreeMap::new(),
+            fired: Vec::new(),
         }
     }
 
@@ -81,11 +84,13 @@ impl ScopedWindows {
         let (spec, max_groups, drilldown) = (self.spec, self.max_groups, self.drilldown);
         let layout = &self.layout;
         let written_through = self.written_through.get(&scope).copied();
+        let fired = &self.fired;
         self.sets.entry(scope).or_insert_with(|| {
             let mut set = TumblingWindows::new(spec, Arc::clone(layout))
                 .with_max_groups(max_groups)
-                .with_drilldown(drilldown);
-            set.rewind(written_through);
+                .with_drilldown(drilldown)
+                .with_firing_points(scope == Scope::All);
+            set.rewind(written_through, fired);
             set
         })
     }
@@ -143,14 +148,47 @@ impl ScopedWindows {
 
     /// The input restarts from the committed offsets: every set drops its
     /// open windows and skips those its scope wrote before
-    /// (`written_through`). Returns how many windows were dropped.
-    pub fn rewind(&mut self, written_through: BTreeMap<Scope, TimestampMs>) -> usize {
+    /// (`written_through`); the single output mode's set closes the windows
+    /// of the closings `fired` at their points. Returns how many windows
+    /// were dropped.
+    pub fn rewind(
+        &mut self,
+        written_through: BTreeMap<Scope, TimestampMs>,
+        fired: Vec<FiringPoint>,
+    ) -> usize {
         let mut dropped = 0;
         for (scope, set) in &mut self.sets {
-            dropped += set.rewind(written_through.get(scope).copied());
+            dropped += set.rewind(written_through.get(scope).copied(), &fired);
         }
         self.written_through = written_through;
+        self.fired = fired;
         dropped
+    }
+
+    /// The windows of the held closings whose points the input has been
+    /// read to again, as [`Self::advance`] returns them.
+    pub fn release(&mut self) -> Vec<WindowAggregate> {
+        let mut closed = Vec::new();
+        for set in self.sets.values_mut() {
+            closed.extend(set.release(&self.groups));
+        }
+        closed
+    }
+
+    /// The firing points of the closings since the last call, in order.
+    pub fn take_fired(&mut self) -> Vec<FiringPoint> {
+        self.sets
+            .values_mut()
+            .flat_map(TumblingWindows::take_fired)
+            .collect()
+    }
+
+    /// Closings made again at a point given by a rewind, since the last call.
+    pub fn take_replayed(&mut self) -> u64 {
+        self.sets
+            .values_mut()
+            .map(TumblingWindows::take_replayed)
+            .sum()
     }
 
     /// What may be acknowledged once everything emitted so far is accepted:
@@ -318,7 +356,10 @@ mod tests {
         let mut w = partitioned();
         w.record_batch(batch(vec![event(0, 0, 1, 1_000)], vec![group("A")]));
         assert_eq!(
-            w.rewind(OutputMode::Partitioned.per_scope([(0, 5_000), (1, 10_000)])),
+            w.rewind(
+                OutputMode::Partitioned.per_scope([(0, 5_000), (1, 10_000)]),
+                Vec::new()
+            ),
             1
         );
         // Replayed: partition 0's first window was written, partition 1's

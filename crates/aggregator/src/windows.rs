@@ -4,6 +4,10 @@
 //! the front, and most events find theirs at the back. Per window the
 //! accumulators ([`acc`]) keep, laid out by the plan, cells per group of
 //! each grouping and a small slot per distinct (vehicle, group).
+//!
+//! A set that keeps firing points (the single output mode's) records one at
+//! every closing, and after a rewind closes the windows of the points it was
+//! given at those points, not by the watermark (see [`FiringPoint`]).
 
 mod acc;
 
@@ -11,8 +15,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use fleet_core::{
-    EnrichedEvent, GroupKey, MetricValue, Number, PartitionId, SignalValue, TimestampMs,
-    VehicleKey, Watermark, WindowAggregate, WindowSpec,
+    EnrichedEvent, FiringPoint, GroupKey, MetricValue, Number, PartitionId, SignalValue,
+    TimestampMs, VehicleKey, Watermark, WindowAggregate, WindowSpec,
 };
 use fleet_plan::{GroupingId, SignalId, Value};
 
@@ -123,6 +127,18 @@ pub(crate) struct TumblingWindows {
     resumed_through: Option<TimestampMs>,
     /// Per partition, one past the highest offset consumed.
     next_offsets: OffsetMap,
+    /// Whether each closing records its firing point.
+    keeps_points: bool,
+    /// The points of the closings since last taken.
+    fired: Vec<FiringPoint>,
+    /// Closings to make at their points, in order: those given by the last
+    /// rewind, then those the watermark asked for while they waited. The
+    /// windows up to the last one's `through` close only there.
+    held: VecDeque<FiringPoint>,
+    /// Closings made at a point given by a rewind, since last taken.
+    replayed: u64,
+    /// The `through` of the last held closing made.
+    released_through: Option<TimestampMs>,
     /// Most groups one window emits; the excess is folded into `other`.
     max_groups: usize,
     folds: Folds,
@@ -145,6 +161,11 @@ impl TumblingWindows {
             watermark: None,
             resumed_through: None,
             next_offsets: OffsetMap::default(),
+            keeps_points: false,
+            fired: Vec::new(),
+            held: VecDeque::new(),
+            replayed: 0,
+            released_through: None,
             max_groups: usize::MAX,
             folds: Folds::default(),
             drilldown: None,
@@ -191,6 +212,25 @@ impl TumblingWindows {
         std::mem::take(&mut self.folds)
     }
 
+    /// Records the firing point of every closing (taken with
+    /// [`take_fired`](Self::take_fired)), and closes the windows of the
+    /// points given to [`rewind`](Self::rewind) at them.
+    pub fn with_firing_points(mut self, keep: bool) -> Self {
+        self.keeps_points = keep;
+        self
+    }
+
+    /// The firing points of the closings since the last call, in order.
+    pub fn take_fired(&mut self) -> Vec<FiringPoint> {
+        std::mem::take(&mut self.fired)
+    }
+
+    /// How many closings were made at a point given by a rewind since the
+    /// last call.
+    pub fn take_replayed(&mut self) -> u64 {
+        std::mem::take(&mut self.replayed)
+    }
+
     /// The current watermark.
     pub fn watermark(&self) -> Option<Watermark> {
         self.watermark
@@ -214,7 +254,12 @@ impl TumblingWindows {
     /// built again: the revocation that comes before a new assignment
     /// drops the batches the sink had not taken (`RevocationFence`), and the
     /// boundary committed then is the end of the last one accepted.
-    pub fn rewind(&mut self, written_through: Option<TimestampMs>) -> usize {
+    ///
+    /// `fired` are the points of closings after `written_through` whose
+    /// windows may have been sent (kept only by a set that keeps points):
+    /// their windows admit an event iff the point admits its offset, and
+    /// close once every partition is read to the point again.
+    pub fn rewind(&mut self, written_through: Option<TimestampMs>, fired: &[FiringPoint]) -> usize {
         let dropped = self.open.len();
         while let Some(window) = self.open.pop_front() {
             self.recycle(window);
@@ -226,7 +271,28 @@ impl TumblingWindows {
         let through = self.resumed_through.max(written_through);
         self.resumed_through = through;
         self.watermark = through.map(|t| Watermark(t.saturating_sub(1)));
+        self.fired.clear();
+        self.held.clear();
+        self.released_through = None;
+        if self.keeps_points {
+            self.held.extend(
+                fired
+                    .iter()
+                    .filter(|p| through.is_none_or(|t| p.through > t))
+                    .cloned(),
+            );
+        }
         dropped
+    }
+
+    /// The held closing whose point judges the events of the window ending
+    /// at `end`: the first one that closes it.
+    #[inline]
+    fn held_point(&self, end: TimestampMs) -> Option<&FiringPoint> {
+        match self.held.back() {
+            Some(last) if end <= last.through => self.held.iter().find(|p| end <= p.through),
+            _ => None,
+        }
     }
 
     /// Adds events of this scope whose values are in `values` (their
@@ -300,9 +366,15 @@ impl TumblingWindows {
         if self.resumed_through.is_some_and(|r| end <= r) {
             return Admit::AlreadyWritten;
         }
-        if let Some(w) = self.watermark.filter(|w| w.closes(end)) {
+        let late = match self.held_point(end) {
+            Some(point) => !point.admits(e.partition, e.offset),
+            None => self.watermark.is_some_and(|w| w.closes(end)),
+        };
+        if late {
             return Admit::Late {
-                lag_ms: w.0.saturating_sub(e.timestamp),
+                lag_ms: self
+                    .watermark
+                    .map_or(0, |w| w.0.saturating_sub(e.timestamp).max(0)),
             };
         }
         let i = self.window_index(start);
@@ -337,29 +409,96 @@ impl TumblingWindows {
 
     /// Moves event time to `watermark` and returns every window it closes, in
     /// (window end, grouping, labels) order, labelled from `groups`. A
-    /// watermark behind the current one changes nothing.
+    /// watermark behind the current one changes nothing. While closings are
+    /// held, the windows it closes wait behind them.
     pub fn advance(&mut self, watermark: Watermark, groups: &GroupTables) -> Vec<WindowAggregate> {
         if self.watermark.is_some_and(|w| w >= watermark) {
             return Vec::new();
         }
+        let before = self.closes_through();
         self.watermark = Some(watermark);
+        let through = self.closes_through();
         let mut out = Vec::new();
+        let crossed = match through {
+            Some(t) if through > before && self.keeps_points => Some(t),
+            _ => None,
+        };
+        if let Some(last) = self.held.back() {
+            if let Some(t) = crossed.filter(|t| *t > last.through) {
+                let point = self.point_here(t);
+                self.held.push_back(point);
+            }
+            return out;
+        }
+        self.close_through(through, groups, &mut out);
+        if let Some(t) = crossed {
+            let point = self.point_here(t);
+            self.fired.push(point);
+        }
+        out
+    }
+
+    /// Makes the held closings whose points every partition has been read
+    /// to, in order, and returns the windows they close (as
+    /// [`advance`](Self::advance)).
+    pub fn release(&mut self, groups: &GroupTables) -> Vec<WindowAggregate> {
+        let mut out = Vec::new();
+        while let Some(point) = self.held.front() {
+            if !point.reached(|p| self.next_offsets.get(p)) {
+                break;
+            }
+            let Some(point) = self.held.pop_front() else {
+                break;
+            };
+            self.close_through(Some(point.through), groups, &mut out);
+            let wall = Watermark(point.through.saturating_sub(1));
+            self.watermark = self.watermark.max(Some(wall));
+            self.replayed += 1;
+            self.released_through = Some(point.through);
+            self.fired.push(point);
+        }
+        out
+    }
+
+    /// The end of the newest window the watermark closes.
+    fn closes_through(&self) -> Option<TimestampMs> {
+        self.watermark
+            .map(|w| self.spec.start_of(w.0.saturating_add(1)))
+    }
+
+    /// A firing point for the windows through `through`, here.
+    fn point_here(&self, through: TimestampMs) -> FiringPoint {
+        FiringPoint {
+            through,
+            offsets: self.next_offsets.iter().collect(),
+        }
+    }
+
+    /// Closes every open window ending at or before `through`, in order.
+    fn close_through(
+        &mut self,
+        through: Option<TimestampMs>,
+        groups: &GroupTables,
+        out: &mut Vec<WindowAggregate>,
+    ) {
+        let Some(through) = through else {
+            return;
+        };
         while let Some(window) = self.open.front() {
             let start = window.start;
             let end = start.saturating_add(self.spec.length_ms());
-            if !watermark.closes(end) {
+            if end > through {
                 break;
             }
             let Some(mut window) = self.open.pop_front() else {
                 break;
             };
             let first = out.len();
-            self.close(&mut window, end, groups, &mut out);
+            self.close(&mut window, end, groups, out);
             out[first..].sort_by(|a, b| (a.grouping, &a.group).cmp(&(b.grouping, &b.group)));
             self.close_drilldown(start, end, groups);
             self.recycle(window);
         }
-        out
     }
 
     /// The drill-down samples of a closing window, labelled.
@@ -442,9 +581,11 @@ impl TumblingWindows {
     /// The end of the newest window closed (or written before a restart),
     /// if any: once accepted, no window ending at or before it is written again.
     pub fn closed_through(&self) -> Option<TimestampMs> {
-        let closed = self
-            .watermark
-            .map(|w| self.spec.start_of(w.0.saturating_add(1)));
+        let closed = if self.held.is_empty() {
+            self.closes_through()
+        } else {
+            self.released_through
+        };
         closed.max(self.resumed_through)
     }
 }

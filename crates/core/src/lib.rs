@@ -5,6 +5,8 @@
 //!   the decoder of records of any declared shape ([`decode`], [`record`]),
 //! - what flows between stages: enriched events, watermarks, window aggregates
 //!   and the offset checkpoints that travel with them ([`pipeline`], [`window`]),
+//! - the firing points that pin where windows closed, and the log in which the
+//!   sink asks the source to store them before it sends ([`firing`]),
 //! - the per-partition watermark tracker with idleness ([`watermark`]),
 //! - the output mode and the scopes of window sets it implies ([`scope`]),
 //! - the one `unsafe` block of the workspace, a cache prefetch hint ([`prefetch`]),
@@ -23,6 +25,7 @@ pub mod decode;
 pub mod event;
 pub mod fence;
 pub mod file_watch;
+pub mod firing;
 pub mod partition_map;
 pub mod pipeline;
 pub mod prefetch;
@@ -42,6 +45,7 @@ pub use decode::Decoder;
 pub use event::{decode_event, DecodeError, DecodeErrorKind, EventType, RawEvent};
 pub use fence::RevocationFence;
 pub use file_watch::FileWatch;
+pub use firing::{FiringLog, FiringPoint};
 pub use partition_map::PartitionMap;
 pub use pipeline::{
     ChannelsConfig, Checkpoint, EnrichedBatch, EnrichedEvent, GroupId, GroupKey, Msg, SourceBatch,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::Labels;
 #[cfg(doc)]
 use crate::OutputMode;
-use crate::{PartitionId, RecordBatch, Scope, SignalValue, TimestampMs, Watermark};
+use crate::{FiringPoint, PartitionId, RecordBatch, Scope, SignalValue, TimestampMs, Watermark};
 
 /// A message on a stage channel: a batch of data, or a control message.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,6 +36,10 @@ pub enum Msg<T> {
         /// The assignment epoch of the [`RevocationFence`](crate::RevocationFence)
         /// this input belongs to; checkpoints built from it carry it.
         epoch: u64,
+        /// The single output mode's closings after `written_through` whose
+        /// windows may have been sent, in order: their windows close at these
+        /// points again, holding what they held (see [`FiringPoint`]).
+        fired: Vec<FiringPoint>,
     },
 }
 
@@ -50,9 +54,11 @@ impl<T> Msg<T> {
             Msg::Rewind {
                 written_through,
                 epoch,
+                fired,
             } => Err(Msg::Rewind {
                 written_through,
                 epoch,
+                fired,
             }),
         }
     }

@@ -125,6 +125,9 @@ pub struct WindowBatch {
     pub vehicle_samples: Vec<VehicleSample>,
     /// Offsets and window boundary to acknowledge after acceptance.
     pub checkpoint: Checkpoint,
+    /// Where these windows closed, to be stored before they are sent (the
+    /// single output mode; see [`FiringPoint`](crate::FiringPoint)).
+    pub firing_points: Vec<crate::FiringPoint>,
 }
 
 #[cfg(test)]

@@ -9,29 +9,112 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fleet_core::{Checkpoint, OutputMode, PartitionId, TimestampMs};
+use fleet_core::{Checkpoint, FiringPoint, OutputMode, PartitionId, TimestampMs};
 
 /// What the service stores in the offset-commit metadata.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CommitMetadata {
-    /// Windows ending at or before this were accepted by the sink.
-    pub closed_through: TimestampMs,
+    /// Windows ending at or before this were accepted by the sink; `None`
+    /// before any was.
+    pub closed_through: Option<TimestampMs>,
+    /// The single output mode's closings after `closed_through` whose
+    /// windows may have been sent, oldest first: each closing's `through`
+    /// and this partition's offset in its [`FiringPoint`].
+    pub fired: Vec<(TimestampMs, i64)>,
 }
 
 const METADATA_PREFIX: &str = "fleet/1;closed_through=";
+const FIRED: &str = ";fired=";
+
+/// Most closings one commit carries: Kafka keeps 4 KiB of metadata per
+/// partition by default (`offset.metadata.max.bytes`), and each takes at
+/// most 41 bytes. Past it the oldest are dropped; their windows, if sent
+/// again, are judged by the watermark.
+pub const MAX_FIRED: usize = 96;
 
 impl CommitMetadata {
-    /// The metadata string.
+    /// The metadata string: `fleet/1;closed_through=<ms>`, then
+    /// `;fired=<through>@<offset>,…` when there are closings.
     pub fn encode(&self) -> String {
-        format!("{METADATA_PREFIX}{}", self.closed_through)
+        let mut s = String::from(METADATA_PREFIX);
+        if let Some(closed) = self.closed_through {
+            s.push_str(&closed.to_string());
+        }
+        for (i, (through, offset)) in self.fired.iter().enumerate() {
+            s.push_str(if i == 0 { FIRED } else { "," });
+            s.push_str(&format!("{through}@{offset}"));
+        }
+        s
     }
 
     /// Parses metadata written by [`encode`](Self::encode); anything else
     /// (empty, another tool's) is `None`.
     pub fn parse(s: &str) -> Option<Self> {
-        let closed_through = s.strip_prefix(METADATA_PREFIX)?.parse().ok()?;
-        Some(CommitMetadata { closed_through })
+        let rest = s.strip_prefix(METADATA_PREFIX)?;
+        let (closed, fired) = match rest.split_once(FIRED) {
+            Some((closed, fired)) => (closed, Some(fired)),
+            None => (rest, None),
+        };
+        let closed_through = match closed {
+            "" => None,
+            c => Some(c.parse().ok()?),
+        };
+        let fired = match fired {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|entry| {
+                    let (through, offset) = entry.split_once('@')?;
+                    Some((through.parse().ok()?, offset.parse().ok()?))
+                })
+                .collect::<Option<Vec<_>>>()?,
+        };
+        Some(CommitMetadata {
+            closed_through,
+            fired,
+        })
     }
+}
+
+/// The firing points stored with the commits of every partition in
+/// `assigned` (`(partition, committed offset, metadata)`): the closings
+/// every partition carrying metadata lists, each partition's offset in
+/// them set to 0 where reading restarts past it (none of its events
+/// replayed belong to their windows, and nothing need be read to reach it).
+pub fn stored_firing_points<'a>(
+    assigned: impl IntoIterator<Item = (PartitionId, Option<i64>, Option<&'a CommitMetadata>)>,
+) -> Vec<FiringPoint> {
+    let mut points: Option<BTreeMap<TimestampMs, FiringPoint>> = None;
+    for (partition, committed, metadata) in assigned {
+        let Some(metadata) = metadata else {
+            continue;
+        };
+        let mine: BTreeMap<TimestampMs, i64> = metadata.fired.iter().copied().collect();
+        let points = points.get_or_insert_with(|| {
+            mine.keys()
+                .map(|t| {
+                    (
+                        *t,
+                        FiringPoint {
+                            through: *t,
+                            offsets: BTreeMap::new(),
+                        },
+                    )
+                })
+                .collect()
+        });
+        points.retain(|through, point| match mine.get(through) {
+            Some(offset) => {
+                let past = committed.is_some_and(|c| c >= *offset);
+                point
+                    .offsets
+                    .insert(partition, if past { 0 } else { *offset });
+                true
+            }
+            None => false,
+        });
+    }
+    points.unwrap_or_default().into_values().collect()
 }
 
 /// One commit to make.
@@ -45,8 +128,8 @@ pub struct CommitPlan {
 
 impl CommitPlan {
     /// The metadata to commit with `partition`'s offset.
-    pub fn metadata_for(&self, partition: PartitionId) -> Option<CommitMetadata> {
-        self.metadata.get(&partition).copied()
+    pub fn metadata_for(&self, partition: PartitionId) -> Option<&CommitMetadata> {
+        self.metadata.get(&partition)
     }
 }
 
@@ -57,6 +140,11 @@ pub struct CommitLedger {
     mode: OutputMode,
     committed: BTreeMap<PartitionId, i64>,
     closed_through: BTreeMap<PartitionId, TimestampMs>,
+    /// Firing points of closings whose windows may have been sent and are
+    /// not recorded as accepted: every commit carries them.
+    fired: Vec<FiringPoint>,
+    /// The newest closing the last commit carried.
+    fired_committed: Option<TimestampMs>,
 }
 
 impl CommitLedger {
@@ -73,22 +161,58 @@ impl CommitLedger {
         &mut self,
         partition: PartitionId,
         offset: i64,
-        metadata: Option<CommitMetadata>,
+        metadata: Option<&CommitMetadata>,
     ) {
         self.committed.insert(partition, offset);
-        if let Some(m) = metadata {
-            let kept = self
-                .closed_through
-                .entry(partition)
-                .or_insert(m.closed_through);
-            *kept = (*kept).max(m.closed_through);
+        if let Some(closed) = metadata.and_then(|m| m.closed_through) {
+            let kept = self.closed_through.entry(partition).or_insert(closed);
+            *kept = (*kept).max(closed);
         }
+    }
+
+    /// Keeps the firing points found stored at assignment: the commits
+    /// carry them until their windows are recorded as accepted.
+    pub fn restore_fired(&mut self, points: &[FiringPoint]) {
+        self.fired = points.to_vec();
+        self.fired_committed = points.last().map(|p| p.through);
+    }
+
+    /// Adds the firing points of closings about to be sent; returns whether
+    /// one is new (closings made again at a stored point are not).
+    pub fn add_fired(&mut self, points: Vec<FiringPoint>) -> bool {
+        let mut added = false;
+        for point in points {
+            if self
+                .fired
+                .last()
+                .is_none_or(|last| point.through > last.through)
+            {
+                self.fired.push(point);
+                added = true;
+            }
+        }
+        if self.fired.len() > MAX_FIRED {
+            let excess = self.fired.len() - MAX_FIRED;
+            self.fired.drain(..excess);
+        }
+        added
+    }
+
+    /// Whether some firing point is not committed yet.
+    pub fn fired_pending(&self) -> bool {
+        self.fired
+            .last()
+            .is_some_and(|p| Some(p.through) > self.fired_committed)
     }
 
     /// Forgets a partition that was revoked.
     pub fn forget(&mut self, partition: PartitionId) {
         self.committed.remove(&partition);
         self.closed_through.remove(&partition);
+        if self.committed.is_empty() {
+            self.fired.clear();
+            self.fired_committed = None;
+        }
     }
 
     /// The committed offset of a partition, if any.
@@ -116,32 +240,53 @@ impl CommitLedger {
 
     /// What to commit for `checkpoint`, limited to `owned` partitions; `None`
     /// when nothing would change. Offsets never go backwards; when a
-    /// partition's window boundary moved, it is committed again at its old
-    /// offset if need be, so that it carries the new metadata.
+    /// partition's window boundary moved, or firing points are to be
+    /// stored, it is committed again at its old offset if need be, so that
+    /// it carries the new metadata. A partition never committed is then
+    /// committed at its offset in `first_read` (the first read since its
+    /// assignment), before which nothing is needed.
     pub fn plan(
         &self,
         checkpoint: &Checkpoint,
         owned: &BTreeSet<PartitionId>,
+        first_read: &BTreeMap<PartitionId, i64>,
     ) -> Option<CommitPlan> {
         let mut plan = CommitPlan {
             offsets: Vec::new(),
             metadata: BTreeMap::new(),
         };
+        let fired_moved = self.fired_pending();
         for p in owned {
             let boundary = self.boundary(checkpoint, *p);
-            let boundary_moved =
-                boundary.is_some_and(|c| self.closed_through.get(p).is_none_or(|old| c > *old));
+            let metadata_moved = fired_moved
+                || boundary.is_some_and(|c| self.closed_through.get(p).is_none_or(|old| c > *old));
             let old = self.committed.get(p).copied();
             let new = checkpoint.resume_offsets.get(p).copied();
             let offset = match (old, new) {
                 (Some(o), Some(n)) if n > o => n,
                 (None, Some(n)) => n,
-                (Some(o), _) if boundary_moved => o,
+                (Some(o), _) if metadata_moved => o,
+                (None, None) if fired_moved => match first_read.get(p) {
+                    Some(first) => *first,
+                    None => continue,
+                },
                 _ => continue,
             };
             plan.offsets.push((*p, offset));
-            if let Some(closed_through) = boundary {
-                plan.metadata.insert(*p, CommitMetadata { closed_through });
+            let fired: Vec<(TimestampMs, i64)> = self
+                .fired
+                .iter()
+                .filter(|f| boundary.is_none_or(|b| f.through > b))
+                .map(|f| (f.through, f.bound(*p)))
+                .collect();
+            if boundary.is_some() || !fired.is_empty() {
+                plan.metadata.insert(
+                    *p,
+                    CommitMetadata {
+                        closed_through: boundary,
+                        fired,
+                    },
+                );
             }
         }
         (!plan.offsets.is_empty()).then_some(plan)
@@ -153,7 +298,15 @@ impl CommitLedger {
             self.committed.insert(*p, *o);
         }
         for (p, m) in &plan.metadata {
-            self.closed_through.insert(*p, m.closed_through);
+            if let Some(closed) = m.closed_through {
+                self.closed_through.insert(*p, closed);
+            }
+            if let Some((through, _)) = m.fired.last() {
+                self.fired_committed = self.fired_committed.max(Some(*through));
+            }
+        }
+        if let Some(boundary) = self.closed_through.values().min() {
+            self.fired.retain(|f| f.through > *boundary);
         }
     }
 }
@@ -162,6 +315,15 @@ impl CommitLedger {
 mod tests {
     use super::*;
     use fleet_core::Scope;
+
+    impl CommitMetadata {
+        fn through(closed_through: TimestampMs) -> Self {
+            CommitMetadata {
+                closed_through: Some(closed_through),
+                fired: Vec::new(),
+            }
+        }
+    }
 
     fn cp(offsets: &[(PartitionId, i64)], closed: Option<i64>) -> Checkpoint {
         Checkpoint {
@@ -173,10 +335,8 @@ mod tests {
 
     #[test]
     fn metadata_round_trips_and_ignores_foreign_values() {
-        let m = CommitMetadata {
-            closed_through: 1_764_000_005_000,
-        };
-        assert_eq!(CommitMetadata::parse(&m.encode()), Some(m));
+        let m = CommitMetadata::through(1_764_000_005_000);
+        assert_eq!(CommitMetadata::parse(&m.encode()), Some(m.clone()));
         assert_eq!(CommitMetadata::parse(""), None);
         assert_eq!(CommitMetadata::parse("something else"), None);
     }
@@ -186,23 +346,31 @@ mod tests {
         let owned = BTreeSet::from([0, 1]);
         let mut l = CommitLedger::new(OutputMode::Single);
         let plan = l
-            .plan(&cp(&[(0, 10), (1, 5), (2, 7)], Some(5000)), &owned)
+            .plan(
+                &cp(&[(0, 10), (1, 5), (2, 7)], Some(5000)),
+                &owned,
+                &BTreeMap::new(),
+            )
             .unwrap();
         assert_eq!(plan.offsets, vec![(0, 10), (1, 5)]);
-        assert_eq!(
-            plan.metadata_for(1),
-            Some(CommitMetadata {
-                closed_through: 5000
-            })
-        );
+        assert_eq!(plan.metadata_for(1), Some(&CommitMetadata::through(5000)));
         l.committed_plan(&plan);
-        assert_eq!(l.plan(&cp(&[(0, 10), (1, 5)], Some(5000)), &owned), None);
         assert_eq!(
-            l.plan(&cp(&[(0, 8)], Some(5000)), &owned),
+            l.plan(
+                &cp(&[(0, 10), (1, 5)], Some(5000)),
+                &owned,
+                &BTreeMap::new()
+            ),
+            None
+        );
+        assert_eq!(
+            l.plan(&cp(&[(0, 8)], Some(5000)), &owned, &BTreeMap::new()),
             None,
             "never backwards"
         );
-        let plan = l.plan(&cp(&[(0, 12)], Some(10_000)), &owned).unwrap();
+        let plan = l
+            .plan(&cp(&[(0, 12)], Some(10_000)), &owned, &BTreeMap::new())
+            .unwrap();
         assert_eq!(
             plan.offsets,
             vec![(0, 12), (1, 5)],
@@ -214,21 +382,15 @@ mod tests {
     fn partitioned_checkpoints_commit_each_partitions_own_boundary() {
         let owned = BTreeSet::from([0, 1]);
         let mut l = CommitLedger::new(OutputMode::Partitioned);
-        l.restore(
-            1,
-            50,
-            Some(CommitMetadata {
-                closed_through: 30_000,
-            }),
-        );
+        l.restore(1, 50, Some(&CommitMetadata::through(30_000)));
         let checkpoint = Checkpoint {
             resume_offsets: [(0, 10), (1, 60)].into(),
             closed_through: OutputMode::Partitioned.per_scope([(0, 10_000), (1, 25_000)]),
             epoch: 0,
         };
-        let plan = l.plan(&checkpoint, &owned).unwrap();
+        let plan = l.plan(&checkpoint, &owned, &BTreeMap::new()).unwrap();
         assert_eq!(plan.offsets, vec![(0, 10), (1, 60)]);
-        let closed = |p| plan.metadata_for(p).map(|m| m.closed_through);
+        let closed = |p| plan.metadata_for(p).and_then(|m| m.closed_through);
         assert_eq!(closed(0), Some(10_000), "its own, not partition 1's");
         assert_eq!(closed(1), Some(30_000), "never behind what was committed");
         l.committed_plan(&plan);
@@ -237,35 +399,130 @@ mod tests {
             closed_through: OutputMode::Partitioned.per_scope([(0, 15_000), (1, 25_000)]),
             ..checkpoint
         };
-        let plan = l.plan(&checkpoint, &owned).unwrap();
+        let plan = l.plan(&checkpoint, &owned, &BTreeMap::new()).unwrap();
         assert_eq!(plan.offsets, vec![(0, 10)]);
         assert_eq!(closed_of(&plan, 0), Some(15_000));
     }
 
     fn closed_of(plan: &CommitPlan, p: PartitionId) -> Option<i64> {
-        plan.metadata_for(p).map(|m| m.closed_through)
+        plan.metadata_for(p).and_then(|m| m.closed_through)
     }
 
     #[test]
     fn restored_boundary_is_kept() {
         let mut l = CommitLedger::new(OutputMode::Single);
-        l.restore(
-            0,
-            100,
-            Some(CommitMetadata {
-                closed_through: 20_000,
-            }),
-        );
+        l.restore(0, 100, Some(&CommitMetadata::through(20_000)));
         let plan = l
-            .plan(&cp(&[(0, 120)], Some(15_000)), &BTreeSet::from([0]))
+            .plan(
+                &cp(&[(0, 120)], Some(15_000)),
+                &BTreeSet::from([0]),
+                &BTreeMap::new(),
+            )
             .unwrap();
-        assert_eq!(
-            plan.metadata_for(0),
-            Some(CommitMetadata {
-                closed_through: 20_000
-            })
-        );
+        assert_eq!(plan.metadata_for(0), Some(&CommitMetadata::through(20_000)));
         l.forget(0);
         assert_eq!(l.committed(0), None);
+    }
+
+    fn point(through: TimestampMs, offsets: &[(PartitionId, i64)]) -> FiringPoint {
+        FiringPoint {
+            through,
+            offsets: offsets.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn firing_points_round_trip_in_the_metadata() {
+        let m = CommitMetadata {
+            closed_through: Some(10_000),
+            fired: vec![(15_000, 42), (20_000, 0)],
+        };
+        assert_eq!(
+            m.encode(),
+            "fleet/1;closed_through=10000;fired=15000@42,20000@0"
+        );
+        assert_eq!(CommitMetadata::parse(&m.encode()), Some(m));
+        let nothing_closed = CommitMetadata {
+            closed_through: None,
+            fired: vec![(5_000, 7)],
+        };
+        assert_eq!(
+            CommitMetadata::parse(&nothing_closed.encode()),
+            Some(nothing_closed)
+        );
+        assert_eq!(
+            CommitMetadata::parse("fleet/1;closed_through=5;fired=x@1"),
+            None
+        );
+        assert_eq!(
+            CommitMetadata::parse("fleet/1;closed_through=5"),
+            Some(CommitMetadata::through(5)),
+            "what earlier versions wrote"
+        );
+    }
+
+    #[test]
+    fn every_commit_carries_the_firing_points_not_yet_accepted() {
+        let owned = BTreeSet::from([0, 1]);
+        let mut l = CommitLedger::new(OutputMode::Single);
+        // Nothing accepted or committed yet: the partitions are committed
+        // where they were first read.
+        assert!(l.add_fired(vec![point(5_000, &[(0, 3)])]));
+        let first_read = BTreeMap::from([(0, 0), (1, 0)]);
+        let plan = l.plan(&Checkpoint::default(), &owned, &first_read).unwrap();
+        assert_eq!(plan.offsets, vec![(0, 0), (1, 0)]);
+        assert_eq!(plan.metadata_for(1).unwrap().fired, vec![(5_000, 0)]);
+        assert_eq!(
+            plan.metadata_for(0).unwrap().encode(),
+            "fleet/1;closed_through=;fired=5000@3"
+        );
+        l.committed_plan(&plan);
+        assert!(!l.fired_pending());
+        assert!(
+            !l.add_fired(vec![point(5_000, &[(0, 3)])]),
+            "stored again: nothing new"
+        );
+        // A later closing, and the first one accepted: only the later one
+        // stays, on every partition.
+        assert!(l.add_fired(vec![point(10_000, &[(0, 9), (1, 4)])]));
+        let plan = l
+            .plan(&cp(&[(0, 3)], Some(5_000)), &owned, &first_read)
+            .unwrap();
+        assert_eq!(plan.offsets, vec![(0, 3), (1, 0)]);
+        assert_eq!(plan.metadata_for(0).unwrap().fired, vec![(10_000, 9)]);
+        assert_eq!(plan.metadata_for(1).unwrap().fired, vec![(10_000, 4)]);
+        l.committed_plan(&plan);
+        assert_eq!(
+            l.plan(&cp(&[(0, 3)], Some(5_000)), &owned, &first_read),
+            None
+        );
+        // Accepted: the next commit carries no point.
+        let plan = l
+            .plan(&cp(&[(0, 9)], Some(10_000)), &owned, &first_read)
+            .unwrap();
+        assert!(plan.metadata.values().all(|m| m.fired.is_empty()));
+        l.committed_plan(&plan);
+        assert!(!l.fired_pending());
+    }
+
+    #[test]
+    fn stored_points_are_the_closings_every_partition_lists() {
+        let m = |fired: &[(i64, i64)]| CommitMetadata {
+            closed_through: Some(5_000),
+            fired: fired.to_vec(),
+        };
+        let (m0, m1) = (m(&[(10_000, 8), (15_000, 9)]), m(&[(10_000, 20)]));
+        // A commit of partition 1 that failed left it without the second.
+        let points = stored_firing_points([
+            (0, Some(2), Some(&m0)),
+            (1, Some(20), Some(&m1)),
+            (2, None, None),
+        ]);
+        assert_eq!(
+            points,
+            vec![point(10_000, &[(0, 8), (1, 0)])],
+            "partition 1 restarts at its point: nothing to wait for"
+        );
+        assert!(stored_firing_points([(0, None, None)]).is_empty());
     }
 }

@@ -23,7 +23,7 @@ pub mod reference;
 pub mod security;
 pub mod source;
 
-pub use commit::{CommitLedger, CommitMetadata};
+pub use commit::{stored_firing_points, CommitLedger, CommitMetadata};
 pub use config::{ClientProperties, KafkaConfig, OffsetReset, StartFrom};
 pub use dead_letter::{DeadLetterConfig, DeadLetterMetrics, KafkaDeadLetters};
 pub use metrics::SourceMetrics;

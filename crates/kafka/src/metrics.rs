@@ -54,6 +54,11 @@ struct CommitLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoredLabels {
+    stored: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
     partition: i32,
 }
@@ -70,6 +75,7 @@ pub struct SourceMetrics {
     paused: Gauge,
     commits: Family<CommitLabels, Counter>,
     metadata_unsupported: Gauge,
+    firing_points: Family<StoredLabels, Counter>,
     partition_watermark: Family<PartitionLabels, Gauge>,
     consumer_lag: Family<PartitionLabels, Gauge>,
     log_limit: std::sync::Arc<std::sync::Mutex<LogLimit>>,
@@ -110,6 +116,10 @@ impl SourceMetrics {
                 "commit_metadata_unsupported",
                 "1 when the broker does not keep offset-commit metadata (the window boundary goes to the companion group)",
             ),
+            firing_points: registry.metric(
+                "firing_points",
+                "Firing points of the single output mode's closings the sink asked to store before sending their windows: stored=\"true\" with a commit, \"false\" where the broker drops commit metadata",
+            ),
             consumer_lag: registry.metric(
                 "consumer_lag_messages",
                 "Messages on the broker not yet fetched, per partition (librdkafka statistics; read from the broker while the source is paused or a partition is quiet)",
@@ -123,6 +133,9 @@ impl SourceMetrics {
                 suppressed: 0,
             })),
         };
+        for stored in ["true", "false"] {
+            let _ = m.firing_points.get_or_create(&StoredLabels { stored });
+        }
         for kind in DecodeErrorKind::ALL {
             // Export every reason from the start, at zero.
             let _ = m.decode_errors.get_or_create(&ReasonLabels {
@@ -217,10 +230,20 @@ impl SourceMetrics {
             tracing::warn!(
                 "The broker does not keep offset-commit metadata (degraded mode): the end of \
                  the last window written is kept as the committed offset of the companion \
-                 group <group_id>.closed-windows instead."
+                 group <group_id>.closed-windows instead, and in the single output mode a \
+                 window sent again after a crash can differ from its first copy when it holds \
+                 an event beyond the out-of-orderness bound (no firing points are stored)."
             );
         }
         self.metadata_unsupported.set(1);
+    }
+
+    /// `n` firing points were `stored` with a commit, or let go unstored.
+    pub fn firing_points(&self, stored: bool, n: usize) {
+        let stored = if stored { "true" } else { "false" };
+        self.firing_points
+            .get_or_create(&StoredLabels { stored })
+            .inc_by(n as u64);
     }
 
     /// A partition's watermark moved.

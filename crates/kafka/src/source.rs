@@ -47,8 +47,8 @@ use tokio::time::Instant;
 
 use fleet_core::telemetry::{wall_clock_ms, Readiness};
 use fleet_core::{
-    Checkpoint, DeadLetter, DeadLetterCause, DeadLetterQueue, Msg, PartitionId, RevocationFence,
-    SourceBatch, SourceBatcher, TimestampMs,
+    Checkpoint, DeadLetter, DeadLetterCause, DeadLetterQueue, FiringLog, Msg, PartitionId,
+    RevocationFence, SourceBatch, SourceBatcher, TimestampMs,
 };
 use fleet_schema::{RecordReader, Resolved, SchemaRef};
 
@@ -112,6 +112,10 @@ struct SourceTask {
     /// The last commit, on its blocking thread (see
     /// [`SourceTask::commit_accepted`]).
     committing: Option<tokio::task::JoinHandle<()>>,
+    /// The last request of the sink's firing points taken, and how many
+    /// points wait with it, until a commit has stored them (see
+    /// [`SourceTask::store_firing_points`]).
+    storing: Option<(u64, usize)>,
     /// The partition ends being read from the broker (see
     /// [`SourceTask::read_ends`]), and when that read started.
     reading_ends: Option<tokio::task::JoinHandle<()>>,
@@ -125,6 +129,9 @@ pub struct SinkFeedback {
     pub acks: watch::Receiver<Option<Checkpoint>>,
     /// Shared with the sink, for revocations.
     pub fence: Arc<RevocationFence>,
+    /// Shared with the sink in the single output mode: the firing points
+    /// it asks to have stored with a commit before it sends their windows.
+    pub firing: Option<Arc<FiringLog>>,
 }
 
 /// Declares the source's readiness conditions, not met until partitions are
@@ -153,7 +160,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), KafkaStageError> {
     declare_readiness(&readiness);
-    let SinkFeedback { mut acks, fence } = sink;
+    let SinkFeedback {
+        mut acks,
+        fence,
+        firing,
+    } = sink;
     let security = SecurityContext::for_config(&cfg)?;
     security.warm_up().await;
     let companion: Arc<BaseConsumer<SecurityContext>> = Arc::new(
@@ -173,6 +184,7 @@ pub async fn run(
         SinkFeedback {
             acks: acks.clone(),
             fence,
+            firing: firing.clone(),
         },
         Duration::from_millis(cfg.drain_timeout_ms),
         dead_letters,
@@ -202,6 +214,7 @@ pub async fn run(
         metrics,
         readiness,
         committing: None,
+        storing: None,
         reading_ends: None,
         ends_read_at: None,
         cfg,
@@ -235,11 +248,14 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 task.on_tick();
-                if last_commit.elapsed() >= commit_every {
+                if task.storing.is_some() {
+                    task.store_firing_points(&acks);
+                } else if last_commit.elapsed() >= commit_every {
                     task.commit_accepted(&acks, CommitMode::Async);
                     last_commit = Instant::now();
                 }
             }
+            () = requested(firing.as_deref()) => task.store_firing_points(&acks),
             received = messages.next(), if task.flow.takes_messages() => {
                 // The stream never ends while its consumer lives.
                 let Some(received) = received else { break };
@@ -261,6 +277,9 @@ pub async fn run(
                 tracing::warn!("The sink did not drain before kafka.drain_timeout_ms; committing what it accepted.");
                 break;
             }
+            // The sink sends what it holds only once its points are stored.
+            () = requested(firing.as_deref()) => task.store_firing_points(&acks),
+            _ = tick.tick(), if task.storing.is_some() => task.store_firing_points(&acks),
             // Keep serving the group while waiting.
             _ = messages.next() => {}
         }
@@ -269,6 +288,15 @@ pub async fn run(
     task.consumer.unsubscribe();
     tracing::info!("Source stopped.");
     Ok(())
+}
+
+/// Resolves when the sink asks for firing points to be stored; never
+/// without a firing log.
+async fn requested(firing: Option<&FiringLog>) {
+    match firing {
+        Some(log) => log.requested().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl SourceTask {
@@ -662,13 +690,6 @@ impl SourceTask {
         topic_partitions: Option<usize>,
         now: Instant,
     ) {
-        if let Ok(mut shared) = self.consumer.context().shared.lock() {
-            for a in partitions {
-                if let Some(offset) = a.committed {
-                    shared.ledger.restore(a.partition, offset, a.metadata);
-                }
-            }
-        }
         for a in partitions {
             self.batcher.tracker_mut().assign(a.partition, now);
         }
@@ -676,13 +697,25 @@ impl SourceTask {
         let assigned = self
             .assignment
             .assign(partitions, topic_partitions, epoch, now);
+        if let Ok(mut shared) = self.consumer.context().shared.lock() {
+            for a in partitions {
+                if let Some(offset) = a.committed {
+                    shared
+                        .ledger
+                        .restore(a.partition, offset, a.metadata.as_ref());
+                }
+            }
+            if let Msg::Rewind { fired, .. } = &assigned.rewind {
+                shared.ledger.restore_fired(fired);
+            }
+        }
         if let Some(timestamp) = self.start_at.take() {
             self.seek_to_time(timestamp, now);
         }
         tracing::info!(
             assigned = ?partitions
                 .iter()
-                .map(|a| (a.partition, a.committed, a.metadata.map(|m| m.closed_through)))
+                .map(|a| (a.partition, a.committed, a.metadata.as_ref().and_then(|m| m.closed_through)))
                 .collect::<Vec<_>>(),
             rewind = ?assigned.rewind,
             "Partitions assigned."

@@ -93,6 +93,7 @@ async fn progress_turns_unready_while_the_first_commit_waits_on_a_vanished_broke
         SinkFeedback {
             acks: acks_rx,
             fence: Arc::clone(&fence),
+            firing: None,
         },
         SourceMetrics::register(&mut Registry::default()),
         Arc::clone(&readiness),

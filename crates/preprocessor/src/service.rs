@@ -18,8 +18,8 @@ use anyhow::Context;
 use fleet_aggregator::{AggregatorConfig, AggregatorMetrics};
 use fleet_core::telemetry::{Channel, Readiness, TelemetryMetrics};
 use fleet_core::{
-    Checkpoint, DeadLetterQueue, Msg, ReferenceChanges, RevocationFence, SourceBatch,
-    SourceBatcher, WatermarkTracker, WindowBatch,
+    Checkpoint, DeadLetterQueue, FiringLog, Msg, OutputMode, ReferenceChanges, RevocationFence,
+    SourceBatch, SourceBatcher, WatermarkTracker, WindowBatch,
 };
 use fleet_drilldown::VehicleSelection;
 use fleet_enricher::{
@@ -246,12 +246,19 @@ fn spawn_channel_sampler(channels: Vec<(Channel, Probe)>, metrics: TelemetryMetr
     });
 }
 
+/// What the sink shares with a Kafka source: the revocation fence, and in
+/// the single output mode the log of firing points to store before sending.
+struct SharedWithSource {
+    fence: Arc<RevocationFence>,
+    firing: Option<Arc<FiringLog>>,
+}
+
 /// Spawns the configured sink reading `tail`.
 fn spawn_sink(
     settings: &ValidSettings,
     tail: mpsc::Receiver<WindowBatch>,
     acks: watch::Sender<Option<Checkpoint>>,
-    fence: Arc<RevocationFence>,
+    shared: SharedWithSource,
     letters: Option<Arc<dyn DeadLetterQueue>>,
     telemetry: &Telemetry,
     tasks: &mut JoinSet<anyhow::Result<()>>,
@@ -274,10 +281,11 @@ fn spawn_sink(
             let cfg = cfg.clone();
             let metrics = telemetry.remote_write.clone();
             let readiness = telemetry.readiness.clone();
+            let SharedWithSource { fence, firing } = shared;
             tasks.spawn(
                 async move {
                     fleet_remote_write::run_fenced(
-                        *cfg, plan, tail, acks, metrics, readiness, fence, letters,
+                        *cfg, plan, tail, acks, metrics, readiness, fence, letters, firing,
                     )
                     .await
                     .context("remote-write emitter")
@@ -329,11 +337,20 @@ pub async fn run(
     )?;
     let (acks_tx, acks_rx) = watch::channel(None);
     let fence = Arc::new(RevocationFence::default());
+    // The single output mode's windows close where the reads of the
+    // partitions happened to interleave: the sink has those points stored
+    // with a commit before it sends them, so a replay closes them there.
+    let firing = (settings.output_mode == OutputMode::Single
+        && matches!(settings.source, SourceKind::Kafka(_)))
+    .then(|| Arc::new(FiringLog::default()));
     spawn_sink(
         &settings,
         core.tail,
         acks_tx,
-        Arc::clone(&fence),
+        SharedWithSource {
+            fence: Arc::clone(&fence),
+            firing: firing.clone(),
+        },
         queue,
         &telemetry,
         &mut tasks,
@@ -341,6 +358,7 @@ pub async fn run(
     let feedback = fleet_kafka::source::SinkFeedback {
         acks: acks_rx,
         fence,
+        firing,
     };
     spawn_source(
         &settings,

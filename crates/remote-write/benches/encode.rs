@@ -54,6 +54,7 @@ fn windows(groups: usize, windows: usize) -> Vec<WindowBatch> {
         .map(|w| {
             let end = 1_764_000_005_000 + w * 5000;
             WindowBatch {
+                firing_points: Vec::new(),
                 vehicle_samples: Vec::new(),
                 aggregates: (0..groups as i64)
                     .map(|g| {

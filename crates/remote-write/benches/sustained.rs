@@ -54,6 +54,7 @@ fn args() -> Args {
 
 fn window(groups: usize, end: i64, n: i64) -> WindowBatch {
     WindowBatch {
+        firing_points: Vec::new(),
         vehicle_samples: Vec::new(),
         aggregates: (0..groups as i64)
             .map(|g| {

@@ -624,6 +624,7 @@ pub(crate) mod tests {
             value,
         };
         let batch = WindowBatch {
+            firing_points: Vec::new(),
             aggregates: vec![a.clone()],
             vehicle_samples: vec![
                 sample(signal("IC_RPM"), 6_000, 900.0),

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleet_core::telemetry::Readiness;
-use fleet_core::{Checkpoint, DeadLetterCause, DeadLetterQueue, RevocationFence, WindowBatch};
+use fleet_core::{
+    Checkpoint, DeadLetterCause, DeadLetterQueue, FiringLog, RevocationFence, WindowBatch,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -46,7 +48,10 @@ pub async fn run(
 ) -> Result<(), RemoteWriteError> {
     let fence = Arc::new(RevocationFence::default());
     let plan = Arc::new(fleet_plan::MetricPlan::reference_demo());
-    run_fenced(cfg, plan, input, acks, metrics, readiness, fence, None).await
+    run_fenced(
+        cfg, plan, input, acks, metrics, readiness, fence, None, None,
+    )
+    .await
 }
 
 /// [`run`], sharing `fence` with a Kafka source: batches built before the
@@ -54,7 +59,9 @@ pub async fn run(
 /// new owner rebuilds their windows), and the count of batches in flight is
 /// kept there for the source to wait on (see [`RevocationFence`]). Samples
 /// refused for good go to `letters` when it keeps them, and are
-/// acknowledged once written there.
+/// acknowledged once written there. With `firing`, a batch's firing points
+/// are stored (by the source) before any of its samples is sent, so that a
+/// replay closes its windows at the same points (see [`FiringLog`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn run_fenced(
     cfg: RemoteWriteConfig,
@@ -65,6 +72,7 @@ pub async fn run_fenced(
     readiness: Arc<Readiness>,
     fence: Arc<RevocationFence>,
     letters: Option<Arc<dyn DeadLetterQueue>>,
+    firing: Option<Arc<FiringLog>>,
 ) -> Result<(), RemoteWriteError> {
     let letters = letters.filter(|l| l.keeps(DeadLetterCause::RefusedSample));
     let mut emitter = Emitter::new(&cfg, metrics.clone())?.with_readiness(&cfg, readiness);
@@ -92,10 +100,17 @@ pub async fn run_fenced(
     }
     let mut series = SeriesTable::new(cfg.series_naming(plan));
     let mut stopped_early = false;
-    'input: while let Some(batch) = input.recv().await {
+    'input: while let Some(mut batch) = input.recv().await {
         if fence.is_stale(batch.checkpoint.epoch) {
             metrics.superseded(batch.aggregates.len());
             continue;
+        }
+        if let Some(firing) = &firing {
+            firing.store(std::mem::take(&mut batch.firing_points)).await;
+            if fence.is_stale(batch.checkpoint.epoch) {
+                metrics.superseded(batch.aggregates.len());
+                continue;
+            }
         }
         let samples = series.window_batch(&batch);
         let seq = ack.register(samples.len(), batch.checkpoint, samples.newest_timestamp());
@@ -197,6 +212,7 @@ mod tests {
                             closed_through: Default::default(),
                             epoch: 0,
                         },
+                        firing_points: Vec::new(),
                     }
                 })
                 .collect()

@@ -273,6 +273,7 @@ async fn a_refused_request_is_dropped_counted_and_the_stage_goes_on() {
         epoch: 0,
     };
     tx.send(WindowBatch {
+        firing_points: Vec::new(),
         vehicle_samples: Vec::new(),
         aggregates: vec![aggregate("A", T0)],
         checkpoint: checkpoint(10),
@@ -286,6 +287,7 @@ async fn a_refused_request_is_dropped_counted_and_the_stage_goes_on() {
         "acked after the drop"
     );
     tx.send(WindowBatch {
+        firing_points: Vec::new(),
         vehicle_samples: Vec::new(),
         aggregates: vec![aggregate("A", T0 + 5000)],
         checkpoint: checkpoint(20),
@@ -378,6 +380,7 @@ async fn the_stage_fills_requests_across_batches_up_to_the_limit() {
     // Three small batches of 9 samples, then one of 45: 72 samples in all.
     for (i, end) in [T0, T0 + 5000, T0 + 10_000].into_iter().enumerate() {
         batches.push(WindowBatch {
+            firing_points: Vec::new(),
             vehicle_samples: Vec::new(),
             aggregates: vec![aggregate("A", end)],
             checkpoint: Checkpoint {
@@ -389,6 +392,7 @@ async fn the_stage_fills_requests_across_batches_up_to_the_limit() {
     }
     let big: Vec<_> = (3..8).map(|w| aggregate("A", T0 + w * 5000)).collect();
     batches.push(WindowBatch {
+        firing_points: Vec::new(),
         vehicle_samples: Vec::new(),
         aggregates: big,
         checkpoint: Checkpoint {

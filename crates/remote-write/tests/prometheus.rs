@@ -93,6 +93,7 @@ async fn writes_two_windows_of_two_groups_and_reads_them_back() {
         ];
         let checkpoint = checkpoint(offset, end);
         tx.send(WindowBatch {
+            firing_points: Vec::new(),
             vehicle_samples: Vec::new(),
             aggregates,
             checkpoint,

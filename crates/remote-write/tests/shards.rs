@@ -96,6 +96,7 @@ const T0: i64 = 1_764_000_000_000;
 /// Window `w` of `groups` groups (9 samples each), acknowledging offset `w`.
 fn window(w: i64, groups: usize) -> WindowBatch {
     WindowBatch {
+        firing_points: Vec::new(),
         vehicle_samples: Vec::new(),
         aggregates: (0..groups)
             .map(|g| common::aggregate(&format!("model-{g}"), "UK", T0 + w * 5000, 0))
@@ -394,6 +395,7 @@ async fn after_a_revocation_stale_batches_are_dropped_and_in_flight_ones_counted
         Arc::new(Readiness::default()),
         Arc::clone(&fence),
         None,
+        None,
     ));
     // Registered before the revocation: in flight, counted, then acknowledged.
     input.send(window(1, 2)).await.unwrap();
@@ -429,4 +431,62 @@ async fn after_a_revocation_stale_batches_are_dropped_and_in_flight_ones_counted
         metric(&root, "fleet_remote_write_windows_superseded_total"),
         2.0
     );
+}
+
+/// The single output mode: a batch's firing points are stored (by the
+/// source) before any of its samples is sent; a batch waiting for them
+/// when a revocation makes it stale is dropped unsent.
+#[tokio::test]
+async fn a_batch_is_sent_only_once_its_firing_points_are_stored() {
+    let (endpoint, addr) = Endpoint::start(204).await;
+    let (_root, m) = metrics();
+    let (input, rx) = mpsc::channel(4);
+    let (acks, _acked) = watch::channel(None);
+    let fence = Arc::new(fleet_core::RevocationFence::default());
+    let firing = Arc::new(fleet_core::FiringLog::default());
+    let task = tokio::spawn(fleet_remote_write::run_fenced(
+        RemoteWriteConfig {
+            max_linger_ms: 0,
+            ..config(addr)
+        },
+        Arc::new(fleet_plan::MetricPlan::reference_demo()),
+        rx,
+        acks,
+        m,
+        Arc::new(Readiness::default()),
+        Arc::clone(&fence),
+        None,
+        Some(Arc::clone(&firing)),
+    ));
+    let with_point = |w: i64| {
+        let mut batch = window(w, 2);
+        batch.firing_points = vec![fleet_core::FiringPoint {
+            through: T0 + w * 5000,
+            offsets: [(0, w)].into(),
+        }];
+        batch
+    };
+    input.send(with_point(1)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), firing.requested())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(endpoint.hits(), 0, "sent before its points were stored");
+    let (points, number) = firing.take();
+    assert_eq!(points[0].through, T0 + 5000);
+    firing.done(number);
+    assert!(eventually(Duration::from_secs(2), || endpoint.hits() > 0).await);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let first = endpoint.hits();
+
+    // Waiting for its points when the partitions are revoked: stale.
+    input.send(with_point(2)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), firing.requested())
+        .await
+        .unwrap();
+    fence.revoke();
+    assert_eq!(firing.settle_all().len(), 1);
+    drop(input);
+    task.await.unwrap().unwrap();
+    assert_eq!(endpoint.hits(), first, "the stale batch was sent");
 }

@@ -131,6 +131,10 @@ impl OffsetMap {
         self.0.clear();
     }
 
+    pub fn get(&self, partition: PartitionId) -> Option<i64> {
+        self.0.get(partition).copied()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (PartitionId, i64)> + '_ {
         self.0.iter().map(|(p, v)| (p, *v))
     }

@@ -105,6 +105,10 @@ impl Fixture {
         self.w.advance(watermark, &self.groups)
     }
 
+    fn release(&mut self) -> Vec<WindowAggregate> {
+        self.w.release(&self.groups)
+    }
+
     fn checkpoint(&self) -> ScopeCheckpoint {
         let mut resume_offsets = BTreeMap::new();
         self.w.resume_offsets_into(&mut resume_offsets);
@@ -265,7 +269,7 @@ fn rewind_drops_open_windows_and_skips_written_ones() {
     let mut w = windows_with_groups();
     w.record(&ev(0, 1, 0, EventType::IcRpm, 12_000, 5));
     w.advance(Watermark(4_999));
-    assert_eq!(w.rewind(Some(5_000)), 1);
+    assert_eq!(w.rewind(Some(5_000), &[]), 1);
     // The event comes again and is counted once.
     assert_eq!(
         w.record(&ev(0, 1, 0, EventType::IcRpm, 12_000, 5)),
@@ -291,7 +295,7 @@ fn rewind_builds_again_what_was_emitted_past_the_written_boundary() {
     w.record(&ev(1, 1, 0, EventType::IcRpm, 6_000, 7));
     assert_eq!(w.advance(Watermark(9_999)).len(), 2);
     // Only the first window was accepted before the revocation.
-    w.rewind(Some(5_000));
+    w.rewind(Some(5_000), &[]);
     assert_eq!(
         w.record(&ev(0, 1, 0, EventType::IcRpm, 1_000, 5)),
         Admit::AlreadyWritten
@@ -310,7 +314,7 @@ fn rewind_builds_again_what_was_emitted_past_the_written_boundary() {
 #[test]
 fn resume_skips_windows_written_before_a_restart() {
     let mut w = windows_with_groups();
-    w.rewind(Some(10_000));
+    w.rewind(Some(10_000), &[]);
     assert_eq!(
         w.record(&ev(0, 1, 0, EventType::IcRpm, 9_999, 5)),
         Admit::AlreadyWritten
@@ -426,10 +430,117 @@ fn drilled_down_vehicles_leave_samples_of_each_closed_window() {
         w.record(&drilled(ev(4, 1, 0, IcRpm, 1300, 500))),
         Admit::Late { .. }
     ));
-    w.rewind(None);
+    w.rewind(None, &[]);
     assert!(w.advance(Watermark(20_000)).is_empty());
     assert!(
         w.take_vehicle_samples().is_empty(),
         "the rewind dropped them"
+    );
+}
+
+/// Issue #20, finding 9: in the single output mode what a window holds
+/// depends on how the partitions' reads interleave. A replay given the
+/// firing point of the first closing holds the same events in another
+/// interleaving, and closes the window there, not by the watermark.
+#[test]
+fn a_replay_closes_at_the_stored_firing_point_whatever_the_interleaving() {
+    let on = |p: i32, offset: i64, ts: i64| {
+        let mut x = ev(offset, 1 + p as u32, 0, EventType::IcRpm, ts, 5);
+        x.e.partition = p;
+        x
+    };
+    let first = || {
+        let mut w = windows_with_groups();
+        w.w = std::mem::replace(&mut w.w, demo_windows()).with_firing_points(true);
+        w
+    };
+    // First run: partition 1 is behind; the watermark closes [0, 5 s)
+    // before its second event, which is late.
+    let mut w = first();
+    w.record(&on(0, 0, 1_000));
+    w.record(&on(1, 0, 2_000));
+    w.record(&on(0, 1, 9_000));
+    let written = w.advance(Watermark(4_999));
+    assert_eq!(written[0].events, 2);
+    assert!(matches!(w.record(&on(1, 1, 3_000)), Admit::Late { .. }));
+    let fired = w.take_fired();
+    assert_eq!(
+        fired,
+        vec![FiringPoint {
+            through: 5_000,
+            offsets: [(0, 2), (1, 1)].into(),
+        }]
+    );
+
+    // The replay reads partition 1 first: by the watermark its second
+    // event would now be on time.
+    let mut w = first();
+    w.rewind(None, &fired);
+    assert_eq!(w.record(&on(1, 0, 2_000)), Admit::Counted);
+    assert!(
+        matches!(w.record(&on(1, 1, 3_000)), Admit::Late { .. }),
+        "read after the point"
+    );
+    assert_eq!(w.record(&on(0, 0, 1_000)), Admit::Counted);
+    assert!(
+        w.advance(Watermark(4_999)).is_empty(),
+        "held for partition 0"
+    );
+    assert_eq!(w.checkpoint().closed_through, None);
+    assert!(w.release().is_empty());
+    w.record(&on(0, 1, 9_000));
+    let again = w.release();
+    assert_eq!(again, written);
+    assert_eq!(w.take_fired(), fired, "the same point, stored again");
+    assert_eq!(w.take_replayed(), 1);
+    assert_eq!(w.checkpoint().closed_through, Some(5_000));
+    assert!(matches!(w.record(&on(1, 2, 4_000)), Admit::Late { .. }));
+
+    // Without the point the replay writes another window.
+    let mut w = first();
+    w.rewind(None, &[]);
+    for (p, offset, ts) in [(1, 0, 2_000), (1, 1, 3_000), (0, 0, 1_000), (0, 1, 9_000)] {
+        w.record(&on(p, offset, ts));
+    }
+    assert_eq!(w.advance(Watermark(4_999))[0].events, 3);
+}
+
+/// Windows the watermark closes while closings are held wait behind them,
+/// and close at the point where the watermark passed them.
+#[test]
+fn windows_closed_while_held_close_at_the_point_the_watermark_passed_them() {
+    let on = |p: i32, offset: i64, ts: i64| {
+        let mut x = ev(offset, 1 + p as u32, 0, EventType::IcRpm, ts, 5);
+        x.e.partition = p;
+        x
+    };
+    let mut w = windows_with_groups();
+    w.w = std::mem::replace(&mut w.w, demo_windows()).with_firing_points(true);
+    let stored = FiringPoint {
+        through: 5_000,
+        offsets: [(0, 1)].into(),
+    };
+    w.rewind(None, std::slice::from_ref(&stored));
+    w.record(&on(1, 0, 6_000));
+    assert!(
+        w.advance(Watermark(9_999)).is_empty(),
+        "behind the held closing"
+    );
+    assert!(
+        matches!(w.record(&on(1, 1, 7_000)), Admit::Late { .. }),
+        "read after the watermark passed its window"
+    );
+    w.record(&on(0, 0, 1_000));
+    let out = w.release();
+    let ends: Vec<_> = out.iter().map(|a| (a.window_end, a.events)).collect();
+    assert_eq!(ends, vec![(5_000, 1), (10_000, 1)]);
+    let fired = w.take_fired();
+    assert_eq!(fired[0], stored);
+    assert_eq!(
+        fired[1],
+        FiringPoint {
+            through: 10_000,
+            offsets: [(1, 1)].into(),
+        }
     );
 }

@@ -9,7 +9,7 @@
 //! found in its commits), and whether it may process at all (the single
 //! output mode needs every partition; docs/ARCHITECTURE.md, "Output modes").
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use fleet_core::{Msg, OutputMode, PartitionId, PartitionMap, SourceBatch};
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::ends::BrokerEnds;
 use super::offsets::{Judgement, Position};
-use crate::CommitMetadata;
+use crate::{stored_firing_points, CommitMetadata};
 
 /// A partition the group gave us, with what was committed for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +41,10 @@ impl AssignedPartition {
         AssignedPartition {
             partition,
             committed,
-            metadata: closed.map(|closed_through| CommitMetadata { closed_through }),
+            metadata: closed.map(|closed_through| CommitMetadata {
+                closed_through: Some(closed_through),
+                fired: Vec::new(),
+            }),
         }
     }
 }
@@ -125,6 +128,7 @@ impl Assignment {
             let position = self
                 .owned
                 .get_or_insert_with(a.partition, Position::default);
+            position.forget_first_read();
             match a.committed {
                 Some(offset) => position.restart_at(offset, now),
                 None => position.restart_unknown(),
@@ -133,8 +137,19 @@ impl Assignment {
         let written_through = self.mode.per_scope(
             partitions
                 .iter()
-                .filter_map(|a| Some((a.partition, a.metadata?.closed_through))),
+                .filter_map(|a| Some((a.partition, a.metadata.as_ref()?.closed_through?))),
         );
+        // Firing points judge the windows of the single output mode only:
+        // a partition's own windows hold the same events in every run.
+        let fired = if self.mode.needs_every_partition() {
+            stored_firing_points(
+                partitions
+                    .iter()
+                    .map(|a| (a.partition, a.committed, a.metadata.as_ref())),
+            )
+        } else {
+            Vec::new()
+        };
         // Single output mode: one instance writes every (model, region)
         // series, so it must see every partition; with fewer it would write
         // partial aggregates into series another member also writes. In the
@@ -152,6 +167,7 @@ impl Assignment {
             rewind: Msg::Rewind {
                 written_through,
                 epoch,
+                fired,
             },
             not_processing,
         }
@@ -176,6 +192,14 @@ impl Assignment {
     /// The owned partitions, in order.
     pub(super) fn partitions(&self) -> impl Iterator<Item = PartitionId> + '_ {
         self.owned.keys()
+    }
+
+    /// Per owned partition, the first offset read since its assignment.
+    pub(super) fn first_read(&self) -> BTreeMap<PartitionId, i64> {
+        self.owned
+            .iter()
+            .filter_map(|(p, position)| Some((p, position.first_read()?)))
+            .collect()
     }
 
     /// The owned partitions, as a set.
@@ -270,7 +294,6 @@ impl Assignment {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use fleet_core::Scope;
 
@@ -280,6 +303,7 @@ mod tests {
         Msg::Rewind {
             written_through: written_through.iter().copied().collect(),
             epoch,
+            fired: Vec::new(),
         }
     }
 
@@ -401,7 +425,8 @@ mod tests {
                 .rewind,
             Msg::Rewind {
                 written_through: BTreeMap::new(),
-                epoch: 0
+                epoch: 0,
+                fired: Vec::new(),
             },
             "nothing committed: nothing to skip"
         );

@@ -76,7 +76,7 @@ impl SourceContext {
             e.set_offset(Offset::Offset(*offset))?;
             e.set_metadata(
                 plan.metadata_for(*p)
-                    .map(|m| m.encode())
+                    .map(CommitMetadata::encode)
                     .unwrap_or_default(),
             );
         }
@@ -89,7 +89,9 @@ impl SourceTask {
     /// Commits the newest checkpoint the sink accepted, for the owned
     /// partitions, on a blocking thread: periodically (`CommitMode::Async`,
     /// skipped while the last commit still runs) and, through
-    /// [`commit_last`](Self::commit_last), at shutdown.
+    /// [`commit_last`](Self::commit_last), at shutdown. While firing points
+    /// wait to be stored the commit is synchronous, and made even with no
+    /// checkpoint accepted.
     pub(super) fn commit_accepted(
         &mut self,
         acks: &watch::Receiver<Option<Checkpoint>>,
@@ -98,27 +100,82 @@ impl SourceTask {
         if self.committing.as_ref().is_some_and(|c| !c.is_finished()) {
             return;
         }
-        let Some(checkpoint) = acks.borrow().clone() else {
-            return;
-        };
         let context = self.consumer.context();
         let epoch = context.fence.epoch();
-        if context.fence.is_stale(checkpoint.epoch) {
-            // Built before the last revocation, which committed it already.
+        // One built before the last revocation was committed by it.
+        let accepted = acks
+            .borrow()
+            .clone()
+            .filter(|c| !context.fence.is_stale(c.epoch));
+        let storing = self.storing.and_then(|(number, points)| {
+            Some((Arc::clone(context.firing.as_ref()?), number, points))
+        });
+        if accepted.is_none() && storing.is_none() {
             return;
         }
+        let checkpoint = accepted.map(|c| context.held_back(&c)).unwrap_or_default();
         let owned = self.assignment.partition_set();
+        let first_read = self.assignment.first_read();
         let plan = match context.shared.lock() {
-            Ok(shared) => shared.ledger.plan(&context.held_back(&checkpoint), &owned),
+            Ok(shared) => shared.ledger.plan(&checkpoint, &owned, &first_read),
             Err(_) => None,
         };
         let Some(plan) = plan else {
+            if let Some((log, number, _)) = storing {
+                // Committed already (closings made again at their points).
+                log.done(number);
+            }
             return;
         };
+        let mode = if storing.is_some() {
+            CommitMode::Sync
+        } else {
+            mode
+        };
+        if let Some((number, _)) = self.storing {
+            // Counted by this commit, if it lands.
+            self.storing = Some((number, 0));
+        }
         let (consumer, metrics) = (Arc::clone(&self.consumer), self.metrics.clone());
         self.committing = Some(tokio::task::spawn_blocking(move || {
-            commit_plan(&consumer, &metrics, &plan, mode, epoch);
+            let committed = commit_plan(&consumer, &metrics, &plan, mode, epoch);
+            if let (true, Some((log, number, points))) = (committed, storing) {
+                // The first commit may have shown the broker drops metadata.
+                let kept = !consumer.context().metadata().uses_companion();
+                metrics.firing_points(kept, points);
+                log.done(number);
+            }
         }));
+    }
+
+    /// Takes the firing points the sink asks to have stored and commits
+    /// them (again at the next tick while the commit fails), or, where the
+    /// broker drops commit metadata, lets the sink go on without: a window
+    /// sent again may then differ (docs/SEMANTICS.md).
+    pub(super) fn store_firing_points(&mut self, acks: &watch::Receiver<Option<Checkpoint>>) {
+        let Some(log) = self.consumer.context().firing.clone() else {
+            return;
+        };
+        let (points, number) = log.take();
+        if !points.is_empty() {
+            if self.consumer.context().metadata().uses_companion() {
+                self.metrics.firing_points(false, points.len());
+                log.done(number);
+            } else {
+                let (_, pending) = self.storing.get_or_insert((number, 0));
+                *pending += points.len();
+                self.storing = Some((number, *pending));
+                if let Ok(mut shared) = self.consumer.context().shared.lock() {
+                    shared.ledger.add_fired(points);
+                }
+            }
+        }
+        if self.storing.is_some_and(|(n, _)| log.settled(n)) {
+            self.storing = None;
+        }
+        if self.storing.is_some() {
+            self.commit_accepted(acks, CommitMode::Sync);
+        }
     }
 
     /// The last commit, synchronous, once the one still running has landed.
@@ -136,21 +193,22 @@ impl SourceTask {
 /// Commits `plan`, made while the fence was at `epoch`, counts the outcome
 /// and records it in the ledger; while the broker's keeping of commit
 /// metadata is unknown, the commit is synchronous and read back. A plan made
-/// before a revocation that has taken place since is dropped.
+/// before a revocation that has taken place since is dropped. Returns
+/// whether it was committed.
 fn commit_plan(
     consumer: &StreamConsumer<SourceContext>,
     metrics: &SourceMetrics,
     plan: &CommitPlan,
     mode: CommitMode,
     epoch: u64,
-) {
+) -> bool {
     let context = consumer.context();
     let _committing = context
         .committing
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
     if context.fence.epoch() != epoch {
-        return;
+        return false;
     }
     let verify = context.metadata().verifies();
     let mode = if verify { CommitMode::Sync } else { mode };
@@ -164,6 +222,7 @@ fn commit_plan(
             verify_metadata(consumer, plan);
         }
     }
+    result.is_ok()
 }
 
 /// Reads back the first committed partition of `plan`: whether the broker
@@ -181,7 +240,7 @@ fn verify_metadata(consumer: &StreamConsumer<SourceContext>, plan: &CommitPlan) 
                 .elements_for_topic(&context.topic)
                 .first()
                 .and_then(|e| CommitMetadata::parse(e.metadata()));
-            let kept = MetadataSupport::shown_by_read_back(written, back);
+            let kept = MetadataSupport::shown_by_read_back(&written, back.as_ref());
             context.learn_metadata(kept);
             if !kept {
                 // Store this first boundary where the broker keeps it.

@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use fleet_core::{Checkpoint, PartitionId, RevocationFence};
+use fleet_core::{Checkpoint, FiringLog, PartitionId, RevocationFence};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -54,6 +54,9 @@ pub(super) struct SourceContext {
     security: SecurityContext,
     /// Shared with the sink: a revocation waits for what it has in flight.
     pub(super) fence: Arc<RevocationFence>,
+    /// Shared with the sink in the single output mode: the firing points
+    /// to store before it sends their windows.
+    pub(super) firing: Option<Arc<FiringLog>>,
     /// The sink's acknowledged checkpoints, read fresh at a revocation.
     acks: watch::Receiver<Option<Checkpoint>>,
     /// How long a revocation waits for the sink, at most.
@@ -81,7 +84,11 @@ impl SourceContext {
         revoke_wait: Duration,
         dead_letters: Option<KafkaDeadLetters>,
     ) -> Self {
-        let SinkFeedback { acks, fence } = sink;
+        let SinkFeedback {
+            acks,
+            fence,
+            firing,
+        } = sink;
         SourceContext {
             topic,
             shared: Mutex::new(Shared {
@@ -93,6 +100,7 @@ impl SourceContext {
             companion,
             security,
             fence,
+            firing,
             acks,
             revoke_wait,
             committing: Mutex::new(()),
@@ -272,6 +280,10 @@ impl ConsumerContext for SourceContext {
             .map(|e| e.partition())
             .collect();
         self.fence.revoke();
+        if let Some(firing) = &self.firing {
+            // The sink drops the windows it waits to send: they are stale.
+            firing.settle_all();
+        }
         self.wait_for_sink();
         let _committing = self
             .committing
@@ -281,10 +293,12 @@ impl ConsumerContext for SourceContext {
         let Ok(mut shared) = self.shared.lock() else {
             return;
         };
-        if let Some(plan) = accepted
-            .as_ref()
-            .and_then(|cp| shared.ledger.plan(&self.held_back(cp), &revoked))
-        {
+        if let Some(plan) = accepted.as_ref().and_then(|cp| {
+            let first_read = std::collections::BTreeMap::new();
+            shared
+                .ledger
+                .plan(&self.held_back(cp), &revoked, &first_read)
+        }) {
             let result = self.commit(consumer, &plan, CommitMode::Sync);
             report_commit(&self.metrics, &plan, &result);
         }

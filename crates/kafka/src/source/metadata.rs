@@ -43,8 +43,8 @@ impl MetadataSupport {
     /// What a commit read back shows: the broker kept the metadata iff it
     /// returned what was `written`.
     pub(super) fn shown_by_read_back(
-        written: CommitMetadata,
-        read_back: Option<CommitMetadata>,
+        written: &CommitMetadata,
+        read_back: Option<&CommitMetadata>,
     ) -> bool {
         read_back == Some(written)
     }
@@ -73,21 +73,22 @@ impl MetadataSupport {
     }
 
     /// What to commit in the companion group before `plan`'s offsets: each
-    /// partition's boundary as its "offset"; `None` when nothing.
+    /// partition's boundary as its "offset"; `None` when nothing. (It holds
+    /// one number per partition: the firing points are not kept there.)
     pub(super) fn companion_offsets(self, plan: &CommitPlan) -> Option<Vec<(PartitionId, i64)>> {
-        (self.uses_companion() && !plan.metadata.is_empty()).then(|| {
-            plan.metadata
-                .iter()
-                .map(|(p, m)| (*p, m.closed_through))
-                .collect()
-        })
+        let boundaries: Vec<(PartitionId, i64)> = plan
+            .metadata
+            .iter()
+            .filter_map(|(p, m)| Some((*p, m.closed_through?)))
+            .collect();
+        (self.uses_companion() && !boundaries.is_empty()).then_some(boundaries)
     }
 }
 
 /// The partition of `plan` whose commit is read back to verify, and the
 /// metadata written with it.
 pub(super) fn read_back_target(plan: &CommitPlan) -> Option<(PartitionId, CommitMetadata)> {
-    plan.metadata.iter().next().map(|(p, m)| (*p, *m))
+    plan.metadata.iter().next().map(|(p, m)| (*p, m.clone()))
 }
 
 /// The companion group of the consumer group `group_id`.
@@ -98,7 +99,8 @@ pub(super) fn companion_group(group_id: &str) -> String {
 /// The boundary kept as a companion group's committed offset.
 pub(super) fn boundary_from_companion(offset: i64) -> CommitMetadata {
     CommitMetadata {
-        closed_through: offset,
+        closed_through: Some(offset),
+        fired: Vec::new(),
     }
 }
 
@@ -109,7 +111,9 @@ pub(super) fn fill_from_companion(
     boundaries: &HashMap<PartitionId, CommitMetadata>,
 ) {
     for a in partitions {
-        a.metadata = a.metadata.or(boundaries.get(&a.partition).copied());
+        if a.metadata.is_none() {
+            a.metadata = boundaries.get(&a.partition).cloned();
+        }
     }
 }
 
@@ -120,7 +124,7 @@ mod tests {
     use super::*;
 
     fn boundary(closed_through: i64) -> CommitMetadata {
-        CommitMetadata { closed_through }
+        boundary_from_companion(closed_through)
     }
 
     fn plan(boundaries: &[(PartitionId, i64)]) -> CommitPlan {
@@ -160,13 +164,13 @@ mod tests {
     #[test]
     fn a_read_back_shows_support_when_it_returns_what_was_written() {
         assert!(MetadataSupport::shown_by_read_back(
-            boundary(5000),
-            Some(boundary(5000))
+            &boundary(5000),
+            Some(&boundary(5000))
         ));
-        assert!(!MetadataSupport::shown_by_read_back(boundary(5000), None));
+        assert!(!MetadataSupport::shown_by_read_back(&boundary(5000), None));
         assert!(!MetadataSupport::shown_by_read_back(
-            boundary(5000),
-            Some(boundary(4000))
+            &boundary(5000),
+            Some(&boundary(4000))
         ));
     }
 

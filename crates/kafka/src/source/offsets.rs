@@ -42,6 +42,8 @@ pub(super) struct Position {
     guard: FetchGuard,
     /// When the last message was delivered.
     last_delivery: Option<Instant>,
+    /// The first offset taken since the partition was assigned.
+    first: Option<i64>,
 }
 
 impl Position {
@@ -56,6 +58,16 @@ impl Position {
     /// message delivered sets the position.
     pub(super) fn restart_unknown(&mut self) {
         self.next = None;
+    }
+
+    /// The partition was assigned (again): no offset taken since.
+    pub(super) fn forget_first_read(&mut self) {
+        self.first = None;
+    }
+
+    /// The first offset taken since the partition was assigned, if any.
+    pub(super) fn first_read(&self) -> Option<i64> {
+        self.first
     }
 
     /// The next offset expected, if known.
@@ -78,6 +90,7 @@ impl Position {
             return Judgement::Duplicate;
         }
         *next = offset + 1;
+        self.first.get_or_insert(offset);
         match gap {
             Some(expected) => Judgement::TakeAfterGap { expected },
             None => Judgement::Take,

@@ -4,8 +4,10 @@
 //! counted twice) and Prometheus never saw a conflicting sample (a different
 //! value for a timestamp it already had). Two more runs with late events
 //! show, per output mode, when a window sent again after a kill can differ
-//! from its first copy (issue #20's finding 9). One more runs the first on a
-//! broker that keeps commit metadata.
+//! from its first copy (issue #20's finding 9). Two more run on a broker
+//! that keeps commit metadata: the first test, and the single output mode's
+//! with late events, whose re-sent windows close at their stored firing
+//! points there.
 #![allow(clippy::unwrap_used)] // helpers of the tests below
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -197,7 +199,92 @@ async fn after_sigkills_only_windows_with_late_events_can_differ_when_resent() {
     let Some((kafka, prom)) = services().await else {
         return;
     };
-    let (run, records, last) = crash_with_late_events(&kafka, &prom, "crash-late", |t| t).await;
+    let single = single_mode_with_late_events(&kafka, &prom, "crash-late", "").await;
+    let unexplained: Vec<&ExpectedKey> =
+        single.conflicting.difference(&single.may_be_late).collect();
+    assert!(
+        unexplained.is_empty(),
+        "conflicting samples for windows with no event beyond the bound: {unexplained:?}"
+    );
+    single.last.terminate().await;
+}
+
+/// Finding 9 of issue #20 in the single output mode, on a broker that keeps
+/// commit metadata: before a closing's windows are sent, the offsets each
+/// partition had been read to are stored with the commit (its firing
+/// point), and a replay judges those windows' events by them rather than by
+/// the watermark of another interleaving (docs/SEMANTICS.md, "Restarts and
+/// rebalances"). So a window sent again after a SIGKILL is the first one
+/// even when it holds events beyond the out-of-orderness bound: Prometheus
+/// refuses no conflicting sample. Static members, as in
+/// `with_commit_metadata_ten_sigkills_lose_nothing`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_commit_metadata_a_resent_single_mode_window_is_the_first_one() {
+    let _serial = SERIAL.lock().await;
+    let Some((kafka, prom)) = noida_services().await else {
+        return;
+    };
+    let single = single_mode_with_late_events(
+        &kafka,
+        &prom,
+        "crash-late-metadata",
+        "[kafka.client]\n\"group.instance.id\" = \"crash-late-1\"\n",
+    )
+    .await;
+    assert!(
+        single.conflicting.is_empty() && single.conflicts == 0,
+        "a window sent again differs from its first copy: {} conflicting samples on {:?}",
+        single.conflicts,
+        single.conflicting
+    );
+    assert!(
+        single.resent > 0,
+        "no window was sent again: the kills tested nothing"
+    );
+    assert!(
+        single.restarts_with_points > 0,
+        "no instance restarted with stored firing points: the kills tested nothing"
+    );
+    let stored = single
+        .last
+        .metric("fleet_source_firing_points_total", &[("stored", "true")])
+        .await;
+    assert!(stored > 0.0, "the last instance stored no firing point");
+    eprintln!(
+        "crash-late-metadata: {} of {KILLS} restarts closed windows again at stored firing points",
+        single.restarts_with_points
+    );
+    single.last.terminate().await;
+}
+
+/// What a run of the single output mode with late events left.
+struct SingleModeOutcome {
+    /// Windows holding an event an earlier one of its partition is the
+    /// out-of-orderness bound past: only these may differ between runs.
+    may_be_late: BTreeSet<ExpectedKey>,
+    /// Windows Prometheus refused a conflicting sample for.
+    conflicting: BTreeSet<ExpectedKey>,
+    /// Conflicting samples refused.
+    conflicts: usize,
+    /// Samples refused as older than the series' newest: sent again.
+    resent: usize,
+    /// Instances whose first assignment found firing points stored.
+    restarts_with_points: usize,
+    last: Service,
+}
+
+/// Runs `crash_with_late_events` in the single output mode with `extra`
+/// configuration and checks what holds on every broker: every window
+/// without an event beyond the bound equals the batch computation that
+/// drops nothing, and every conflict line names a window.
+async fn single_mode_with_late_events(
+    kafka: &TestBroker,
+    prom: &Prometheus,
+    topic: &str,
+    extra: &str,
+) -> SingleModeOutcome {
+    let (run, records, last) =
+        crash_with_late_events(kafka, prom, topic, |t| t + "\n" + extra).await;
 
     let mut newest: HashMap<i32, i64> = HashMap::new();
     let mut may_be_late: BTreeSet<ExpectedKey> = BTreeSet::new();
@@ -222,7 +309,7 @@ async fn after_sigkills_only_windows_with_late_events_can_differ_when_resent() {
     let unaffected: Vec<&ExpectedKey> = want.keys().filter(|k| !may_be_late.contains(*k)).collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let differing = loop {
-        let got = prometheus_samples(&prom, start, end).await;
+        let got = prometheus_samples(prom, start, end).await;
         let differing: Vec<_> = unaffected
             .iter()
             .filter(|k| got.get(**k) != want.get(**k))
@@ -241,32 +328,44 @@ async fn after_sigkills_only_windows_with_late_events_can_differ_when_resent() {
         last.log_events()
     );
 
-    let conflicts = conflicts_logged(&prom);
+    let conflicts = conflicts_logged(prom);
     let conflicting: BTreeSet<ExpectedKey> =
         conflicts.iter().filter_map(|l| conflict_key(l)).collect();
-    let unexplained: Vec<&ExpectedKey> = conflicting.difference(&may_be_late).collect();
-    assert!(
-        unexplained.is_empty(),
-        "conflicting samples for windows with no event beyond the bound: {unexplained:?}"
-    );
     assert!(
         conflicts.iter().all(|l| conflict_key(l).is_some()),
         "a conflict line that names no window: {conflicts:?}"
     );
+    let resent = prometheus_log_lines(prom, "out of order").len();
     eprintln!(
-        "crash-late: {KILLS} SIGKILLs; {events_beyond_bound} of {} events beyond the bound, in {} of {} windows; \
-         the other {} windows equal the batch computation; {} refusals of samples sent again logged; \
-         {} conflicting samples refused, on {} windows, all among those {}",
+        "{topic}: {KILLS} SIGKILLs; {events_beyond_bound} of {} events beyond the bound, in {} of {} windows; \
+         the other {} windows equal the batch computation; {resent} refusals of samples sent again logged; \
+         {} conflicting samples refused, on {} windows",
         run.events.len(),
         may_be_late.len(),
         want.len(),
         unaffected.len(),
-        prometheus_log_lines(&prom, "out of order").len(),
         conflicts.len(),
         conflicting.len(),
-        may_be_late.len(),
     );
-    last.terminate().await;
+    let restarts_with_points = std::fs::read_dir(run.dir.path())
+        .unwrap()
+        .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
+        .filter(|log| {
+            log.lines().any(|l| {
+                l.contains("Input restarts from the committed offsets")
+                    && !l.contains("firing_points=0")
+                    && l.contains("firing_points=")
+            })
+        })
+        .count();
+    SingleModeOutcome {
+        may_be_late,
+        conflicting,
+        conflicts: conflicts.len(),
+        resent,
+        restarts_with_points,
+        last,
+    }
 }
 
 /// Finding 9 of issue #20, in the partitioned output mode: each partition's
