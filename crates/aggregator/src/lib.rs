@@ -86,7 +86,11 @@ impl Aggregator {
                 self.vehicle_ids.announce(&mut batch);
                 let outcome = self.windows.record_batch(batch);
                 self.metrics.recorded(&outcome, self.windows.watermark());
-                self.windows.release()
+                let released = self.windows.release();
+                if released.is_empty() {
+                    return None;
+                }
+                released
             }
             Msg::Rewind {
                 written_through,

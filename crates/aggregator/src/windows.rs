@@ -137,6 +137,8 @@ pub(crate) struct TumblingWindows {
     held: VecDeque<FiringPoint>,
     /// Closings made at a point given by a rewind, since last taken.
     replayed: u64,
+    /// How many of the held closings the rewind gave (the first ones).
+    held_from_rewind: usize,
     /// The `through` of the last held closing made.
     released_through: Option<TimestampMs>,
     /// Most groups one window emits; the excess is folded into `other`.
@@ -165,6 +167,7 @@ impl TumblingWindows {
             fired: Vec::new(),
             held: VecDeque::new(),
             replayed: 0,
+            held_from_rewind: 0,
             released_through: None,
             max_groups: usize::MAX,
             folds: Folds::default(),
@@ -282,15 +285,23 @@ impl TumblingWindows {
                     .cloned(),
             );
         }
+        self.held_from_rewind = self.held.len();
         dropped
     }
 
     /// The held closing whose point judges the events of the window ending
-    /// at `end`: the first one that closes it.
+    /// at `end`: the first one that closes it. A window a released closing
+    /// closed has none: it is closed, and the watermark says so.
     #[inline]
     fn held_point(&self, end: TimestampMs) -> Option<&FiringPoint> {
         match self.held.back() {
-            Some(last) if end <= last.through => self.held.iter().find(|p| end <= p.through),
+            Some(last) if end <= last.through => {
+                if self.released_through.is_some_and(|r| end <= r) {
+                    return None;
+                }
+                self.held
+                    .get(self.held.partition_point(|p| p.through < end))
+            }
             _ => None,
         }
     }
@@ -453,7 +464,10 @@ impl TumblingWindows {
             self.close_through(Some(point.through), groups, &mut out);
             let wall = Watermark(point.through.saturating_sub(1));
             self.watermark = self.watermark.max(Some(wall));
-            self.replayed += 1;
+            if self.held_from_rewind > 0 {
+                self.held_from_rewind -= 1;
+                self.replayed += 1;
+            }
             self.released_through = Some(point.through);
             self.fired.push(point);
         }

@@ -297,7 +297,8 @@ fn run_pipeline(c: &Case, plan: &Arc<MetricPlan>, mode: OutputMode) -> (Vec<Stri
         max_batch: c.max_batch,
         reference: &c.reference,
     };
-    let (out, late) = common::run_pipeline(&input, plan, mode);
+    let run = common::run_from_rewind(&input, plan, mode, Vec::new());
+    let (out, late) = (run.aggregates, run.late);
     (out.iter().map(|a| a.to_json_line(plan)).collect(), late)
 }
 

@@ -34,6 +34,18 @@ pub struct FiringPoint {
 }
 
 impl FiringPoint {
+    /// The point of the windows through `through`, the partitions read to
+    /// `offsets`.
+    pub fn new(
+        through: TimestampMs,
+        offsets: impl IntoIterator<Item = (PartitionId, i64)>,
+    ) -> Self {
+        FiringPoint {
+            through,
+            offsets: offsets.into_iter().collect(),
+        }
+    }
+
     /// The bound of `partition`: its events below it belong to the windows.
     pub fn bound(&self, partition: PartitionId) -> i64 {
         self.offsets.get(&partition).copied().unwrap_or(0)
@@ -75,6 +87,9 @@ struct Requests {
     last: u64,
     /// Requests not taken by the source yet.
     waiting: Vec<FiringPoint>,
+    /// Batches built before this assignment epoch are stale: their points
+    /// are never stored.
+    epoch: u64,
 }
 
 impl Default for FiringLog {
@@ -88,14 +103,18 @@ impl Default for FiringLog {
 }
 
 impl FiringLog {
-    /// The sink: asks for `points` to be stored and waits until they are
-    /// (or until the source has given up storing them).
-    pub async fn store(&self, points: Vec<FiringPoint>) {
+    /// The sink: asks for `points`, of a batch built in the assignment
+    /// `epoch`, to be stored and waits until they are (or until the source
+    /// has given up storing them). Those of a stale batch are not stored.
+    pub async fn store(&self, points: Vec<FiringPoint>, epoch: u64) {
         if points.is_empty() {
             return;
         }
         let number = {
             let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            if epoch < requests.epoch {
+                return;
+            }
             requests.last += 1;
             requests.waiting.extend(points);
             requests.last
@@ -133,10 +152,16 @@ impl FiringLog {
         });
     }
 
-    /// The source: every request made so far is settled without being
-    /// stored (a revocation made their windows stale); returns their points.
-    pub fn settle_all(&self) -> Vec<FiringPoint> {
-        let (points, last) = self.take();
+    /// The source: a revocation began the assignment `epoch`; every request
+    /// made so far is settled without being stored (their windows are
+    /// stale), and so is every later one of a batch built before it.
+    /// Returns the points let go.
+    pub fn settle_all(&self, epoch: u64) -> Vec<FiringPoint> {
+        let (points, last) = {
+            let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+            requests.epoch = requests.epoch.max(epoch);
+            (std::mem::take(&mut requests.waiting), requests.last)
+        };
         self.done(last);
         points
     }
@@ -147,16 +172,9 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
-    fn point(through: TimestampMs, offsets: &[(PartitionId, i64)]) -> FiringPoint {
-        FiringPoint {
-            through,
-            offsets: offsets.iter().copied().collect(),
-        }
-    }
-
     #[test]
     fn a_point_admits_what_was_read_before_it() {
-        let p = point(10_000, &[(0, 5), (1, 0)]);
+        let p = FiringPoint::new(10_000, [(0, 5), (1, 0)]);
         assert!(p.admits(0, 4));
         assert!(!p.admits(0, 5));
         assert!(!p.admits(1, 0), "partition 1 had been read to nothing");
@@ -165,7 +183,7 @@ mod tests {
 
     #[test]
     fn a_point_is_reached_when_every_named_partition_is_read_to_it() {
-        let p = point(10_000, &[(0, 5), (1, 0)]);
+        let p = FiringPoint::new(10_000, [(0, 5), (1, 0)]);
         assert!(!p.reached(|_| None));
         assert!(!p.reached(|q| (q == 0).then_some(4)));
         assert!(p.reached(|q| (q == 0).then_some(5)));
@@ -177,18 +195,18 @@ mod tests {
         let log = Arc::new(FiringLog::default());
         let sink = tokio::spawn({
             let log = Arc::clone(&log);
-            async move { log.store(vec![point(5_000, &[(0, 3)])]).await }
+            async move { log.store(vec![FiringPoint::new(5_000, [(0, 3)])], 0).await }
         });
         log.requested().await;
         let (points, number) = log.take();
-        assert_eq!(points, vec![point(5_000, &[(0, 3)])]);
+        assert_eq!(points, vec![FiringPoint::new(5_000, [(0, 3)])]);
         assert!(!sink.is_finished());
         tokio::task::yield_now().await;
         assert!(!sink.is_finished(), "nothing stored yet");
         log.done(number);
         sink.await.unwrap();
         // Nothing to store: no wait.
-        log.store(Vec::new()).await;
+        log.store(Vec::new(), 0).await;
     }
 
     #[tokio::test]
@@ -196,11 +214,15 @@ mod tests {
         let log = Arc::new(FiringLog::default());
         let sink = tokio::spawn({
             let log = Arc::clone(&log);
-            async move { log.store(vec![point(5_000, &[(0, 3)])]).await }
+            async move { log.store(vec![FiringPoint::new(5_000, [(0, 3)])], 0).await }
         });
         log.requested().await;
-        assert_eq!(log.settle_all().len(), 1);
+        assert_eq!(log.settle_all(1).len(), 1);
         sink.await.unwrap();
         assert!(log.take().0.is_empty());
+        // A batch built before the revocation asks after it: not stored.
+        log.store(vec![FiringPoint::new(5_000, [(0, 3)])], 0).await;
+        assert!(log.take().0.is_empty());
+        assert!(log.settled(log.take().1));
     }
 }

@@ -7,7 +7,7 @@
 //! new owner of the partition) replays from the offset without writing those
 //! windows again — the way Kafka Streams keeps its partition time there.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use fleet_core::{Checkpoint, FiringPoint, OutputMode, PartitionId, TimestampMs};
 
@@ -28,9 +28,9 @@ const FIRED: &str = ";fired=";
 
 /// Most closings one commit carries: Kafka keeps 4 KiB of metadata per
 /// partition by default (`offset.metadata.max.bytes`), and each takes at
-/// most 41 bytes. Past it the oldest are dropped; their windows, if sent
-/// again, are judged by the watermark.
-pub const MAX_FIRED: usize = 96;
+/// most 41 bytes (usually about 25). When the ledger holds this many, the
+/// sink waits until commits record some of their windows as accepted.
+pub const MAX_FIRED: usize = 64;
 
 impl CommitMetadata {
     /// The metadata string: `fleet/1;closed_through=<ms>`, then
@@ -177,25 +177,27 @@ impl CommitLedger {
         self.fired_committed = points.last().map(|p| p.through);
     }
 
-    /// Adds the firing points of closings about to be sent; returns whether
-    /// one is new (closings made again at a stored point are not).
-    pub fn add_fired(&mut self, points: Vec<FiringPoint>) -> bool {
-        let mut added = false;
-        for point in points {
-            if self
+    /// Moves from `points` (firing points of closings about to be sent, in
+    /// order) those there is room for, up to [`MAX_FIRED`]; a closing made
+    /// again at a stored point is there already and is dropped.
+    pub fn add_fired(&mut self, points: &mut VecDeque<FiringPoint>) {
+        while let Some(point) = points.front() {
+            let new = self
                 .fired
                 .last()
-                .is_none_or(|last| point.through > last.through)
-            {
+                .is_none_or(|last| point.through > last.through);
+            if new && self.fired.len() >= MAX_FIRED {
+                return;
+            }
+            if let Some(point) = points.pop_front().filter(|_| new) {
                 self.fired.push(point);
-                added = true;
             }
         }
-        if self.fired.len() > MAX_FIRED {
-            let excess = self.fired.len() - MAX_FIRED;
-            self.fired.drain(..excess);
-        }
-        added
+    }
+
+    /// Drops every firing point: the broker refused metadata that long.
+    pub fn drop_fired(&mut self) {
+        self.fired.clear();
     }
 
     /// Whether some firing point is not committed yet.
@@ -424,13 +426,6 @@ mod tests {
         assert_eq!(l.committed(0), None);
     }
 
-    fn point(through: TimestampMs, offsets: &[(PartitionId, i64)]) -> FiringPoint {
-        FiringPoint {
-            through,
-            offsets: offsets.iter().copied().collect(),
-        }
-    }
-
     #[test]
     fn firing_points_round_trip_in_the_metadata() {
         let m = CommitMetadata {
@@ -467,7 +462,8 @@ mod tests {
         let mut l = CommitLedger::new(OutputMode::Single);
         // Nothing accepted or committed yet: the partitions are committed
         // where they were first read.
-        assert!(l.add_fired(vec![point(5_000, &[(0, 3)])]));
+        l.add_fired(&mut VecDeque::from([FiringPoint::new(5_000, [(0, 3)])]));
+        assert!(l.fired_pending());
         let first_read = BTreeMap::from([(0, 0), (1, 0)]);
         let plan = l.plan(&Checkpoint::default(), &owned, &first_read).unwrap();
         assert_eq!(plan.offsets, vec![(0, 0), (1, 0)]);
@@ -478,13 +474,18 @@ mod tests {
         );
         l.committed_plan(&plan);
         assert!(!l.fired_pending());
+        let mut again = VecDeque::from([FiringPoint::new(5_000, [(0, 3)])]);
+        l.add_fired(&mut again);
         assert!(
-            !l.add_fired(vec![point(5_000, &[(0, 3)])]),
+            again.is_empty() && !l.fired_pending(),
             "stored again: nothing new"
         );
         // A later closing, and the first one accepted: only the later one
         // stays, on every partition.
-        assert!(l.add_fired(vec![point(10_000, &[(0, 9), (1, 4)])]));
+        l.add_fired(&mut VecDeque::from([FiringPoint::new(
+            10_000,
+            [(0, 9), (1, 4)],
+        )]));
         let plan = l
             .plan(&cp(&[(0, 3)], Some(5_000)), &owned, &first_read)
             .unwrap();
@@ -520,9 +521,37 @@ mod tests {
         ]);
         assert_eq!(
             points,
-            vec![point(10_000, &[(0, 8), (1, 0)])],
+            vec![FiringPoint::new(10_000, [(0, 8), (1, 0)])],
             "partition 1 restarts at its point: nothing to wait for"
         );
         assert!(stored_firing_points([(0, None, None)]).is_empty());
+    }
+
+    #[test]
+    fn the_ledger_takes_no_more_firing_points_than_a_commit_carries() {
+        let mut l = CommitLedger::new(OutputMode::Single);
+        let mut points: VecDeque<FiringPoint> = (1..=MAX_FIRED as i64 + 2)
+            .map(|k| FiringPoint::new(k * 5_000, [(0, k)]))
+            .collect();
+        l.add_fired(&mut points);
+        assert_eq!(points.len(), 2, "these wait for room");
+        let plan = l
+            .plan(&cp(&[(0, 0)], None), &BTreeSet::from([0]), &BTreeMap::new())
+            .unwrap();
+        let carried = plan.metadata_for(0).unwrap();
+        assert_eq!(carried.fired.len(), MAX_FIRED);
+        assert!(carried.encode().len() < 4096);
+        l.committed_plan(&plan);
+        // Two closings' windows accepted: room for the two that waited.
+        let plan = l
+            .plan(
+                &cp(&[(0, 2)], Some(10_000)),
+                &BTreeSet::from([0]),
+                &BTreeMap::new(),
+            )
+            .unwrap();
+        l.committed_plan(&plan);
+        l.add_fired(&mut points);
+        assert!(points.is_empty());
     }
 }

@@ -112,10 +112,8 @@ struct SourceTask {
     /// The last commit, on its blocking thread (see
     /// [`SourceTask::commit_accepted`]).
     committing: Option<tokio::task::JoinHandle<()>>,
-    /// The last request of the sink's firing points taken, and how many
-    /// points wait with it, until a commit has stored them (see
-    /// [`SourceTask::store_firing_points`]).
-    storing: Option<(u64, usize)>,
+    /// The sink's firing points taken, until a commit carries them all.
+    storing: Option<committer::Storing>,
     /// The partition ends being read from the broker (see
     /// [`SourceTask::read_ends`]), and when that read started.
     reading_ends: Option<tokio::task::JoinHandle<()>>,

@@ -106,7 +106,8 @@ pub async fn run_fenced(
             continue;
         }
         if let Some(firing) = &firing {
-            firing.store(std::mem::take(&mut batch.firing_points)).await;
+            let points = std::mem::take(&mut batch.firing_points);
+            firing.store(points, batch.checkpoint.epoch).await;
             if fence.is_stale(batch.checkpoint.epoch) {
                 metrics.superseded(batch.aggregates.len());
                 continue;

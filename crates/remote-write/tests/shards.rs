@@ -118,7 +118,7 @@ struct Stage {
     acked: watch::Receiver<Option<Checkpoint>>,
     readiness: Arc<Readiness>,
     root: Registry,
-    task: tokio::task::JoinHandle<Result<(), fleet_remote_write::RemoteWriteError>>,
+    task: StageTask,
 }
 
 impl Stage {
@@ -131,12 +131,22 @@ impl Stage {
     }
 }
 
-fn start(cfg: RemoteWriteConfig) -> Stage {
+type StageTask = tokio::task::JoinHandle<Result<(), fleet_remote_write::RemoteWriteError>>;
+
+/// The stage `spawn` starts with its channels, metrics and readiness.
+fn stage(
+    spawn: impl FnOnce(
+        mpsc::Receiver<WindowBatch>,
+        watch::Sender<Option<Checkpoint>>,
+        fleet_remote_write::RemoteWriteMetrics,
+        Arc<Readiness>,
+    ) -> StageTask,
+) -> Stage {
     let (root, m) = metrics();
     let (input, rx) = mpsc::channel(4);
     let (acks, acked) = watch::channel(None);
     let readiness = Arc::new(Readiness::default());
-    let task = tokio::spawn(fleet_remote_write::run(cfg, rx, acks, m, readiness.clone()));
+    let task = spawn(rx, acks, m, readiness.clone());
     Stage {
         input,
         acked,
@@ -144,6 +154,37 @@ fn start(cfg: RemoteWriteConfig) -> Stage {
         root,
         task,
     }
+}
+
+fn start(cfg: RemoteWriteConfig) -> Stage {
+    stage(|rx, acks, m, readiness| {
+        tokio::spawn(fleet_remote_write::run(cfg, rx, acks, m, readiness))
+    })
+}
+
+/// The stage as the service runs it beside a Kafka source: sharing `fence`
+/// and, in the single output mode, `firing`; requests go out at once.
+fn start_fenced(
+    addr: SocketAddr,
+    fence: Arc<fleet_core::RevocationFence>,
+    firing: Option<Arc<fleet_core::FiringLog>>,
+) -> Stage {
+    stage(|rx, acks, m, readiness| {
+        tokio::spawn(fleet_remote_write::run_fenced(
+            RemoteWriteConfig {
+                max_linger_ms: 0,
+                ..config(addr)
+            },
+            Arc::new(fleet_plan::MetricPlan::reference_demo()),
+            rx,
+            acks,
+            m,
+            readiness,
+            fence,
+            None,
+            firing,
+        ))
+    })
 }
 
 fn config(addr: SocketAddr) -> RemoteWriteConfig {
@@ -379,24 +420,14 @@ async fn a_small_batch_waits_for_the_linger_time_then_goes_as_one_request() {
 async fn after_a_revocation_stale_batches_are_dropped_and_in_flight_ones_counted() {
     let (endpoint, addr) = Endpoint::start(204).await;
     endpoint.delay_ms.store(300, Ordering::SeqCst);
-    let (root, m) = metrics();
-    let (input, rx) = mpsc::channel(4);
-    let (acks, acked) = watch::channel(None);
     let fence = Arc::new(fleet_core::RevocationFence::default());
-    let task = tokio::spawn(fleet_remote_write::run_fenced(
-        RemoteWriteConfig {
-            max_linger_ms: 0,
-            ..config(addr)
-        },
-        Arc::new(fleet_plan::MetricPlan::reference_demo()),
-        rx,
-        acks,
-        m,
-        Arc::new(Readiness::default()),
-        Arc::clone(&fence),
-        None,
-        None,
-    ));
+    let Stage {
+        input,
+        acked,
+        root,
+        task,
+        ..
+    } = start_fenced(addr, Arc::clone(&fence), None);
     // Registered before the revocation: in flight, counted, then acknowledged.
     input.send(window(1, 2)).await.unwrap();
     assert!(eventually(Duration::from_secs(2), || fence.pending() == 1).await);
@@ -439,25 +470,10 @@ async fn after_a_revocation_stale_batches_are_dropped_and_in_flight_ones_counted
 #[tokio::test]
 async fn a_batch_is_sent_only_once_its_firing_points_are_stored() {
     let (endpoint, addr) = Endpoint::start(204).await;
-    let (_root, m) = metrics();
-    let (input, rx) = mpsc::channel(4);
-    let (acks, _acked) = watch::channel(None);
     let fence = Arc::new(fleet_core::RevocationFence::default());
     let firing = Arc::new(fleet_core::FiringLog::default());
-    let task = tokio::spawn(fleet_remote_write::run_fenced(
-        RemoteWriteConfig {
-            max_linger_ms: 0,
-            ..config(addr)
-        },
-        Arc::new(fleet_plan::MetricPlan::reference_demo()),
-        rx,
-        acks,
-        m,
-        Arc::new(Readiness::default()),
-        Arc::clone(&fence),
-        None,
-        Some(Arc::clone(&firing)),
-    ));
+    let Stage { input, task, .. } =
+        start_fenced(addr, Arc::clone(&fence), Some(Arc::clone(&firing)));
     let with_point = |w: i64| {
         let mut batch = window(w, 2);
         batch.firing_points = vec![fleet_core::FiringPoint {
@@ -484,8 +500,8 @@ async fn a_batch_is_sent_only_once_its_firing_points_are_stored() {
     tokio::time::timeout(Duration::from_secs(2), firing.requested())
         .await
         .unwrap();
-    fence.revoke();
-    assert_eq!(firing.settle_all().len(), 1);
+    let epoch = fence.revoke();
+    assert_eq!(firing.settle_all(epoch).len(), 1);
     drop(input);
     task.await.unwrap().unwrap();
     assert_eq!(endpoint.hits(), first, "the stale batch was sent");

@@ -438,25 +438,29 @@ fn drilled_down_vehicles_leave_samples_of_each_closed_window() {
     );
 }
 
+/// A moving vehicle's record at offset `offset` of partition `p`.
+fn on(p: i32, offset: i64, ts: i64) -> Ev {
+    let mut x = ev(offset, 1 + p as u32, 0, EventType::IcRpm, ts, 5);
+    x.e.partition = p;
+    x
+}
+
+/// The single output mode's windows: they keep firing points.
+fn keeping_points() -> Fixture {
+    let mut w = windows_with_groups();
+    w.w = std::mem::replace(&mut w.w, demo_windows()).with_firing_points(true);
+    w
+}
+
 /// Issue #20, finding 9: in the single output mode what a window holds
 /// depends on how the partitions' reads interleave. A replay given the
 /// firing point of the first closing holds the same events in another
 /// interleaving, and closes the window there, not by the watermark.
 #[test]
 fn a_replay_closes_at_the_stored_firing_point_whatever_the_interleaving() {
-    let on = |p: i32, offset: i64, ts: i64| {
-        let mut x = ev(offset, 1 + p as u32, 0, EventType::IcRpm, ts, 5);
-        x.e.partition = p;
-        x
-    };
-    let first = || {
-        let mut w = windows_with_groups();
-        w.w = std::mem::replace(&mut w.w, demo_windows()).with_firing_points(true);
-        w
-    };
     // First run: partition 1 is behind; the watermark closes [0, 5 s)
     // before its second event, which is late.
-    let mut w = first();
+    let mut w = keeping_points();
     w.record(&on(0, 0, 1_000));
     w.record(&on(1, 0, 2_000));
     w.record(&on(0, 1, 9_000));
@@ -474,7 +478,7 @@ fn a_replay_closes_at_the_stored_firing_point_whatever_the_interleaving() {
 
     // The replay reads partition 1 first: by the watermark its second
     // event would now be on time.
-    let mut w = first();
+    let mut w = keeping_points();
     w.rewind(None, &fired);
     assert_eq!(w.record(&on(1, 0, 2_000)), Admit::Counted);
     assert!(
@@ -497,7 +501,7 @@ fn a_replay_closes_at_the_stored_firing_point_whatever_the_interleaving() {
     assert!(matches!(w.record(&on(1, 2, 4_000)), Admit::Late { .. }));
 
     // Without the point the replay writes another window.
-    let mut w = first();
+    let mut w = keeping_points();
     w.rewind(None, &[]);
     for (p, offset, ts) in [(1, 0, 2_000), (1, 1, 3_000), (0, 0, 1_000), (0, 1, 9_000)] {
         w.record(&on(p, offset, ts));
@@ -509,13 +513,7 @@ fn a_replay_closes_at_the_stored_firing_point_whatever_the_interleaving() {
 /// and close at the point where the watermark passed them.
 #[test]
 fn windows_closed_while_held_close_at_the_point_the_watermark_passed_them() {
-    let on = |p: i32, offset: i64, ts: i64| {
-        let mut x = ev(offset, 1 + p as u32, 0, EventType::IcRpm, ts, 5);
-        x.e.partition = p;
-        x
-    };
-    let mut w = windows_with_groups();
-    w.w = std::mem::replace(&mut w.w, demo_windows()).with_firing_points(true);
+    let mut w = keeping_points();
     let stored = FiringPoint {
         through: 5_000,
         offsets: [(0, 1)].into(),
@@ -543,4 +541,40 @@ fn windows_closed_while_held_close_at_the_point_the_watermark_passed_them() {
             offsets: [(1, 1)].into(),
         }
     );
+}
+
+/// A window a released closing closed stays closed while later closings
+/// are held: an event of it read after its point is late, whatever a
+/// later point would admit.
+#[test]
+fn a_window_closed_at_its_point_is_not_opened_again_by_a_later_one() {
+    let mut w = keeping_points();
+    let points = [
+        FiringPoint {
+            through: 5_000,
+            offsets: [(0, 1), (1, 1)].into(),
+        },
+        FiringPoint {
+            through: 10_000,
+            offsets: [(0, 5), (1, 4)].into(),
+        },
+    ];
+    w.rewind(None, &points);
+    w.record(&on(0, 0, 1_000));
+    w.record(&on(1, 0, 2_000));
+    let first = w.release();
+    assert_eq!((first[0].window_end, first[0].events), (5_000, 2));
+    assert!(
+        matches!(w.record(&on(1, 1, 3_000)), Admit::Late { .. }),
+        "read after the first closing"
+    );
+    assert_eq!(w.record(&on(1, 2, 6_000)), Admit::Counted);
+    for offset in 1..5 {
+        w.record(&on(0, offset, 7_000));
+    }
+    w.record(&on(1, 3, 7_000));
+    let second = w.release();
+    let ends: Vec<_> = second.iter().map(|a| (a.window_end, a.events)).collect();
+    assert_eq!(ends, vec![(10_000, 6)], "no second copy of [0, 5 s)");
+    assert_eq!(w.take_replayed(), 2);
 }

@@ -1,14 +1,14 @@
 //! The streaming cores driven synchronously, as the service's stages call
 //! them: the decoder and the source's batcher, the join, the aggregator.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use fleet_aggregator::{Aggregator, AggregatorConfig, AggregatorMetrics};
 use fleet_core::decode::Decoder;
 use fleet_core::{
-    Msg, OutputMode, Scope, SourceBatcher, Watermark, WatermarkRules, WatermarkTracker,
-    WindowAggregate, WindowSpec,
+    FiringPoint, Msg, OutputMode, Scope, SourceBatcher, Watermark, WatermarkRules,
+    WatermarkTracker, WindowAggregate, WindowSpec,
 };
 use fleet_enricher::{ReferenceTable, UnknownVehiclePolicy, VehicleCatalog};
 use fleet_plan::MetricPlan;
@@ -27,13 +27,25 @@ pub struct Input<'a> {
     pub reference: &'a HashMap<String, String>,
 }
 
-/// Runs `input` through the cores computing `plan`; returns the aggregates
-/// in the order emitted and the number of late records.
-pub fn run_pipeline(
+/// What one run of the cores gave.
+pub struct Run {
+    /// The aggregates, in the order emitted.
+    pub aggregates: Vec<WindowAggregate>,
+    /// Late records.
+    pub late: usize,
+    /// The firing points of the batches emitted, in order.
+    #[allow(dead_code)] // read by properties.rs, not by declared.rs
+    pub fired: Vec<FiringPoint>,
+}
+
+/// Runs `input` through the cores computing `plan`, after a rewind that
+/// gives the firing points `fired` (none: a first run).
+pub fn run_from_rewind(
     input: &Input<'_>,
     plan: &Arc<MetricPlan>,
     mode: OutputMode,
-) -> (Vec<WindowAggregate>, usize) {
+    fired: Vec<FiringPoint>,
+) -> Run {
     let window = WindowSpec::new(WINDOW_MS).unwrap();
     let rules = WatermarkRules {
         out_of_orderness_ms: OOO_MS,
@@ -60,7 +72,13 @@ pub fn run_pipeline(
         plan: Arc::clone(plan),
     };
     let mut aggregator = Aggregator::new(&config, metrics);
+    aggregator.step(Msg::Rewind {
+        written_through: BTreeMap::new(),
+        epoch: 0,
+        fired,
+    });
     let mut out = Vec::new();
+    let mut points = Vec::new();
     let mut drain = |batcher: &mut SourceBatcher, out: &mut Vec<WindowAggregate>| {
         while let Some(msg) = batcher.pop() {
             let msg = match msg.into_data() {
@@ -69,6 +87,7 @@ pub fn run_pipeline(
             };
             if let Some(batch) = aggregator.step(msg) {
                 out.extend(batch.aggregates);
+                points.extend(batch.firing_points);
             }
         }
     };
@@ -83,7 +102,11 @@ pub fn run_pipeline(
     batcher.push_msg(Msg::Watermark(Scope::All, Watermark::END_OF_INPUT));
     drain(&mut batcher, &mut out);
     let late = registry_value(&registry, "late_events_total");
-    (out, late)
+    Run {
+        aggregates: out,
+        late,
+        fired: points,
+    }
 }
 
 /// A counter's value in the text exposition of `registry`.

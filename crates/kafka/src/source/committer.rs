@@ -17,11 +17,13 @@
 //! boundary that is never ahead of the offsets replayed. While the broker's
 //! keeping of metadata is unknown, a commit is synchronous and read back.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, PoisonError};
 
-use fleet_core::Checkpoint;
+use fleet_core::{Checkpoint, FiringPoint};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
@@ -40,6 +42,18 @@ pub(super) enum CommitError {
     /// The offsets could not be committed.
     #[error(transparent)]
     Offsets(#[from] KafkaError),
+}
+
+/// Firing points the sink asked to store, until a commit carries them all
+/// (see [`SourceTask::store_firing_points`]).
+#[derive(Debug, Default)]
+pub(super) struct Storing {
+    /// The last request taken.
+    number: u64,
+    /// Points taken that wait for room in the ledger.
+    waiting: VecDeque<FiringPoint>,
+    /// Points taken and not counted yet.
+    uncounted: usize,
 }
 
 /// Counts a commit's outcome (and logs a failure).
@@ -107,10 +121,7 @@ impl SourceTask {
             .borrow()
             .clone()
             .filter(|c| !context.fence.is_stale(c.epoch));
-        let storing = self.storing.and_then(|(number, points)| {
-            Some((Arc::clone(context.firing.as_ref()?), number, points))
-        });
-        if accepted.is_none() && storing.is_none() {
+        if accepted.is_none() && self.storing.is_none() {
             return;
         }
         let checkpoint = accepted.map(|c| context.held_back(&c)).unwrap_or_default();
@@ -120,62 +131,71 @@ impl SourceTask {
             Ok(shared) => shared.ledger.plan(&checkpoint, &owned, &first_read),
             Err(_) => None,
         };
+        // The sink's request is settled by this commit once every point
+        // taken is in the ledger (they wait there for room otherwise).
+        let settles = match (&mut self.storing, &context.firing) {
+            (Some(storing), Some(log)) if storing.waiting.is_empty() => Some((
+                Arc::clone(log),
+                storing.number,
+                std::mem::take(&mut storing.uncounted),
+            )),
+            _ => None,
+        };
         let Some(plan) = plan else {
-            if let Some((log, number, _)) = storing {
+            if let Some((log, number, _)) = settles {
                 // Committed already (closings made again at their points).
                 log.done(number);
             }
             return;
         };
-        let mode = if storing.is_some() {
+        let mode = if self.storing.is_some() {
             CommitMode::Sync
         } else {
             mode
         };
-        if let Some((number, _)) = self.storing {
-            // Counted by this commit, if it lands.
-            self.storing = Some((number, 0));
-        }
         let (consumer, metrics) = (Arc::clone(&self.consumer), self.metrics.clone());
         self.committing = Some(tokio::task::spawn_blocking(move || {
             let committed = commit_plan(&consumer, &metrics, &plan, mode, epoch);
-            if let (true, Some((log, number, points))) = (committed, storing) {
+            if let (true, Some((log, number, points))) = (committed, settles) {
                 // The first commit may have shown the broker drops metadata.
-                let kept = !consumer.context().metadata().uses_companion();
-                metrics.firing_points(kept, points);
+                metrics.firing_points(consumer.context().keeps_firing_points(), points);
                 log.done(number);
             }
         }));
     }
 
     /// Takes the firing points the sink asks to have stored and commits
-    /// them (again at the next tick while the commit fails), or, where the
-    /// broker drops commit metadata, lets the sink go on without: a window
-    /// sent again may then differ (docs/SEMANTICS.md).
+    /// them (again at every tick until a commit carries them all), or, where
+    /// the broker drops commit metadata, lets the sink go on without: a
+    /// window sent again may then differ (docs/SEMANTICS.md).
     pub(super) fn store_firing_points(&mut self, acks: &watch::Receiver<Option<Checkpoint>>) {
         let Some(log) = self.consumer.context().firing.clone() else {
             return;
         };
         let (points, number) = log.take();
+        if !self.consumer.context().keeps_firing_points() {
+            let unstored = points.len() + self.storing.take().map_or(0, |s| s.waiting.len());
+            self.metrics.firing_points(false, unstored);
+            log.done(number);
+            return;
+        }
         if !points.is_empty() {
-            if self.consumer.context().metadata().uses_companion() {
-                self.metrics.firing_points(false, points.len());
-                log.done(number);
-            } else {
-                let (_, pending) = self.storing.get_or_insert((number, 0));
-                *pending += points.len();
-                self.storing = Some((number, *pending));
-                if let Ok(mut shared) = self.consumer.context().shared.lock() {
-                    shared.ledger.add_fired(points);
-                }
-            }
+            let storing = self.storing.get_or_insert_with(Storing::default);
+            storing.number = number;
+            storing.uncounted += points.len();
+            storing.waiting.extend(points);
         }
-        if self.storing.is_some_and(|(n, _)| log.settled(n)) {
+        let Some(storing) = &mut self.storing else {
+            return;
+        };
+        if storing.waiting.is_empty() && log.settled(storing.number) {
             self.storing = None;
+            return;
         }
-        if self.storing.is_some() {
-            self.commit_accepted(acks, CommitMode::Sync);
+        if let Ok(mut shared) = self.consumer.context().shared.lock() {
+            shared.ledger.add_fired(&mut storing.waiting);
         }
+        self.commit_accepted(acks, CommitMode::Sync);
     }
 
     /// The last commit, synchronous, once the one still running has landed.
@@ -214,6 +234,11 @@ fn commit_plan(
     let mode = if verify { CommitMode::Sync } else { mode };
     let result = context.commit(consumer, plan, mode);
     report_commit(metrics, plan, &result);
+    if let Err(CommitError::Offsets(e)) = &result {
+        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::OffsetMetadataTooLarge) {
+            context.refuse_firing_points();
+        }
+    }
     if result.is_ok() {
         if let Ok(mut shared) = context.shared.lock() {
             shared.ledger.committed_plan(plan);

@@ -9,6 +9,7 @@
 //! the loop to apply. Statistics callbacks record the broker's end offsets.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -57,6 +58,8 @@ pub(super) struct SourceContext {
     /// Shared with the sink in the single output mode: the firing points
     /// to store before it sends their windows.
     pub(super) firing: Option<Arc<FiringLog>>,
+    /// The broker refused commit metadata with firing points as too large.
+    firing_refused: AtomicBool,
     /// The sink's acknowledged checkpoints, read fresh at a revocation.
     acks: watch::Receiver<Option<Checkpoint>>,
     /// How long a revocation waits for the sink, at most.
@@ -101,6 +104,7 @@ impl SourceContext {
             security,
             fence,
             firing,
+            firing_refused: AtomicBool::new(false),
             acks,
             revoke_wait,
             committing: Mutex::new(()),
@@ -114,6 +118,29 @@ impl SourceContext {
         match &self.dead_letters {
             Some(letters) => letters.hold_back(checkpoint),
             None => checkpoint.clone(),
+        }
+    }
+
+    /// Whether firing points can be stored with the commits: the broker
+    /// keeps commit metadata (or is not known yet to drop it) and has not
+    /// refused it as too large.
+    pub(super) fn keeps_firing_points(&self) -> bool {
+        !self.metadata().uses_companion() && !self.firing_refused.load(Ordering::Relaxed)
+    }
+
+    /// The broker refused a commit's metadata as too large
+    /// (`offset.metadata.max.bytes` below what the firing points take):
+    /// from now on none are stored.
+    pub(super) fn refuse_firing_points(&self) {
+        if !self.firing_refused.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "The broker refused the commit metadata as too large (offset.metadata.max.bytes): \
+                 firing points are no longer stored, so in the single output mode a window sent \
+                 again after a crash can differ from its first copy."
+            );
+        }
+        if let Ok(mut shared) = self.shared.lock() {
+            shared.ledger.drop_fired();
         }
     }
 
@@ -279,10 +306,10 @@ impl ConsumerContext for SourceContext {
             .iter()
             .map(|e| e.partition())
             .collect();
-        self.fence.revoke();
+        let epoch = self.fence.revoke();
         if let Some(firing) = &self.firing {
             // The sink drops the windows it waits to send: they are stale.
-            firing.settle_all();
+            firing.settle_all(epoch);
         }
         self.wait_for_sink();
         let _committing = self
