@@ -188,7 +188,9 @@ impl SourceTask {
         let Some(storing) = &mut self.storing else {
             return;
         };
-        if storing.waiting.is_empty() && log.settled(storing.number) {
+        // Settled: stored, or let go by a revocation (their windows are
+        // stale, and so are the points still waiting for room).
+        if log.settled(storing.number) {
             self.storing = None;
             return;
         }
