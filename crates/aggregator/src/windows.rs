@@ -482,10 +482,7 @@ impl TumblingWindows {
 
     /// A firing point for the windows through `through`, here.
     fn point_here(&self, through: TimestampMs) -> FiringPoint {
-        FiringPoint {
-            through,
-            offsets: self.next_offsets.iter().collect(),
-        }
+        FiringPoint::new(through, self.next_offsets.iter())
     }
 
     /// Closes every open window ending at or before `through`, in order.
